@@ -78,7 +78,7 @@ def _grouped(name: str, t: torch.Tensor, batch: int, dim: int, nstate: int, leng
         groups = t.shape[1]
         if groups < 1 or dim % groups:
             raise ValueError(f"selective_scan: argument '{name}' has {groups} groups (shape {tuple(t.shape)}); "
-                             f"the channel count D={dim} must be divisible by G.")
+                             f"expected (B, G, N, L) with D={dim} divisible by G.")
         _check(name, t, (batch, groups, nstate, length), "(B, G, N, L)")
         return t
     raise ValueError(f"selective_scan: argument '{name}' has shape {tuple(t.shape)}, expected (B, N, L) = "
