@@ -1,0 +1,7 @@
+"""``python -m mambaseg`` (also under ``torchrun``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

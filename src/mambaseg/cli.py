@@ -1,0 +1,156 @@
+"""Command-line interface: argparse subcommands that parse, then call one library function each.
+
+Errors the user can fix (bad paths, bad files, bad configs) print one line ``mambaseg <cmd>: error: ...`` and exit 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+
+
+def _cmd_bench(args) -> int:
+    from .bench import format_scan_table, run_scan_bench
+
+    if args.what != "scan":
+        raise ValueError(f"unknown benchmark {args.what!r}; available: scan")
+    out = Path(args.out)
+    command = "mambaseg bench scan" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
+    report = run_scan_bench(quick=args.quick, threads=args.threads, out=out, command=command,
+                            progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(format_scan_table(report))
+    print(f"results written to {out}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .config import load_config
+    from .engine.train import train
+
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    print(f"training done in {summary['train_seconds']:.0f} s, {summary['epochs_done']} epochs; "
+          f"best validation Dice {summary['best_val_dice']:.4f}")
+    print(f"run folder: {out}  (checkpoint_best.pt, checkpoint_last.pt, train.log, metrics.jsonl, progress.png)")
+    print(f"report: mambaseg report {out} -o {out / 'report.html'}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .engine.predict import predict
+
+    written = predict(args.model, args.input, args.output, overlay=args.overlay, probs=args.probs,
+                      mask=args.mask, tta=args.tta, overlap=args.overlap, overwrite=args.overwrite,
+                      progress=not args.no_progress, device=args.device)
+    print(f"wrote {len(written)} prediction(s) to {args.output}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .engine.evaluate import evaluate, format_table
+
+    result = evaluate(args.pred, args.gt, args.output, mask=args.mask, empty_policy=args.empty_policy,
+                      regions=args.regions, overwrite=args.overwrite, threshold=args.threshold)
+    print(format_table(result))
+    print(f"results written to {args.output}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    out = run_demo(Path(args.out), minutes=args.minutes, with_3d=not args.no_3d,
+                   log=lambda m: print(m, flush=True))
+    print(f"demo results: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mambaseg", description="Mamba medical image segmentation that runs anywhere.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("bench", help="benchmarks (scan)")
+    p.add_argument("what", choices=["scan"])
+    p.add_argument("--quick", action="store_true", help="only the 2D case, no reference loop")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/results/scan.json")
+    _add_common(p)
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys, e.g. train.epochs=5")
+    p.add_argument("--out", help="run folder (default runs/<config>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint_last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="segment images or volumes with a trained model")
+    p.add_argument("--model", "-m", required=True, help="run folder, checkpoint (.pt) or ONNX file")
+    p.add_argument("--input", "-i", required=True, help="image/volume file or folder")
+    p.add_argument("--output", "-o", required=True, help="output folder (must not be the input folder)")
+    p.add_argument("--mask", help="2D: folder of field-of-view masks (default: estimated from each image)")
+    p.add_argument("--overlay", action="store_true", help="also write colour overlays")
+    p.add_argument("--probs", action="store_true", help="also write probability maps")
+    p.add_argument("--tta", action="store_true", help="mirror test-time augmentation")
+    p.add_argument("--overlap", type=float, default=None, help="tile overlap in [0, 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    _add_common(p)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score predictions against ground truth")
+    p.add_argument("--pred", required=True, help="folder of predictions")
+    p.add_argument("--gt", required=True, help="folder of ground-truth labels (or a DRIVE split folder)")
+    p.add_argument("--mask", help="2D: folder of field-of-view masks; metrics are computed inside them")
+    p.add_argument("--output", "-o", required=True, help="output folder for metrics.csv and summary.json")
+    p.add_argument("--empty-policy", default="nan", choices=["nan", "transunet", "segmamba", "brats"],
+                   help="3D: score when prediction or reference is empty")
+    p.add_argument("--regions", default="", choices=["", "brats"], help="3D: also score BraTS regions")
+    p.add_argument("--threshold", type=float, default=0.5, help="2D: threshold for probability maps")
+    p.add_argument("--overwrite", action="store_true")
+    _add_common(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("demo", help="train, predict and evaluate on built-in synthetic data")
+    p.add_argument("--out", default="demo_results")
+    p.add_argument("--minutes", type=float, default=2.0, help="2D training budget")
+    p.add_argument("--no-3d", action="store_true", help="skip the 3D part")
+    _add_common(p)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mambaseg").setLevel(logging.INFO if args.command in ("train", "demo") else logging.WARNING)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"mambaseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError, OSError) as e:
+        if args.debug:
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"mambaseg {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

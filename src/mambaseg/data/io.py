@@ -1,0 +1,354 @@
+"""Reading and writing 2D images, label maps and masks.
+
+Readers are chosen by file suffix through a small registry (``_READERS``), so double suffixes such as ``.nii.gz``
+work. Every reader returns the raw pixel array ``(H, W)`` or ``(H, W, C)`` plus a ``meta`` dict; the public functions
+turn that into the library's layouts:
+
+* :func:`read_image` -> ``float32 (C, H, W)`` (channels first, as every reader in ``mambaseg``);
+* :func:`read_label` -> ``int64 (H, W)`` class indices;
+* :func:`read_mask`  -> ``bool (H, W)``.
+
+``meta`` always holds ``path`` (str), ``shape`` (the returned array's shape) and ``spacing`` (``(1.0, 1.0)`` for
+raster formats, the pixel size from the header for NIfTI).
+
+Every problem with a file (missing, empty, unsupported suffix, truncated or corrupt, NaN/Inf, bad label values)
+raises :class:`DataError` with a one-line message naming the file and what was expected.
+
+Pillow conventions (documented choices):
+    - ``RGB``/``RGBA``/``CMYK``/``YCbCr`` images give 3 channels (alpha is dropped), grey (``L``, ``1``, ``I``,
+      ``I;16``, ``F``) gives 1 channel; 16-bit values are kept as they are (no rescaling to 8 bit).
+    - Palette images (``P``, e.g. GIF): for :func:`read_image` the palette is applied (grey palette -> 1 channel,
+      colour palette -> 3 channels); for :func:`read_label` / :func:`read_mask` the palette *indices* are used,
+      which is what label GIFs/PNGs store (e.g. DRIVE's ``2nd_manual`` maps are palette images with indices 0/1).
+    - Multi-frame files (animated GIF, multi-page TIFF) use their first frame.
+
+NIfTI: the data array's first two axes are (H, W) as stored (no reorientation). A 3D volume is accepted only when
+one spatial axis has size 1; a 4th axis (or a 3rd one after dropping singletons) is read as channels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+__all__ = [
+    "DataError",
+    "SUPPORTED_2D",
+    "OVERLAY_COLOURS",
+    "suffix_of",
+    "read_image",
+    "read_label",
+    "read_mask",
+    "write_png",
+    "write_overlay",
+]
+
+logger = logging.getLogger(__name__)
+
+PIL_SUFFIXES = (".png", ".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".bmp")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SUPPORTED_2D = PIL_SUFFIXES + NIFTI_SUFFIXES
+
+#: RGB colours used by :func:`write_overlay`.
+OVERLAY_COLOURS = {"pred": (255, 255, 0), "tp": (0, 200, 0), "fp": (255, 0, 0), "fn": (0, 96, 255)}
+
+
+class DataError(ValueError):
+    """A data file is missing, unreadable or does not hold what was expected.
+
+    The message is a single line naming the file and what was expected.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+def suffix_of(path: str | Path) -> str:
+    """Lower-case suffix of ``path`` including known double suffixes (``.nii.gz``)."""
+    name = Path(path).name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return Path(name).suffix
+
+
+def _check_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file does not exist")
+    if not path.is_file():
+        raise DataError(f"{path}: expected a file, found a directory or special file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes)")
+    suffix = suffix_of(path)
+    if suffix not in _READERS:
+        raise DataError(f"{path}: unsupported suffix {suffix!r}; supported: {', '.join(SUPPORTED_2D)}")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# raw readers: path -> (array (H, W) or (H, W, C), meta extras)
+# --------------------------------------------------------------------------------------------------------------
+def _open_pil(path: Path) -> Image.Image:
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        img = Image.open(path)
+        img.load()  # force a full decode so truncated files fail here and not later
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        raise DataError(f"{path}: cannot decode image (corrupt or truncated?): {type(exc).__name__}: {exc}") from exc
+    if getattr(img, "n_frames", 1) > 1:
+        logger.debug("%s has %d frames; using the first one", path, img.n_frames)
+    return img
+
+
+def _pil_to_array(img: Image.Image, palette: str) -> np.ndarray:
+    """Pixels of ``img`` as (H, W) or (H, W, C); ``palette`` is 'apply' or 'index' for 'P' images."""
+    mode = img.mode
+    if mode == "P":
+        if palette == "index":
+            return np.asarray(img)
+        has_alpha = "transparency" in img.info
+        img = img.convert("RGBA" if has_alpha else "RGB")
+        arr = np.asarray(img)[..., :3]
+        if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+            return arr[..., 0]
+        return arr
+    if mode == "1":
+        return np.asarray(img.convert("L"))
+    if mode in ("L", "I", "F") or mode.startswith("I;16"):
+        arr = np.asarray(img)
+        return arr.astype(np.int32) if mode.startswith("I;16") else arr
+    if mode == "LA":
+        return np.asarray(img)[..., 0]
+    if mode in ("RGB", "RGBA", "RGBX"):
+        return np.asarray(img)[..., :3]
+    return np.asarray(img.convert("RGB"))
+
+
+def _read_pil(path: Path, palette: str) -> tuple[np.ndarray, dict]:
+    img = _open_pil(path)
+    arr = _pil_to_array(img, palette)
+    return arr, {"spacing": (1.0, 1.0), "mode": img.mode}
+
+
+def _read_nifti(path: Path, palette: str) -> tuple[np.ndarray, dict]:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        arr = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel/gzip/zlib raise many types for corrupt files
+        raise DataError(f"{path}: cannot read NIfTI (corrupt or truncated?): {type(exc).__name__}: {exc}") from exc
+    zooms = [float(z) for z in img.header.get_zooms()]
+    shape = arr.shape
+    spatial = list(range(min(arr.ndim, 3)))
+    keep = [a for a in spatial if shape[a] != 1]
+    if arr.ndim < 2 or arr.ndim > 4 or len(keep) != 2:
+        if arr.ndim == 3 and len(keep) == 3 and arr.shape[2] in (3, 4):
+            pass  # (H, W, RGB[A]) stored as a 3D volume; unusual but unambiguous enough
+        else:
+            raise DataError(f"{path}: expected a 2D NIfTI (H, W), a 3D one with a singleton axis or (H, W, 1, C), "
+                            f"got shape {shape}")
+    if arr.ndim == 3 and len(keep) == 3:
+        out = arr[..., :3]
+        spacing = (zooms[0], zooms[1])
+    else:
+        drop = tuple(a for a in spatial if a not in keep)
+        out = np.squeeze(arr, axis=drop) if drop else arr
+        spacing = (zooms[keep[0]], zooms[keep[1]])
+    return np.asarray(out), {"spacing": spacing, "affine": np.asarray(img.affine)}
+
+
+_READERS: dict[str, Callable[[Path, str], tuple[np.ndarray, dict]]] = {
+    **{s: _read_pil for s in PIL_SUFFIXES},
+    **{s: _read_nifti for s in NIFTI_SUFFIXES},
+}
+
+
+def _read_raw(path: str | Path, palette: str) -> tuple[np.ndarray, dict]:
+    path = _check_file(path)
+    arr, extra = _READERS[suffix_of(path)](path, palette)
+    if arr.ndim not in (2, 3):
+        raise DataError(f"{path}: expected a 2D image (H, W) or (H, W, C), got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        n = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise DataError(f"{path}: contains {n} NaN/Inf values; expected finite intensities")
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{path}: unsupported pixel type {arr.dtype}; expected integer or float pixels")
+    meta = {"path": str(path), **extra}
+    return arr, meta
+
+
+# --------------------------------------------------------------------------------------------------------------
+# public readers
+# --------------------------------------------------------------------------------------------------------------
+def read_image(path: str | Path) -> tuple[np.ndarray, dict]:
+    """Read a 2D image as channels-first float32.
+
+    Args:
+        path: file with one of the suffixes in :data:`SUPPORTED_2D`.
+
+    Returns:
+        ``(image, meta)`` with ``image: (C, H, W)`` float32 (C = 1 for grey, 3 for colour) holding the raw values
+        (no rescaling), and ``meta`` with ``path``, ``shape`` and ``spacing`` (plus ``mode`` / ``affine``).
+
+    Raises:
+        DataError: missing/empty/corrupt file, unsupported suffix, unsupported shape or NaN/Inf values.
+    """
+    arr, meta = _read_raw(path, palette="apply")
+    image = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    meta["shape"] = tuple(image.shape)
+    return image, meta
+
+
+def _to_single_channel(arr: np.ndarray, path: str, what: str) -> np.ndarray:
+    if arr.ndim == 2:
+        return arr
+    if all(np.array_equal(arr[..., 0], arr[..., c]) for c in range(1, arr.shape[-1])):
+        return arr[..., 0]
+    raise DataError(f"{path}: {what} has {arr.shape[-1]} differing colour channels; expected a single-channel map "
+                    f"(grey or palette image)")
+
+
+def read_label(path: str | Path, num_classes: int | None = None) -> tuple[np.ndarray, dict]:
+    """Read a 2D label map of class indices.
+
+    A binary map stored as 0/255 (the usual PNG/GIF convention) is mapped to 0/1. Palette images give their indices.
+
+    Args:
+        path: label file (any suffix in :data:`SUPPORTED_2D`; JPEG is accepted but lossy, so values are checked).
+        num_classes: when given, every value must lie in ``[0, num_classes)``; otherwise only ``>= 0`` is checked.
+
+    Returns:
+        ``(label, meta)`` with ``label: (H, W)`` int64.
+
+    Raises:
+        DataError: unreadable file, colour (non-grey) labels, non-integer values, or values out of range (the message
+            lists the offending values).
+    """
+    arr, meta = _read_raw(path, palette="index")
+    arr = _to_single_channel(arr, meta["path"], "label map")
+    if arr.dtype.kind == "f":
+        if not np.all(arr == np.round(arr)):
+            raise DataError(f"{meta['path']}: label map holds non-integer values; expected class indices")
+    values = np.unique(arr)
+    if values.size and set(values.tolist()) <= {0, 255} and 255 in values and (num_classes is None or num_classes <= 255):
+        arr = arr == 255
+        values = np.unique(arr.astype(np.int64))
+    label = np.ascontiguousarray(arr, dtype=np.int64)
+    values = values.astype(np.int64)
+    hi = num_classes if num_classes is not None else None
+    bad = values[(values < 0) | (values >= hi)] if hi is not None else values[values < 0]
+    if bad.size:
+        shown = ", ".join(str(v) for v in bad[:10].tolist()) + (" ..." if bad.size > 10 else "")
+        expected = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        raise DataError(f"{meta['path']}: label values {shown} outside {expected}; values found: "
+                        f"{values[:20].tolist()} (a binary map must be 0/1 or 0/255)")
+    meta["shape"] = tuple(label.shape)
+    return label, meta
+
+
+def read_mask(path: str | Path) -> tuple[np.ndarray, dict]:
+    """Read a 2D binary mask (e.g. a field-of-view mask): any value > 0 is inside.
+
+    Returns:
+        ``(mask, meta)`` with ``mask: (H, W)`` bool.
+    """
+    arr, meta = _read_raw(path, palette="index")
+    if arr.ndim == 3:
+        arr = arr.max(axis=-1)
+    mask = np.ascontiguousarray(arr > 0)
+    meta["shape"] = tuple(mask.shape)
+    return mask, meta
+
+
+# --------------------------------------------------------------------------------------------------------------
+# writers
+# --------------------------------------------------------------------------------------------------------------
+def write_png(path: str | Path, array: np.ndarray) -> Path:
+    """Write ``array`` as PNG (parent folders are created).
+
+    Args:
+        path: destination file; must end in ``.png``.
+        array: uint8 ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``; a bool array is written as 0/255.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    if suffix_of(path) != ".png":
+        raise ValueError(f"path must end in '.png', got {str(path)!r}")
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if array.dtype != np.uint8:
+        raise ValueError(f"array must be uint8 (or bool), got dtype {array.dtype}")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        raise ValueError(f"array must have shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(array)).save(path)
+    return path
+
+
+def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) float / (H, W) / (H, W, 3) -> (H, W, 3) uint8, robustly min-max scaled for non-uint8 input."""
+    image = np.asarray(image)
+    channels_last = image.ndim == 3 and image.shape[-1] in (1, 3) and (image.dtype == np.uint8
+                                                                      or image.shape[0] not in (1, 3))
+    if image.ndim == 3 and image.shape[0] in (1, 3) and not channels_last:
+        image = np.moveaxis(image, 0, -1)  # (C, H, W) -> (H, W, C); uint8 (H, W, 3) is taken as channels-last
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"image must be (C, H, W) or (H, W[, 3]) with C in (1, 3), got shape {image.shape}")
+    if image.dtype != np.uint8:
+        img = image.astype(np.float64)
+        lo, hi = np.percentile(img, [0.5, 99.5])
+        hi = hi if hi > lo else lo + 1.0
+        image = (np.clip((img - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return image
+
+
+def write_overlay(path: str | Path, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None,
+                  alpha: float = 0.6) -> np.ndarray:
+    """Write a colour overlay of a binary prediction (and its errors) on the image as PNG.
+
+    Without ``gt`` the predicted foreground is tinted yellow. With ``gt`` the pixels are coloured by outcome:
+    true positive green, false positive red, false negative blue (see :data:`OVERLAY_COLOURS`).
+
+    Args:
+        path: destination ``.png``.
+        image: ``(C, H, W)`` with C in (1, 3), ``(H, W)`` or ``(H, W, 3)``; non-uint8 input is min-max scaled
+            (0.5/99.5 percentiles).
+        pred: ``(H, W)`` prediction; values > 0 are foreground.
+        gt: optional ``(H, W)`` ground truth; values > 0 are foreground.
+        alpha: opacity of the colours, in [0, 1].
+
+    Returns:
+        The written ``(H, W, 3)`` uint8 RGB array.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    rgb = _to_rgb_uint8(image).astype(np.float32)
+    pred = np.asarray(pred) > 0
+    if pred.shape != rgb.shape[:2]:
+        raise ValueError(f"pred shape {pred.shape} does not match image shape {rgb.shape[:2]}")
+    if gt is None:
+        regions = {"pred": pred}
+    else:
+        gt = np.asarray(gt) > 0
+        if gt.shape != pred.shape:
+            raise ValueError(f"gt shape {gt.shape} does not match pred shape {pred.shape}")
+        regions = {"tp": pred & gt, "fp": pred & ~gt, "fn": ~pred & gt}
+    for name, region in regions.items():
+        colour = np.asarray(OVERLAY_COLOURS[name], dtype=np.float32)
+        rgb[region] = (1.0 - alpha) * rgb[region] + alpha * colour
+    out = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    write_png(path, out)
+    return out

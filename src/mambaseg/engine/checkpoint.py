@@ -1,0 +1,92 @@
+"""Checkpoints: plain dicts of tensors and primitives, written atomically, read with ``weights_only=True``.
+
+A checkpoint holds ``model_name`` + ``model_kwargs`` (the model is rebuilt through the registry, never unpickled),
+``state_dict``, optimiser/scheduler/RNG state for resuming, the resolved config, metrics, preprocessing plan and
+provenance. A file carrying a pickled object is refused before anything in it runs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..models import build_model
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used (one-line message naming the file)."""
+
+
+def save_checkpoint(obj: dict, path: str | Path) -> None:
+    """Write ``obj`` to ``path`` atomically: temporary file in the same folder, flush + fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(obj, checkpoint_version=CHECKPOINT_VERSION), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint safely (``weights_only=True``); clear errors for missing, truncated or unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint is empty (0 bytes).")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a mambaseg checkpoint (not a torch zip archive; truncated or corrupt?).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        raise CheckpointError(f"{path}: refused, the checkpoint carries a pickled object that could run code "
+                              f"({first[:160]}).") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0][:160]}).") from None
+    if not isinstance(ckpt, dict) or "model_name" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a mambaseg checkpoint (expected keys model_name, state_dict).")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> torch.nn.Module:
+    """Rebuild the model through the registry and load its weights (strict; mismatches give a clear error)."""
+    try:
+        model = build_model(ckpt["model_name"], **dict(ckpt.get("model_kwargs") or {}))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild model {ckpt['model_name']!r}: {e}") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        msg = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"{path}: weights do not match model {ckpt['model_name']!r} ({msg}).") from None
+    model.eval()
+    return model
+
+
+def state_dict_bytes(model: torch.nn.Module) -> int:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell()

@@ -1,0 +1,138 @@
+"""Join the data layer with training: load a configured dataset into memory and draw augmented patch batches.
+
+Cases are dicts ``{id, image: float32 [C, *S], label: int64 [*S] | None, mask: bool [*S] | None, meta}``; 2D and
+3D cases go through the same sampler (the dimensionality is a property of the arrays).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataCfg
+from ..data.io import DataError
+from ..data.sampling import sample_patch
+from ..data.transforms import default_augmentation
+
+__all__ = ["load_dataset", "PatchSampler", "split_ids", "LAYOUTS_2D", "LAYOUTS_3D"]
+
+logger = logging.getLogger(__name__)
+LAYOUTS_2D = ("drive", "folder2d", "synthetic_drive")
+LAYOUTS_3D = ("msd", "brats", "synapse_npz", "btcv")
+
+
+def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Seeded shuffle-and-split of case ids (at least one training case; no validation for fraction 0)."""
+    ids = sorted(ids)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_val = int(round(len(ids) * val_fraction))
+    n_val = min(n_val, len(ids) - 1)
+    val = sorted(ids[i] for i in order[:n_val])
+    train = sorted(ids[i] for i in order[n_val:])
+    return train, val
+
+
+def _cases_2d(cfg: DataCfg, root: Path, run_dir: Path | None, seed: int):
+    from ..data import layouts2d
+
+    if cfg.layout == "synthetic_drive":
+        from ..data.synthetic import write_synthetic_drive
+
+        root = (run_dir or Path(".")) / "synthetic_data"
+        if not (root / "training").is_dir():
+            write_synthetic_drive(root, n_train=cfg.synthetic_cases, n_test=4,
+                                  size=(cfg.synthetic_size, cfg.synthetic_size), seed=seed)
+        return layouts2d.drive_cases(root, split="training")
+    if cfg.layout == "drive":
+        return layouts2d.drive_cases(root, split=cfg.split)
+    return layouts2d.folder2d_cases(root)
+
+
+def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Load the configured training and validation cases.
+
+    Returns:
+        (train cases, validation cases, info) where info records the split and, for 3D, the preprocessing plan.
+    """
+    if cfg.layout in LAYOUTS_2D:
+        from ..data.layouts2d import load_case2d
+
+        root = Path(cfg.root) if cfg.root else Path(".")
+        if cfg.layout != "synthetic_drive" and not root.exists():
+            raise DataError(f"{root}: data.root does not exist (layout {cfg.layout!r}).")
+        records = _cases_2d(cfg, root, run_dir, seed)
+        if not records:
+            raise DataError(f"{root}: no cases found for layout {cfg.layout!r}.")
+        by_id = {r.id: r for r in records}
+        if cfg.val_root:
+            train_ids = sorted(by_id)
+            val_records = _cases_2d(DataCfg(**{**cfg.__dict__, "root": cfg.val_root}), Path(cfg.val_root),
+                                    run_dir, seed)
+        else:
+            train_ids, val_ids = split_ids(list(by_id), cfg.val_fraction, seed)
+            val_records = [by_id[i] for i in val_ids]
+        train = [load_case2d(by_id[i], num_classes=cfg.num_classes) for i in train_ids]
+        val = [load_case2d(r, num_classes=cfg.num_classes) for r in val_records]
+        for c, r in zip(train, [by_id[i] for i in train_ids]):
+            c.setdefault("id", r.id)
+        for c, r in zip(val, val_records):
+            c.setdefault("id", r.id)
+        info = {"train_ids": [c["id"] for c in train], "val_ids": [c["id"] for c in val], "spatial_dims": 2}
+        return train, val, info
+    if cfg.layout in LAYOUTS_3D:
+        from .data3d import load_dataset_3d
+
+        return load_dataset_3d(cfg, seed, run_dir)
+    raise DataError(f"data.layout must be one of {LAYOUTS_2D + LAYOUTS_3D}, got {cfg.layout!r}.")
+
+
+class PatchSampler:
+    """Draws batches of augmented, foreground-biased patches; all randomness comes from one numpy Generator
+    whose state is saved in checkpoints (so a resumed run draws the same patches).
+
+    Args:
+        cases: training cases.
+        patch_size: spatial patch size.
+        batch_size: patches per batch.
+        fg_prob: probability of centring a patch on foreground.
+        augment: ``default`` | ``light`` | ``none``.
+        seed: seed of the generator.
+    """
+
+    def __init__(self, cases: list[dict], patch_size, batch_size: int, fg_prob: float, augment: str, seed: int):
+        self.cases = cases
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.batch_size = batch_size
+        self.fg_prob = fg_prob
+        dims = cases[0]["image"].ndim - 1
+        if len(self.patch_size) != dims:
+            raise DataError(f"data.patch_size {self.patch_size} has {len(self.patch_size)} axes but the images "
+                            f"are {dims}D.")
+        self.transform = None if augment == "none" else default_augmentation(dims, strength=augment)
+        self.rng = np.random.default_rng(seed)
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        imgs, labels, masks = [], [], []
+        for _ in range(self.batch_size):
+            case = self.cases[int(self.rng.integers(len(self.cases)))]
+            sample = {"image": case["image"], "label": case["label"]}
+            if case.get("mask") is not None:
+                sample["mask"] = case["mask"]
+            patch = sample_patch(sample, self.patch_size, self.rng, fg_prob=self.fg_prob)
+            if self.transform is not None:
+                patch = self.transform(patch, self.rng)
+            imgs.append(np.ascontiguousarray(patch["image"], dtype=np.float32))
+            labels.append(np.ascontiguousarray(patch["label"], dtype=np.int64))
+            if "mask" in patch:
+                masks.append(np.ascontiguousarray(patch["mask"], dtype=bool))
+        mask = torch.from_numpy(np.stack(masks)) if len(masks) == len(imgs) else None
+        return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(labels)), mask

@@ -1,0 +1,288 @@
+"""One training engine for 2D and 3D: a plain loop of ``train_one_epoch`` and ``validate``.
+
+Run directory: ``config.yaml`` (resolved), ``train.log``, ``metrics.jsonl``, ``progress.png``,
+``checkpoint_last.pt`` (every epoch, atomic, with optimiser/scheduler/RNG/sampler state for ``--resume``) and
+``checkpoint_best.pt`` (best validation Dice).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from ..config import Config, config_to_dict
+from ..losses import SegLoss
+from ..models import build_model
+from ..utils.seed import provenance, seed_everything
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import PatchSampler, load_dataset
+from .inference import logits_to_probs, probs_to_labels, sliding_window
+
+__all__ = ["train", "TrainingError", "build_optimizer", "build_scheduler", "validate", "case_dice"]
+
+logger = logging.getLogger("mambaseg.train")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (one-line message)."""
+
+
+def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD; parameters tagged ``_no_weight_decay`` (A_log, D) are not decayed."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if getattr(p, "_no_weight_decay", False) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    name = cfg.name.lower()
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    raise ValueError(f"optim.name must be 'adam', 'adamw' or 'sgd', got {cfg.name!r}.")
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg, total_iters: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration schedule: linear warm-up, then poly (1 - t)^0.9, cosine or constant."""
+    if cfg.schedule not in ("poly", "cosine", "constant"):
+        raise ValueError(f"optim.schedule must be 'poly', 'cosine' or 'constant', got {cfg.schedule!r}.")
+    warm = cfg.warmup_iters
+
+    def factor(it: int) -> float:
+        if it < warm:
+            return (it + 1) / warm
+        t = min(1.0, (it - warm) / max(1, total_iters - warm))
+        if cfg.schedule == "poly":
+            return (1 - t) ** 0.9
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def case_dice(pred: np.ndarray, label: np.ndarray, mask: np.ndarray | None, num_classes: int) -> float:
+    """Mean foreground Dice over classes present in prediction or label (inside ``mask``); NaN if none."""
+    if mask is not None:
+        pred, label = pred[mask], label[mask]
+    scores = []
+    for c in range(1, max(num_classes, 2)):
+        p, g = pred == c, label == c
+        denom = p.sum() + g.sum()
+        if denom:
+            scores.append(2 * np.logical_and(p, g).sum() / denom)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, image: np.ndarray, tile, overlap: float, device, tta: bool = False,
+                   batch_size: int = 4, progress: bool = False, mode: str = "gaussian") -> torch.Tensor:
+    """Sliding-window logits (K, *S) of one image (C, *S)."""
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
+    axes = tuple(range(x.dim() - 1)) if tta else ()
+    return sliding_window(lambda b: model(b).float(), x, tile, overlap, mode, batch_size, axes, progress)
+
+
+def validate(model, cases: list[dict], cfg: Config, device) -> dict:
+    """Full-image sliding-window validation: mean foreground Dice over cases (inside the mask when present)."""
+    model.eval()
+    tile = cfg.infer.patch_size or cfg.data.patch_size
+    dices = []
+    for case in cases:
+        probs = logits_to_probs(predict_logits(model, case["image"], tile, cfg.infer.overlap, device,
+                                               batch_size=cfg.infer.batch_size))
+        pred = probs_to_labels(probs, cfg.infer.threshold).cpu().numpy()
+        d = case_dice(pred, case["label"], case.get("mask"), cfg.data.num_classes)
+        if not math.isnan(d):
+            dices.append(d)
+    return {"val_dice": float(np.mean(dices)) if dices else float("nan"), "val_cases": len(cases)}
+
+
+def _plot_progress(history: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(ep, [h["train_loss"] for h in history], label="train loss", color="tab:blue")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    val = [(h["epoch"], h["val_dice"]) for h in history if h.get("val_dice") is not None]
+    if val:
+        ax2.plot(*zip(*val), "o-", label="val Dice", color="tab:orange")
+    ax2.set_ylabel("validation Dice")
+    ax2.set_ylim(0, 1)
+    fig.legend(loc="upper center", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("mambaseg")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train(cfg: Config, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train a model as configured; returns a summary dict (best/last metrics, paths, time)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = _setup_logging(run_dir)
+    try:
+        return _train(cfg, run_dir, resume, progress)
+    finally:
+        logging.getLogger("mambaseg").removeHandler(handler)
+        handler.close()
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    seed_everything(cfg.seed, cfg.train.deterministic)
+    device = _device(cfg.train.device)
+    last_path, best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
+    if not resume and last_path.exists():
+        raise TrainingError(f"{run_dir}: already holds a training run (checkpoint_last.pt); use --resume to continue "
+                            f"it or choose another --out.")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+    train_cases, val_cases, data_info = load_dataset(cfg.data, cfg.seed, run_dir)
+    in_ch = train_cases[0]["image"].shape[0]
+    kwargs = dict(cfg.model.kwargs)
+    kwargs.setdefault("in_channels", in_ch)
+    kwargs.setdefault("out_channels", 1 if cfg.data.num_classes == 2 else cfg.data.num_classes)
+    if kwargs["in_channels"] != in_ch:
+        raise TrainingError(f"model.kwargs.in_channels={kwargs['in_channels']} but the images have {in_ch} "
+                            f"channels ({train_cases[0]['id']}).")
+    model = build_model(cfg.model.name, **kwargs).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = build_optimizer(model, cfg.optim)
+    total_iters = cfg.train.epochs * cfg.train.iters_per_epoch
+    sched = build_scheduler(opt, cfg.optim, total_iters)
+    loss_fn = SegLoss(kwargs["out_channels"], cfg.loss.name, cfg.loss.dice_weight, cfg.loss.ce_weight)
+    sampler = PatchSampler(train_cases, cfg.data.patch_size, cfg.train.batch_size, cfg.data.fg_prob,
+                           cfg.data.augment, cfg.seed)
+    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp and amp_dtype == torch.float16)
+
+    start_epoch, best, history, elapsed0 = 0, -1.0, [], 0.0
+    if resume:
+        if not last_path.exists():
+            raise TrainingError(f"{run_dir}: --resume given but there is no checkpoint_last.pt to resume from.")
+        ck = load_checkpoint(last_path)
+        model.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        if ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        torch.set_rng_state(ck["rng"]["torch"])
+        sampler.set_state(ck["rng"]["sampler"])
+        start_epoch, best, history = ck["epoch"] + 1, ck.get("best_val_dice", -1.0), list(ck.get("history", []))
+        elapsed0 = ck.get("train_seconds", 0.0)
+        logger.info("resumed from %s at epoch %d", last_path, start_epoch)
+    prov = provenance(cfg.seed, device.type)
+    (run_dir / "provenance.json").write_text(json.dumps(prov, indent=2))
+    logger.info("model %s (%d parameters) on %s; %d training / %d validation cases; %s", cfg.model.name, n_params,
+                device, len(train_cases), len(val_cases), json.dumps(prov["versions"]))
+
+    def checkpoint(epoch: int, metrics: dict, elapsed: float) -> dict:
+        return {
+            "model_name": cfg.model.name, "model_kwargs": kwargs, "state_dict": model.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": epoch, "config": config_to_dict(cfg), "metrics": metrics, "best_val_dice": best,
+            "history": history, "rng": {"torch": torch.get_rng_state(), "sampler": sampler.state()},
+            "data": data_info, "provenance": prov, "train_seconds": elapsed,
+        }
+
+    t_start = time.time() - elapsed0
+    bad_streak, metrics = 0, {}
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.train.epochs):
+        model.train()
+        losses, skipped = [], 0
+        bar = tqdm(range(cfg.train.iters_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                   disable=not progress, leave=False, mininterval=2)
+        for _ in bar:
+            x, y, m = sampler.next_batch()
+            x, y = x.to(device), y.to(device)
+            m = m.to(device) if (m is not None and cfg.data.fov) else None
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.train.amp):
+                logits = model(x)
+            loss = loss_fn(logits, y, m)
+            if not torch.isfinite(loss):
+                skipped += 1
+                bad_streak += 1
+                logger.warning("epoch %d: non-finite loss (%s), step skipped (%d in a row)", epoch + 1,
+                               loss.item(), bad_streak)
+                opt.zero_grad(set_to_none=True)
+                if bad_streak >= cfg.train.max_bad_steps:
+                    raise TrainingError(f"{bad_streak} non-finite losses in a row at epoch {epoch + 1}; stopped. "
+                                        f"The last good checkpoint is {last_path}.")
+                sched.step()
+                continue
+            bad_streak = 0
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.train.grad_clip:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+        bar.close()
+        elapsed = time.time() - t_start
+        out_of_time = cfg.train.time_limit_min and elapsed > 60 * cfg.train.time_limit_min
+        last_epoch = epoch == cfg.train.epochs - 1 or out_of_time
+        metrics = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                   "skipped_steps": skipped, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
+        if val_cases and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch):
+            metrics.update(validate(model, val_cases, cfg, device))
+            if metrics["val_dice"] > best:
+                best = metrics["val_dice"]
+                metrics["best"] = True
+        history.append(metrics)
+        logger.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        ck = checkpoint(epoch, metrics, elapsed)
+        if metrics.get("best") or (not val_cases and last_epoch):
+            save_checkpoint(ck, best_path)
+        save_checkpoint(ck, last_path)
+        _plot_progress(history, run_dir / "progress.png")
+        if out_of_time:
+            logger.info("time limit of %.1f min reached after epoch %d", cfg.train.time_limit_min, epoch + 1)
+            break
+    if not best_path.exists() and last_path.exists():
+        save_checkpoint(load_checkpoint(last_path), best_path)
+    summary = {"run_dir": str(run_dir), "epochs_done": epoch + 1, "best_val_dice": best, "last": metrics,
+               "train_seconds": round(time.time() - t_start, 1), "parameters": n_params,
+               "checkpoint_best": str(best_path), "checkpoint_last": str(last_path)}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

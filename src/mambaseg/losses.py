@@ -1,0 +1,55 @@
+"""Segmentation losses: (masked) cross-entropy + soft Dice, built on MONAI's ``MaskedDiceLoss``.
+
+One output channel means binary segmentation (sigmoid + BCE); more channels mean softmax + CE over classes with the
+background excluded from the Dice term. An optional mask (e.g. a fundus field of view) restricts both terms.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.losses import MaskedDiceLoss
+
+__all__ = ["SegLoss"]
+
+
+class SegLoss(torch.nn.Module):
+    """``ce_weight * CE + dice_weight * Dice``.
+
+    Args:
+        out_channels: number of logit channels (1 = binary).
+        name: ``dice_ce`` | ``ce`` | ``dice``.
+        dice_weight: weight of the Dice term.
+        ce_weight: weight of the cross-entropy term.
+    """
+
+    def __init__(self, out_channels: int, name: str = "dice_ce", dice_weight: float = 1.0, ce_weight: float = 1.0):
+        super().__init__()
+        if name not in ("dice_ce", "ce", "dice"):
+            raise ValueError(f"loss.name must be 'dice_ce', 'ce' or 'dice', got {name!r}.")
+        self.binary = out_channels == 1
+        self.use_dice = name in ("dice_ce", "dice")
+        self.use_ce = name in ("dice_ce", "ce")
+        self.dice_weight, self.ce_weight = dice_weight, ce_weight
+        if self.binary:
+            self.dice = MaskedDiceLoss(sigmoid=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
+        else:
+            self.dice = MaskedDiceLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True,
+                                       smooth_nr=1e-5, smooth_dr=1e-5)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """logits: (B, K, *S); target: (B, *S) int labels; mask: optional (B, *S) bool."""
+        logits = logits.float()
+        tgt = target.unsqueeze(1)
+        m = None if mask is None else mask.unsqueeze(1).float()
+        loss = logits.new_zeros(())
+        if self.use_ce:
+            if self.binary:
+                ce = F.binary_cross_entropy_with_logits(logits, tgt.float(), reduction="none")
+            else:
+                ce = F.cross_entropy(logits, target, reduction="none").unsqueeze(1)
+            ce = ce.mean() if m is None else (ce * m).sum() / m.sum().clamp_min(1.0)
+            loss = loss + self.ce_weight * ce
+        if self.use_dice:
+            loss = loss + self.dice_weight * self.dice(logits, tgt.float() if self.binary else tgt, mask=m)
+        return loss

@@ -1,0 +1,181 @@
+"""SegMamba: long-range sequential modeling Mamba for 3D medical image segmentation.
+
+Xing, Ye, Yang, Liu, Zhu, "SegMamba: Long-range Sequential Modeling Mamba For 3D Medical Image Segmentation",
+MICCAI 2024, arXiv 2401.13560 (github ge-xing/SegMamba). Written from the spec (§3.2–3.3), not copied.
+
+Layout: a Mamba encoder (stem Conv k7 s2 → 4 stages of Down → GSC → ToM Mamba layers × depth, each stage output
+``MlpChannel(IN(x))``), a residual skip path of MONAI ``UnetResBlock``s (input, the 4 stage outputs, the last one
+lifted to ``hidden`` channels) and a UNETR decoder (``UnetrUpBlock`` × 4, ``UnetResBlock`` + 1×1×1 conv head).
+The encoder and the skip/decoder scaffold are shared with DM-SegNet (:mod:`mambaseg.models.dm_segnet`).
+
+Fixes against the released code: the inter-slice scan uses the actual depth of every stage (not nslices hard-coded
+for 128³), and any input size works (padded to a multiple of 16, cropped back).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from monai.networks.blocks import UnetOutBlock, UnetResBlock, UnetrUpBlock
+
+from mambaseg.nn.gsc import GSC
+from mambaseg.nn.padding import crop_to, pad_to_multiple
+from mambaseg.nn.scan3d import QSMambaLayer
+
+from .registry import register_model
+
+__all__ = ["MlpChannel", "MambaEncoder3d", "SegMamba", "res_block", "up_block"]
+
+DecoderBlockFactory = Callable[[int, int, int], nn.Module]
+
+
+def res_block(in_channels: int, out_channels: int) -> nn.Module:
+    """MONAI ``UnetResBlock`` 3³ (instance norm, LeakyReLU 0.01), stride 1: the skip-path / head block."""
+    return UnetResBlock(3, in_channels, out_channels, kernel_size=3, stride=1, norm_name="instance")
+
+
+def up_block(in_channels: int, out_channels: int) -> nn.Module:
+    """MONAI ``UnetrUpBlock``: ConvTranspose3d k2 s2 (no bias) → cat skip → ``UnetResBlock(2·out → out)``."""
+    return UnetrUpBlock(3, in_channels, out_channels, kernel_size=3, upsample_kernel_size=2, norm_name="instance",
+                        res_block=True)
+
+
+class MlpChannel(nn.Module):
+    """Channel MLP with 1×1×1 convs: C → 2C (GELU) → C. x: (B, C, D, H, W) → same shape."""
+
+    def __init__(self, channels: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or 2 * channels
+        self.fc1 = nn.Conv3d(channels, hidden, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv3d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def _checked_widths(widths: Sequence[int], depths: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    widths, depths = tuple(int(w) for w in widths), tuple(int(d) for d in depths)
+    if len(widths) != 4 or any(w < 1 for w in widths):
+        raise ValueError(f"widths must be 4 positive ints (one per encoder stage), got {widths}.")
+    if len(depths) != 4 or any(d < 0 for d in depths):
+        raise ValueError(f"depths must be 4 ints >= 0 (Mamba layers per stage), got {depths}.")
+    return widths, depths
+
+
+class MambaEncoder3d(nn.Module):
+    """Four-stage Mamba encoder (SegMamba's MambaEncoder with a configurable number of scan directions).
+
+    Stage i: ``x = Down_i(x)`` (i=0: Conv3d k7 s2 p3; i>0: IN → Conv3d k2 s2) → ``GSC`` → ``QSMambaLayer`` × depth_i;
+    the stage output is ``MlpChannel(IN(x))`` while the un-normalised x continues.
+
+    Args:
+        in_channels: input channels.
+        widths: channels of the four stages.
+        depths: Mamba layers per stage.
+        directions: scan directions of every Mamba layer (3 = SegMamba ToM, 4 = QSMamba).
+        gsc_mode: ``"add"`` or ``"mul"`` (see :class:`mambaseg.nn.gsc.GSC`).
+        grad_checkpoint: recompute the Mamba layers in the backward pass.
+
+    Attributes:
+        feature_info: ``[dict(num_chs, reduction)]`` of the four outputs (reductions 2, 4, 8, 16).
+    """
+
+    def __init__(self, in_channels: int, widths: Sequence[int] = (48, 96, 192, 384),
+                 depths: Sequence[int] = (2, 2, 2, 2), directions: int = 3, gsc_mode: str = "add",
+                 grad_checkpoint: bool = False) -> None:
+        super().__init__()
+        widths, depths = _checked_widths(widths, depths)
+        downs = [nn.Conv3d(in_channels, widths[0], kernel_size=7, stride=2, padding=3)]
+        downs += [nn.Sequential(nn.InstanceNorm3d(widths[i - 1]), nn.Conv3d(widths[i - 1], widths[i], 2, stride=2))
+                  for i in range(1, 4)]
+        self.downs = nn.ModuleList(downs)
+        self.gscs = nn.ModuleList(GSC(w, gsc_mode) for w in widths)
+        self.stages = nn.ModuleList(
+            nn.Sequential(*(QSMambaLayer(w, directions, grad_checkpoint=grad_checkpoint) for _ in range(d)))
+            for w, d in zip(widths, depths))
+        self.norms = nn.ModuleList(nn.InstanceNorm3d(w) for w in widths)
+        self.mlps = nn.ModuleList(MlpChannel(w) for w in widths)
+        self.feature_info = [dict(num_chs=w, reduction=2 ** (i + 1)) for i, w in enumerate(widths)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Args: x: (B, C_in, D, H, W), each size divisible by 16.
+
+        Returns:
+            four maps (B, widths[i], S / 2^(i+1)).
+        """
+        outs = []
+        for down, gsc, stage, norm, mlp in zip(self.downs, self.gscs, self.stages, self.norms, self.mlps):
+            x = stage(gsc(down(x)))
+            outs.append(mlp(norm(x)))
+        return outs
+
+
+class SegMamba(nn.Module):
+    """SegMamba (and, through ``decoder_block``, the scaffold of DM-SegNet).
+
+    Args:
+        in_channels: input channels (modalities).
+        out_channels: classes (logits).
+        widths: encoder stage channels.
+        depths: Mamba layers per encoder stage.
+        hidden: channels of the deepest skip (``UnetResBlock(widths[3] → hidden)``).
+        directions: scan directions of the encoder Mamba layers (3 = ToM).
+        gsc_mode: ``"add"`` (released code) or ``"mul"``.
+        grad_checkpoint: recompute the Mamba layers in the backward pass (less memory, ~1.3× time).
+        decoder_block: optional factory ``(level, c_in, c_out) -> module`` for decoder level 0 (deepest, 1/8
+            resolution) … 3 (full resolution); the module is called as ``block(x, skip)``. Default: UnetrUpBlock.
+
+    Input (B, in_channels, D, H, W) of any size: padded to a multiple of 16 and the logits cropped back.
+    """
+
+    divisor = 16
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 2, widths: Sequence[int] = (48, 96, 192, 384),
+                 depths: Sequence[int] = (2, 2, 2, 2), hidden: int = 768, directions: int = 3,
+                 gsc_mode: str = "add", grad_checkpoint: bool = False,
+                 decoder_block: DecoderBlockFactory | None = None) -> None:
+        super().__init__()
+        widths, depths = _checked_widths(widths, depths)
+        if in_channels < 1 or out_channels < 1 or hidden < 1:
+            raise ValueError(f"in_channels, out_channels and hidden must be >= 1, got {in_channels}, "
+                             f"{out_channels}, {hidden}.")
+        self.encoder = MambaEncoder3d(in_channels, widths, depths, directions, gsc_mode, grad_checkpoint)
+        skip_in, skip_out = (in_channels, *widths), (*widths, hidden)  # skip path e1..e5 from input, o0..o3
+        self.skips = nn.ModuleList(res_block(i, o) for i, o in zip(skip_in, skip_out))
+        make = decoder_block or (lambda level, c_in, c_out: up_block(c_in, c_out))
+        dec = (hidden, *widths[::-1])  # 768 → 384 → 192 → 96 → 48
+        self.decoders = nn.ModuleList(make(level, dec[level], dec[level + 1]) for level in range(4))
+        self.head = nn.Sequential(res_block(widths[0], widths[0]), UnetOutBlock(3, widths[0], out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: (B, in_channels, D, H, W), any size. Returns: logits (B, out_channels, D, H, W)."""
+        if x.dim() != 5:
+            raise ValueError(f"{type(self).__name__} expects (B, C, D, H, W), got shape {tuple(x.shape)}.")
+        x, shape = pad_to_multiple(x, self.divisor)
+        feats = [x, *self.encoder(x)]  # full, 1/2, 1/4, 1/8, 1/16
+        skips = [skip(f) for skip, f in zip(self.skips, feats)]  # e1..e5
+        y = skips[4]
+        for level, block in enumerate(self.decoders):
+            y = block(y, skips[3 - level])
+        return crop_to(self.head(y), shape)
+
+
+@register_model(spatial_dims=3)
+def segmamba(**kwargs) -> nn.Module:
+    """SegMamba, paper widths (48, 96, 192, 384), hidden 768 (~67.4 M parameters for 4 → 4 channels)."""
+    return SegMamba(**kwargs)
+
+
+@register_model(spatial_dims=3)
+def segmamba_cpu(**kwargs) -> nn.Module:
+    """CPU-sized SegMamba: widths (16, 32, 64, 128), hidden 256."""
+    return SegMamba(**dict(dict(widths=(16, 32, 64, 128), hidden=256), **kwargs))
+
+
+@register_model(spatial_dims=3)
+def segmamba_tiny(**kwargs) -> nn.Module:
+    """Test-sized SegMamba."""
+    return SegMamba(**dict(dict(widths=(4, 8, 8, 16), depths=(1, 1, 1, 1), hidden=16), **kwargs))
