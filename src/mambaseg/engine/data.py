@@ -17,11 +17,16 @@ from ..data.io import DataError
 from ..data.sampling import sample_patch
 from ..data.transforms import default_augmentation
 
-__all__ = ["load_dataset", "PatchSampler", "split_ids", "LAYOUTS_2D", "LAYOUTS_3D"]
+__all__ = ["load_dataset", "PatchSampler", "split_ids", "fov_diameter", "LAYOUTS_2D", "LAYOUTS_3D"]
 
 logger = logging.getLogger(__name__)
 LAYOUTS_2D = ("drive", "folder2d", "synthetic_drive")
 LAYOUTS_3D = ("msd", "brats", "synapse_npz", "btcv")
+
+
+def fov_diameter(mask: np.ndarray) -> float:
+    """Diameter (pixels) of the disc with the area of a field-of-view mask."""
+    return float(2.0 * np.sqrt(mask.sum() / np.pi))
 
 
 def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -81,6 +86,9 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
         for c, r in zip(val, val_records):
             c.setdefault("id", r.id)
         info = {"train_ids": [c["id"] for c in train], "val_ids": [c["id"] for c in val], "spatial_dims": 2}
+        diam = [fov_diameter(c["mask"]) for c in train if c.get("mask") is not None]
+        if diam:  # the scale the model learned vessels at; predict rescales other cameras' photos to it
+            info["fov_diameter"] = float(np.median(diam))
         return train, val, info
     if cfg.layout in LAYOUTS_3D:
         from .data3d import load_dataset_3d

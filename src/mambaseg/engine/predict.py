@@ -1,0 +1,213 @@
+"""``mambaseg predict``: segment 2D images (PNG/TIF/GIF/JPG/BMP/NIfTI) or 3D volumes with a trained model.
+
+2D: full-image inference by overlapping tiles; ``<stem>.png`` masks (0/255 for binary models, label values
+otherwise), optional ``probs/<stem>.png`` (16-bit probability of foreground) and ``overlays/<stem>.png``. For
+models trained with a field of view (fundus), the FOV is read from ``--mask`` or estimated from the image, and
+photos from other cameras are rescaled so their FOV diameter matches the training data before inference.
+3D: see :mod:`mambaseg.engine.predict3d`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data.io import SUPPORTED_2D, DataError, read_image, read_mask, suffix_of, write_overlay, write_png
+from ..data.layouts2d import estimate_fov, normalize_image
+from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .data import fov_diameter
+from .inference import logits_to_probs, probs_to_labels, sliding_window
+
+__all__ = ["predict", "load_predictor", "collect_inputs", "Predictor"]
+
+logger = logging.getLogger(__name__)
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+class Predictor:
+    """A model (PyTorch or ONNX) plus the configuration it was trained with."""
+
+    def __init__(self, run, ckpt: dict, source: Path, device: torch.device):
+        self.run = run  # callable (n, C, *S) tensor -> (n, K, *S) logits
+        self.ckpt = ckpt
+        self.source = source
+        self.device = device
+        self.config = ckpt.get("config", {})
+        self.in_channels = int(ckpt.get("model_kwargs", {}).get("in_channels", 1))
+        self.spatial_dims = int(ckpt.get("data", {}).get("spatial_dims", 2))
+
+
+def _resolve_model_path(model: str | Path) -> Path:
+    p = Path(model)
+    if p.is_dir():
+        for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"{p}: run folder has no checkpoint_best.pt or checkpoint_last.pt.")
+    if not p.exists():
+        raise CheckpointError(f"{p}: model not found (expected a run folder, a .pt checkpoint or an .onnx file).")
+    return p
+
+
+def load_predictor(model: str | Path, device: str = "auto") -> Predictor:
+    """Load a run folder / checkpoint (PyTorch) or an exported ``.onnx`` file (onnxruntime)."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    path = _resolve_model_path(model)
+    if path.suffix == ".onnx":
+        from ..export import onnx_predictor
+
+        run, ckpt = onnx_predictor(path)
+        return Predictor(run, ckpt, path, torch.device("cpu"))
+    ckpt = load_checkpoint(path)
+    net = model_from_checkpoint(ckpt, path).to(dev)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return net(x.to(dev)).float()
+
+    return Predictor(run, ckpt, path, dev)
+
+
+def collect_inputs(inp: str | Path, suffixes) -> list[Path]:
+    """The input file, or the supported files of the input folder (sorted); clear errors otherwise."""
+    p = Path(inp)
+    if not p.exists():
+        raise DataError(f"{p}: input not found.")
+    if p.is_file():
+        if suffix_of(p) not in suffixes:
+            raise DataError(f"{p}: unsupported file type; expected one of {', '.join(suffixes)}.")
+        return [p]
+    files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".") and suffix_of(f) in suffixes)
+    if not files:
+        raise DataError(f"{p}: folder has no input files ({', '.join(suffixes)}).")
+    return files
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(suffix_of(path))] if suffix_of(path) else path.stem
+
+
+def _check_output_dir(out: Path, inputs: list[Path], input_arg: Path) -> None:
+    out_r = out.resolve()
+    in_dir = (input_arg if input_arg.is_dir() else input_arg.parent).resolve()
+    if out_r == in_dir or in_dir in out_r.parents:
+        raise DataError(f"{out}: output folder is (inside) the input folder {in_dir}; choose another -o.")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: output exists and is not a folder.")
+
+
+def _find_mask(mask_dir: Path | None, stem: str) -> Path | None:
+    if mask_dir is None:
+        return None
+    if not mask_dir.is_dir():
+        raise DataError(f"{mask_dir}: --mask must be a folder of masks.")
+    key = stem.split("_")[0]
+    cands = [f for f in sorted(mask_dir.iterdir()) if suffix_of(f) in SUPPORTED_2D]
+    for f in cands:
+        if _stem(f) in (stem, stem + "_mask"):
+            return f
+    for f in cands:
+        if _stem(f).split("_")[0] == key:
+            return f
+    raise DataError(f"{mask_dir}: no mask for input {stem!r} (expected {stem}.png, {stem}_mask.gif or a file "
+                    f"starting with {key}_).")
+
+
+def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, overlap: float, tta: bool,
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (K, H, W) and labels (H, W) of one raw image (C, H, W) (un-normalised)."""
+    cfg = pred.config
+    data_cfg, infer_cfg = cfg.get("data", {}), cfg.get("infer", {})
+    use_fov = bool(data_cfg.get("fov"))
+    if use_fov and mask is None:
+        mask = estimate_fov(raw)
+    image, _ = normalize_image(raw, mask if (mask is not None and use_fov) else None)
+    h, w = image.shape[1:]
+    x = torch.from_numpy(image)
+    target = pred.ckpt.get("data", {}).get("fov_diameter")
+    scale = 1.0
+    if use_fov and target and mask is not None and mask.any():
+        scale = target / fov_diameter(mask)
+        if abs(scale - 1) < 0.1:
+            scale = 1.0
+    if scale != 1.0:
+        size = (max(8, round(h * scale)), max(8, round(w * scale)))
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+        logger.info("rescaled %dx%d by %.3f to match the training field of view", h, w, scale)
+    tile = infer_cfg.get("patch_size") or data_cfg.get("patch_size") or [256, 256]
+    axes = (0, 1) if tta else ()
+    logits = sliding_window(pred.run, x, tile, overlap, infer_cfg.get("mode", "gaussian"),
+                            int(infer_cfg.get("batch_size", 4)), axes, progress)
+    if scale != 1.0:
+        logits = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    probs = logits_to_probs(logits)
+    labels = probs_to_labels(probs, float(infer_cfg.get("threshold", 0.5))).numpy()
+    probs = probs.numpy()
+    if use_fov and mask is not None:
+        labels = labels * mask
+        probs = probs * mask
+    return probs, labels
+
+
+def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool = False, probs: bool = False,
+            mask: str | Path | None = None, tta: bool = False, overlap: float | None = None,
+            overwrite: bool = False, progress: bool = True, device: str = "auto") -> list[Path]:
+    """Segment every supported file in ``inp`` and write the results to ``out`` (never into the input folder).
+
+    Returns:
+        The written label files.
+    """
+    pred = load_predictor(model, device)
+    if pred.spatial_dims == 3:
+        from .predict3d import predict_volumes
+
+        return predict_volumes(pred, inp, out, tta=tta, overlap=overlap, overwrite=overwrite, progress=progress)
+    out, inp = Path(out), Path(inp)
+    files = collect_inputs(inp, SUPPORTED_2D)
+    _check_output_dir(out, files, inp)
+    stems = [_stem(f) for f in files]
+    dup = {s for s in stems if stems.count(s) > 1}
+    if dup:
+        raise DataError(f"{inp}: several inputs share the name {sorted(dup)[0]!r}; outputs would overwrite each other.")
+    targets = [out / f"{s}.png" for s in stems]
+    if not overwrite:
+        existing = [t for t in targets if t.exists()]
+        if existing:
+            raise DataError(f"{existing[0]}: output already exists (use --overwrite to replace it).")
+    ov = pred.config.get("infer", {}).get("overlap", 0.5) if overlap is None else overlap
+    mask_dir = Path(mask) if mask else None
+    # read and check everything before writing anything
+    jobs = []
+    for f, s in zip(files, stems):
+        raw, _ = read_image(f)
+        if raw.shape[0] != pred.in_channels:
+            raise DataError(f"{f}: image has {raw.shape[0]} channel(s), the model expects {pred.in_channels}.")
+        mpath = _find_mask(mask_dir, s)
+        jobs.append((f, s, mpath))
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f, s, mpath in tqdm(jobs, desc="predict", disable=not progress):
+        raw, _ = read_image(f)
+        m = None
+        if mpath is not None:
+            m, _ = read_mask(mpath)
+            if m.shape != raw.shape[1:]:
+                raise DataError(f"{mpath}: mask shape {m.shape} differs from image {f} shape {raw.shape[1:]}.")
+        p, labels = predict_image_2d(pred, raw, m, ov, tta)
+        binary = p.shape[0] == 1
+        written.append(write_png(out / f"{s}.png", (labels * 255 if binary else labels).astype(np.uint8)))
+        if probs:
+            fg = p[0] if binary else 1.0 - p[0]
+            from PIL import Image
+
+            (out / "probs").mkdir(exist_ok=True)
+            Image.fromarray(np.round(fg * 65535).astype(np.uint16)).save(out / "probs" / f"{s}.png")
+        if overlay:
+            write_overlay(out / "overlays" / f"{s}.png", raw, labels)
+    return written

@@ -1,0 +1,76 @@
+"""Checkpoints: atomic writes, safe loading (a pickled object is refused and never runs), clear errors."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from mambaseg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_BY_CHECKPOINT",))
+
+
+def _good(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint({"model_name": "x", "model_kwargs": {"a": 1}, "state_dict": {"w": torch.ones(2)}}, path)
+    return path
+
+
+def test_roundtrip_and_no_temp_files(tmp_path):
+    path = _good(tmp_path)
+    ck = load_checkpoint(path)
+    assert ck["model_kwargs"] == {"a": 1} and torch.equal(ck["state_dict"]["w"], torch.ones(2))
+    assert ck["checkpoint_version"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+
+
+def test_pickled_object_is_refused_and_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"model_name": "x", "state_dict": {}, "payload": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="pickled object"):
+        load_checkpoint(path)
+    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
+
+
+def test_raw_pickle_file_is_refused(tmp_path):
+    path = tmp_path / "raw.pt"
+    path.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(CheckpointError, match="not a torch zip"):
+        load_checkpoint(path)
+    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
+
+
+def test_truncated_empty_missing(tmp_path):
+    path = _good(tmp_path)
+    data = path.read_bytes()
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="trunc.pt"):
+        load_checkpoint(trunc)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_checkpoint(empty)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_failed_write_keeps_previous_file(tmp_path):
+    path = _good(tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(Exception):
+        save_checkpoint({"model_name": "x", "state_dict": {}, "bad": _Unsaveable()}, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+
+
+class _Unsaveable:
+    def __reduce__(self):
+        raise RuntimeError("cannot pickle")
