@@ -19,7 +19,8 @@ Pillow conventions (documented choices):
       ``I;16``, ``F``) gives 1 channel; 16-bit values are kept as they are (no rescaling to 8 bit).
     - Palette images (``P``, e.g. GIF): for :func:`read_image` the palette is applied (grey palette -> 1 channel,
       colour palette -> 3 channels); for :func:`read_label` / :func:`read_mask` the palette *indices* are used,
-      which is what label GIFs/PNGs store (e.g. DRIVE's ``2nd_manual`` maps are palette images with indices 0/1).
+      which is what label GIFs/PNGs store (e.g. DRIVE's ``2nd_manual`` maps are palette images with indices 0/1);
+      exception: a palette holding only pure black and white gives 0/255 (so a reordered binary palette is safe).
     - Multi-frame files (animated GIF, multi-page TIFF) use their first frame.
 
 NIfTI: the data array's first two axes are (H, W) as stored (no reorientation). A 3D volume is accepted only when
@@ -104,12 +105,27 @@ def _open_pil(path: Path) -> Image.Image:
     return img
 
 
+def _palette_indices(img: Image.Image) -> np.ndarray:
+    """Label values of a palette image: the indices, except for pure black/white palettes (binary maps whose
+    palette may be stored in any order), which give their grey values 0/255."""
+    idx = np.asarray(img)
+    used = np.unique(idx)
+    pal = np.asarray(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+    if used.size and used.max() < len(pal):
+        colours = pal[used]
+        if np.all(colours == colours[:, :1]) and set(colours[:, 0].tolist()) <= {0, 255}:
+            lut = np.zeros(256, dtype=np.uint8)
+            lut[used] = colours[:, 0]
+            return lut[idx]
+    return idx
+
+
 def _pil_to_array(img: Image.Image, palette: str) -> np.ndarray:
     """Pixels of ``img`` as (H, W) or (H, W, C); ``palette`` is 'apply' or 'index' for 'P' images."""
     mode = img.mode
     if mode == "P":
         if palette == "index":
-            return np.asarray(img)
+            return _palette_indices(img)
         has_alpha = "transparency" in img.info
         img = img.convert("RGBA" if has_alpha else "RGB")
         arr = np.asarray(img)[..., :3]
@@ -236,7 +252,8 @@ def read_label(path: str | Path, num_classes: int | None = None) -> tuple[np.nda
         if not np.all(arr == np.round(arr)):
             raise DataError(f"{meta['path']}: label map holds non-integer values; expected class indices")
     values = np.unique(arr)
-    if values.size and set(values.tolist()) <= {0, 255} and 255 in values and (num_classes is None or num_classes <= 255):
+    binary_255 = values.size and set(values.tolist()) <= {0, 255} and 255 in values
+    if binary_255 and (num_classes is None or num_classes <= 255):
         arr = arr == 255
         values = np.unique(arr.astype(np.int64))
     label = np.ascontiguousarray(arr, dtype=np.int64)

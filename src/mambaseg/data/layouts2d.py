@@ -4,8 +4,9 @@ Two on-disk layouts are understood:
 
 * **DRIVE** (``detect_layout`` -> ``"drive"``)::
 
-    root/training/images/21_training.tif   root/training/1st_manual/21_manual1.gif   root/training/mask/21_training_mask.gif
-    root/test/images/01_test.tif           root/test/1st_manual/01_manual1.gif       root/test/mask/01_test_mask.gif
+    root/training/images/21_training.tif, root/training/1st_manual/21_manual1.gif,
+    root/training/mask/21_training_mask.gif; root/test/images/01_test.tif, root/test/1st_manual/01_manual1.gif,
+    root/test/mask/01_test_mask.gif
 
   Suffixes are not fixed: any suffix in :data:`~mambaseg.data.io.SUPPORTED_2D` with the right stem is found.
   Training labels are required; test labels may be absent (the official DRIVE download omits them) and then are
@@ -225,8 +226,8 @@ def load_case2d(case: Case2D, num_classes: int | None = 2, normalize: bool = Tru
     elif estimate_mask:
         mask = estimate_fov(image)
     meta.update(id=case.id, label_path=None if case.label is None else str(case.label),
-                mask_path=None if case.mask is None else str(case.mask), mask_estimated=case.mask is None and
-                mask is not None)
+                mask_path=None if case.mask is None else str(case.mask),
+                mask_estimated=case.mask is None and mask is not None)
     if normalize:
         image, stats = normalize_image(image, mask)
         meta.update(stats)

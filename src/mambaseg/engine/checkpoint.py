@@ -18,7 +18,7 @@ import torch
 
 from ..models import build_model
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "CHECKPOINT_VERSION"]
+__all__ = ["CheckpointError", "to_plain", "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
 
@@ -27,9 +27,36 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used (one-line message naming the file)."""
 
 
+def to_plain(obj):
+    """Tensors and plain python types only (str subclasses, numpy scalars and tuples converted), so the file loads
+    with ``weights_only=True``."""
+    import numpy as np
+
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        return {to_plain(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, bool) or obj is None:
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj)
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj)
+    raise TypeError(f"checkpoint value of type {type(obj).__name__} is not a tensor or plain python value.")
+
+
 def save_checkpoint(obj: dict, path: str | Path) -> None:
-    """Write ``obj`` to ``path`` atomically: temporary file in the same folder, flush + fsync, rename."""
+    """Write ``obj`` to ``path`` atomically: temporary file in the same folder, flush + fsync, rename.
+
+    Everything is converted to tensors and plain python values first (see :func:`to_plain`)."""
     path = Path(path)
+    obj = {k: (v if k in ("state_dict", "optimizer") else to_plain(v)) for k, v in obj.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

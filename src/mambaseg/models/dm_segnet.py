@@ -83,7 +83,8 @@ class DMSegNet(SegMamba):
                  depths: Sequence[int] = (2, 2, 2, 2), hidden: int = 768, enc_dirs: int = 4, dec_dirs: int = 2,
                  dec_mamba_stages: int = 3, dec_gsc: bool = False, gsc_mode: str = "add",
                  grad_checkpoint: bool = False) -> None:
-        if isinstance(dec_mamba_stages, bool) or not isinstance(dec_mamba_stages, int) or not 0 <= dec_mamba_stages <= 4:
+        stages = dec_mamba_stages
+        if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= 4:
             raise ValueError(f"dec_mamba_stages must be an int in 0..4, got {dec_mamba_stages!r}.")
 
         def block(level: int, c_in: int, c_out: int) -> nn.Module:
@@ -103,8 +104,8 @@ def dm_segnet(**kwargs) -> nn.Module:
 
 @register_model(spatial_dims=3)
 def dm_segnet_cpu(**kwargs) -> nn.Module:
-    """CPU-sized DM-SegNet: widths (16, 32, 64, 128), hidden 256 (~7.8 M parameters, ~31 MB fp32)."""
-    return DMSegNet(**dict(dict(widths=(16, 32, 64, 128), hidden=256), **kwargs))
+    """CPU-sized DM-SegNet: widths (16, 32, 48, 64), hidden 128 (~2.6 M parameters, ~10.5 MB fp32)."""
+    return DMSegNet(**dict(dict(widths=(16, 32, 48, 64), hidden=128), **kwargs))
 
 
 @register_model(spatial_dims=3)

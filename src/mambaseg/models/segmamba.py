@@ -21,7 +21,7 @@ import torch.nn as nn
 from monai.networks.blocks import UnetOutBlock, UnetResBlock, UnetrUpBlock
 
 from mambaseg.nn.gsc import GSC
-from mambaseg.nn.padding import crop_to, pad_to_multiple
+from mambaseg.nn.padding import AnySizeMixin
 from mambaseg.nn.scan3d import QSMambaLayer
 
 from .registry import register_model
@@ -113,7 +113,7 @@ class MambaEncoder3d(nn.Module):
         return outs
 
 
-class SegMamba(nn.Module):
+class SegMamba(AnySizeMixin, nn.Module):
     """SegMamba (and, through ``decoder_block``, the scaffold of DM-SegNet).
 
     Args:
@@ -124,14 +124,15 @@ class SegMamba(nn.Module):
         hidden: channels of the deepest skip (``UnetResBlock(widths[3] → hidden)``).
         directions: scan directions of the encoder Mamba layers (3 = ToM).
         gsc_mode: ``"add"`` (released code) or ``"mul"``.
-        grad_checkpoint: recompute the Mamba layers in the backward pass (less memory, ~1.3× time).
+        grad_checkpoint: recompute the Mamba layers in the backward pass (less memory, more time).
         decoder_block: optional factory ``(level, c_in, c_out) -> module`` for decoder level 0 (deepest, 1/8
             resolution) … 3 (full resolution); the module is called as ``block(x, skip)``. Default: UnetrUpBlock.
 
     Input (B, in_channels, D, H, W) of any size: padded to a multiple of 16 and the logits cropped back.
     """
 
-    divisor = 16
+    spatial_dims = 3
+    size_multiple = 16
 
     def __init__(self, in_channels: int = 1, out_channels: int = 2, widths: Sequence[int] = (48, 96, 192, 384),
                  depths: Sequence[int] = (2, 2, 2, 2), hidden: int = 768, directions: int = 3,
@@ -139,6 +140,7 @@ class SegMamba(nn.Module):
                  decoder_block: DecoderBlockFactory | None = None) -> None:
         super().__init__()
         widths, depths = _checked_widths(widths, depths)
+        self.in_channels, self.out_channels = in_channels, out_channels
         if in_channels < 1 or out_channels < 1 or hidden < 1:
             raise ValueError(f"in_channels, out_channels and hidden must be >= 1, got {in_channels}, "
                              f"{out_channels}, {hidden}.")
@@ -150,17 +152,14 @@ class SegMamba(nn.Module):
         self.decoders = nn.ModuleList(make(level, dec[level], dec[level + 1]) for level in range(4))
         self.head = nn.Sequential(res_block(widths[0], widths[0]), UnetOutBlock(3, widths[0], out_channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x: (B, in_channels, D, H, W), any size. Returns: logits (B, out_channels, D, H, W)."""
-        if x.dim() != 5:
-            raise ValueError(f"{type(self).__name__} expects (B, C, D, H, W), got shape {tuple(x.shape)}.")
-        x, shape = pad_to_multiple(x, self.divisor)
-        feats = [x, *self.encoder(x)]  # full, 1/2, 1/4, 1/8, 1/16
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: (B, in_channels, D, H, W), sizes divisible by 16 (``forward`` pads any size). Returns: logits."""
+        feats = [x, *self.encoder(x)]  # full, 1/2, 1/4, 1/8, 1/16 resolution
         skips = [skip(f) for skip, f in zip(self.skips, feats)]  # e1..e5
         y = skips[4]
-        for level, block in enumerate(self.decoders):
+        for level, block in enumerate(self.decoders):  # level 0 = deepest
             y = block(y, skips[3 - level])
-        return crop_to(self.head(y), shape)
+        return self.head(y)
 
 
 @register_model(spatial_dims=3)
@@ -171,8 +170,8 @@ def segmamba(**kwargs) -> nn.Module:
 
 @register_model(spatial_dims=3)
 def segmamba_cpu(**kwargs) -> nn.Module:
-    """CPU-sized SegMamba: widths (16, 32, 64, 128), hidden 256."""
-    return SegMamba(**dict(dict(widths=(16, 32, 64, 128), hidden=256), **kwargs))
+    """CPU-sized SegMamba: widths (16, 32, 48, 64), hidden 128 (~2.5 M parameters)."""
+    return SegMamba(**dict(dict(widths=(16, 32, 48, 64), hidden=128), **kwargs))
 
 
 @register_model(spatial_dims=3)

@@ -12,7 +12,8 @@ Behaviour follows the official ``CV-ZhangXin/AKConv`` ``model.py`` (spec §3.5):
   two clamped corners coincide and both get weight 1, so the edge value counts **twice** along that axis (the
   "border quirk"; with anchored p_n it hits the last two rows/columns of every map).
 * The N samples of an output row are stacked as N consecutive rows, (B, C, h·N, w), and a Conv2d with kernel and
-  stride (N, 1), no bias, mixes them; then BatchNorm2d and SiLU.
+  stride (N, 1), no bias, mixes them; then BatchNorm2d and SiLU. (Computed here as the equivalent matrix product on
+  a (B, C·N, h·w) view with the same (C_out, C_in, N, 1) weight, which is much faster on CPU.)
 
 Option (``centred=True, zero_pad=True``): the sampling shape is centred on the output pixel and the map is
 zero-extended (true bilinear interpolation of a zero-padded image, no double counting).
@@ -29,7 +30,6 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
 
 __all__ = ["AKConv", "initial_sampling_shape"]
 
@@ -121,18 +121,19 @@ class AKConv(nn.Module):
         return p0 + self.p_n.to(offset.dtype).view(1, 2 * n, 1, 1) + offset
 
     def sample(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """Bilinear samples of ``x`` at ``p``, arranged for the (N, 1) convolution.
+        """Bilinear samples of ``x`` at ``p``.
 
         Args:
             x: (B, C, H, W).
             p: (B, 2N, h, w) positions from :meth:`sampling_positions`.
 
         Returns:
-            (B, C, h·N, w): row i·N + n holds sample n of output row i.
+            (B, C, N·h, w): rows n·h .. n·h + h − 1 hold sample n of every output pixel (a free view of
+            (B, C·N, h, w), which :meth:`forward` multiplies with the (N, 1) weights as one matrix product).
         """
         n = self.num_param
-        px = rearrange(p[:, :n], "b n h w -> b (h n) w")  # along H
-        py = rearrange(p[:, n:], "b n h w -> b (h n) w")  # along W
+        px = p[:, :n].flatten(1, 2)  # (B, N·h, w), along H
+        py = p[:, n:].flatten(1, 2)  # (B, N·h, w), along W
         if self.zero_pad:
             # one zero row/column on every side + clamping == bilinear interpolation of the zero-extended map
             x = F.pad(x, (1, 1, 1, 1))
@@ -161,4 +162,11 @@ class AKConv(nn.Module):
         """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"AKConv: expected input (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}.")
-        return self.conv(self.sample(x, self.sampling_positions(x)))
+        samples = self.sample(x, self.sampling_positions(x))  # (B, C, N·h, w)
+        b, c, nh, w = samples.shape
+        h = nh // self.num_param
+        samples = samples.view(b, c * self.num_param, h * w)  # channel index c·N + n
+        # Conv2d(kernel (N, 1), stride (N, 1)) on the official (B, C, h·N, w) layout == this matmul (BLAS on CPU)
+        weight = self.conv[0].weight.reshape(self.out_channels, c * self.num_param)
+        y = torch.matmul(weight, samples).view(b, self.out_channels, h, w)
+        return self.conv[2](self.conv[1](y))

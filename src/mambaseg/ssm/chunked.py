@@ -29,41 +29,37 @@ DEFAULT_CHUNK = 64
 DEFAULT_BLOCK_ELEMENTS = 1 << 21
 
 
-def _scan_forward_(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+def _scan_forward_(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, prod: torch.Tensor) -> torch.Tensor:
     """In place: ``b`` (T, K, R, N) becomes the states of ``h_l = a_l h_{l-1} + b_l`` starting at ``h0`` (R, N).
 
-    Returns the state after the last step, (R, N).
+    ``prod[t]`` (T, K, R, N) is the product of ``a`` within the chunk up to step t. Returns the last state (R, N).
     """
     steps, chunks = a.shape[0], a.shape[1]
     for t in range(1, steps):  # pass 1: all chunks at once, each from zero
         b[t].addcmul_(a[t], b[t - 1])
-    prod = torch.cumprod(a, dim=0)  # (T, K, R, N) product of a within the chunk up to t
     carry_in = torch.empty_like(b[0])  # (K, R, N): true state entering each chunk
     state = h0
     for k in range(chunks):  # pass 2: carry from chunk to chunk
         carry_in[k] = state
-        state = b[steps - 1, k] + prod[steps - 1, k] * state
+        state = torch.addcmul(b[steps - 1, k], prod[steps - 1, k], state)
     b.addcmul_(prod, carry_in.unsqueeze(0))  # pass 3: fix-up
     return state
 
 
-def _scan_reverse_(a: torch.Tensor, g: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
+def _scan_reverse_(a: torch.Tensor, g: torch.Tensor, carry: torch.Tensor, prod: torch.Tensor) -> torch.Tensor:
     """In place: ``g`` (T, K, R, N) becomes the adjoint of ``g_l = g_l + a_{l+1} g_{l+1}``, run from the end.
 
-    ``carry`` (R, N) is added at the last step of the block with coefficient 1 (it is ``a·g`` of the step after
-    the block, or the gradient of the final state). Returns ``a_first · g_first`` to carry into the block before.
+    ``prod[t]`` is ``a[t+1]···a[T-1]`` within the chunk. ``carry`` (R, N) is added at the last step of the block
+    with coefficient 1 (it is ``a·g`` of the step after the block, or the gradient of the final state). Returns
+    ``a_first · g_first`` to carry into the block before.
     """
     steps, chunks = a.shape[0], a.shape[1]
     for t in range(steps - 2, -1, -1):
         g[t].addcmul_(a[t + 1], g[t + 1])
-    prod = torch.empty_like(a)  # prod[t] = a[t+1] ... a[T-1]
-    prod[steps - 1].fill_(1.0)
-    for t in range(steps - 2, -1, -1):
-        torch.mul(prod[t + 1], a[t + 1], out=prod[t])
     carry_in = torch.empty_like(g[0])
     for k in range(chunks - 1, -1, -1):
         carry_in[k] = carry
-        carry = a[0, k] * (g[0, k] + prod[0, k] * carry)
+        carry = a[0, k] * torch.addcmul(g[0, k], prod[0, k], carry)
     g.addcmul_(prod, carry_in.unsqueeze(0))
     return carry
 
@@ -99,23 +95,25 @@ def _from_tm(x: torch.Tensor, n: int) -> torch.Tensor:
     return x.permute(2, 1, 0).reshape(rows, chunks * steps)[:, :n]
 
 
-def _bc_to_tm(x: torch.Tensor, l0: int, l1: int, steps: int, chunks: int, dim: int) -> torch.Tensor:
-    """(batch, G, N, L) slice -> (T, K, R, N) with each group repeated over its dim/G channels."""
+def _bc_to_tm(x: torch.Tensor, l0: int, l1: int, steps: int, chunks: int) -> torch.Tensor:
+    """(batch, G, N, L) slice -> time-major grouped (T, K, batch, G, N); never repeated over channels."""
     batch, groups, nstate, _ = x.shape
     xb = x[..., l0:l1]
     pad = steps * chunks - (l1 - l0)
     if pad:
         xb = F.pad(xb, (0, pad))
-    xb = xb.reshape(batch, groups, nstate, chunks, steps).permute(4, 3, 0, 1, 2)  # (T, K, batch, G, N)
-    xb = xb.unsqueeze(4).expand(steps, chunks, batch, groups, dim // groups, nstate)
-    return xb.reshape(steps, chunks, batch * dim, nstate)
+    return xb.reshape(batch, groups, nstate, chunks, steps).permute(4, 3, 0, 1, 2).contiguous()
 
 
-def _bc_from_tm(x: torch.Tensor, n: int, batch: int, groups: int) -> torch.Tensor:
-    """(T, K, R, N) gradient -> (batch, G, N, n), summing over the channels of each group."""
-    steps, chunks, rows, nstate = x.shape
-    x = x.reshape(steps, chunks, batch, groups, rows // (batch * groups), nstate).sum(4)
+def _bc_from_tm(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Grouped time-major (T, K, batch, G, N) -> (batch, G, N, n)."""
+    steps, chunks, batch, groups, nstate = x.shape
     return x.permute(2, 3, 4, 1, 0).reshape(batch, groups, nstate, chunks * steps)[..., :n]
+
+
+def _grouped(x: torch.Tensor, batch: int, groups: int) -> torch.Tensor:
+    """View (T, K, R[, N]) as (T, K, batch, G, D/G[, N])."""
+    return x.view(x.shape[0], x.shape[1], batch, groups, -1, *x.shape[3:])
 
 
 def _prepare(u, delta, A, delta_bias, delta_softplus, work):
@@ -130,18 +128,22 @@ def _prepare(u, delta, A, delta_bias, delta_softplus, work):
     return u2, dt_raw, dt, A_r
 
 
-def _block_tensors(u2, dt, A_r, Bv, l0, l1, steps, chunks, dim):
+def _block_tensors(u2, dt, A_r, Bv, l0, l1, steps, chunks, batch):
+    """Time-major block tensors: dt, u (T, K, R); a = exp(Δ·A), b = Δ·u·B (T, K, R, N); B grouped
+    (T, K, batch, G, N); cs = cumsum of Δ within each chunk (T, K, R)."""
     dt_tm = _to_tm(dt, l0, l1, steps, chunks)  # (T, K, R)
     u_tm = _to_tm(u2, l0, l1, steps, chunks)
     a = torch.exp(dt_tm.unsqueeze(-1) * A_r)  # (T, K, R, N)
-    Bx = _bc_to_tm(Bv, l0, l1, steps, chunks, dim)
-    b = (dt_tm * u_tm).unsqueeze(-1) * Bx
-    return dt_tm, u_tm, a, Bx, b
+    Bg = _bc_to_tm(Bv, l0, l1, steps, chunks)  # (T, K, batch, G, N)
+    groups = Bg.shape[3]
+    b = _grouped(dt_tm * u_tm, batch, groups).unsqueeze(-1) * Bg.unsqueeze(4)  # (T, K, batch, G, D/G, N)
+    return dt_tm, u_tm, a, Bg, b.view(a.shape), torch.cumsum(dt_tm, 0)
 
 
 def _scan_y(u, delta, A, Bv, Cv, delta_bias, delta_softplus, chunk, block_elements, work):
     """Forward of the scan part: y (R, L) without D and gate, the block-start states and the last state."""
     batch, dim, length = u.shape
+    groups = Bv.shape[1]
     u2, _, dt, A_r = _prepare(u, delta, A, delta_bias, delta_softplus, work)
     Bv, Cv = Bv.to(work), Cv.to(work)
     plan = _Plan(length, batch * dim, A.shape[1], chunk, block_elements)
@@ -151,11 +153,11 @@ def _scan_y(u, delta, A, Bv, Cv, delta_bias, delta_softplus, chunk, block_elemen
     for l0, l1 in plan.bounds:
         starts.append(state)
         steps, chunks = plan.shape(l0, l1)
-        _, _, a, _, b = _block_tensors(u2, dt, A_r, Bv, l0, l1, steps, chunks, dim)
-        del _
-        state = _scan_forward_(a, b, state)
-        Cx = _bc_to_tm(Cv, l0, l1, steps, chunks, dim)
-        y[:, l0:l1] = _from_tm(torch.einsum("tkrn,tkrn->tkr", b, Cx), l1 - l0)
+        _, _, a, _, b, cs = _block_tensors(u2, dt, A_r, Bv, l0, l1, steps, chunks, batch)
+        state = _scan_forward_(a, b, state, torch.exp(cs.unsqueeze(-1) * A_r))
+        Cg = _bc_to_tm(Cv, l0, l1, steps, chunks)  # (T, K, batch, G, N)
+        yb = torch.einsum("tkbgdn,tkbgn->tkbgd", _grouped(b, batch, groups), Cg)
+        y[:, l0:l1] = _from_tm(yb.reshape(steps, chunks, -1), l1 - l0)
     return y, starts, state, plan
 
 
@@ -220,12 +222,16 @@ class _SelectiveScanFn(torch.autograd.Function):
                 n = l1 - l0
                 steps, chunks = plan.shape(l0, l1)
                 h0 = starts[i]
-                dt_tm, u_tm, a, Bx, h = _block_tensors(u2, dt, A_r, Bw, l0, l1, steps, chunks, dim)
-                _scan_forward_(a, h, h0)  # recompute the states
-                dy_tm = _to_tm(dy, l0, l1, steps, chunks).unsqueeze(-1)  # (T, K, R, 1)
-                dC[..., l0:l1] = _bc_from_tm(dy_tm * h, n, batch, groups)
-                g = _bc_to_tm(Cw, l0, l1, steps, chunks, dim) * dy_tm  # dL/dh, direct part
-                carry = _scan_reverse_(a, g, carry)  # full adjoint
+                dt_tm, u_tm, a, Bg, h, cs = _block_tensors(u2, dt, A_r, Bw, l0, l1, steps, chunks, batch)
+                _scan_forward_(a, h, h0, torch.exp(cs.unsqueeze(-1) * A_r))  # recompute the states
+                dy_tm = _to_tm(dy, l0, l1, steps, chunks)  # (T, K, R)
+                dy_g = _grouped(dy_tm, batch, groups)  # (T, K, batch, G, D/G)
+                dC[..., l0:l1] = _bc_from_tm(torch.einsum("tkbgd,tkbgdn->tkbgn", dy_g, _grouped(h, batch, groups)), n)
+                Cg = _bc_to_tm(Cw, l0, l1, steps, chunks)
+                g = (dy_g.unsqueeze(-1) * Cg.unsqueeze(4)).view(a.shape)  # dL/dh, direct part
+                prod_rev = torch.exp((cs[-1:] - cs).unsqueeze(-1) * A_r)  # a[t+1]...a[T-1]
+                carry = _scan_reverse_(a, g, carry, prod_rev)  # full adjoint
+                del prod_rev
                 # g * h_{l-1}: shift the states by one step in sequence order
                 gh = torch.empty_like(g)
                 torch.mul(g[1:], h[:-1], out=gh[1:])
@@ -233,14 +239,17 @@ class _SelectiveScanFn(torch.autograd.Function):
                 torch.mul(g[0, 0], h0, out=gh[0, 0])
                 del h
                 gh.mul_(a)  # dL/d(Δ·A) per element
+                del a
                 ddt_tm = torch.einsum("tkrn,rn->tkr", gh, A_r)
                 dA += torch.einsum("tkrn,tkr->rn", gh, dt_tm)
-                del gh, a
-                gB = torch.einsum("tkrn,tkrn->tkr", g, Bx)
+                del gh
+                g_g = _grouped(g, batch, groups)
+                gB = torch.einsum("tkbgdn,tkbgn->tkbgd", g_g, Bg).reshape(dt_tm.shape)
                 ddt_tm += gB * u_tm
                 ddt[:, l0:l1] = _from_tm(ddt_tm, n)
                 du[:, l0:l1] += _from_tm(gB * dt_tm, n)
-                dB[..., l0:l1] = _bc_from_tm(g.mul_((dt_tm * u_tm).unsqueeze(-1)), n, batch, groups)
+                dtu_g = _grouped(dt_tm * u_tm, batch, groups)
+                dB[..., l0:l1] = _bc_from_tm(torch.einsum("tkbgdn,tkbgd->tkbgn", g_g, dtu_g), n)
             if ctx.delta_softplus:
                 ddt = ddt * torch.sigmoid(dt_raw)
             grad_bias = None if delta_bias is None else ddt.view(batch, dim, length).sum((0, 2))

@@ -47,12 +47,12 @@ def provenance(seed: int | None = None, device: str | None = None) -> dict:
     import mambaseg
     from mambaseg.ssm import resolve_backend
 
-    versions = {"mambaseg": mambaseg.__version__, "torch": torch.__version__, "numpy": np.__version__,
+    versions = {"mambaseg": str(mambaseg.__version__), "torch": str(torch.__version__), "numpy": str(np.__version__),
                 "python": platform.python_version()}
     for name in ("monai", "nibabel", "PIL", "onnxruntime"):
         try:
             mod = __import__(name)
-            versions[name] = getattr(mod, "__version__", "?")
+            versions[name] = str(getattr(mod, "__version__", "?"))
         except Exception:  # noqa: BLE001
             pass
     return {

@@ -1,0 +1,459 @@
+"""3D dataset layouts: MSD / nnU-Net raw, BraTS 2023 and 2020/21 folders, Synapse (TransUNet npz/h5, raw BTCV).
+
+A layout turns a folder into :class:`Case3D` records (id, one image path per channel/modality, label path or None,
+plus how to read them); :func:`load_case3d` reads one record into ``dict(image float32 (C, X, Y, Z), label int64
+(X, Y, Z) | None, meta)`` and checks it (modality/label shapes and affines agree, channel count matches the
+dataset description, label values are declared).
+
+Conventions (sources in brackets):
+
+- nnU-Net raw [nnUNet ``documentation/dataset_format.md``]: ``imagesTr/CASE_XXXX.ext`` (XXXX = channel), labels
+  ``labelsTr/CASE.ext``; ``dataset.json`` has ``channel_names``, ``labels`` (name -> int, or a list for regions),
+  ``file_ending``. MSD: ``modality`` (index -> name), ``labels`` (index -> name), ``training: [{image, label}]``,
+  one file per case that is 4D when there are several modalities. macOS ``._*`` files are ignored.
+- BraTS 2023: ``<case>/<case>-{t1n,t1c,t2w,t2f}.nii.gz`` (+ ``-seg``); 2020/21: ``_{t1,t1ce,t2,flair}`` (+ ``_seg``,
+  label 4 -> 3). Channel order [T2w, T2-FLAIR, T1n, T1c] (spec §1.4). Regions WT {1,2,3}, TC {1,3}, ET {3}.
+- Synapse (TransUNet ``datasets/README.md``, ``lists/lists_Synapse``): ``train_npz/caseXXXX_sliceYYY.npz`` (2D slices,
+  keys ``image``, ``label``), ``test_vol_h5/caseXXXX.npy.h5`` (datasets ``image``, ``label``, slice axis first);
+  raw BTCV ``img/imgXXXX.nii.gz`` + ``label/labelXXXX.nii.gz`` with the 13 BTCV labels remapped to TransUNet's 8 organs
+  (:data:`BTCV_TO_SYNAPSE8`). The npz/h5 files carry no spacing: ``meta["spacing"]`` is 1 mm (documented, not known).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mambaseg.data.io import DataError
+from mambaseg.data.nifti import read_volume, read_volume_label, volume_suffix
+
+__all__ = [
+    "Case3D", "BRATS_REGIONS", "BRATS_LABELS", "BRATS_CHANNELS", "BTCV_TO_SYNAPSE8", "SYNAPSE8_LABELS",
+    "SYNAPSE_TEST_CASES", "SYNAPSE_TRAIN_CASES", "detect_layout", "list_cases3d", "msd_cases", "brats_cases",
+    "synapse_cases", "read_dataset_json", "load_case3d", "split_cases", "brats_region_masks", "remap_labels",
+]
+
+logger = logging.getLogger(__name__)
+
+BRATS_LABELS = {"background": 0, "NCR": 1, "ED": 2, "ET": 3}
+BRATS_REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+BRATS_CHANNELS = ("t2w", "t2f", "t1n", "t1c")
+_BRATS_NAMING = {  # scheme -> (separator, suffix per channel in BRATS_CHANNELS order, label suffix)
+    "2023": ("-", ("t2w", "t2f", "t1n", "t1c"), "seg"),
+    "2021": ("_", ("t2", "flair", "t1", "t1ce"), "seg"),
+}
+
+# BTCV (1 spleen, 2 right kidney, 3 left kidney, 4 gallbladder, 5 esophagus, 6 liver, 7 stomach, 8 aorta, 9 IVC,
+# 10 portal/splenic vein, 11 pancreas, 12 right adrenal, 13 left adrenal) -> TransUNet Synapse 8-organ order.
+BTCV_TO_SYNAPSE8 = {8: 1, 4: 2, 3: 3, 2: 4, 6: 5, 11: 6, 1: 7, 7: 8}
+SYNAPSE8_LABELS = {"background": 0, "aorta": 1, "gallbladder": 2, "kidney_left": 3, "kidney_right": 4, "liver": 5,
+                   "pancreas": 6, "spleen": 7, "stomach": 8}
+# Beckschen/TransUNet lists/lists_Synapse/test_vol.txt (12 cases); the other 18 of the 30 form train.txt.
+SYNAPSE_TEST_CASES = ("case0001", "case0002", "case0003", "case0004", "case0008", "case0022", "case0025", "case0029",
+                      "case0032", "case0035", "case0036", "case0038")
+SYNAPSE_TRAIN_CASES = ("case0005", "case0006", "case0007", "case0009", "case0010", "case0021", "case0023",
+                       "case0024", "case0026", "case0027", "case0028", "case0030", "case0031", "case0033",
+                       "case0034", "case0037", "case0039", "case0040")
+
+_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
+
+
+@dataclass(frozen=True)
+class Case3D:
+    """One 3D case.
+
+    Attributes:
+        case_id: case identifier (file stem without channel suffix).
+        images: one path per channel file (a single 4D MSD file holds several channels; for Synapse ``npz`` the
+            z-ordered slice files of the case).
+        label: label map path or None.
+        layout: ``"msd"``, ``"nnunet"``, ``"brats"``, ``"synapse_npz"``, ``"synapse_h5"`` or ``"btcv"``.
+        channel_names: expected channels (their number is checked on load; empty = unchecked).
+        labels: declared label values (name -> int); None = unchecked.
+        label_map: raw value -> new value applied on load (BraTS 4 -> 3, BTCV -> 8 organs); others kept unless
+            ``drop_unmapped``.
+        drop_unmapped: map every raw value absent from ``label_map`` (except 0) to 0.
+    """
+
+    case_id: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+    layout: str = "nnunet"
+    channel_names: tuple[str, ...] = ()
+    labels: dict[str, int] | None = None
+    label_map: dict[int, int] | None = None
+    drop_unmapped: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _visible(p: Path) -> bool:
+    return not p.name.startswith(".")  # macOS "._x.nii.gz" resource forks and other hidden files
+
+
+def _volume_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and _visible(p) and volume_suffix(p))
+
+
+def _strip_suffix(p: Path | str) -> str:
+    name = Path(p).name
+    suf = volume_suffix(name)
+    return name[: -len(suf)] if suf else name
+
+
+def _declared_label_values(labels: dict) -> dict[str, int]:
+    """dataset.json labels, MSD (``{"0": "background"}``) or nnU-Net v2 (``{"background": 0, "WT": [1, 2, 3]}``)."""
+    out: dict[str, int] = {}
+    for key, val in labels.items():
+        if isinstance(val, str) and str(key).lstrip("-").isdigit():  # MSD: index -> name
+            out[val] = int(key)
+        elif isinstance(val, (list, tuple)):  # nnU-Net region: all members are valid label values
+            for v in val:
+                out[f"{key}:{int(v)}"] = int(v)
+        else:
+            out[str(key)] = int(val)
+    return out
+
+
+def read_dataset_json(root: str | os.PathLike) -> dict[str, Any]:
+    """Read ``root/dataset.json`` and normalise MSD / nnU-Net v2 fields.
+
+    Returns:
+        dict with ``style`` (``"msd"`` | ``"nnunet"``), ``channel_names`` (list), ``labels`` (name -> int),
+        ``file_ending``, ``training`` (MSD list of {image, label}, possibly empty) and ``raw`` (the file content).
+    """
+    path = Path(root) / "dataset.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (expected an MSD / nnU-Net dataset.json)") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    if "channel_names" in raw:
+        style, chans = "nnunet", raw["channel_names"]
+    elif "modality" in raw:
+        style, chans = "msd", raw["modality"]
+    else:
+        raise DataError(f"{path}: has neither 'channel_names' (nnU-Net v2) nor 'modality' (MSD)")
+    channel_names = [str(chans[k]) for k in sorted(chans, key=lambda k: int(k))]
+    if "labels" not in raw:
+        raise DataError(f"{path}: missing 'labels'")
+    training = raw.get("training") or []
+    if style == "msd" and training and not all(isinstance(t, dict) and "image" in t for t in training):
+        raise DataError(f"{path}: 'training' must be a list of {{image, label}} entries")
+    return dict(style=style, channel_names=channel_names, labels=_declared_label_values(raw["labels"]),
+                file_ending=raw.get("file_ending", ".nii.gz"), training=training, raw=raw)
+
+
+def _group_channels(files: list[Path]) -> dict[str, list[Path]]:
+    """``CASE_0000.nii.gz, CASE_0001.nii.gz`` -> {CASE: [ch0, ch1]}; files without a channel suffix are 1-channel."""
+    groups: dict[str, dict[int, Path]] = {}
+    for f in files:
+        m = _CHANNEL_RE.match(_strip_suffix(f))
+        case, ch = (m["case"], int(m["ch"])) if m else (_strip_suffix(f), 0)
+        if ch in groups.setdefault(case, {}):
+            raise DataError(f"{f}: duplicate channel {ch} for case {case!r} (also {groups[case][ch]})")
+        groups[case][ch] = f
+    out = {}
+    for case, chans in sorted(groups.items()):
+        expected = list(range(len(chans)))
+        if sorted(chans) != expected:
+            raise DataError(f"case {case!r}: channel files {sorted(chans)} are not contiguous, expected {expected}")
+        out[case] = [chans[i] for i in expected]
+    return out
+
+
+def msd_cases(root: str | os.PathLike, split: str = "train") -> list[Case3D]:
+    """Cases of an MSD task or nnU-Net raw dataset (``imagesTr``/``labelsTr``, or ``imagesTs`` for ``split="test"``)."""
+    root = Path(root)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    ds = read_dataset_json(root) if (root / "dataset.json").is_file() else None
+    img_dir, lab_dir = (root / "imagesTr", root / "labelsTr") if split == "train" else (root / "imagesTs", None)
+    channel_names = tuple(ds["channel_names"]) if ds else ()
+    labels = ds["labels"] if ds else None
+    style = ds["style"] if ds else "nnunet"
+    cases: list[Case3D] = []
+    if ds and style == "msd" and split == "train" and ds["training"]:
+        grouped = _group_channels(_volume_files(img_dir))
+        for entry in ds["training"]:
+            img = (root / entry["image"]).resolve()
+            cid = _strip_suffix(img)
+            if not _visible(img):
+                continue
+            images = [img] if img.is_file() else grouped.get(cid)
+            if not images:
+                raise DataError(f"{img}: listed in {root / 'dataset.json'} but missing (also no {cid}_0000 files)")
+            label = (root / entry["label"]).resolve() if entry.get("label") else None
+            cases.append(Case3D(cid, tuple(images), label, "msd", channel_names, labels))
+        return cases
+    files = _volume_files(img_dir)
+    if not files:
+        raise DataError(f"{img_dir}: no volumes found (expected CASE_0000{ds['file_ending'] if ds else '.nii.gz'})")
+    for cid, images in _group_channels(files).items():
+        label = None
+        if lab_dir is not None:
+            matches = [p for p in _volume_files(lab_dir) if _strip_suffix(p) == cid]
+            label = matches[0] if matches else None
+            if label is None:
+                raise DataError(f"case {cid!r}: no label file {cid}{volume_suffix(images[0])} in {lab_dir}")
+        cases.append(Case3D(cid, tuple(images), label, style, channel_names, labels))
+    return cases
+
+
+def _brats_scheme(folder: Path) -> str | None:
+    names = [p.name.lower() for p in folder.iterdir() if _visible(p)]
+    if any(re.search(r"-t(1n|1c|2w|2f)\.nii(\.gz)?$", n) for n in names):
+        return "2023"
+    if any(re.search(r"_(t1|t1ce|t2|flair)\.nii(\.gz)?$", n) for n in names):
+        return "2021"
+    return None
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for suf in (".nii.gz", ".nii"):
+        p = folder / f"{stem}{suf}"
+        if p.is_file():
+            return p
+    return None
+
+
+def brats_cases(root: str | os.PathLike, require_label: bool = False) -> list[Case3D]:
+    """BraTS case folders (2023 ``-t1n`` or 2020/21 ``_t1`` naming) in channel order :data:`BRATS_CHANNELS`."""
+    root = Path(root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p) and _brats_scheme(p))
+    if not folders:
+        raise DataError(f"{root}: no BraTS case folders (<case>/<case>-t1n.nii.gz or <case>/<case>_t1.nii.gz)")
+    cases = []
+    for folder in folders:
+        scheme = _brats_scheme(folder)
+        sep, suffixes, seg = _BRATS_NAMING[scheme]
+        cid = folder.name
+        images = []
+        for suf in suffixes:
+            p = _find(folder, f"{cid}{sep}{suf}")
+            if p is None:
+                raise DataError(f"BraTS case {cid!r}: missing modality file {folder / f'{cid}{sep}{suf}.nii.gz'}")
+            images.append(p)
+        label = _find(folder, f"{cid}{sep}{seg}")
+        if label is None and require_label:
+            raise DataError(f"BraTS case {cid!r}: missing label file {folder / f'{cid}{sep}{seg}.nii.gz'}")
+        label_map = {4: 3} if scheme == "2021" else None
+        cases.append(Case3D(cid, tuple(images), label, "brats", BRATS_CHANNELS, dict(BRATS_LABELS), label_map,
+                            extra={"scheme": scheme}))
+    return cases
+
+
+def synapse_cases(root: str | os.PathLike, split: str = "test", source: str | None = None) -> list[Case3D]:
+    """Synapse cases from ``test_vol_h5`` volumes, ``train_npz`` slices grouped per case, or raw BTCV
+    ``img*.nii.gz``/``label*.nii.gz`` anywhere under ``root``.
+
+    Args:
+        root: dataset folder.
+        split: ``"test"`` (h5 volumes / TransUNet's 12 test cases), ``"train"`` (npz slices / the 18 training cases)
+            or ``"all"``.
+        source: force ``"h5"``, ``"npz"`` or ``"btcv"``; default: h5 for test, npz for train if present, else BTCV.
+    """
+    root = Path(root)
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    if source not in (None, "h5", "npz", "btcv"):
+        raise ValueError(f"source must be None, 'h5', 'npz' or 'btcv', got {source!r}")
+    labels = dict(SYNAPSE8_LABELS)
+    h5_dir, npz_dir = root / "test_vol_h5", root / "train_npz"
+    if source == "h5" or (source is None and split in ("test", "all") and h5_dir.is_dir()):
+        files = sorted(p for p in h5_dir.glob("*.h5") if _visible(p))
+        if not files:
+            raise DataError(f"{h5_dir}: no caseXXXX.npy.h5 volumes found")
+        return [Case3D(p.name.split(".")[0], (p,), p, "synapse_h5", ("CT",), labels) for p in files]
+    if source == "npz" or (source is None and split in ("train", "all") and npz_dir.is_dir()):
+        groups: dict[str, list[tuple[int, Path]]] = {}
+        for p in npz_dir.glob("*.npz"):
+            m = re.match(r"^(?P<case>.+)_slice(?P<z>\d+)\.npz$", p.name)
+            if m and _visible(p):
+                groups.setdefault(m["case"], []).append((int(m["z"]), p))
+        if not groups:
+            raise DataError(f"{npz_dir}: no caseXXXX_sliceYYY.npz slices found")
+        return [Case3D(c, tuple(p for _, p in sorted(s)), None, "synapse_npz", ("CT",), labels)
+                for c, s in sorted(groups.items())]
+    imgs = {m["n"]: p for p in root.rglob("img*.nii*") if (m := re.match(r"^img(?P<n>\d+)\.nii", p.name))}
+    labs = {m["n"]: p for p in root.rglob("label*.nii*") if (m := re.match(r"^label(?P<n>\d+)\.nii", p.name))}
+    if not imgs:
+        raise DataError(f"{root}: no Synapse data (expected test_vol_h5/*.npy.h5, train_npz/*.npz or img*.nii.gz)")
+    wanted = {"train": SYNAPSE_TRAIN_CASES, "test": SYNAPSE_TEST_CASES}.get(split)
+    cases = []
+    for n, img in sorted(imgs.items()):
+        cid = f"case{int(n):04d}"
+        if wanted is not None and cid not in wanted:
+            continue
+        cases.append(Case3D(cid, (img,), labs.get(n), "btcv", ("CT",), labels, dict(BTCV_TO_SYNAPSE8),
+                            drop_unmapped=True))
+    return cases
+
+
+def detect_layout(root: str | os.PathLike) -> str:
+    """``"msd"``, ``"nnunet"``, ``"brats"``, ``"synapse"`` or ``"btcv"`` for the dataset folder ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    if (root / "dataset.json").is_file():
+        return read_dataset_json(root)["style"]
+    if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
+        return "nnunet"
+    if (root / "test_vol_h5").is_dir() or (root / "train_npz").is_dir():
+        return "synapse"
+    if any(p.is_dir() and _visible(p) and _brats_scheme(p) for p in root.iterdir()):
+        return "brats"
+    if next((p for p in root.rglob("img*.nii*") if re.match(r"^img\d+\.nii", p.name)), None) is not None:
+        return "btcv"
+    raise DataError(f"{root}: unknown layout, expected dataset.json/imagesTr (MSD, nnU-Net), BraTS case folders, "
+                    "Synapse train_npz/test_vol_h5 or BTCV img*.nii.gz")
+
+
+def list_cases3d(root: str | os.PathLike, layout: str | None = None, split: str = "train") -> list[Case3D]:
+    """Cases of ``root`` for ``layout`` (auto-detected when None)."""
+    layout = layout or detect_layout(root)
+    if layout in ("msd", "nnunet"):
+        return msd_cases(root, split)
+    if layout == "brats":
+        return brats_cases(root)
+    if layout in ("synapse", "btcv", "synapse_npz", "synapse_h5"):
+        source = {"btcv": "btcv", "synapse_npz": "npz", "synapse_h5": "h5"}.get(layout)
+        return synapse_cases(root, split, source)
+    raise ValueError(f"layout must be one of msd, nnunet, brats, synapse, synapse_npz, synapse_h5, btcv, "
+                     f"got {layout!r}")
+
+
+def remap_labels(label: np.ndarray, mapping: dict[int, int], drop_unmapped: bool = False) -> np.ndarray:
+    """Apply ``mapping`` (raw -> new) to an integer label map; unmapped values are kept or, if requested, zeroed."""
+    lut_size = int(max(label.max(initial=0), *mapping.keys())) + 1
+    lut = np.zeros(lut_size, dtype=np.int64) if drop_unmapped else np.arange(lut_size, dtype=np.int64)
+    for src, dst in mapping.items():
+        lut[src] = dst
+    return lut[label]
+
+
+def brats_region_masks(label: np.ndarray) -> np.ndarray:
+    """``(X, Y, Z)`` BraTS labels {0..3} -> bool ``(3, X, Y, Z)`` masks for WT, TC, ET (in that order)."""
+    return np.stack([np.isin(label, r) for r in BRATS_REGIONS.values()])
+
+
+def _load_h5(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    try:
+        import h5py
+    except ImportError:
+        raise DataError(f"{case.images[0]}: reading .h5 needs h5py (pip install 'mambaseg[io]')") from None
+    path = case.images[0]
+    try:
+        with h5py.File(path, "r") as f:
+            image, label = np.asarray(f["image"]), np.asarray(f["label"])
+    except (OSError, KeyError) as err:
+        raise DataError(f"{path}: cannot read datasets 'image' and 'label' ({err})") from None
+    if image.ndim != 3 or image.shape != label.shape:
+        raise DataError(f"{path}: image {image.shape} / label {label.shape}, expected equal 3D (Z, H, W) shapes")
+    return np.moveaxis(image, 0, -1)[None], np.moveaxis(label, 0, -1), {}
+
+
+def _load_npz_slices(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    imgs, labs = [], []
+    for p in case.images:
+        try:
+            with np.load(p) as z:
+                imgs.append(np.asarray(z["image"]))
+                labs.append(np.asarray(z["label"]))
+        except (OSError, KeyError, ValueError) as err:
+            raise DataError(f"{p}: cannot read keys 'image' and 'label' ({err})") from None
+        if imgs[-1].ndim != 2 or imgs[-1].shape != labs[-1].shape or imgs[-1].shape != imgs[0].shape:
+            raise DataError(f"{p}: image {imgs[-1].shape} / label {labs[-1].shape}, expected equal 2D slices "
+                            f"of shape {imgs[0].shape}")
+    return np.stack(imgs, -1)[None], np.stack(labs, -1), {}
+
+
+def _array_meta(case: Case3D, shape: tuple[int, ...]) -> dict[str, Any]:
+    return dict(path=str(case.images[0]), shape=tuple(int(s) for s in shape), spacing=np.ones(3), affine=np.eye(4),
+                orientation=("R", "A", "S"), qform=None, qform_code=0, sform=np.eye(4), sform_code=1,
+                xyzt_units=("mm", "sec"), n_channels=1, source=case.layout, spacing_known=False)
+
+
+def _same_geometry(m1: dict, m2: dict, atol: float = 1e-3) -> bool:
+    return tuple(m1["shape"]) == tuple(m2["shape"]) and np.allclose(m1["affine"], m2["affine"], rtol=0, atol=atol)
+
+
+def load_case3d(case: Case3D, check_labels: bool = True) -> dict[str, Any]:
+    """Read one case.
+
+    Returns:
+        ``dict(case_id, image float32 (C, X, Y, Z), label int64 (X, Y, Z) | None, meta)``; ``meta`` is the first
+        image's meta (geometry reference for writing predictions) plus ``case_id``, ``channel_names``, ``files``.
+
+    Raises:
+        DataError: unreadable files, shape or affine mismatch between modalities or with the label (naming both
+            files), channel count different from ``case.channel_names``, label values not declared.
+    """
+    if case.layout in ("synapse_h5", "synapse_npz"):
+        image, label, _ = _load_h5(case) if case.layout == "synapse_h5" else _load_npz_slices(case)
+        image = image.astype(np.float32)
+        if not np.isfinite(image).all():
+            raise DataError(f"{case.images[0]}: NaN/Inf voxels, expected finite intensities")
+        label = np.rint(label).astype(np.int64)
+        meta = _array_meta(case, image.shape[1:])
+        lab_path = case.images[0]
+    else:
+        chans, meta = [], None
+        for p in case.images:
+            arr, m = read_volume(p)
+            if meta is not None and not _same_geometry(meta, m):
+                raise DataError(f"case {case.case_id!r}: geometry mismatch between {meta['path']} (shape "
+                                f"{meta['shape']}) and {p} (shape {m['shape']}); affines differ or shapes differ")
+            meta = meta or m
+            chans.append(arr)
+        image = np.concatenate(chans, 0)
+        label = None
+        lab_path = case.label
+        if case.label is not None:
+            label, lm = read_volume_label(case.label)
+            if not _same_geometry(meta, lm):
+                raise DataError(f"case {case.case_id!r}: label {case.label} (shape {lm['shape']}) does not match "
+                                f"image {meta['path']} (shape {meta['shape']}) in shape or affine")
+    if case.channel_names and image.shape[0] != len(case.channel_names):
+        raise DataError(f"case {case.case_id!r}: {image.shape[0]} channel(s) in {[str(p) for p in case.images]}, "
+                        f"expected {len(case.channel_names)} ({', '.join(case.channel_names)})")
+    if label is not None and case.label_map:
+        label = remap_labels(label, case.label_map, case.drop_unmapped)
+    if label is not None and check_labels and case.labels is not None:
+        bad = sorted(set(np.unique(label).tolist()) - set(case.labels.values()))
+        if bad:
+            raise DataError(f"{lab_path}: label values {bad} not declared, expected a subset of "
+                            f"{sorted(set(case.labels.values()))}")
+    meta = dict(meta, case_id=case.case_id, channel_names=list(case.channel_names),
+                files=[str(p) for p in case.images], label_file=str(case.label) if case.label else None)
+    return dict(case_id=case.case_id, image=image, label=label, meta=meta)
+
+
+def split_cases(ids: Sequence[str], val_fraction: float = 0.2, seed: int = 12345) -> tuple[list[str], list[str]]:
+    """Seeded train/validation split, independent of the input order (ids are sorted first).
+
+    Returns:
+        ``(train_ids, val_ids)``; at least one validation case when ``val_fraction > 0`` and there are >= 2 ids.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"ids must be unique, got {len(ids) - len(set(ids))} duplicate(s)")
+    ids = sorted(ids)
+    shuffled = list(ids)
+    random.Random(seed).shuffle(shuffled)
+    n_val = int(round(len(ids) * val_fraction))
+    if val_fraction > 0 and len(ids) >= 2:
+        n_val = min(max(n_val, 1), len(ids) - 1)
+    val = sorted(shuffled[:n_val])
+    return sorted(shuffled[n_val:]), val

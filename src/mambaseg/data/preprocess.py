@@ -1,0 +1,430 @@
+"""nnU-Net-style planning and preprocessing for 3D volumes, with an exact record of how to undo it.
+
+Stages (each a plain function; stages hand over JSON-friendly dicts):
+
+1. :func:`fingerprint` — per case spacing (in RAS axis order), shape, shape after the non-zero crop, and per-channel
+   intensity statistics of foreground voxels (label > 0, or non-zero voxels when there is no label; at most
+   ``n_samples`` random voxels per case, like nnU-Net).
+2. :func:`plan` — target spacing = per-axis median spacing; normalisation per channel: ``"MR"`` = per-case z-score on
+   the non-zero voxels (outside set to 0); ``"CT"`` = clip to the foreground 0.5/99.5 percentiles, then z-score with
+   the foreground mean/std (nnU-Net ``CTNormalization``), or with ``ct_window=(lo, hi)`` clip to the HU window and
+   scale to [0, 1] (TransUNet style); patch size from the median resampled shape.
+3. :func:`preprocess_case` — reorient to RAS (nibabel orientation transforms, exact voxel permutation/flip), crop to
+   the non-zero bounding box, normalise (before resampling, as nnU-Net does, so the non-zero mask is exact),
+   resample to the target spacing (scipy ``zoom``, ``grid_mode=True`` i.e. voxel extents aligned: cubic for images,
+   linear interpolation of one-hot channels + argmax for labels). ``props`` records every step.
+4. :func:`invert_prediction` — label map (or class probabilities) on the preprocessed grid -> original voxel grid:
+   resample back, paste into the uncropped volume (background outside the crop), undo the reorientation. Writing the
+   result with :func:`mambaseg.data.nifti.write_nifti` and the original meta gives the original shape and affine.
+
+:class:`PreprocessCache` stores the output per case (``.npz`` + props ``.json``) under a folder named by a hash of the
+plan, so a changed plan is preprocessed again and an unchanged one is reused across epochs and runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from mambaseg.data.layouts3d import Case3D, load_case3d
+from mambaseg.data.nifti import meta_to_json
+
+__all__ = ["fingerprint", "plan", "plan_hash", "preprocess_case", "invert_prediction", "PreprocessCache",
+           "resample_image", "resample_label", "ras_transform"]
+
+logger = logging.getLogger(__name__)
+
+_MODALITIES = {"MR": "MR", "MRI": "MR", "CT": "CT"}
+_GEOM_KEYS = ("path", "shape", "spacing", "affine", "orientation", "qform", "qform_code", "sform", "sform_code",
+              "xyzt_units")
+
+
+# --------------------------------------------------------------------------------------------------- geometry helpers
+def ras_transform(affine: np.ndarray) -> np.ndarray:
+    """nibabel orientation transform ``(3, 2)`` taking voxel axes of ``affine`` to RAS+ (closest axis permutation)."""
+    return nib.orientations.ornt_transform(nib.io_orientation(affine), nib.orientations.axcodes2ornt("RAS"))
+
+
+def _apply_ornt(arr: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Apply a ``(3, 2)`` orientation transform to the last three axes of ``arr`` (``(X,Y,Z)`` or ``(C,X,Y,Z)``)."""
+    if arr.ndim == 3:
+        return np.ascontiguousarray(nib.orientations.apply_orientation(arr, ornt))
+    return np.stack([_apply_ornt(a, ornt) for a in arr])
+
+
+def _nonzero_bbox(image: np.ndarray) -> list[list[int]]:
+    """``[[lo, hi), ...]`` per spatial axis of the voxels non-zero in any channel (full extent if none)."""
+    mask = np.any(image != 0, axis=0)
+    if not mask.any():
+        return [[0, s] for s in mask.shape]
+    bbox = []
+    for ax in range(3):
+        idx = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(3) if a != ax)))
+        bbox.append([int(idx[0]), int(idx[-1]) + 1])
+    return bbox
+
+
+def _crop(arr: np.ndarray, bbox: list[list[int]]) -> np.ndarray:
+    sl = tuple(slice(lo, hi) for lo, hi in bbox)
+    return arr[(Ellipsis, *sl)]
+
+
+def resample_image(image: np.ndarray, new_shape: Sequence[int], order: int = 3) -> np.ndarray:
+    """``(C, *S)`` float -> ``(C, *new_shape)`` with scipy spline ``order``; voxel extents aligned (``grid_mode``)."""
+    new_shape = tuple(int(s) for s in new_shape)
+    if tuple(image.shape[1:]) == new_shape:
+        return image.astype(np.float32, copy=False)
+    zoom = np.asarray(new_shape, dtype=np.float64) / np.asarray(image.shape[1:], dtype=np.float64)
+    out = [ndimage.zoom(c.astype(np.float32, copy=False), zoom, order=order, mode="nearest", grid_mode=True)
+           for c in image]
+    return np.stack(out).astype(np.float32, copy=False)
+
+
+def resample_label(label: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
+    """``(*S)`` int label map -> ``(*new_shape)``: linear interpolation of each class's one-hot mask, then argmax."""
+    new_shape = tuple(int(s) for s in new_shape)
+    if tuple(label.shape) == new_shape:
+        return label.astype(np.int64, copy=False)
+    zoom = np.asarray(new_shape, dtype=np.float64) / np.asarray(label.shape, dtype=np.float64)
+    best = np.full(new_shape, -1.0, dtype=np.float32)
+    out = np.zeros(new_shape, dtype=np.int64)
+    for cls in np.unique(label):
+        score = ndimage.zoom((label == cls).astype(np.float32), zoom, order=1, mode="nearest", grid_mode=True)
+        better = score > best
+        out[better] = cls
+        best[better] = score[better]
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# -------------------------------------------------------------------------------------------------- fingerprint / plan
+def _as_case_dict(case: Case3D | dict) -> dict:
+    return load_case3d(case) if isinstance(case, Case3D) else case
+
+
+def fingerprint(cases: Sequence[Case3D | dict], n_samples: int = 10000, seed: int = 1234) -> dict[str, Any]:
+    """Dataset fingerprint from loaded cases (``load_case3d`` dicts) or :class:`Case3D` records (loaded here).
+
+    Returns:
+        JSON-friendly dict: ``case_ids``, ``spacings`` and ``shapes`` (RAS axis order), ``shapes_after_crop``,
+        ``median_spacing``, ``n_channels`` and ``intensity`` = per channel {mean, std, median, min, max,
+        percentile_00_5, percentile_99_5} of sampled foreground voxels.
+    """
+    if not cases:
+        raise ValueError("cases must not be empty")
+    rng = np.random.default_rng(seed)
+    spacings, shapes, cropped, ids, samples = [], [], [], [], None
+    for case in cases:
+        d = _as_case_dict(case)
+        image, label, meta = d["image"], d["label"], d["meta"]
+        ornt = ras_transform(np.asarray(meta["affine"]))
+        perm = ornt[:, 0].astype(int)
+        sp_ras, sh_ras = np.empty(3), np.empty(3, dtype=int)
+        sp_ras[perm], sh_ras[perm] = np.asarray(meta["spacing"]), np.asarray(image.shape[1:])
+        bbox = _nonzero_bbox(image)
+        spacings.append(sp_ras.tolist())
+        shapes.append(sh_ras.tolist())
+        cropped.append(_to_ras_order([hi - lo for lo, hi in bbox], perm))
+        ids.append(str(d.get("case_id", meta.get("case_id", len(ids)))))
+        fg = label > 0 if label is not None and np.any(label > 0) else np.any(image != 0, axis=0)
+        if samples is None:
+            samples = [[] for _ in range(image.shape[0])]
+        if len(samples) != image.shape[0]:
+            raise ValueError(f"case {ids[-1]!r} has {image.shape[0]} channels, previous cases {len(samples)}")
+        n_fg = int(fg.sum())
+        pick = rng.choice(n_fg, size=min(n_samples, n_fg), replace=False) if n_fg else np.zeros(0, dtype=int)
+        for c in range(image.shape[0]):
+            samples[c].append(image[c][fg][pick])
+    intensity = {}
+    for c, chunks in enumerate(samples):
+        v = np.concatenate(chunks).astype(np.float64)
+        if v.size == 0:
+            v = np.zeros(1)
+        intensity[str(c)] = dict(mean=float(v.mean()), std=float(v.std()), median=float(np.median(v)),
+                                 min=float(v.min()), max=float(v.max()),
+                                 percentile_00_5=float(np.percentile(v, 0.5)),
+                                 percentile_99_5=float(np.percentile(v, 99.5)))
+    return dict(case_ids=ids, spacings=spacings, shapes=shapes, shapes_after_crop=cropped,
+                median_spacing=np.median(np.asarray(spacings), axis=0).tolist(), n_channels=len(samples),
+                intensity=intensity)
+
+
+def _to_ras_order(values: Sequence[int], perm: np.ndarray) -> list[int]:
+    """Reorder per-axis ``values`` of the original voxel axes into RAS axis order (``perm`` = ornt[:, 0])."""
+    out = [0, 0, 0]
+    for ax, v in zip(perm, values):
+        out[int(ax)] = int(v)
+    return out
+
+
+def plan(fp: dict[str, Any], modality: str | Sequence[str] = "MR", patch_size: Sequence[int] | None = None, *,
+         target_spacing: Sequence[float] | None = None, ct_window: tuple[float, float] | None = None,
+         max_patch: int = 128) -> dict[str, Any]:
+    """Preprocessing plan from a :func:`fingerprint`.
+
+    Args:
+        fp: the fingerprint.
+        modality: ``"MR"`` or ``"CT"`` for every channel, or one per channel.
+        patch_size: training patch (3 ints); default = median resampled (cropped) shape floored to a multiple of 16,
+            clamped to [16, ``max_patch``] per axis.
+        target_spacing: override of the median spacing (mm, RAS axis order).
+        ct_window: fixed HU window ``(lo, hi)`` for CT channels: clip then scale to [0, 1], instead of the
+            fingerprint-based clip + z-score.
+        max_patch: largest default patch edge.
+    """
+    n_ch = int(fp["n_channels"])
+    mods = [modality] * n_ch if isinstance(modality, str) else list(modality)
+    if len(mods) != n_ch:
+        raise ValueError(f"modality must be one string or {n_ch} strings (one per channel), got {modality!r}")
+    norm = []
+    for c, m in enumerate(mods):
+        key = _MODALITIES.get(str(m).upper())
+        if key is None:
+            raise ValueError(f"modality must be 'MR' or 'CT', got {m!r}")
+        if key == "MR":
+            norm.append(dict(scheme="zscore_nonzero"))
+        elif ct_window is not None:
+            lo, hi = (float(v) for v in ct_window)
+            if not hi > lo:
+                raise ValueError(f"ct_window must be (lo, hi) with hi > lo, got {ct_window}")
+            norm.append(dict(scheme="ct_window", lower=lo, upper=hi))
+        else:
+            st = fp["intensity"][str(c)]
+            norm.append(dict(scheme="ct", lower=st["percentile_00_5"], upper=st["percentile_99_5"], mean=st["mean"],
+                             std=max(st["std"], 1e-8)))
+    spacing = np.asarray(target_spacing if target_spacing is not None else fp["median_spacing"], dtype=np.float64)
+    if spacing.shape != (3,) or not np.all(spacing > 0):
+        raise ValueError(f"target_spacing must be 3 positive numbers, got {spacing.tolist()}")
+    sizes_mm = np.asarray(fp["shapes_after_crop"], dtype=np.float64) * np.asarray(fp["spacings"], dtype=np.float64)
+    median_shape = np.median(sizes_mm / spacing, axis=0)
+    if patch_size is None:
+        patch = np.clip((median_shape // 16).astype(int) * 16, 16, max_patch).tolist()
+    else:
+        patch = [int(p) for p in patch_size]
+        if len(patch) != 3 or min(patch) < 1:
+            raise ValueError(f"patch_size must be 3 positive ints, got {patch_size}")
+    return dict(version=1, modality=[_MODALITIES[str(m).upper()] for m in mods], normalization=norm,
+                target_spacing=spacing.tolist(), patch_size=patch, median_shape=np.round(median_shape, 2).tolist(),
+                crop_nonzero=True, image_order=3, label_resampling="onehot_linear", orientation="RAS")
+
+
+def plan_hash(p: dict[str, Any]) -> str:
+    """Stable 16-hex-digit hash of a plan (keys sorted)."""
+    return hashlib.sha256(json.dumps(_jsonable(p), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------------ preprocessing
+def _normalise(image: np.ndarray, schemes: list[dict]) -> tuple[np.ndarray, list[dict]]:
+    if len(schemes) != image.shape[0]:
+        raise ValueError(f"plan has {len(schemes)} normalisation entries, image has {image.shape[0]} channels")
+    out, stats = np.empty_like(image, dtype=np.float32), []
+    for c, sch in enumerate(schemes):
+        x = image[c].astype(np.float64)
+        if sch["scheme"] == "zscore_nonzero":
+            mask = x != 0
+            vals = x[mask] if mask.any() else x.ravel()
+            mean, std = float(vals.mean()), float(max(vals.std(), 1e-8))
+            x = np.where(mask, (x - mean) / std, 0.0)
+            stats.append(dict(mean=mean, std=std))
+        elif sch["scheme"] == "ct":
+            x = (np.clip(x, sch["lower"], sch["upper"]) - sch["mean"]) / sch["std"]
+            stats.append({})
+        elif sch["scheme"] == "ct_window":
+            x = (np.clip(x, sch["lower"], sch["upper"]) - sch["lower"]) / (sch["upper"] - sch["lower"])
+            stats.append({})
+        else:
+            raise ValueError(f"unknown normalisation scheme {sch['scheme']!r}")
+        out[c] = x
+    return out, stats
+
+
+def preprocess_case(case: dict[str, Any], plan: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Reorient to RAS, crop to non-zero, normalise, resample.
+
+    Args:
+        case: ``load_case3d`` output: ``image (C, X, Y, Z)``, ``label (X, Y, Z) | None``, ``meta`` (affine, spacing).
+        plan: from :func:`plan`.
+
+    Returns:
+        ``(image float32 (C, X', Y', Z'), label int64 (X', Y', Z') | None, props)``; ``props`` (JSON-friendly) holds
+        the original geometry, the RAS transform, the crop box, the shapes at each step, ``affine_preprocessed``
+        (voxel -> world of the output grid) and the normalisation statistics.
+    """
+    image, label, meta = case["image"], case.get("label"), case["meta"]
+    affine = np.asarray(meta["affine"], dtype=np.float64)
+    if image.ndim != 4:
+        raise ValueError(f"case image must be (C, X, Y, Z), got shape {image.shape}")
+    if label is not None and label.shape != image.shape[1:]:
+        raise ValueError(f"case label shape {label.shape} does not match image spatial shape {image.shape[1:]}")
+    shape0 = tuple(int(s) for s in image.shape[1:])
+    ornt = ras_transform(affine)
+    image = _apply_ornt(image, ornt)
+    label = None if label is None else _apply_ornt(label, ornt)
+    affine_ras = affine @ nib.orientations.inv_ornt_aff(ornt, shape0)
+    spacing_ras = np.sqrt((affine_ras[:3, :3] ** 2).sum(axis=0))
+    shape_ras = tuple(int(s) for s in image.shape[1:])
+
+    bbox = _nonzero_bbox(image) if plan.get("crop_nonzero", True) else [[0, s] for s in shape_ras]
+    image, label = _crop(image, bbox), None if label is None else _crop(label, bbox)
+    shape_crop = tuple(int(s) for s in image.shape[1:])
+
+    image, norm_stats = _normalise(image, plan["normalization"])
+
+    target = np.asarray(plan["target_spacing"], dtype=np.float64)
+    shape_new = tuple(int(max(1, round(n * s / t))) for n, s, t in zip(shape_crop, spacing_ras, target))
+    image = resample_image(image, shape_new, order=int(plan.get("image_order", 3)))
+    label = None if label is None else resample_label(label, shape_new)
+
+    scale = np.asarray(shape_crop, dtype=np.float64) / np.asarray(shape_new, dtype=np.float64)
+    grid = np.eye(4)
+    grid[:3, :3] = np.diag(scale)
+    grid[:3, 3] = np.asarray([lo for lo, _ in bbox]) + 0.5 * scale - 0.5  # grid_mode: voxel extents aligned
+    props = dict(
+        case_id=str(case.get("case_id", meta.get("case_id", ""))),
+        original_meta={k: meta[k] for k in _GEOM_KEYS if k in meta},
+        original_shape=list(shape0), ornt_to_ras=ornt.tolist(), shape_ras=list(shape_ras),
+        affine_ras=affine_ras.tolist(), spacing_ras=spacing_ras.tolist(), bbox=bbox, shape_cropped=list(shape_crop),
+        target_spacing=target.tolist(), shape_resampled=list(shape_new),
+        affine_preprocessed=(affine_ras @ grid).tolist(),
+        normalization_stats=norm_stats, plan_hash=plan_hash(plan),
+    )
+    props["original_meta"] = _jsonable(meta_to_json(props["original_meta"]))
+    return image, label, props
+
+
+def invert_prediction(prediction: np.ndarray, props: dict[str, Any]) -> np.ndarray:
+    """Map a prediction on the preprocessed grid back to the original voxel grid of the case.
+
+    Args:
+        prediction: label map ``(X', Y', Z')`` (ints) or class scores/probabilities ``(K, X', Y', Z')``.
+        props: from :func:`preprocess_case`.
+
+    Returns:
+        int64 ``(X, Y, Z)`` label map (background 0 outside the crop) or float32 ``(K, X, Y, Z)`` probabilities
+        (outside the crop: 1 for class 0, 0 for the rest), in the original orientation and shape.
+    """
+    prediction = np.asarray(prediction)
+    expected = tuple(props["shape_resampled"])
+    is_label = prediction.ndim == 3
+    if tuple(prediction.shape[-3:]) != expected or prediction.ndim not in (3, 4):
+        raise ValueError(f"prediction shape {prediction.shape} does not match the preprocessed shape {expected} "
+                         f"(expected (X', Y', Z') or (K, X', Y', Z'))")
+    shape_crop, bbox = tuple(props["shape_cropped"]), props["bbox"]
+    sl = tuple(slice(lo, hi) for lo, hi in bbox)
+    if is_label:
+        crop = resample_label(prediction.astype(np.int64), shape_crop)
+        full = np.zeros(tuple(props["shape_ras"]), dtype=np.int64)
+        full[sl] = crop
+    else:
+        crop = resample_image(prediction.astype(np.float32), shape_crop, order=1)
+        full = np.zeros((prediction.shape[0], *props["shape_ras"]), dtype=np.float32)
+        full[0] = 1.0
+        full[(slice(None), *sl)] = crop
+    # ornt_transform(orig, RAS) equals io_orientation(original affine), so RAS -> original is:
+    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
+                                           np.asarray(props["ornt_to_ras"], dtype=np.float64))
+    out = _apply_ornt(full, back)
+    if tuple(out.shape[-3:]) != tuple(props["original_shape"]):
+        raise AssertionError(f"internal: inverted shape {out.shape} != original {props['original_shape']}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------- cache
+def _source_signature(files: Sequence[str | os.PathLike]) -> list[list]:
+    sig = []
+    for f in files:
+        st = Path(f).stat()
+        sig.append([str(Path(f).resolve()), st.st_size, st.st_mtime_ns])
+    return sig
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class PreprocessCache:
+    """Preprocess each case once and reuse it: ``cache_dir/plan_<hash>/<case_id>.npz`` + ``<case_id>.json`` (props).
+
+    A case is recomputed when its entry is missing, unreadable, or its source files' size/mtime changed; a different
+    plan uses a different folder. ``hits``/``misses`` count reuse.
+
+    Example::
+
+        cache = PreprocessCache("runs/cache")
+        image, label, props = cache.load(case, plan)   # computes; later calls read the .npz
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike):
+        self.cache_dir = Path(cache_dir)
+        self.hits = 0
+        self.misses = 0
+
+    def folder(self, plan: dict[str, Any]) -> Path:
+        """The cache folder of ``plan`` (created, with ``plan.json``)."""
+        d = self.cache_dir / f"plan_{plan_hash(plan)}"
+        d.mkdir(parents=True, exist_ok=True)
+        pj = d / "plan.json"
+        if not pj.exists():
+            _atomic_write(pj, lambda fh: fh.write(json.dumps(_jsonable(plan), indent=1).encode()))
+        return d
+
+    def load(self, case: Case3D | dict[str, Any], plan: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, dict]:
+        """Preprocessed ``(image, label, props)`` of ``case`` (a :class:`Case3D` or a ``load_case3d`` dict)."""
+        if isinstance(case, Case3D):
+            case_id, files = case.case_id, [*case.images, *([case.label] if case.label else [])]
+        else:
+            case_id, files = str(case["case_id"]), list(case["meta"].get("files", []))
+            lab = case["meta"].get("label_file")
+            files += [lab] if lab else []
+        folder = self.folder(plan)
+        npz, js = folder / f"{case_id}.npz", folder / f"{case_id}.json"
+        sig = _source_signature(files) if files else []
+        if npz.exists() and js.exists():
+            try:
+                props = json.loads(js.read_text())
+                if props.get("source_signature") == sig:
+                    with np.load(npz) as z:
+                        image = z["image"]
+                        label = z["label"].astype(np.int64) if "label" in z.files else None
+                    self.hits += 1
+                    return image, label, props
+                logger.info("cache entry %s is stale (source files changed); recomputing", npz)
+            except (OSError, ValueError, KeyError) as err:
+                logger.warning("cache entry %s unreadable (%s); recomputing", npz, err)
+        self.misses += 1
+        loaded = load_case3d(case) if isinstance(case, Case3D) else case
+        image, label, props = preprocess_case(loaded, plan)
+        props["source_signature"] = sig
+        arrays = dict(image=image)
+        if label is not None:
+            arrays["label"] = label.astype(np.int16 if label.max(initial=0) < 2**15 else np.int32)
+        _atomic_write(npz, lambda fh: np.savez(fh, **arrays))
+        _atomic_write(js, lambda fh: fh.write(json.dumps(_jsonable(props)).encode()))
+        return image, label, props
