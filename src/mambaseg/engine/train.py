@@ -52,8 +52,12 @@ def build_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     raise ValueError(f"optim.name must be 'adam', 'adamw' or 'sgd', got {cfg.name!r}.")
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg, total_iters: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration schedule: linear warm-up, then poly (1 - t)^0.9, cosine or constant."""
+def build_scheduler(opt: torch.optim.Optimizer, cfg, total_iters: int,
+                    budget_fraction=None) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration schedule: linear warm-up, then poly (1 - t)^0.9, cosine or constant.
+
+    ``t`` is the fraction of iterations done, or — under a time budget — ``max(iterations, budget_fraction())`` so
+    the schedule anneals within the budget."""
     if cfg.schedule not in ("poly", "cosine", "constant"):
         raise ValueError(f"optim.schedule must be 'poly', 'cosine' or 'constant', got {cfg.schedule!r}.")
     warm = cfg.warmup_iters
@@ -62,6 +66,8 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg, total_iters: int) -> torch.
         if it < warm:
             return (it + 1) / warm
         t = min(1.0, (it - warm) / max(1, total_iters - warm))
+        if budget_fraction is not None:
+            t = min(1.0, max(t, budget_fraction()))
         if cfg.schedule == "poly":
             return (1 - t) ** 0.9
         if cfg.schedule == "cosine":
@@ -183,7 +189,13 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     opt = build_optimizer(model, cfg.optim)
     total_iters = cfg.train.epochs * cfg.train.iters_per_epoch
-    sched = build_scheduler(opt, cfg.optim, total_iters)
+    clock = {"start": time.time(), "offset": 0.0}
+    limit_s = 60 * cfg.train.time_limit_min
+
+    def budget_fraction() -> float:
+        return (time.time() - clock["start"] + clock["offset"]) / limit_s
+
+    sched = build_scheduler(opt, cfg.optim, total_iters, budget_fraction if limit_s else None)
     loss_fn = SegLoss(kwargs["out_channels"], cfg.loss.name, cfg.loss.dice_weight, cfg.loss.ce_weight)
     sampler = PatchSampler(train_cases, cfg.data.patch_size, cfg.train.batch_size, cfg.data.fg_prob,
                            cfg.data.augment, cfg.seed)
@@ -204,6 +216,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
         sampler.set_state(ck["rng"]["sampler"])
         start_epoch, best, history = ck["epoch"] + 1, ck.get("best_val_dice", -1.0), list(ck.get("history", []))
         elapsed0 = ck.get("train_seconds", 0.0)
+        clock["offset"] = elapsed0
         logger.info("resumed from %s at epoch %d", last_path, start_epoch)
     prov = provenance(cfg.seed, device.type)
     (run_dir / "provenance.json").write_text(json.dumps(prov, indent=2))
@@ -220,6 +233,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
         }
 
     t_start = time.time() - elapsed0
+    clock["start"] = time.time()
     bad_streak, metrics = 0, {}
     epoch = start_epoch - 1
     for epoch in range(start_epoch, cfg.train.epochs):
