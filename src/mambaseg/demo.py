@@ -51,7 +51,7 @@ def run_demo(out: Path, minutes: float = 2.0, with_3d: bool = True, log: Callabl
     if with_3d:
         from .demo3d import run_demo_3d
 
-        report["3d"] = run_demo_3d(root, log=log)
+        report["3d"] = run_demo_3d(root, minutes=min(1.5, minutes), log=log)
     (root / "demo_summary.json").write_text(json.dumps(report, indent=2, default=str))
     log(f"overlays: {pred_dir / 'overlays'}; curves: {run / 'progress.png'}; metrics: {root / '2d_evaluation'}")
     return root

@@ -1,0 +1,72 @@
+"""The 3D part of ``mambaseg demo``: a synthetic phantom task, a short DM-SegNet training, NIfTI predictions in the
+inputs' geometry, evaluation with HD95 in mm, and slice overlays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import config_from_dict
+
+__all__ = ["run_demo_3d", "DEMO_3D"]
+
+DEMO_3D = {
+    "seed": 0,
+    "model": {"name": "dm_segnet_tiny"},
+    "data": {"layout": "msd", "num_classes": 3, "patch_size": [32, 32, 32], "fg_prob": 0.5, "augment": "light",
+             "val_fraction": 0.25, "modality": "MR"},
+    "loss": {"name": "dice_ce"},
+    "optim": {"name": "adam", "lr": 3e-3, "weight_decay": 1e-5, "schedule": "cosine"},
+    "train": {"epochs": 1000, "iters_per_epoch": 10, "batch_size": 2, "val_every": 3},
+    "infer": {"overlap": 0.25},
+}
+
+
+def _overlay_slices(image: np.ndarray, label: np.ndarray, path: Path) -> None:
+    """Three orthogonal slices through the label's centre, labels tinted."""
+    from .data.io import write_png
+
+    idx = np.argwhere(label > 0)
+    c = idx.mean(0).round().astype(int) if len(idx) else np.array(label.shape) // 2
+    tiles = []
+    for axis in range(3):
+        img = np.take(image, c[axis], axis)
+        lab = np.take(label, c[axis], axis)
+        lo, hi = np.percentile(img, [1, 99])
+        g = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+        rgb = np.stack([g, g, g], -1)
+        rgb[lab == 1] = 0.5 * rgb[lab == 1] + 0.5 * np.array([1.0, 0.2, 0.2])
+        rgb[lab == 2] = 0.5 * rgb[lab == 2] + 0.5 * np.array([0.2, 0.4, 1.0])
+        tiles.append(rgb)
+    h = max(t.shape[0] for t in tiles)
+    tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 2), (0, 0))) for t in tiles]
+    write_png(path, (np.concatenate(tiles, 1) * 255).astype(np.uint8))
+
+
+def run_demo_3d(root: Path, minutes: float = 1.0, log: Callable[[str], None] = print) -> dict:
+    from .config import apply_overrides
+    from .data.nifti import read_nifti, read_nifti_label
+    from .data.phantom3d import write_phantom_msd
+    from .engine.evaluate import evaluate, format_table
+    from .engine.predict import predict
+    from .engine.train import train
+
+    data = write_phantom_msd(root / "3d_phantom_task", n_cases=10, shape=(40, 48, 36))
+    test = write_phantom_msd(root / "3d_phantom_test", n_cases=2, shape=(44, 40, 38), seed=7)
+    cfg = apply_overrides(config_from_dict(DEMO_3D), [f"data.root={data}", f"train.time_limit_min={minutes}"])
+    run = root / "3d_run"
+    log(f"[3D] training DM-SegNet (tiny) on a synthetic phantom for about {minutes:g} min -> {run}")
+    summary = train(cfg, run, progress=True)
+    pred_dir = root / "3d_predictions"
+    log("[3D] predicting NIfTI volumes (written in each input's geometry)")
+    predict(run, test / "imagesTr", pred_dir, progress=False)
+    result = evaluate(pred_dir, test / "labelsTr", root / "3d_evaluation")
+    log(format_table(result))
+    for f in sorted(pred_dir.glob("*.nii.gz")):
+        image, _ = read_nifti(test / "imagesTr" / f.name)
+        label, _ = read_nifti_label(f)
+        _overlay_slices(image[0], label, root / "3d_overlays" / f.name.replace(".nii.gz", ".png"))
+    log(f"[3D] slice overlays: {root / '3d_overlays'}")
+    return {"train": summary, "evaluation": result.get("foreground_mean", {})}

@@ -1,0 +1,65 @@
+"""3D evaluation: pair label maps by file name (nnU-Net convention) and score them with
+:mod:`mambaseg.metrics.volumetric` (Dice, IoU, HD95 in mm, empty-mask policy stated in the output)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..data.io import DataError
+from ..metrics.volumetric import evaluate_cases
+
+__all__ = ["evaluate_3d"]
+
+SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def _volumes(folder: Path) -> dict[str, Path]:
+    out = {}
+    for f in sorted(folder.iterdir()):
+        for s in SUFFIXES:
+            if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(s):
+                out[f.name[: -len(s)]] = f
+    return out
+
+
+def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = "") -> dict:
+    if not gt.is_dir():
+        raise DataError(f"{gt}: ground-truth folder not found.")
+    if (gt / "labelsTr").is_dir():
+        gt = gt / "labelsTr"
+    preds, refs = _volumes(pred), _volumes(gt)
+    pairs = []
+    for cid, p in preds.items():
+        if cid not in refs:
+            raise DataError(f"{p}: no reference {cid}.nii.gz in {gt}.")
+        pairs.append((cid, p, refs[cid]))
+    classes = None
+    labels_json = gt.parent / "dataset.json"
+    if regions == "brats":
+        classes = "brats"
+    elif labels_json.is_file():
+        labels = json.loads(labels_json.read_text()).get("labels", {})
+        if labels:
+            # MSD: {"0": "background", "1": "Anterior"}; nnU-Net v2: {"background": 0, "Anterior": 1}
+            items = [(v, int(k)) for k, v in labels.items()] if all(k.isdigit() for k in labels) else \
+                [(k, int(v)) for k, v in labels.items() if isinstance(v, int)]
+            classes = {name: (val,) for name, val in items if val != 0} or None
+    result = evaluate_cases([p for _, p, _ in pairs], [r for _, _, r in pairs], classes,
+                            empty_policy=empty_policy, case_ids=[c for c, _, _ in pairs])
+    result["kind"] = "3d"
+    rows = []
+    for case in result["metric_per_case"]:
+        for cls, m in case["metrics"].items():
+            rows.append({"case": case["case_id"], "class": cls, **{k: v for k, v in m.items()}})
+    result["csv_rows"] = rows
+    lines = [f"{'class':14s}{'Dice':>9s}{'IoU':>9s}{'HD95 mm':>10s}"]
+    for cls, m in result["mean"].items():
+        lines.append(f"{cls[:14]:14s}{m['Dice']:9.4f}{m['IoU']:9.4f}{m['HD95']:10.2f}")
+    fg = result["foreground_mean"]
+    lines.append(f"{'mean':14s}{fg['Dice']:9.4f}{fg['IoU']:9.4f}{fg['HD95']:10.2f}")
+    lines.append(f"({result['n_cases']} cases; per case then mean; empty-mask policy {empty_policy!r}: "
+                 f"{result['empty_policy_description']}; HD95 in mm, {result['hd_method']})")
+    result["table"] = "\n".join(l for l in lines if not (isinstance(l, float) and math.isnan(l)))
+    return result
