@@ -130,6 +130,10 @@ class AnySizeMixin:
         """
         check_input(x, self.in_channels, self.spatial_dims, type(self).__name__)
         xp, shape = pad_to_multiple(x, self.size_multiple, mode=self.pad_mode)
+        if all(s == self.size_multiple for s in xp.shape[2:]):
+            # the deepest feature map would be a single voxel, which instance/batch norms reject in training:
+            # pad the last axis by one more multiple
+            xp = torch.nn.functional.pad(xp, (0, self.size_multiple))
         return crop_to(self.forward_padded(xp), shape)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract

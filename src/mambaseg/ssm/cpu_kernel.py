@@ -47,7 +47,7 @@ def _load():
             from torch.utils.cpp_extension import load
 
             logger.info("selective_scan: loading the CPU kernel (compiled once, cached in the torch extensions dir).")
-            module = load(name=_EXT_NAME, sources=[str(_SOURCE)], extra_cflags=["-O3", "-fopenmp"],
+            module = load(name=_EXT_NAME, sources=[str(_SOURCE)], extra_cflags=["-O3", "-fno-trapping-math", "-fopenmp"],
                           extra_ldflags=["-fopenmp"], verbose=False)
         except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, build error: the kernel is optional
             logger.warning("selective_scan: the CPU kernel could not be built (%s: %s); using the pure-PyTorch "

@@ -1,0 +1,248 @@
+// Kernels of the CPU selective scan; included by selective_scan_cpu.cpp once per instruction set (baseline and,
+// on x86-64, AVX2+FMA selected at run time), each time inside its own namespace. No include guard on purpose.
+//
+// Element-wise work (dt = softplus(delta + bias), the silu gate, the softplus derivative) is done on small
+// per-chunk buffers in loops the compiler vectorises; the recurrence itself vectorises over the N states.
+
+// exp that the compiler can vectorise (plain IEEE arithmetic, no libm call): x = k ln2 + r with |r| <= ln2/2 (ln2
+// split in a high part exact in float and a low part), a degree-7 polynomial for exp(r) (Cephes expf
+// coefficients, ~1 ulp), then scaling by 2^k as two factors 2^(k>>1) and 2^(k-(k>>1)), each a normal float built
+// from exponent bits, so underflow to denormals / zero and overflow to +inf happen through ordinary IEEE
+// multiplication. Rounding to the nearest k uses the 1.5*2^23 trick (default round-to-nearest mode).
+inline float exp_vec(float x) {
+  const float xc = std::min(std::max(x, -104.0f), 89.0f);
+  const float kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = xc - kf * 0.693359375f;
+  r = r - kf * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t k = static_cast<int32_t>(kf);
+  const int32_t k1 = k >> 1, k2 = k - k1;
+  const int32_t b1 = (k1 + 127) << 23, b2 = (k2 + 127) << 23;
+  float s1, s2;
+  std::memcpy(&s1, &b1, sizeof(s1));
+  std::memcpy(&s2, &b2, sizeof(s2));
+  const float res = (p * s1) * s2;
+  return x != x ? x : res;  // NaN propagates
+}
+
+// softplus (torch semantics: beta 1, threshold 20) as max(x, 0) + log1p(exp(-|x|)), with
+// log1p(t) = 2 atanh(t / (2 + t)) summed as an odd series (t in (0, 1] so s = t / (2 + t) <= 1/3).
+inline float softplus_vec(float x) {
+  const float t = exp_vec(-std::fabs(x));
+  const float s = t / (2.0f + t), s2 = s * s;
+  float q = 1.0f / 15.0f;
+  q = q * s2 + 1.0f / 13.0f;
+  q = q * s2 + 1.0f / 11.0f;
+  q = q * s2 + 1.0f / 9.0f;
+  q = q * s2 + 1.0f / 7.0f;
+  q = q * s2 + 1.0f / 5.0f;
+  q = q * s2 + 1.0f / 3.0f;
+  q = q * s2 + 1.0f;
+  const float res = std::max(x, 0.0f) + 2.0f * s * q;
+  return x > 20.0f ? x : res;
+}
+
+inline float sigmoid_vec(float x) { return 1.0f / (1.0f + exp_vec(-x)); }
+
+// fp64 is for accuracy checks: libm is fine there.
+inline double exp_vec(double x) { return std::exp(x); }
+inline double softplus_vec(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
+inline double sigmoid_vec(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// sum_n x[n] y[n] in four interleaved partial sums (a fixed order, so vectorisable without reassociation)
+template <typename T, int NT>
+inline T dot(const T* x, const T* y, int64_t N) {
+  if constexpr (NT > 0 && NT % 4 == 0) {
+    T s[4] = {0, 0, 0, 0};
+    for (int j = 0; j < NT; j += 4)
+      for (int q = 0; q < 4; ++q) s[q] += x[j + q] * y[j + q];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+  } else {
+    T s = 0;
+    for (int64_t n = 0; n < N; ++n) s += x[n] * y[n];
+    return s;
+  }
+}
+
+// dt[t] = softplus?(delta[t] + bias) for t < steps; raw[t] = delta + bias if raw is not null.
+template <typename T>
+inline void fill_dt(const Problem<T>& p, int64_t r, int64_t l0, int64_t steps, T* dt, T* raw) {
+  const T* de = p.delta + r * p.len + l0;
+  const T bias = p.bias ? p.bias[r % p.dim] : T(0);
+  for (int64_t t = 0; t < steps; ++t) dt[t] = de[t] + bias;
+  if (raw) std::copy(dt, dt + steps, raw);
+  if (p.softplus)
+    for (int64_t t = 0; t < steps; ++t) dt[t] = softplus_vec(dt[t]);
+}
+
+// One row (batch b, channel d): out, the last state and (optionally) the state entering each chunk.
+// buf: 2 * chunk scratch values.
+template <typename T, int NT>
+void forward_row(const Problem<T>& p, int64_t r, T* out, T* last, T* states, T* buf) {
+  const int64_t N = NT > 0 ? NT : p.nstate, L = p.len, d = r % p.dim;
+  const T* u = p.u + r * L;
+  const T* A = p.A + d * N;
+  const T* Bm = p.b_of(r);
+  const T* Cm = p.c_of(r);
+  const T Dd = p.D ? p.D[d] : T(0);
+  T* dtb = buf;
+  T* yb = buf + p.chunk;
+  T h[NT > 0 ? NT : kMaxState];
+  for (int64_t n = 0; n < N; ++n) h[n] = 0;
+  for (int64_t l0 = 0; l0 < L; l0 += p.chunk) {
+    const int64_t steps = std::min(p.chunk, L - l0);
+    if (states) std::copy(h, h + N, states + (r * p.nchunks + l0 / p.chunk) * N);
+    fill_dt(p, r, l0, steps, dtb, static_cast<T*>(nullptr));
+    for (int64_t t = 0; t < steps; ++t) {
+      const T dt = dtb[t];
+      const T dtu = dt * u[l0 + t];
+      const T* Bl = Bm + (l0 + t) * N;
+      for (int64_t n = 0; n < N; ++n) h[n] = exp_vec(dt * A[n]) * h[n] + dtu * Bl[n];
+      yb[t] = dot<T, NT>(h, Cm + (l0 + t) * N, N);
+    }
+    T* o = out + r * L + l0;
+    const T* ul = u + l0;
+    for (int64_t t = 0; t < steps; ++t) o[t] = yb[t] + Dd * ul[t];
+    if (p.z) {
+      const T* zl = p.z + r * L + l0;
+      for (int64_t t = 0; t < steps; ++t) o[t] *= zl[t] * sigmoid_vec(zl[t]);
+    }
+  }
+  std::copy(h, h + N, last + r * N);
+}
+
+struct Units {  // backward work split: (batch, group, slice) units, slices of `per` consecutive channels
+  int64_t cpg, slices, per;
+  Units(int64_t batch, int64_t dim, int64_t groups) {
+    cpg = dim / groups;
+    const int64_t base = batch * groups;
+    slices = std::min(cpg, std::max<int64_t>(1, (kMinUnits + base - 1) / base));
+    per = (cpg + slices - 1) / slices;
+    slices = (cpg + per - 1) / per;
+  }
+};
+
+template <typename T>
+struct Grads {
+  const T* dout;
+  const T* dlast;  // may be null
+  const T* states;
+  T *du, *ddelta, *dz;      // (R, L); dz may be null
+  T* dA_rows;               // (R, N)
+  T *dD_rows, *dbias_rows;  // (R,)
+  T *dB, *dC;               // (batch, G, slices, L, N)
+};
+
+// One backward unit: channels [d0, d1) of group g in batch b, chunk-major (all channels of a chunk, then the
+// chunk before), accumulating dB, dC of the group into the unit's own slice buffer in a fixed order.
+template <typename T, int NT>
+void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int64_t unit) {
+  const int64_t N = NT > 0 ? NT : p.nstate, L = p.len, CH = p.chunk;
+  const int64_t bg = unit / un.slices, s = unit % un.slices;
+  const int64_t b = bg / p.groups, g = bg % p.groups;
+  const int64_t d0 = g * un.cpg + s * un.per, d1 = std::min(d0 + un.per, (g + 1) * un.cpg);
+  const int64_t nch = d1 - d0;
+  const T* Bm = p.B + bg * L * N;
+  const T* Cm = p.C + bg * L * N;
+  T* dBm = gr.dB + (bg * un.slices + s) * L * N;
+  T* dCm = gr.dC + (bg * un.slices + s) * L * N;
+  std::vector<T> carry(nch * N, T(0)), dA(nch * N, T(0)), dD(nch, T(0)), dbias(nch, T(0));
+  std::vector<T> hbuf((CH + 1) * N), abuf(CH * N), scratch(5 * CH);
+  T* dtb = scratch.data();
+  T* rawb = dtb + CH;
+  T* yb = rawb + CH;   // y, then the gradient reaching y
+  T* ddtb = yb + CH;   // dL/d(dt)
+  T* dub = ddtb + CH;  // dL/du from the scan
+  if (gr.dlast)
+    for (int64_t c = 0; c < nch; ++c)
+      std::copy(gr.dlast + (b * p.dim + d0 + c) * N, gr.dlast + (b * p.dim + d0 + c + 1) * N, &carry[c * N]);
+  for (int64_t k = p.nchunks - 1; k >= 0; --k) {
+    const int64_t l0 = k * CH, steps = std::min(L, l0 + CH) - l0;
+    for (int64_t c = 0; c < nch; ++c) {
+      const int64_t d = d0 + c, r = b * p.dim + d;
+      const T* A = p.A + d * N;
+      const T* u = p.u + r * L + l0;
+      const T Dd = p.D ? p.D[d] : T(0);
+      T* cr = &carry[c * N];
+      // recompute the chunk's states: hb[t + 1] = h at position l0 + t, hb[0] = state entering the chunk
+      T* hb = hbuf.data();
+      std::copy(gr.states + (r * p.nchunks + k) * N, gr.states + (r * p.nchunks + k + 1) * N, hb);
+      fill_dt(p, r, l0, steps, dtb, rawb);
+      for (int64_t t = 0; t < steps; ++t) {
+        const T dt = dtb[t], dtu = dt * u[t];
+        const T* Bl = Bm + (l0 + t) * N;
+        T* a = abuf.data() + t * N;
+        const T* hp = hb + t * N;
+        T* hc = hb + (t + 1) * N;
+        for (int64_t n = 0; n < N; ++n) {
+          a[n] = exp_vec(dt * A[n]);
+          hc[n] = a[n] * hp[n] + dtu * Bl[n];
+        }
+        if (p.z) yb[t] = dot<T, NT>(hc, Cm + (l0 + t) * N, N);
+      }
+      // gradient reaching y (through the gate), the gate's gradient and D's
+      const T* dout = gr.dout + r * L + l0;
+      if (p.z) {
+        const T* z = p.z + r * L + l0;
+        T* dz = gr.dz + r * L + l0;
+        for (int64_t t = 0; t < steps; ++t) {
+          const T sg = sigmoid_vec(z[t]), pre = yb[t] + Dd * u[t];
+          dz[t] = dout[t] * pre * sg * (T(1) + z[t] * (T(1) - sg));
+          yb[t] = dout[t] * z[t] * sg;
+        }
+      } else {
+        std::copy(dout, dout + steps, yb);
+      }
+      T dD_acc = dD[c];
+      for (int64_t t = 0; t < steps; ++t) dD_acc += yb[t] * u[t];
+      dD[c] = dD_acc;
+      // adjoint, backwards through the chunk; cr holds a_{l+1} g_{l+1}
+      T dA_acc[NT > 0 ? NT : kMaxState], gv[NT > 0 ? NT : kMaxState], gh[NT > 0 ? NT : kMaxState];
+      std::copy(&dA[c * N], &dA[c * N] + N, dA_acc);
+      for (int64_t t = steps - 1; t >= 0; --t) {
+        const int64_t l = l0 + t;
+        const T* hc = hb + (t + 1) * N;
+        const T* hp = hb + t * N;
+        const T* a = abuf.data() + t * N;
+        const T* Bl = Bm + l * N;
+        const T* Cl = Cm + l * N;
+        T* dBl = dBm + l * N;
+        T* dCl = dCm + l * N;
+        const T dt = dtb[t], dy = yb[t], dtu = dt * u[t];
+        for (int64_t n = 0; n < N; ++n) {
+          gv[n] = cr[n] + dy * Cl[n];
+          dCl[n] += dy * hc[n];
+          dBl[n] += gv[n] * dtu;
+          gh[n] = gv[n] * hp[n] * a[n];
+          dA_acc[n] += gh[n] * dt;
+          cr[n] = a[n] * gv[n];
+        }
+        const T gB = dot<T, NT>(gv, Bl, N);
+        ddtb[t] = dot<T, NT>(gh, A, N) + gB * u[t];
+        dub[t] = gB * dt;
+      }
+      std::copy(dA_acc, dA_acc + N, &dA[c * N]);
+      // element-wise epilogue: du, softplus derivative, delta_bias
+      T* du = gr.du + r * L + l0;
+      for (int64_t t = 0; t < steps; ++t) du[t] = dub[t] + Dd * yb[t];
+      if (p.softplus)
+        for (int64_t t = 0; t < steps; ++t) ddtb[t] *= sigmoid_vec(rawb[t]);
+      std::copy(ddtb, ddtb + steps, gr.ddelta + r * L + l0);
+      T db = dbias[c];
+      for (int64_t t = 0; t < steps; ++t) db += ddtb[t];
+      dbias[c] = db;
+    }
+  }
+  for (int64_t c = 0; c < nch; ++c) {
+    const int64_t r = b * p.dim + d0 + c;
+    std::copy(&dA[c * N], &dA[c * N] + N, gr.dA_rows + r * N);
+    gr.dD_rows[r] = dD[c];
+    gr.dbias_rows[r] = dbias[c];
+  }
+}
