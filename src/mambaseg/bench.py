@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["SCAN_CASES", "run_scan_bench", "format_scan_table"]
+__all__ = ["SCAN_CASES", "run_scan_bench", "format_scan_table", "run_models2d_bench", "run_models3d_bench"]
 
 # name: (B, D, L, N)
 SCAN_CASES = {
@@ -195,6 +195,144 @@ def format_scan_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model benchmarks: `mambaseg bench models2d` / `mambaseg bench models3d`
+# ----------------------------------------------------------------------------------------------------------------
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def _train_step_fn(model, x, y):
+    import torch
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y) if y.dim() == x.dim() else \
+            torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _peak_worker(spec: dict) -> dict:
+    """Peak RSS above the baseline of one training step (fresh process)."""
+    import torch
+
+    from .models import build_model
+
+    torch.set_num_threads(spec["threads"])
+    model = build_model(spec["model"], **spec.get("kwargs", {}))
+    x = torch.randn(*spec["input"])
+    y = torch.randint(0, spec["kwargs"].get("out_channels", 2), (x.shape[0], *x.shape[2:]))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    _train_step_fn(model, x, y)()
+    return {"step_seconds": time.perf_counter() - t0,
+            "peak_extra_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024}
+
+
+def run_models2d_bench(threads: int = 2, out: Path | None = None, command: str = "", weights: str = "") -> dict:
+    """Akmamba-Net vs U-Net of equal width: a training step (8x3x128x128) and full-image inference (565x584)."""
+    import torch
+
+    from .engine.inference import sliding_window
+    from .models import build_model
+
+    torch.set_num_threads(threads)
+    rows = {}
+    x = torch.randn(8, 3, 128, 128)
+    y = (torch.rand(8, 1, 128, 128) > 0.9).float()
+    for name in ("unet_cpu", "akmamba_net_cpu"):
+        model = build_model(name, in_channels=3, out_channels=1)
+        rows[name] = {"parameters": sum(p.numel() for p in model.parameters()),
+                      "train_step_s_8x3x128x128": _time(_train_step_fn(model, x, y), 3)}
+    shipped = None
+    if weights and Path(weights).is_file():
+        from .engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+        ck = load_checkpoint(weights)
+        shipped = model_from_checkpoint(ck, weights)
+        tile = ck["config"]["infer"].get("patch_size") or ck["config"]["data"]["patch_size"]
+        overlap = ck["config"]["infer"].get("overlap", 0.25)
+    img = torch.randn(3, 584, 565)
+    for name in ("unet_cpu", "akmamba_net_cpu"):
+        model = build_model(name, in_channels=3, out_channels=1).eval()
+        if name == "akmamba_net_cpu" and shipped is not None:
+            model = shipped
+        with torch.no_grad():
+            rows[name]["infer_full_image_s_565x584"] = _time(lambda: model(img[None]), 3)
+            if shipped is not None and name == "akmamba_net_cpu":
+                rows[name]["infer_tiled_s_565x584"] = _time(
+                    lambda: sliding_window(lambda b: model(b), img, tile, overlap, "gaussian", 4), 3)
+    ratio = rows["akmamba_net_cpu"]["train_step_s_8x3x128x128"] / rows["unet_cpu"]["train_step_s_8x3x128x128"]
+    report = dict(benchmark="models2d", command=command, torch=torch.__version__, threads=threads,
+                  machine=dict(platform=platform.platform(), cpus=os.cpu_count()), time=time.strftime("%Y-%m-%d %H:%M:%S"),
+                  weights=weights or None, results=rows,
+                  ratios={"akmamba_train_step_over_unet": ratio,
+                          "akmamba_infer_over_unet": rows["akmamba_net_cpu"]["infer_full_image_s_565x584"]
+                          / rows["unet_cpu"]["infer_full_image_s_565x584"]},
+                  goals={"akmamba_train_step_over_unet": "<= 2", "akmamba infer 565x584": "< 1 s"})
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def run_models3d_bench(threads: int = 2, out: Path | None = None, command: str = "") -> dict:
+    """DM-SegNet (paper widths) vs SwinUNETR (feature 48) and UNETR: forward+backward 1x1x64^3; sliding-window
+    inference of 1x1x128^3 (dm_segnet_cpu); peak memory of a training step at 96^3 (fresh processes)."""
+    import torch
+
+    from .engine.inference import sliding_window
+    from .models import build_model
+
+    torch.set_num_threads(threads)
+    rows = {}
+    x = torch.randn(1, 1, 64, 64, 64)
+    y = torch.randint(0, 2, (1, 64, 64, 64))
+    for name, kw in (("dm_segnet", {}), ("swin_unetr", {}), ("unetr", {"img_size": (64, 64, 64)})):
+        model = build_model(name, in_channels=1, out_channels=2, **kw)
+        rows[name] = {"parameters": sum(p.numel() for p in model.parameters()),
+                      "fwd_bwd_s_1x1x64^3": _time(_train_step_fn(model, x, y), 1)}
+    model = build_model("dm_segnet_cpu", in_channels=1, out_channels=2).eval()
+    vol = torch.randn(1, 128, 128, 128)
+    with torch.no_grad():
+        rows["dm_segnet_cpu"] = {"sliding_window_s_1x1x128^3_tile64_overlap0.5": _time(
+            lambda: sliding_window(lambda b: model(b), vol, (64, 64, 64), 0.5, "gaussian", 2), 1)}
+    for name in ("dm_segnet", "dm_segnet_cpu"):
+        for ckpt in (False, True):
+            spec = dict(model=name, kwargs={"in_channels": 1, "out_channels": 2, "grad_checkpoint": ckpt},
+                        input=[1, 1, 96, 96, 96], threads=threads)
+            cmd = [sys.executable, "-m", "mambaseg.bench", "--peak", json.dumps(spec)]
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            key = f"train_step_96^3{'_checkpointed' if ckpt else ''}"
+            rows.setdefault(name, {})[key] = (json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0
+                                              else {"error": (p.stderr.strip().splitlines() or ['?'])[-1]})
+    base = rows["dm_segnet"]["fwd_bwd_s_1x1x64^3"]
+    report = dict(benchmark="models3d", command=command, torch=torch.__version__, threads=threads,
+                  machine=dict(platform=platform.platform(), cpus=os.cpu_count()), time=time.strftime("%Y-%m-%d %H:%M:%S"),
+                  results=rows, ratios={f"dm_segnet_over_{n}": base / rows[n]["fwd_bwd_s_1x1x64^3"]
+                                        for n in ("swin_unetr", "unetr")},
+                  goals={"96^3 training step peak memory, batch 1": "< 24 GB"})
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         print(json.dumps(_worker(json.loads(sys.argv[2]))))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--peak":
+        print(json.dumps(_peak_worker(json.loads(sys.argv[2]))))

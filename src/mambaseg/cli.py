@@ -22,9 +22,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _cmd_bench(args) -> int:
     from .bench import format_scan_table, run_scan_bench
 
-    if args.what != "scan":
-        raise ValueError(f"unknown benchmark {args.what!r}; available: scan")
-    out = Path(args.out)
+    import json
+
+    if args.what in ("models2d", "models3d"):
+        from .bench import run_models2d_bench, run_models3d_bench
+
+        out = Path(args.out or f"benchmarks/results/{args.what}.json")
+        command = f"mambaseg bench {args.what} --threads {args.threads}" + (f" --weights {args.weights}"
+                                                                            if args.weights else "")
+        if args.what == "models2d":
+            report = run_models2d_bench(args.threads, out, command, args.weights)
+        else:
+            report = run_models3d_bench(args.threads, out, command)
+        print(json.dumps({"results": report["results"], "ratios": report["ratios"]}, indent=1))
+        print(f"results written to {out}")
+        return 0
+    out = Path(args.out or "benchmarks/results/scan.json")
     command = "mambaseg bench scan" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
     report = run_scan_bench(quick=args.quick, threads=args.threads, out=out, command=command,
                             progress=lambda m: print(m, file=sys.stderr, flush=True))
@@ -80,11 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambaseg", description="Mamba medical image segmentation that runs anywhere.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("bench", help="benchmarks (scan)")
-    p.add_argument("what", choices=["scan"])
-    p.add_argument("--quick", action="store_true", help="only the 2D case, no reference loop")
+    p = sub.add_parser("bench", help="benchmarks: scan, models2d, models3d")
+    p.add_argument("what", choices=["scan", "models2d", "models3d"])
+    p.add_argument("--quick", action="store_true", help="scan: only the 2D case, no reference loop")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="benchmarks/results/scan.json")
+    p.add_argument("--weights", default="", help="models2d: checkpoint to time full-image inference with")
+    p.add_argument("--out", default="", help="result file (default benchmarks/results/<what>.json)")
     _add_common(p)
     p.set_defaults(func=_cmd_bench)
 

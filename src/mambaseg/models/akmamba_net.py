@@ -52,6 +52,7 @@ class AkmambaNet(AnySizeMixin, nn.Module):
         mamba_residual: skip = ``x + SS2D(LN(x))`` instead of ``SS2D(x)``.
         centred: AKConvs use the centred sampling shape and zero padding instead of the official anchored shape.
         d_state: SS2D state size N.
+        ss2d_expand: SS2D inner width = ``ss2d_expand`` x channels (2 in SS2D/VM-UNet).
 
     Any H, W is accepted (padded internally to a multiple of 16, logits cropped back).
     """
@@ -65,6 +66,7 @@ class AkmambaNet(AnySizeMixin, nn.Module):
         mamba_residual: bool = False,
         centred: bool = False,
         d_state: int = 16,
+        ss2d_expand: int = 2,
     ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -78,7 +80,7 @@ class AkmambaNet(AnySizeMixin, nn.Module):
         chans = (in_channels,) + widths
         self.encoder = nn.ModuleList(AKDoubleConv(chans[i], chans[i + 1], num_param, centred) for i in range(5))
         self.pool = nn.MaxPool2d(2)
-        self.skips = nn.ModuleList(MambaOut(w, residual=mamba_residual, d_state=d_state) for w in widths[:4])
+        self.skips = nn.ModuleList(MambaOut(w, residual=mamba_residual, d_state=d_state, expand=ss2d_expand) for w in widths[:4])
         # decoder level k (deep → shallow): up widths[k+1] → widths[k], cat skip, DoubleConv(2·widths[k] → widths[k])
         self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2) for k in range(4))
         self.decoder = nn.ModuleList(AKDoubleConv(2 * widths[k], widths[k], num_param, centred) for k in range(4))
@@ -110,8 +112,9 @@ def akmamba_net(**kwargs) -> AkmambaNet:
 
 @register_model(spatial_dims=2)
 def akmamba_net_cpu(**kwargs) -> AkmambaNet:
-    """Akmamba-Net at 1/4 width (16 … 256), small enough to train and run on a CPU."""
-    return AkmambaNet(**dict(dict(widths=(16, 32, 64, 128, 256)), **kwargs))
+    """Akmamba-Net at 1/4 width (16 … 256) with a lighter SS2D (state size 4, inner width 1x): the full-resolution
+    skip scans H·W tokens, whose cost grows with batch·4·d_inner·H·W·N, so this is what trains on a CPU."""
+    return AkmambaNet(**dict(dict(widths=(16, 32, 64, 128, 256), d_state=4, ss2d_expand=1), **kwargs))
 
 
 @register_model(spatial_dims=2)

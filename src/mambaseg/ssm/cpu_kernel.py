@@ -15,6 +15,7 @@ not). Setting ``MAMBASEG_NO_CPU_KERNEL=1`` disables the kernel.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -29,6 +30,7 @@ DEFAULT_CHUNK = 128  # positions between saved states: saved memory B·D·L/128�
 ENV_DISABLE = "MAMBASEG_NO_CPU_KERNEL"
 MAX_STATE = 256  # kMaxState in the C++ source
 _SOURCE = Path(__file__).parent / "csrc" / "selective_scan_cpu.cpp"
+_HEADER = _SOURCE.with_name("selective_scan_cpu_kernels.h")
 _EXT_NAME = "mambaseg_selective_scan_cpu"
 _state: dict[str, object] = {}
 
@@ -40,15 +42,19 @@ def _load():
     module = None
     if os.environ.get(ENV_DISABLE, "").strip() not in ("", "0"):
         logger.info("selective_scan: CPU kernel disabled by %s=%s.", ENV_DISABLE, os.environ[ENV_DISABLE])
-    elif not _SOURCE.is_file():
-        logger.warning("selective_scan: CPU kernel source %s is missing; using the pure-PyTorch scan.", _SOURCE)
+    elif not (_SOURCE.is_file() and _HEADER.is_file()):
+        logger.warning("selective_scan: CPU kernel sources in %s are missing; using the pure-PyTorch scan.",
+                       _SOURCE.parent)
     else:
         try:
             from torch.utils.cpp_extension import load
 
+            # the header's hash goes into the flags so that torch rebuilds when only the header changed
+            digest = hashlib.sha1(_HEADER.read_bytes()).hexdigest()[:12]
+            flags = ["-O3", "-fno-trapping-math", "-fopenmp", f"-DMAMBASEG_KERNELS_SHA={digest}"]
             logger.info("selective_scan: loading the CPU kernel (compiled once, cached in the torch extensions dir).")
-            module = load(name=_EXT_NAME, sources=[str(_SOURCE)], extra_cflags=["-O3", "-fno-trapping-math", "-fopenmp"],
-                          extra_ldflags=["-fopenmp"], verbose=False)
+            module = load(name=_EXT_NAME, sources=[str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                          verbose=False)
         except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, build error: the kernel is optional
             logger.warning("selective_scan: the CPU kernel could not be built (%s: %s); using the pure-PyTorch "
                            "scan. Building needs a C++ compiler and `pip install ninja`.",

@@ -117,28 +117,6 @@ void forward_row(const Problem<T>& p, int64_t r, T* out, T* last, T* states, T* 
   std::copy(h, h + N, last + r * N);
 }
 
-struct Units {  // backward work split: (batch, group, slice) units, slices of `per` consecutive channels
-  int64_t cpg, slices, per;
-  Units(int64_t batch, int64_t dim, int64_t groups) {
-    cpg = dim / groups;
-    const int64_t base = batch * groups;
-    slices = std::min(cpg, std::max<int64_t>(1, (kMinUnits + base - 1) / base));
-    per = (cpg + slices - 1) / slices;
-    slices = (cpg + per - 1) / per;
-  }
-};
-
-template <typename T>
-struct Grads {
-  const T* dout;
-  const T* dlast;  // may be null
-  const T* states;
-  T *du, *ddelta, *dz;      // (R, L); dz may be null
-  T* dA_rows;               // (R, N)
-  T *dD_rows, *dbias_rows;  // (R,)
-  T *dB, *dC;               // (batch, G, slices, L, N)
-};
-
 // One backward unit: channels [d0, d1) of group g in batch b, chunk-major (all channels of a chunk, then the
 // chunk before), accumulating dB, dC of the group into the unit's own slice buffer in a fixed order.
 template <typename T, int NT>
