@@ -42,6 +42,7 @@ class DataCfg:
     fov: bool = False  # restrict loss/metrics to a field-of-view mask; estimate it at inference when absent
     modality: str = "MR"  # 3D: MR | CT
     target_spacing: tuple = ()  # 3D: () = median spacing from the fingerprint
+    ct_window: tuple = ()  # 3D CT: (lo, hi) HU window clipped and scaled to [0, 1]; () = nnU-Net CT normalisation
     cache_dir: str = ""  # 3D: preprocessed-case cache ('' = <run>/cache)
     synthetic_cases: int = 24  # synthetic_drive: number of training images generated
     synthetic_size: int = 256

@@ -30,7 +30,8 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     logger.info("3D dataset %s: %d training / %d validation cases (seed %d)", root, len(train_ids), len(val_ids), seed)
     fp = fingerprint([by_id[i] for i in train_ids])
     the_plan = plan(fp, modality=cfg.modality, patch_size=list(cfg.patch_size) if cfg.patch_size else None,
-                    target_spacing=list(cfg.target_spacing) if cfg.target_spacing else None)
+                    target_spacing=list(cfg.target_spacing) if cfg.target_spacing else None,
+                    ct_window=tuple(cfg.ct_window) if cfg.ct_window else None)
     cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else (run_dir or Path(".")) / "cache")
 
     def load(cid: str) -> dict:
