@@ -50,7 +50,7 @@ def _cmd_train(args) -> int:
     from .config import load_config
     from .engine.train import train
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set + (["train.deterministic=true"] if args.deterministic else []))
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     print(f"training done in {summary['train_seconds']:.0f} s, {summary['epochs_done']} epochs; "
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/<config>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint_last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume on CPU)")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
 

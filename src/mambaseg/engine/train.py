@@ -217,6 +217,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
         start_epoch, best, history = ck["epoch"] + 1, ck.get("best_val_dice", -1.0), list(ck.get("history", []))
         elapsed0 = ck.get("train_seconds", 0.0)
         clock["offset"] = elapsed0
+        # drop metrics lines of an epoch that was interrupted after its line was written
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         logger.info("resumed from %s at epoch %d", last_path, start_epoch)
     prov = provenance(cfg.seed, device.type)
     (run_dir / "provenance.json").write_text(json.dumps(prov, indent=2))

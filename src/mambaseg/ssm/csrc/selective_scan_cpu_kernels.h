@@ -154,10 +154,10 @@ void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int
       fill_dt(p, r, l0, steps, dtb, rawb);
       for (int64_t t = 0; t < steps; ++t) {
         const T dt = dtb[t], dtu = dt * u[t];
-        const T* Bl = Bm + (l0 + t) * N;
-        T* a = abuf.data() + t * N;
-        const T* hp = hb + t * N;
-        T* hc = hb + (t + 1) * N;
+        const T* __restrict Bl = Bm + (l0 + t) * N;
+        T* __restrict a = abuf.data() + t * N;
+        const T* __restrict hp = hb + t * N;
+        T* __restrict hc = hb + (t + 1) * N;
         for (int64_t n = 0; n < N; ++n) {
           a[n] = exp_vec(dt * A[n]);
           hc[n] = a[n] * hp[n] + dtu * Bl[n];
@@ -185,21 +185,22 @@ void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int
       std::copy(&dA[c * N], &dA[c * N] + N, dA_acc);
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t l = l0 + t;
-        const T* hc = hb + (t + 1) * N;
-        const T* hp = hb + t * N;
-        const T* a = abuf.data() + t * N;
-        const T* Bl = Bm + l * N;
-        const T* Cl = Cm + l * N;
-        T* dBl = dBm + l * N;
-        T* dCl = dCm + l * N;
+        const T* __restrict hc = hb + (t + 1) * N;
+        const T* __restrict hp = hb + t * N;
+        const T* __restrict a = abuf.data() + t * N;
+        const T* __restrict Bl = Bm + l * N;
+        const T* __restrict Cl = Cm + l * N;
+        T* __restrict dBl = dBm + l * N;
+        T* __restrict dCl = dCm + l * N;
+        T* __restrict crr = cr;
         const T dt = dtb[t], dy = yb[t], dtu = dt * u[t];
         for (int64_t n = 0; n < N; ++n) {
-          gv[n] = cr[n] + dy * Cl[n];
+          gv[n] = crr[n] + dy * Cl[n];
           dCl[n] += dy * hc[n];
           dBl[n] += gv[n] * dtu;
           gh[n] = gv[n] * hp[n] * a[n];
           dA_acc[n] += gh[n] * dt;
-          cr[n] = a[n] * gv[n];
+          crr[n] = a[n] * gv[n];
         }
         const T gB = dot<T, NT>(gv, Bl, N);
         ddtb[t] = dot<T, NT>(gh, A, N) + gB * u[t];
