@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..models import build_model
 from ..utils.seed import provenance, seed_everything
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import PatchSampler, load_dataset
+from .distributed import DistContext, init_distributed
 from .inference import logits_to_probs, probs_to_labels, sliding_window
 
 __all__ = ["train", "TrainingError", "build_optimizer", "build_scheduler", "validate", "case_dice"]
@@ -158,6 +160,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, progress: bool = Tru
     """Train a model as configured; returns a summary dict (best/last metrics, paths, time)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 logs
+        logging.getLogger("mambaseg").setLevel(logging.WARNING)
+        return _train(cfg, run_dir, resume, False)
     handler = _setup_logging(run_dir)
     try:
         return _train(cfg, run_dir, resume, progress)
@@ -170,12 +175,25 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.seed, cfg.train.deterministic)
-    device = _device(cfg.train.device)
+    ctx, device = init_distributed(_device(cfg.train.device))
+    try:
+        return _train_loop(cfg, run_dir, resume, progress, ctx, device)
+    finally:
+        ctx.close()
+
+
+def _train_loop(cfg: Config, run_dir: Path, resume: bool, progress: bool, ctx: DistContext,
+                device: torch.device) -> dict:
     last_path, best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
     if not resume and last_path.exists():
         raise TrainingError(f"{run_dir}: already holds a training run (checkpoint_last.pt); use --resume to continue "
                             f"it or choose another --out.")
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    if cfg.train.batch_size % ctx.world:
+        raise TrainingError(f"train.batch_size={cfg.train.batch_size} must be divisible by the number of processes "
+                            f"({ctx.world}); it is the global batch.")
+    ctx.barrier()
+    if ctx.main:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
     train_cases, val_cases, data_info = load_dataset(cfg.data, cfg.seed, run_dir)
     in_ch = train_cases[0]["image"].shape[0]
@@ -185,7 +203,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
     if kwargs["in_channels"] != in_ch:
         raise TrainingError(f"model.kwargs.in_channels={kwargs['in_channels']} but the images have {in_ch} "
                             f"channels ({train_cases[0]['id']}).")
-    model = build_model(cfg.model.name, **kwargs).to(device)
+    net = build_model(cfg.model.name, **kwargs).to(device)
+    model = torch.nn.parallel.DistributedDataParallel(net) if ctx.enabled else net
     n_params = sum(p.numel() for p in model.parameters())
     opt = build_optimizer(model, cfg.optim)
     total_iters = cfg.train.epochs * cfg.train.iters_per_epoch
@@ -207,7 +226,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
         if not last_path.exists():
             raise TrainingError(f"{run_dir}: --resume given but there is no checkpoint_last.pt to resume from.")
         ck = load_checkpoint(last_path)
-        model.load_state_dict(ck["state_dict"])
+        net.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         if ck.get("scaler"):
@@ -218,16 +237,18 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
         elapsed0 = ck.get("train_seconds", 0.0)
         clock["offset"] = elapsed0
         # drop metrics lines of an epoch that was interrupted after its line was written
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        if ctx.main:
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         logger.info("resumed from %s at epoch %d", last_path, start_epoch)
-    prov = provenance(cfg.seed, device.type)
-    (run_dir / "provenance.json").write_text(json.dumps(prov, indent=2))
+    prov = dict(provenance(cfg.seed, device.type), world_size=ctx.world)
+    if ctx.main:
+        (run_dir / "provenance.json").write_text(json.dumps(prov, indent=2))
     logger.info("model %s (%d parameters) on %s; %d training / %d validation cases; %s", cfg.model.name, n_params,
                 device, len(train_cases), len(val_cases), json.dumps(prov["versions"]))
 
     def checkpoint(epoch: int, metrics: dict, elapsed: float) -> dict:
         return {
-            "model_name": cfg.model.name, "model_kwargs": kwargs, "state_dict": model.state_dict(),
+            "model_name": cfg.model.name, "model_kwargs": kwargs, "state_dict": net.state_dict(),
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
             "epoch": epoch, "config": config_to_dict(cfg), "metrics": metrics, "best_val_dice": best,
             "history": history, "rng": {"torch": torch.get_rng_state(), "sampler": sampler.state()},
@@ -242,15 +263,18 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
         model.train()
         losses, skipped = [], 0
         bar = tqdm(range(cfg.train.iters_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   disable=not progress, leave=False, mininterval=2)
+                   disable=not (progress and ctx.main), leave=False, mininterval=2)
         for _ in bar:
-            x, y, m = sampler.next_batch()
+            x, y, m = sampler.next_batch()  # the global batch; each rank trains on its slice
+            if ctx.enabled:
+                part = slice(ctx.rank * len(x) // ctx.world, (ctx.rank + 1) * len(x) // ctx.world)
+                x, y, m = x[part], y[part], (None if m is None else m[part])
             x, y = x.to(device), y.to(device)
             m = m.to(device) if (m is not None and cfg.data.fov) else None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.train.amp):
                 logits = model(x)
             loss = loss_fn(logits, y, m)
-            if not torch.isfinite(loss):
+            if ctx.any(not torch.isfinite(loss).item()):
                 skipped += 1
                 bad_streak += 1
                 logger.warning("epoch %d: non-finite loss (%s), step skipped (%d in a row)", epoch + 1,
@@ -270,35 +294,38 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
             scaler.step(opt)
             scaler.update()
             sched.step()
-            losses.append(loss.item())
+            losses.append(ctx.mean(loss.item()))
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         bar.close()
         elapsed = time.time() - t_start
-        out_of_time = cfg.train.time_limit_min and elapsed > 60 * cfg.train.time_limit_min
+        out_of_time = ctx.broadcast(bool(cfg.train.time_limit_min and elapsed > 60 * cfg.train.time_limit_min))
         last_epoch = epoch == cfg.train.epochs - 1 or out_of_time
         metrics = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                    "skipped_steps": skipped, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
-        if val_cases and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch):
-            metrics.update(validate(model, val_cases, cfg, device))
+        if ctx.main and val_cases and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch):
+            metrics.update(validate(net, val_cases, cfg, device))
             if metrics["val_dice"] > best:
                 best = metrics["val_dice"]
                 metrics["best"] = True
         history.append(metrics)
-        logger.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        ck = checkpoint(epoch, metrics, elapsed)
-        if metrics.get("best") or (not val_cases and last_epoch):
-            save_checkpoint(ck, best_path)
-        save_checkpoint(ck, last_path)
-        _plot_progress(history, run_dir / "progress.png")
+        if ctx.main:
+            logger.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
+            ck = checkpoint(epoch, metrics, elapsed)
+            if metrics.get("best") or (not val_cases and last_epoch):
+                save_checkpoint(ck, best_path)
+            save_checkpoint(ck, last_path)
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            _plot_progress(history, run_dir / "progress.png")
+        ctx.barrier()
         if out_of_time:
             logger.info("time limit of %.1f min reached after epoch %d", cfg.train.time_limit_min, epoch + 1)
             break
-    if not best_path.exists() and last_path.exists():
+    if ctx.main and not best_path.exists() and last_path.exists():
         save_checkpoint(load_checkpoint(last_path), best_path)
     summary = {"run_dir": str(run_dir), "epochs_done": epoch + 1, "best_val_dice": best, "last": metrics,
                "train_seconds": round(time.time() - t_start, 1), "parameters": n_params,
                "checkpoint_best": str(best_path), "checkpoint_last": str(last_path)}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if ctx.main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -46,6 +46,22 @@ def _scan_forward_(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor, prod: tor
     return state
 
 
+def _scan_forward_traced(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor,
+                         prod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Out-of-place twin of :func:`_scan_forward_` used while tracing (ONNX export): the exporter mistranslates the
+    chained in-place updates of slices. Returns ``(states (T, K, R, N), last state (R, N))``."""
+    steps, chunks = a.shape[0], a.shape[1]
+    rows = [b[0]]
+    for t in range(1, steps):  # pass 1
+        rows.append(torch.addcmul(b[t], a[t], rows[-1]))
+    h = torch.stack(rows)
+    carry_in, state = [], h0
+    for k in range(chunks):  # pass 2
+        carry_in.append(state)
+        state = torch.addcmul(h[steps - 1, k], prod[steps - 1, k], state)
+    return torch.addcmul(h, prod, torch.stack(carry_in).unsqueeze(0)), state  # pass 3
+
+
 def _scan_reverse_(a: torch.Tensor, g: torch.Tensor, carry: torch.Tensor, prod: torch.Tensor) -> torch.Tensor:
     """In place: ``g`` (T, K, R, N) becomes the adjoint of ``g_l = g_l + a_{l+1} g_{l+1}``, run from the end.
 
@@ -147,17 +163,27 @@ def _scan_y(u, delta, A, Bv, Cv, delta_bias, delta_softplus, chunk, block_elemen
     u2, _, dt, A_r = _prepare(u, delta, A, delta_bias, delta_softplus, work)
     Bv, Cv = Bv.to(work), Cv.to(work)
     plan = _Plan(length, batch * dim, A.shape[1], chunk, block_elements)
+    tracing = torch.jit.is_tracing()
     y = u2.new_empty(u2.shape)
+    y_blocks = []  # used instead of y while tracing
     state = u2.new_zeros(batch * dim, A.shape[1])
     starts = []
     for l0, l1 in plan.bounds:
         starts.append(state)
         steps, chunks = plan.shape(l0, l1)
         _, _, a, _, b, cs = _block_tensors(u2, dt, A_r, Bv, l0, l1, steps, chunks, batch)
-        state = _scan_forward_(a, b, state, torch.exp(cs.unsqueeze(-1) * A_r))
+        if tracing:
+            b, state = _scan_forward_traced(a, b, state, torch.exp(cs.unsqueeze(-1) * A_r))
+        else:
+            state = _scan_forward_(a, b, state, torch.exp(cs.unsqueeze(-1) * A_r))
         Cg = _bc_to_tm(Cv, l0, l1, steps, chunks)  # (T, K, batch, G, N)
         yb = torch.einsum("tkbgdn,tkbgn->tkbgd", _grouped(b, batch, groups), Cg)
-        y[:, l0:l1] = _from_tm(yb.reshape(steps, chunks, -1), l1 - l0)
+        if tracing:
+            y_blocks.append(_from_tm(yb.reshape(steps, chunks, -1), l1 - l0))
+        else:
+            y[:, l0:l1] = _from_tm(yb.reshape(steps, chunks, -1), l1 - l0)
+    if tracing:
+        y = torch.cat(y_blocks, dim=1)
     return y, starts, state, plan
 
 

@@ -180,9 +180,11 @@ void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int
       T dD_acc = dD[c];
       for (int64_t t = 0; t < steps; ++t) dD_acc += yb[t] * u[t];
       dD[c] = dD_acc;
-      // adjoint, backwards through the chunk; cr holds a_{l+1} g_{l+1}
+      // adjoint, backwards through the chunk
       T dA_acc[NT > 0 ? NT : kMaxState], gv[NT > 0 ? NT : kMaxState], gh[NT > 0 ? NT : kMaxState];
+      T cv[NT > 0 ? NT : kMaxState];  // a_{l+1} g_{l+1}
       std::copy(&dA[c * N], &dA[c * N] + N, dA_acc);
+      std::copy(cr, cr + N, cv);
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t l = l0 + t;
         const T* __restrict hc = hb + (t + 1) * N;
@@ -192,21 +194,21 @@ void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int
         const T* __restrict Cl = Cm + l * N;
         T* __restrict dBl = dBm + l * N;
         T* __restrict dCl = dCm + l * N;
-        T* __restrict crr = cr;
         const T dt = dtb[t], dy = yb[t], dtu = dt * u[t];
         for (int64_t n = 0; n < N; ++n) {
-          gv[n] = crr[n] + dy * Cl[n];
+          gv[n] = cv[n] + dy * Cl[n];
           dCl[n] += dy * hc[n];
           dBl[n] += gv[n] * dtu;
           gh[n] = gv[n] * hp[n] * a[n];
           dA_acc[n] += gh[n] * dt;
-          crr[n] = a[n] * gv[n];
+          cv[n] = a[n] * gv[n];
         }
         const T gB = dot<T, NT>(gv, Bl, N);
         ddtb[t] = dot<T, NT>(gh, A, N) + gB * u[t];
         dub[t] = gB * dt;
       }
       std::copy(dA_acc, dA_acc + N, &dA[c * N]);
+      std::copy(cv, cv + N, cr);
       // element-wise epilogue: du, softplus derivative, delta_bias
       T* du = gr.du + r * L + l0;
       for (int64_t t = 0; t < steps; ++t) du[t] = dub[t] + Dd * yb[t];
