@@ -12,7 +12,7 @@ for item in "$@"; do
   while pgrep -f "mambaseg train" > /dev/null; do sleep 10; done   # one training at a time
   if [ ! -f "$run/summary.json" ]; then
     .venv/bin/mambaseg train configs/drive/${m}_cpu.yaml --out "$run" --no-progress \
-      --set train.time_limit_min=$min data.root=$DRIVE
+      --set train.time_limit_min=$min train.num_threads=${THREADS:-1} data.root=$DRIVE
   fi
   .venv/bin/mambaseg predict -m "$run" -i $DRIVE/test/images -o "$run/test_pred" --mask $DRIVE/test/mask \
     --probs --overlay --overwrite --no-progress

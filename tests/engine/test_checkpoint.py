@@ -74,3 +74,18 @@ def test_failed_write_keeps_previous_file(tmp_path):
 class _Unsaveable:
     def __reduce__(self):
         raise RuntimeError("cannot pickle")
+
+
+def test_slim_checkpoint_drops_training_state_and_refuses_overwrite(tmp_path):
+    from mambaseg.engine.checkpoint import slim_checkpoint
+
+    src = tmp_path / "full.pt"
+    save_checkpoint({"model_name": "x", "model_kwargs": {}, "state_dict": {"w": torch.ones(3)},
+                     "optimizer": {"state": {0: {"exp_avg": torch.ones(1000)}}}, "rng": {"torch": torch.ones(5)},
+                     "config": {"seed": 1}}, src)
+    dst = slim_checkpoint(src, tmp_path / "ship.pt", extra={"test_metrics": {"dice": 0.5}})
+    ck = load_checkpoint(dst)
+    assert "optimizer" not in ck and "rng" not in ck and ck["test_metrics"] == {"dice": 0.5}
+    assert torch.equal(ck["state_dict"]["w"], torch.ones(3)) and ck["config"] == {"seed": 1}
+    with pytest.raises(CheckpointError, match="already exists"):
+        slim_checkpoint(src, dst)

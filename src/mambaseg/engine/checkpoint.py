@@ -18,7 +18,7 @@ import torch
 
 from ..models import build_model
 
-__all__ = ["CheckpointError", "to_plain", "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "CHECKPOINT_VERSION"]
+__all__ = ["CheckpointError", "to_plain", "save_checkpoint", "slim_checkpoint", "load_checkpoint", "model_from_checkpoint", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
 
@@ -117,3 +117,22 @@ def state_dict_bytes(model: torch.nn.Module) -> int:
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.tell()
+
+
+SHIP_KEYS = ("model_name", "model_kwargs", "state_dict", "config", "data", "metrics", "best_val_dice", "history",
+             "provenance", "train_seconds", "epoch")
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path, extra: dict | None = None, overwrite: bool = False) -> Path:
+    """Write a shippable copy of a checkpoint: model, config, data/plan, metrics and provenance, without optimiser,
+    scheduler or RNG state (so it is about the size of the weights). ``extra`` (e.g. test metrics) is added."""
+    dst = Path(dst)
+    if dst.exists() and not overwrite:
+        raise CheckpointError(f"{dst}: already exists (pass overwrite=True to replace it).")
+    ck = load_checkpoint(src)
+    slim = {k: ck[k] for k in SHIP_KEYS if k in ck}
+    slim["source_checkpoint"] = str(src)
+    if extra:
+        slim.update(extra)
+    save_checkpoint(slim, dst)
+    return dst
