@@ -110,6 +110,18 @@ def _export_once(net: torch.nn.Module, example: torch.Tensor, path: Path, dynami
     if dynamic_spatial:
         axes.update({2 + i: f"s{i}" for i in range(example.dim() - 2)})
     dynamic_axes = {INPUT_NAME: axes, OUTPUT_NAME: dict(axes)} if axes else None
+    old_backend = os.environ.get("MAMBASEG_SCAN_BACKEND")
+    os.environ["MAMBASEG_SCAN_BACKEND"] = "chunked"  # the traceable pure-PyTorch scan (not a compiled kernel)
+    try:
+        _trace(net, example, path, dynamic_axes)
+    finally:
+        if old_backend is None:
+            os.environ.pop("MAMBASEG_SCAN_BACKEND", None)
+        else:
+            os.environ["MAMBASEG_SCAN_BACKEND"] = old_backend
+
+
+def _trace(net: torch.nn.Module, example: torch.Tensor, path: Path, dynamic_axes: dict | None) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         # TracerWarnings ("might cause the trace to be incorrect") are expected: the export is checked numerically
         warnings.simplefilter("ignore")
