@@ -77,6 +77,29 @@ def _cmd_evaluate(args) -> int:
                       regions=args.regions, overwrite=args.overwrite, threshold=args.threshold)
     print(format_table(result))
     print(f"results written to {args.output}")
+    print(f"report: mambaseg report {args.output} -o {Path(args.output) / 'report.html'}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    src = Path(args.path)
+    out = Path(args.output) if args.output else (src if src.is_dir() else src.parent) / "report.html"
+    written = write_report(src, out)
+    print(f"report written to {written}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export_onnx
+
+    meta = export_onnx(args.model, args.onnx, size=args.size, overwrite=args.overwrite)
+    shape = "fixed size " + "x".join(str(s) for s in meta["fixed_size"]) if meta["fixed_size"] else \
+        "dynamic spatial size"
+    print(f"exported {meta['model_name']} to {meta['path']} ({shape}, {'dynamic' if meta['dynamic_batch'] else 'fixed'}"
+          f" batch; onnxruntime vs PyTorch max abs difference {meta['check_max_abs_diff']:.2g})")
+    print(f"predict: mambaseg predict --model {meta['path']} -i INPUT -o OUTPUT")
     return 0
 
 
@@ -139,6 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("report", help="self-contained HTML report of a run or evaluation folder")
+    p.add_argument("path", help="run folder (config.yaml, metrics.jsonl, ...) or evaluation folder (summary.json)")
+    p.add_argument("--output", "-o", default="", help="HTML file (default <path>/report.html)")
+    _add_common(p)
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export", help="export a trained model to ONNX (checked with onnxruntime)")
+    p.add_argument("--model", "-m", required=True, help="run folder or checkpoint (.pt)")
+    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--size", type=int, nargs="+", default=None, metavar="N",
+                   help="export size H W (2D) or D H W (3D); default: the checkpoint's inference tile")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing .onnx file")
+    _add_common(p)
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("demo", help="train, predict and evaluate on built-in synthetic data")
     p.add_argument("--out", default="demo_results")

@@ -103,6 +103,7 @@ void forward_row(const Problem<T>& p, int64_t r, T* out, T* last, T* states, T* 
       const T dt = dtb[t];
       const T dtu = dt * u[l0 + t];
       const T* Bl = Bm + (l0 + t) * N;
+#pragma GCC unroll 1  // keep the loop (not fully unrolled) so that it is vectorised, exp included
       for (int64_t n = 0; n < N; ++n) h[n] = exp_vec(dt * A[n]) * h[n] + dtu * Bl[n];
       yb[t] = dot<T, NT>(h, Cm + (l0 + t) * N, N);
     }
@@ -158,6 +159,7 @@ void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int
         T* __restrict a = abuf.data() + t * N;
         const T* __restrict hp = hb + t * N;
         T* __restrict hc = hb + (t + 1) * N;
+#pragma GCC unroll 1
         for (int64_t n = 0; n < N; ++n) {
           a[n] = exp_vec(dt * A[n]);
           hc[n] = a[n] * hp[n] + dtu * Bl[n];
@@ -195,6 +197,7 @@ void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int
         T* __restrict dBl = dBm + l * N;
         T* __restrict dCl = dCm + l * N;
         const T dt = dtb[t], dy = yb[t], dtu = dt * u[t];
+#pragma GCC unroll 1
         for (int64_t n = 0; n < N; ++n) {
           gv[n] = cv[n] + dy * Cl[n];
           dCl[n] += dy * hc[n];
