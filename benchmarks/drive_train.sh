@@ -4,7 +4,7 @@
 # Runs go to runs/drive/<model>; predictions on the 20 DRIVE test images to runs/drive/<model>/test_pred,
 # metrics (inside the DRIVE FOV masks) to runs/drive/<model>/test_eval. Then: python benchmarks/drive_table.py
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "${MAMBASEG_ROOT:-$(dirname "$0")/..}"
 DRIVE=${DRIVE:-../shared/data/DRIVE}
 for item in "$@"; do
   m=${item%%:*}; min=${item##*:}
