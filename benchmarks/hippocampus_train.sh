@@ -12,7 +12,7 @@ for item in "$@"; do
   while pgrep -f "mambaseg train" > /dev/null; do sleep 10; done
   if [ ! -f "$run/summary.json" ]; then
     .venv/bin/mambaseg train configs/hippocampus/${m}_cpu.yaml --out "$run" --no-progress \
-      --set train.time_limit_min=$min train.num_threads=${THREADS:-2} data.root=$HIPPO
+      --set train.time_limit_min=$min train.num_threads=${THREADS:-2} data.root=$HIPPO data.cache_dir=runs/cache/hippocampus
   fi
   rm -rf "$run/val_images" && mkdir -p "$run/val_images"
   .venv/bin/python - "$run" "$HIPPO" <<'PY'

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.losses import MaskedDiceLoss
+from monai.losses import DiceLoss, MaskedDiceLoss
 
 __all__ = ["SegLoss"]
 
@@ -31,11 +31,9 @@ class SegLoss(torch.nn.Module):
         self.use_dice = name in ("dice_ce", "dice")
         self.use_ce = name in ("dice_ce", "ce")
         self.dice_weight, self.ce_weight = dice_weight, ce_weight
-        if self.binary:
-            self.dice = MaskedDiceLoss(sigmoid=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
-        else:
-            self.dice = MaskedDiceLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True,
-                                       smooth_nr=1e-5, smooth_dr=1e-5)
+        opts = dict(sigmoid=True) if self.binary else dict(softmax=True, to_onehot_y=True, include_background=False)
+        self.dice = DiceLoss(batch=True, smooth_nr=1e-5, smooth_dr=1e-5, **opts)
+        self.masked_dice = MaskedDiceLoss(batch=True, smooth_nr=1e-5, smooth_dr=1e-5, **opts)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """logits: (B, K, *S); target: (B, *S) int labels; mask: optional (B, *S) bool."""
@@ -51,5 +49,7 @@ class SegLoss(torch.nn.Module):
             ce = ce.mean() if m is None else (ce * m).sum() / m.sum().clamp_min(1.0)
             loss = loss + self.ce_weight * ce
         if self.use_dice:
-            loss = loss + self.dice_weight * self.dice(logits, tgt.float() if self.binary else tgt, mask=m)
+            t = tgt.float() if self.binary else tgt
+            dice = self.dice(logits, t) if m is None else self.masked_dice(logits, t, mask=m)
+            loss = loss + self.dice_weight * dice
         return loss
