@@ -1,0 +1,51 @@
+"""The shipped models load safely and segment inputs of other sizes (skipped until the weight files exist)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from mambaseg.cli import main
+from mambaseg.data.synthetic import make_vessel_image
+from mambaseg.engine.checkpoint import load_checkpoint
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+DRIVE_W = WEIGHTS / "akmamba_net_drive.pt"
+HIPPO_W = WEIGHTS / "dm_segnet_hippocampus.pt"
+
+
+@pytest.mark.skipif(not DRIVE_W.is_file(), reason="weights/akmamba_net_drive.pt not shipped yet")
+def test_drive_weights_on_other_sizes(tmp_path):
+    assert DRIVE_W.stat().st_size <= 20 * 1024 * 1024
+    ck = load_checkpoint(DRIVE_W)
+    assert ck["model_name"].startswith("akmamba_net") and "optimizer" not in ck
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, size in enumerate([(300, 340), (256, 256)]):  # other sizes than DRIVE's 584x565
+        image, _, _ = make_vessel_image(size, rng=i)
+        Image.fromarray(image).save(photos / f"p{i}.jpg", quality=95)
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(DRIVE_W), "-i", str(photos), "-o", str(out), "--no-progress"]) == 0
+    for i, size in enumerate([(300, 340), (256, 256)]):
+        mask = np.array(Image.open(out / f"p{i}.png"))
+        assert mask.shape == size and set(np.unique(mask)) <= {0, 255}
+        assert mask[0, 0] == 0 and mask[-1, -1] == 0  # outside the estimated field of view
+
+
+@pytest.mark.skipif(not HIPPO_W.is_file(), reason="weights/dm_segnet_hippocampus.pt not shipped yet")
+def test_hippocampus_weights_keep_geometry(tmp_path):
+    assert HIPPO_W.stat().st_size <= 20 * 1024 * 1024
+    rng = np.random.default_rng(0)
+    vols = tmp_path / "vols"
+    vols.mkdir()
+    affine = np.diag([-1.0, 1.0, 1.2, 1.0])
+    nib.save(nib.Nifti1Image(rng.normal(100, 20, (33, 47, 35)).astype(np.float32), affine), vols / "h.nii.gz")
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(HIPPO_W), "-i", str(vols), "-o", str(out), "--no-progress"]) == 0
+    pred = nib.load(out / "h.nii.gz")
+    assert pred.shape == (33, 47, 35) and np.allclose(pred.affine, affine)
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}
