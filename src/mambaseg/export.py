@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 
 __all__ = ["export_onnx", "onnx_predictor", "read_onnx_metadata", "is_mamba_model", "default_export_size",
            "META_KEY", "OPSET"]
@@ -93,17 +93,7 @@ def default_export_size(ckpt: dict) -> list[int] | None:
 
 
 def _resolve_checkpoint(model: str | Path) -> Path:
-    p = Path(model)
-    if p.is_dir():
-        for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
-            if (p / name).is_file():
-                return p / name
-        raise CheckpointError(f"{p}: run folder has no checkpoint_best.pt or checkpoint_last.pt.")
-    if not p.exists():
-        raise CheckpointError(f"{p}: model not found (expected a run folder or a .pt checkpoint).")
-    if p.suffix == ".onnx":
-        raise CheckpointError(f"{p}: is already an ONNX file; export needs a run folder or a .pt checkpoint.")
-    return p
+    return resolve_checkpoint_path(model, allow_onnx=False)
 
 
 def _export_once(net: torch.nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool,

@@ -9,31 +9,17 @@ import torch
 from mambaseg.ssm import cpu_kernel, selective_scan_reference
 from mambaseg.ssm.cpu_kernel import available, selective_scan_cpu
 
+from .scan_inputs import ARGS
+from .scan_inputs import make_inputs as _make_inputs
+
 pytestmark = pytest.mark.skipif(not available(), reason="the compiled CPU scan kernel is not available "
                                 "(no compiler / ninja, or MAMBASEG_NO_CPU_KERNEL set)")
 
 CHUNK = 16  # small chunk so short sequences cover L < chunk, L == chunk, partial and several chunks
-ARGS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
-def make_inputs(batch=2, dim=8, nstate=4, length=40, groups=1, dtype=torch.float32, has_z=True, has_D=True,
-                has_bias=True, seed=0):
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=1.0, uniform=False):
-        t = torch.rand(*shape, generator=g, dtype=dtype) if uniform else torch.randn(*shape, generator=g, dtype=dtype)
-        return (scale * t).requires_grad_()
-
-    return dict(
-        u=rnd(batch, dim, length),
-        delta=rnd(batch, dim, length, scale=0.5, uniform=True),
-        A=(-0.5 * torch.rand(dim, nstate, generator=g, dtype=dtype)).requires_grad_(),
-        B=rnd(batch, groups, nstate, length),
-        C=rnd(batch, groups, nstate, length),
-        D=rnd(dim) if has_D else None,
-        z=rnd(batch, dim, length) if has_z else None,
-        delta_bias=rnd(dim, scale=0.5, uniform=True) if has_bias else None,
-    )
+def make_inputs(dim=8, nstate=4, **kw):
+    return _make_inputs(dim=dim, nstate=nstate, **kw)
 
 
 def forward_backward(fn, inputs, softplus, w, wl, use=("out", "last"), **kw):

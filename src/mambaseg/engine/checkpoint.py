@@ -18,7 +18,7 @@ import torch
 
 from ..models import build_model
 
-__all__ = ["CheckpointError", "to_plain", "save_checkpoint", "slim_checkpoint", "load_checkpoint", "model_from_checkpoint", "CHECKPOINT_VERSION"]
+__all__ = ["CheckpointError", "resolve_checkpoint_path", "to_plain", "save_checkpoint", "slim_checkpoint", "load_checkpoint", "model_from_checkpoint", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
 
@@ -96,6 +96,23 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or "model_name" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a mambaseg checkpoint (expected keys model_name, state_dict).")
     return ckpt
+
+
+def resolve_checkpoint_path(model: str | Path, allow_onnx: bool = True) -> Path:
+    """A run folder (-> its ``checkpoint_best.pt``, else ``checkpoint_last.pt``), a ``.pt`` file or (when allowed) an
+    ``.onnx`` file; clear errors otherwise."""
+    p = Path(model)
+    if p.is_dir():
+        for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"{p}: run folder has no checkpoint_best.pt or checkpoint_last.pt.")
+    if not p.exists():
+        what = "a run folder, a .pt checkpoint or an .onnx file" if allow_onnx else "a run folder or a .pt checkpoint"
+        raise CheckpointError(f"{p}: model not found (expected {what}).")
+    if p.suffix == ".onnx" and not allow_onnx:
+        raise CheckpointError(f"{p}: is already an ONNX file; export needs a run folder or a .pt checkpoint.")
+    return p
 
 
 def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> torch.nn.Module:

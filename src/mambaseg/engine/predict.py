@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..data.io import SUPPORTED_2D, DataError, read_image, read_mask, suffix_of, write_overlay, write_png
 from ..data.layouts2d import estimate_fov, normalize_image
-from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from .data import fov_diameter
 from .inference import logits_to_probs, probs_to_labels, sliding_window
 
@@ -42,23 +42,11 @@ class Predictor:
         self.spatial_dims = int(ckpt.get("data", {}).get("spatial_dims", 2))
 
 
-def _resolve_model_path(model: str | Path) -> Path:
-    p = Path(model)
-    if p.is_dir():
-        for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
-            if (p / name).is_file():
-                return p / name
-        raise CheckpointError(f"{p}: run folder has no checkpoint_best.pt or checkpoint_last.pt.")
-    if not p.exists():
-        raise CheckpointError(f"{p}: model not found (expected a run folder, a .pt checkpoint or an .onnx file).")
-    return p
-
-
 def load_predictor(model: str | Path, device: str = "auto") -> Predictor:
     """Load a run folder / checkpoint (PyTorch) or an exported ``.onnx`` file (onnxruntime)."""
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
-    path = _resolve_model_path(model)
+    path = resolve_checkpoint_path(model)
     if path.suffix == ".onnx":
         from ..export import onnx_predictor
 
