@@ -138,7 +138,9 @@ def run_scan_bench(quick: bool = False, threads: int = 2, out: Path | None = Non
     import torch
 
     cases = ["2d_skip_D128_L64x64"] if quick else list(SCAN_CASES)
-    backends = ["chunked"] + (["mambapy"] if _mambapy_available() else [])
+    from .ssm import cpu_kernel
+
+    backends = ["chunked"] + (["cpu"] if cpu_kernel.available() else []) + (["mambapy"] if _mambapy_available() else [])
     results = []
     for case in cases:
         length = SCAN_CASES[case][2]
@@ -159,7 +161,11 @@ def run_scan_bench(quick: bool = False, threads: int = 2, out: Path | None = Non
             continue
         for other in ("reference", "mambapy"):
             if other in by:
-                ratios.append(dict(case=case, baseline=other,
+                if "cpu" in by:
+                    ratios.append(dict(case=case, baseline=other, backend="cpu",
+                                       speedup_forward=by[other]["forward_ms"] / by["cpu"]["forward_ms"],
+                                       speedup_fwd_bwd=by[other]["fwd_bwd_ms"] / by["cpu"]["fwd_bwd_ms"]))
+                ratios.append(dict(case=case, baseline=other, backend="chunked",
                                    speedup_forward=by[other]["forward_ms"] / by["chunked"]["forward_ms"],
                                    speedup_fwd_bwd=by[other]["fwd_bwd_ms"] / by["chunked"]["fwd_bwd_ms"]))
     report = dict(
@@ -190,7 +196,7 @@ def format_scan_table(report: dict) -> str:
             lines.append(f"{r['case']:24s} {r['backend']:10s} {r['forward_ms']:11.1f} {r['fwd_bwd_ms']:11.1f} "
                          f"{r['peak_extra_mb_fwd_bwd']:9.0f}")
     for q in report["ratios"]:
-        lines.append(f"ratio {q['case']}: chunked is {q['speedup_forward']:.1f}x (forward), "
+        lines.append(f"ratio {q['case']}: {q.get('backend', 'chunked')} is {q['speedup_forward']:.1f}x (forward), "
                      f"{q['speedup_fwd_bwd']:.1f}x (fwd+bwd) faster than {q['baseline']}")
     return "\n".join(lines)
 
