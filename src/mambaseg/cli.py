@@ -38,7 +38,8 @@ def _cmd_bench(args) -> int:
         print(f"results written to {out}")
         return 0
     out = Path(args.out or "benchmarks/results/scan.json")
-    command = "mambaseg bench scan" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
+    command = "mambaseg bench scan" + (" --quick" if args.quick else "") + f" --threads {args.threads}" + (
+        f" --out {args.out}" if args.out else "")
     report = run_scan_bench(quick=args.quick, threads=args.threads, out=out, command=command,
                             progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_scan_table(report))
