@@ -35,8 +35,24 @@ class SegLoss(torch.nn.Module):
         self.dice = DiceLoss(batch=True, smooth_nr=1e-5, smooth_dr=1e-5, **opts)
         self.masked_dice = MaskedDiceLoss(batch=True, smooth_nr=1e-5, smooth_dr=1e-5, **opts)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """logits: (B, K, *S); target: (B, *S) int labels; mask: optional (B, *S) bool."""
+    def forward(self, logits, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """logits: (B, K, *S), or a deep-supervision list [full, 1/2, 1/4, ...] of such tensors; target: (B, *S) int
+        labels; mask: optional (B, *S) bool. For a list, the targets are downsampled (nearest) to each output and
+        the terms weighted 1, 1/2, 1/4, ... (normalised to sum 1), as in nnU-Net."""
+        if isinstance(logits, (list, tuple)):
+            weights = [0.5 ** i for i in range(len(logits))]
+            total = 0.0
+            for w, lg in zip(weights, logits):
+                size = lg.shape[2:]
+                t = target if tuple(target.shape[1:]) == tuple(size) else \
+                    F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
+                m = mask if mask is None or tuple(mask.shape[1:]) == tuple(size) else \
+                    F.interpolate(mask[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
+                total = total + w * self._single(lg, t, m)
+            return total / sum(weights)
+        return self._single(logits, target, mask)
+
+    def _single(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         logits = logits.float()
         tgt = target.unsqueeze(1)
         m = None if mask is None else mask.unsqueeze(1).float()

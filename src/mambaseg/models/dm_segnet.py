@@ -82,7 +82,7 @@ class DMSegNet(SegMamba):
     def __init__(self, in_channels: int = 1, out_channels: int = 2, widths: Sequence[int] = (48, 96, 192, 384),
                  depths: Sequence[int] = (2, 2, 2, 2), hidden: int = 768, enc_dirs: int = 4, dec_dirs: int = 2,
                  dec_mamba_stages: int = 3, dec_gsc: bool = False, gsc_mode: str = "add",
-                 grad_checkpoint: bool = False) -> None:
+                 grad_checkpoint: bool = False, deep_supervision: bool = False) -> None:
         stages = dec_mamba_stages
         if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= 4:
             raise ValueError(f"dec_mamba_stages must be an int in 0..4, got {dec_mamba_stages!r}.")
@@ -93,7 +93,7 @@ class DMSegNet(SegMamba):
             return up_block(c_in, c_out)
 
         super().__init__(in_channels, out_channels, widths, depths, hidden, enc_dirs, gsc_mode, grad_checkpoint,
-                         decoder_block=block)
+                         decoder_block=block, deep_supervision=deep_supervision)
 
 
 @register_model(spatial_dims=3)

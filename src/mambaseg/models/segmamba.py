@@ -127,6 +127,8 @@ class SegMamba(AnySizeMixin, nn.Module):
         grad_checkpoint: recompute the Mamba layers in the backward pass (less memory, more time).
         decoder_block: optional factory ``(level, c_in, c_out) -> module`` for decoder level 0 (deepest, 1/8
             resolution) … 3 (full resolution); the module is called as ``block(x, skip)``. Default: UnetrUpBlock.
+        deep_supervision: in training mode also return logits at 1/2 and 1/4 resolution (1×1×1 heads on the
+            decoder outputs), as a list ``[full, 1/2, 1/4]``; in eval mode only the full-resolution logits.
 
     Input (B, in_channels, D, H, W) of any size: padded to a multiple of 16 and the logits cropped back.
     """
@@ -137,7 +139,7 @@ class SegMamba(AnySizeMixin, nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 2, widths: Sequence[int] = (48, 96, 192, 384),
                  depths: Sequence[int] = (2, 2, 2, 2), hidden: int = 768, directions: int = 3,
                  gsc_mode: str = "add", grad_checkpoint: bool = False,
-                 decoder_block: DecoderBlockFactory | None = None) -> None:
+                 decoder_block: DecoderBlockFactory | None = None, deep_supervision: bool = False) -> None:
         super().__init__()
         widths, depths = _checked_widths(widths, depths)
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -151,15 +153,24 @@ class SegMamba(AnySizeMixin, nn.Module):
         dec = (hidden, *widths[::-1])  # 768 → 384 → 192 → 96 → 48
         self.decoders = nn.ModuleList(make(level, dec[level], dec[level + 1]) for level in range(4))
         self.head = nn.Sequential(res_block(widths[0], widths[0]), UnetOutBlock(3, widths[0], out_channels))
+        self.deep_supervision = bool(deep_supervision)
+        # heads on the outputs of decoder levels 2 (1/2 resolution) and 1 (1/4 resolution)
+        self.ds_heads = nn.ModuleList(UnetOutBlock(3, dec[level + 1], out_channels) for level in (2, 1)) \
+            if self.deep_supervision else None
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (B, in_channels, D, H, W), sizes divisible by 16 (``forward`` pads any size). Returns: logits."""
         feats = [x, *self.encoder(x)]  # full, 1/2, 1/4, 1/8, 1/16 resolution
         skips = [skip(f) for skip, f in zip(self.skips, feats)]  # e1..e5
         y = skips[4]
+        outs = {}
         for level, block in enumerate(self.decoders):  # level 0 = deepest
             y = block(y, skips[3 - level])
-        return self.head(y)
+            outs[level] = y
+        logits = self.head(y)
+        if self.deep_supervision and self.training:
+            return [logits] + [head(outs[level]) for head, level in zip(self.ds_heads, (2, 1))]
+        return logits
 
 
 @register_model(spatial_dims=3)

@@ -134,7 +134,10 @@ class AnySizeMixin:
             # the deepest feature map would be a single voxel, which instance/batch norms reject in training:
             # pad the last axis by one more multiple
             xp = torch.nn.functional.pad(xp, (0, self.size_multiple))
-        return crop_to(self.forward_padded(xp), shape)
+        out = self.forward_padded(xp)
+        if isinstance(out, (list, tuple)):  # deep supervision: lower-resolution logits cropped in proportion
+            return [crop_to(o, [-(-s * o.shape[2 + i] // xp.shape[2 + i]) for i, s in enumerate(shape)]) for o in out]
+        return crop_to(out, shape)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
