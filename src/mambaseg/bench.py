@@ -316,7 +316,7 @@ def run_models3d_bench(threads: int = 2, out: Path | None = None, command: str =
     with torch.no_grad():
         rows["dm_segnet_cpu"] = {"sliding_window_s_1x1x128^3_tile64_overlap0.5": _time(
             lambda: sliding_window(lambda b: model(b), vol, (64, 64, 64), 0.5, "gaussian", 2), 1)}
-    for name in ("dm_segnet", "dm_segnet_cpu"):
+    for name in ("dm_segnet",):
         for ckpt in (False, True):
             spec = dict(model=name, kwargs={"in_channels": 1, "out_channels": 2, "grad_checkpoint": ckpt},
                         input=[1, 1, 96, 96, 96], threads=threads)
