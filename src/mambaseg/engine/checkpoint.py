@@ -64,6 +64,9 @@ def save_checkpoint(obj: dict, path: str | Path) -> None:
             torch.save(dict(obj, checkpoint_version=CHECKPOINT_VERSION), f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
