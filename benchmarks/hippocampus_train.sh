@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Train, predict and evaluate Hippocampus (MSD Task04) models one after another (one training at a time).
-# Usage: bash benchmarks/hippocampus_train.sh MODEL:MINUTES [MODEL:MINUTES ...]   e.g. dm_segnet:10 segmamba:5
+# Usage: bash benchmarks/hippocampus_train.sh MODEL:MINUTES[:TAG] ...   e.g. dm_segnet:10 segmamba:5 dm_segnet:5:5min
 # The seeded validation split (20 %) is held out: predictions for those cases go to runs/hippocampus/<model>/val_pred
 # (written in each input's original geometry), metrics to runs/hippocampus/<model>/val_eval.
 set -euo pipefail
 cd "${MAMBASEG_ROOT:-$(dirname "$0")/..}"
 HIPPO=${HIPPO:-../shared/data/Task04_Hippocampus}
 for item in "$@"; do
-  m=${item%%:*}; min=${item##*:}
-  run=runs/hippocampus/$m
+  m=${item%%:*}; rest=${item#*:}; min=${rest%%:*}; tag=${rest#"$min"}; tag=${tag#:}
+  run=runs/hippocampus/$m${tag:+_$tag}
   while pgrep -f "mambaseg train" > /dev/null; do sleep 10; done
   if [ ! -f "$run/summary.json" ]; then
     .venv/bin/mambaseg train configs/hippocampus/${m}_cpu.yaml --out "$run" --no-progress \
