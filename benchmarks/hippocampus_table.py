@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ["dm_segnet", "segmamba", "unet3d"]
+ORDER = ["dm_segnet", "dm_segnet_5min", "segmamba", "unet3d"]
 
 
 def main(root: Path) -> None:
@@ -26,21 +26,22 @@ def main(root: Path) -> None:
         prov = json.loads((run / "provenance.json").read_text())
         result = json.loads(ev.read_text())
         rows.append({
-            "model": name, "variant": f"{name}_cpu", "parameters": summary["parameters"],
+            "model": name, "variant": f"{name.split('_5min')[0]}_cpu" + (" (5 min)" if name.endswith("5min") else ""), "parameters": summary["parameters"],
             "per_class": {c: {k: m[k] for k in ("Dice", "IoU", "HD95")} for c, m in result["mean"].items()},
             "mean": {k: result["foreground_mean"][k] for k in ("Dice", "IoU", "HD95")},
             "n_cases": result["n_cases"], "empty_policy": result["empty_policy"],
             "train_seconds": summary["train_seconds"], "epochs": summary["epochs_done"],
             "best_val_dice_during_training": summary["best_val_dice"], "seed": prov["seed"],
             "commit": prov["git_commit"], "scan_backend": prov["scan_backend"],
-            "config": f"configs/hippocampus/{name}_cpu.yaml", "config_resolved": (run / "config.yaml").read_text(),
+            "config": f"configs/hippocampus/{name.split('_5min')[0]}_cpu.yaml", "config_resolved": (run / "config.yaml").read_text(),
         })
     out = Path("benchmarks/results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "hippocampus.json").write_text(json.dumps({
         "dataset": "MSD Task04 Hippocampus: 208 labelled MRI; seeded split (seed 0) 166 train / 42 validation; "
                    "metrics on the 42 held-out cases in the original geometry",
-        "commands": {"train+predict+evaluate": "bash benchmarks/hippocampus_train.sh dm_segnet:10 segmamba:5 unet3d:5"},
+        "commands": {"train+predict+evaluate": "bash benchmarks/hippocampus_train.sh dm_segnet:10 segmamba:5 unet3d:5 "
+                                               "dm_segnet:5:5min"},
         "reference": "nnU-Net on MSD: about 0.90 (anterior) / 0.89 (posterior) Dice",
         "rows": rows}, indent=2))
     lines = ["# Hippocampus (MSD Task04): DM-SegNet vs SegMamba vs 3D U-Net on a 2-core CPU", "",

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mambaseg {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError, OSError) as e:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError, OSError) as e:
         if args.debug:
             raise
         msg = " ".join(str(e).split()) or type(e).__name__

@@ -165,3 +165,11 @@ def test_unknown_model_lists_known(tmp_path, capsys):
     code, err = run_cli(capsys, "train", str(cfg), "--out", str(tmp_path / "r"))
     _one_line_error(code, err, "unet_tiny")
     assert "Known models" in err
+
+
+def test_bad_model_kwargs_are_one_line(tmp_path, capsys):
+    data = write_synthetic_drive(tmp_path / "d", n_train=2, n_test=1, size=(40, 44), seed=2)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((CONFIG % data).replace("model: {name: unet_tiny}", "model: {name: unet_tiny, kwargs: {widthz: 3}}"))
+    code, err = run_cli(capsys, "train", str(cfg), "--out", str(tmp_path / "r"))
+    _one_line_error(code, err, "widthz")
