@@ -18,12 +18,12 @@ __all__ = ["run_demo", "DEMO_2D"]
 
 DEMO_2D = {
     "seed": 0,
-    "model": {"name": "akmamba_net_tiny", "kwargs": {"widths": [8, 16, 32, 32, 64]}},
+    "model": {"name": "akmamba_net_tiny", "kwargs": {"widths": [8, 16, 16, 32, 32]}},
     "data": {"layout": "synthetic_drive", "synthetic_cases": 16, "synthetic_size": 192, "val_fraction": 0.2,
-             "patch_size": [96, 96], "fg_prob": 0.5, "augment": "light", "fov": True},
+             "patch_size": [64, 64], "fg_prob": 0.5, "augment": "light", "fov": True},
     "loss": {"name": "dice_ce"},
-    "optim": {"name": "adam", "lr": 3e-3, "weight_decay": 1e-4, "schedule": "cosine", "warmup_iters": 10},
-    "train": {"epochs": 40, "iters_per_epoch": 10, "batch_size": 8, "val_every": 4},
+    "optim": {"name": "adam", "lr": 5e-3, "weight_decay": 1e-4, "schedule": "cosine", "warmup_iters": 10},
+    "train": {"epochs": 1000, "iters_per_epoch": 10, "batch_size": 4, "val_every": 5},
     "infer": {"patch_size": [192, 192], "overlap": 0.25},
 }
 
