@@ -339,6 +339,6 @@ def run_models3d_bench(threads: int = 2, out: Path | None = None, command: str =
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        print(json.dumps(_worker(json.loads(sys.argv[2]))))
+        sys.stdout.write(json.dumps(_worker(json.loads(sys.argv[2]))) + "\n")  # result channel to the parent
     elif len(sys.argv) == 3 and sys.argv[1] == "--peak":
-        print(json.dumps(_peak_worker(json.loads(sys.argv[2]))))
+        sys.stdout.write(json.dumps(_peak_worker(json.loads(sys.argv[2]))) + "\n")

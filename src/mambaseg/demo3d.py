@@ -24,25 +24,15 @@ DEMO_3D = {
 }
 
 
-def _overlay_slices(image: np.ndarray, label: np.ndarray, path: Path) -> None:
-    """Three orthogonal slices through the label's centre, labels tinted."""
-    from .data.io import write_png
+def _overlay_slices(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: Path) -> None:
+    """Three orthogonal slices through the reference's centre, foreground errors coloured (TP/FP/FN)."""
+    from .data.io import overlay_rgb, write_png
 
-    idx = np.argwhere(label > 0)
-    c = idx.mean(0).round().astype(int) if len(idx) else np.array(label.shape) // 2
-    tiles = []
-    for axis in range(3):
-        img = np.take(image, c[axis], axis)
-        lab = np.take(label, c[axis], axis)
-        lo, hi = np.percentile(img, [1, 99])
-        g = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
-        rgb = np.stack([g, g, g], -1)
-        rgb[lab == 1] = 0.5 * rgb[lab == 1] + 0.5 * np.array([1.0, 0.2, 0.2])
-        rgb[lab == 2] = 0.5 * rgb[lab == 2] + 0.5 * np.array([0.2, 0.4, 1.0])
-        tiles.append(rgb)
+    idx = np.argwhere(ref > 0)
+    c = idx.mean(0).round().astype(int) if len(idx) else np.array(ref.shape) // 2
+    tiles = [overlay_rgb(np.take(image, c[a], a), np.take(pred, c[a], a), np.take(ref, c[a], a)) for a in range(3)]
     h = max(t.shape[0] for t in tiles)
-    tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 2), (0, 0))) for t in tiles]
-    write_png(path, (np.concatenate(tiles, 1) * 255).astype(np.uint8))
+    write_png(path, np.concatenate([np.pad(t, ((0, h - t.shape[0]), (0, 2), (0, 0))) for t in tiles], 1))
 
 
 def run_demo_3d(root: Path, minutes: float = 1.0, log: Callable[[str], None] = print) -> dict:
@@ -67,6 +57,7 @@ def run_demo_3d(root: Path, minutes: float = 1.0, log: Callable[[str], None] = p
     for f in sorted(pred_dir.glob("*.nii.gz")):
         image, _ = read_nifti(test / "imagesTr" / f.name)
         label, _ = read_nifti_label(f)
-        _overlay_slices(image[0], label, root / "3d_overlays" / f.name.replace(".nii.gz", ".png"))
+        ref, _ = read_nifti_label(test / "labelsTr" / f.name)
+        _overlay_slices(image[0], label, ref, root / "3d_overlays" / f.name.replace(".nii.gz", ".png"))
     log(f"[3D] slice overlays: {root / '3d_overlays'}")
     return {"train": summary, "evaluation": result.get("foreground_mean", {})}

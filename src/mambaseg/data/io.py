@@ -45,6 +45,7 @@ __all__ = [
     "read_label",
     "read_mask",
     "write_png",
+    "overlay_rgb",
     "write_overlay",
 ]
 
@@ -332,15 +333,14 @@ def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def write_overlay(path: str | Path, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None,
+def overlay_rgb(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None,
                   alpha: float = 0.6) -> np.ndarray:
-    """Write a colour overlay of a binary prediction (and its errors) on the image as PNG.
+    """Colour overlay of a binary prediction (and its errors) on the image.
 
     Without ``gt`` the predicted foreground is tinted yellow. With ``gt`` the pixels are coloured by outcome:
     true positive green, false positive red, false negative blue (see :data:`OVERLAY_COLOURS`).
 
     Args:
-        path: destination ``.png``.
         image: ``(C, H, W)`` with C in (1, 3), ``(H, W)`` or ``(H, W, 3)``; non-uint8 input is min-max scaled
             (0.5/99.5 percentiles).
         pred: ``(H, W)`` prediction; values > 0 are foreground.
@@ -348,7 +348,7 @@ def write_overlay(path: str | Path, image: np.ndarray, pred: np.ndarray, gt: np.
         alpha: opacity of the colours, in [0, 1].
 
     Returns:
-        The written ``(H, W, 3)`` uint8 RGB array.
+        The ``(H, W, 3)`` uint8 RGB array.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -367,5 +367,12 @@ def write_overlay(path: str | Path, image: np.ndarray, pred: np.ndarray, gt: np.
         colour = np.asarray(OVERLAY_COLOURS[name], dtype=np.float32)
         rgb[region] = (1.0 - alpha) * rgb[region] + alpha * colour
     out = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def write_overlay(path: str | Path, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None,
+                  alpha: float = 0.6) -> np.ndarray:
+    """Write :func:`overlay_rgb` of the arguments to ``path`` (PNG) and return the RGB array."""
+    out = overlay_rgb(image, pred, gt, alpha)
     write_png(path, out)
     return out
