@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -113,6 +114,25 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_benchmark(args) -> int:
+    from .benchmark import format_plan, plan_benchmark, resolve_test_set, run_benchmark
+
+    test = resolve_test_set(args.test, args.test_images, args.test_labels, args.test_mask)
+    plan = plan_benchmark(args.configs, args.models, args.budget_minutes, args.steps, args.seeds, args.out,
+                          args.threads, args.parallel, args.set, test)
+    if args.dry_run:
+        print(format_plan(plan))
+        return 0
+    opts = [("--models", args.models), ("--budget-minutes", args.budget_minutes), ("--steps", args.steps),
+            ("--seeds", args.seeds), ("--test", args.test), ("--test-images", args.test_images),
+            ("--test-labels", args.test_labels), ("--test-mask", args.test_mask), ("--out", args.out),
+            ("--threads", plan.threads), ("--parallel", plan.parallel)]
+    command = shlex.join(["mambaseg", "benchmark", *args.configs, *[x for k, v in opts if v for x in (k, str(v))]]
+                         + (["--set", *args.set] if args.set else []))
+    run_benchmark(plan, n_boot=args.n_boot, command=command, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambaseg", description="Mamba medical image segmentation that runs anywhere.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="", help="result file (default benchmarks/results/<what>.json)")
     _add_common(p)
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("benchmark", help="equal-budget benchmark: train models x seeds, test, statistics, HTML")
+    p.add_argument("configs", nargs="*", help="training config YAML file(s), one per model")
+    p.add_argument("--models", default="", help="comma-separated model names replacing the model of one config")
+    p.add_argument("--budget-minutes", default=None, help="wall-clock training budget per run (train.time_limit_min)")
+    p.add_argument("--steps", default=None, help="training-step budget per run (rounded up to whole epochs)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1")
+    p.add_argument("--test", default="", help="test folder (DRIVE split, MSD imagesTs/labelsTs, or images/labels)")
+    p.add_argument("--test-images", default="", help="test images (file or folder)")
+    p.add_argument("--test-labels", default="", help="test labels folder")
+    p.add_argument("--test-mask", default="", help="2D: field-of-view masks folder")
+    p.add_argument("--out", default="", help="output folder (runs/, results.csv, summary.json, index.html)")
+    p.add_argument("--threads", default="0", help="threads per training run (default: CPU cores / --parallel)")
+    p.add_argument("--parallel", default="1", help="trainings run side by side as subprocesses")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
+    p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples")
+    p.add_argument("--dry-run", action="store_true", help="check the inputs and print the plan; train nothing")
+    _add_common(p)
+    p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", help="YAML config file (see configs/)")

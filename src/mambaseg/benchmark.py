@@ -1,0 +1,719 @@
+"""``mambaseg benchmark``: fair, equal-budget comparison of several models and seeds on one test set.
+
+Every (model, seed) run trains under the same conditions — same threads, same budget (wall-clock minutes through
+``train.time_limit_min`` and/or a step budget), the same seeded data split for a given seed — as a subprocess
+``python -m mambaseg train ...`` in its own folder ``OUT/runs/<model>_seed<k>/``. Up to ``parallel`` trainings
+run side by side. Each run is then predicted and evaluated on the test set with the checkpoint that training
+selected on validation (``checkpoint_best.pt``), reusing :mod:`mambaseg.engine.predict` and
+:mod:`mambaseg.engine.evaluate` (2D images and 3D volumes alike).
+
+Outputs: ``OUT/results.csv`` (one row per model, seed, case, metric), ``OUT/summary.json`` (per-model statistics,
+paired comparisons, steps/time/memory per run) and ``OUT/index.html`` (tables, per-case plots, learning curves).
+
+Rerunning the same command resumes: a run with ``benchmark_done.json`` is skipped, a finished training without an
+evaluation is only evaluated, and an interrupted training continues from its ``checkpoint_last.pt``.
+
+The statistics are pure functions (:func:`bootstrap_ci`, :func:`describe`, :func:`paired_comparison`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .config import Config, config_to_dict, load_config
+
+__all__ = [
+    "PRIMARY_METRIC",
+    "BenchmarkError",
+    "BenchmarkPlan",
+    "RunSpec",
+    "TestSet",
+    "bootstrap_ci",
+    "describe",
+    "paired_comparison",
+    "parse_budget",
+    "parse_models",
+    "parse_seeds",
+    "plan_benchmark",
+    "resolve_test_set",
+    "run_benchmark",
+    "summarize",
+    "train_command",
+]
+
+logger = logging.getLogger(__name__)
+
+PRIMARY_METRIC = "dice"
+DONE_MARKER = "benchmark_done.json"
+_FOREVER_EPOCHS = 1_000_000  # with a time budget only, the clock (not the epoch count) ends training
+
+
+class BenchmarkError(ValueError):
+    """Bad benchmark input or a failed run (one-line message)."""
+
+
+# ------------------------------------------------------------------------------------------------------ statistics
+def _clean(values: Sequence[float]) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    return arr[~np.isnan(arr)]
+
+
+def bootstrap_ci(values: Sequence[float], n_boot: int = 10000, seed: int = 0, level: float = 0.95,
+                 ) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean.
+
+    Args:
+        values: sample (NaNs are left out).
+        n_boot: number of resamples with replacement.
+        seed: seed of the resampling generator (the result is reproducible).
+        level: coverage, e.g. 0.95.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` for an empty sample, ``(v, v)`` for one value or a constant sample.
+    """
+    x = _clean(values)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    if x.size == 1 or np.all(x == x[0]):
+        return float(x[0]), float(x[0])
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(int(n_boot), x.size))].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def describe(values: Sequence[float], n_boot: int = 10000, seed: int = 0) -> dict:
+    """n, mean, SD (ddof=1; NaN for n < 2), median and 95 % percentile-bootstrap CI of the mean (NaNs left out)."""
+    x = _clean(values)
+    if x.size == 0:
+        nan = float("nan")
+        return {"n": 0, "mean": nan, "sd": nan, "median": nan, "ci95": [nan, nan]}
+    return {"n": int(x.size), "mean": float(x.mean()), "sd": float(x.std(ddof=1)) if x.size > 1 else float("nan"),
+            "median": float(np.median(x)), "ci95": list(bootstrap_ci(x, n_boot, seed))}
+
+
+def paired_comparison(a: Sequence[float], b: Sequence[float], n_boot: int = 10000, seed: int = 0) -> dict:
+    """Paired comparison of two models on the same cases: the difference ``b - a`` per case.
+
+    Pairs with a NaN on either side are left out.
+
+    Returns:
+        ``{n, mean_difference, sd_difference, median_difference, ci95 (bootstrap of the mean difference),
+        wilcoxon_statistic, wilcoxon_p}`` — the two-sided Wilcoxon signed-rank test of
+        :func:`scipy.stats.wilcoxon` (p = 1 when every difference is zero, NaN when there are no pairs).
+    """
+    from scipy.stats import wilcoxon
+
+    xa, xb = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if xa.shape != xb.shape:
+        raise ValueError(f"paired_comparison needs equal-length samples, got {xa.size} and {xb.size}")
+    ok = ~(np.isnan(xa) | np.isnan(xb))
+    d = xb[ok] - xa[ok]
+    desc = describe(d, n_boot, seed)
+    stat, p = float("nan"), float("nan")
+    if d.size and np.all(d == 0):
+        stat, p = 0.0, 1.0
+    elif d.size:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = wilcoxon(d)
+        stat, p = float(res.statistic), float(res.pvalue)
+    return {"n": desc["n"], "mean_difference": desc["mean"], "sd_difference": desc["sd"],
+            "median_difference": desc["median"], "ci95": desc["ci95"], "wilcoxon_statistic": stat,
+            "wilcoxon_p": p}
+
+
+# ------------------------------------------------------------------------------------------------- input parsing
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (distinct non-negative integers)."""
+    items = [s.strip() for s in str(text).split(",") if s.strip()]
+    if not items:
+        raise BenchmarkError(f"--seeds: expected comma-separated integers such as 0,1, got {text!r}.")
+    seeds = []
+    for s in items:
+        if not re.fullmatch(r"\d+", s):
+            raise BenchmarkError(f"--seeds: {s!r} is not a non-negative integer (expected e.g. 0,1).")
+        seeds.append(int(s))
+    if len(set(seeds)) != len(seeds):
+        raise BenchmarkError(f"--seeds: repeated seed in {text!r}.")
+    return seeds
+
+
+def parse_models(text: str) -> list[str]:
+    """``"unet_tiny,akmamba_net_tiny"`` -> names, each checked against the model registry."""
+    from .models import list_models
+
+    names = [s.strip() for s in str(text).split(",") if s.strip()]
+    known = list_models()
+    for n in names:
+        if n not in known:
+            import difflib
+
+            close = difflib.get_close_matches(n, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise BenchmarkError(f"--models: unknown model {n!r}{hint}; known: {', '.join(known)}.")
+    if len(set(names)) != len(names):
+        raise BenchmarkError(f"--models: repeated model in {text!r}.")
+    return names
+
+
+def parse_budget(minutes: str | float | None, steps: str | int | None) -> tuple[float, int]:
+    """(``minutes`` > 0 or 0 = none, ``steps`` > 0 or 0 = none); at least one must be given."""
+    m, s = 0.0, 0
+    if minutes not in (None, ""):
+        try:
+            m = float(minutes)
+        except (TypeError, ValueError):
+            raise BenchmarkError(f"--budget-minutes: expected a number of minutes > 0, got {minutes!r}.") from None
+        if not (m > 0 and math.isfinite(m)):
+            raise BenchmarkError(f"--budget-minutes: must be > 0, got {minutes!r}.")
+    if steps not in (None, ""):
+        if not re.fullmatch(r"\s*\d+\s*", str(steps)) or int(steps) <= 0:
+            raise BenchmarkError(f"--steps: expected an integer number of training steps > 0, got {steps!r}.")
+        s = int(steps)
+    if not m and not s:
+        raise BenchmarkError("no budget: give --budget-minutes (wall-clock per run) and/or --steps.")
+    return m, s
+
+
+# --------------------------------------------------------------------------------------------------------- test set
+@dataclass(frozen=True)
+class TestSet:
+    """Images (files or folder), labels folder and optional 2D field-of-view mask folder."""
+
+    images: Path
+    labels: Path
+    mask: Path | None = None
+
+    def to_dict(self) -> dict:
+        return {"images": str(self.images), "labels": str(self.labels),
+                "mask": str(self.mask) if self.mask else None}
+
+
+def resolve_test_set(test: str | None = None, images: str | None = None, labels: str | None = None,
+                     mask: str | None = None) -> TestSet:
+    """The test set from ``--test DIR`` (DRIVE split ``images/ + 1st_manual/ [+ mask/]``, MSD ``imagesTs/ +
+    labelsTs/`` or ``imagesTr/ + labelsTr/``, or ``images/ + labels/``) or from ``--test-images/--test-labels``."""
+    if test and (images or labels):
+        raise BenchmarkError("give either --test DIR or --test-images/--test-labels, not both.")
+    if test:
+        root = Path(test)
+        if not root.is_dir():
+            raise BenchmarkError(f"--test: test folder not found: {root}.")
+        for img, lab in (("images", "1st_manual"), ("imagesTs", "labelsTs"), ("imagesTr", "labelsTr"),
+                         ("images", "labels")):
+            if (root / img).is_dir() and (root / lab).is_dir():
+                m = root / "mask" if img == "images" and (root / "mask").is_dir() else None
+                if mask:
+                    m = Path(mask)
+                return _checked_test(TestSet(root / img, root / lab, m))
+        raise BenchmarkError(f"--test: {root} has no images/ + 1st_manual/ (DRIVE), imagesTs/ + labelsTs/ or "
+                             f"imagesTr/ + labelsTr/ (MSD), or images/ + labels/ folders.")
+    if not images or not labels:
+        raise BenchmarkError("no test set: give --test DIR or both --test-images and --test-labels.")
+    return _checked_test(TestSet(Path(images), Path(labels), Path(mask) if mask else None))
+
+
+def _checked_test(ts: TestSet) -> TestSet:
+    if not ts.images.exists():
+        raise BenchmarkError(f"--test-images: not found: {ts.images}.")
+    if not ts.labels.is_dir():
+        raise BenchmarkError(f"--test-labels: folder not found: {ts.labels}.")
+    if ts.mask is not None and not ts.mask.is_dir():
+        raise BenchmarkError(f"--test-mask: folder not found: {ts.mask}.")
+    return ts
+
+
+# ------------------------------------------------------------------------------------------------------------ plan
+@dataclass(frozen=True)
+class RunSpec:
+    """One (model, seed) training of the benchmark."""
+
+    label: str  # model label (the model name, or model-configstem when two entries share a model)
+    seed: int
+    config_path: Path
+    overrides: tuple[str, ...]  # --set overrides applied on top of the config file
+    run_dir: Path
+    cfg: Config = field(compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}_seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    runs: list[RunSpec]
+    labels: list[str]
+    seeds: list[int]
+    budget_minutes: float
+    steps: int
+    threads: int
+    parallel: int
+    out: Path
+    test: TestSet
+    warnings: list[str]
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
+
+
+def _budget_overrides(cfg: Config, minutes: float, steps: int) -> list[str]:
+    """Overrides that make the budget (and only the budget) end training: steps -> whole epochs, minutes -> the
+    training time limit; a budget not given is switched off so it cannot end one model's run early."""
+    ipe = cfg.train.iters_per_epoch
+    if steps:
+        ipe = min(ipe, steps)
+        epochs = math.ceil(steps / ipe)
+    else:
+        epochs = _FOREVER_EPOCHS
+    return [f"train.iters_per_epoch={ipe}", f"train.epochs={epochs}", f"train.time_limit_min={minutes or 0}"]
+
+
+def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str | float | None = None,
+                   steps: str | int | None = None, seeds: str = "0", out: str | Path = "",
+                   threads: str | int | None = 0, parallel: str | int | None = 1, sets: Sequence[str] = (),
+                   test: TestSet | None = None) -> BenchmarkPlan:
+    """Check every input and build the list of runs (nothing is trained or written)."""
+    if not configs:
+        raise BenchmarkError("no training config given (expected one or more YAML files, e.g. configs/drive/unet_cpu.yaml).")
+    if not out:
+        raise BenchmarkError("--out: an output folder is required.")
+    minutes, n_steps = parse_budget(budget_minutes, steps)
+    seed_list = parse_seeds(seeds)
+    try:
+        par = int(parallel or 1)
+        thr = int(threads or 0)
+    except (TypeError, ValueError):
+        raise BenchmarkError(f"--parallel/--threads: expected integers, got {parallel!r}/{threads!r}.") from None
+    if par < 1:
+        raise BenchmarkError(f"--parallel: must be >= 1, got {parallel!r}.")
+    if thr < 0:
+        raise BenchmarkError(f"--threads: must be >= 1 (or 0 = CPU cores / --parallel), got {threads!r}.")
+    thr = thr or max(1, (os.cpu_count() or 1) // par)
+    model_names = parse_models(models) if models else []
+    if model_names and len(configs) != 1:
+        raise BenchmarkError(f"--models overrides the model of one config; got {len(configs)} configs.")
+    if test is None:
+        raise BenchmarkError("no test set: give --test DIR or both --test-images and --test-labels.")
+    from .models import list_models
+
+    known = list_models()
+    entries = []  # (model name, config path, extra overrides)
+    for c in configs:
+        path = Path(c)
+        if not path.is_file():
+            raise BenchmarkError(f"config file not found: {path}.")
+        base = load_config(path, list(sets))
+        if model_names:
+            for m in model_names:
+                extra = [] if m == base.model.name else [f"model.name={m}", "model.kwargs={}"]
+                entries.append((m, path, extra))
+        else:
+            if base.model.name not in known:
+                raise BenchmarkError(f"{path}: unknown model {base.model.name!r} (model.name); known: "
+                                     f"{', '.join(known)}.")
+            entries.append((base.model.name, path, []))
+    names = [e[0] for e in entries]
+    labels = [n if names.count(n) == 1 else f"{n}-{_safe(p.stem)}" for n, p, _ in entries]
+    if len(set(labels)) != len(labels):
+        raise BenchmarkError("two entries of the benchmark have the same model and config name; each (model, config) "
+                             "may be given once.")
+    out = Path(out)
+    runs = []
+    first_data = None
+    warn = []
+    for (name, path, extra), label in zip(entries, labels):
+        for seed in seed_list:
+            pre = load_config(path, list(sets) + extra)
+            over = [*sets, *extra, f"seed={seed}", *_budget_overrides(pre, minutes, n_steps),
+                    f"train.num_threads={thr}"]
+            cfg = load_config(path, over)
+            if cfg.data.layout == "synthetic_drive":
+                raise BenchmarkError(f"{path}: data.layout 'synthetic_drive' generates its data inside each run; "
+                                     f"write it once with the DRIVE layout so every run shares one test set.")
+            data_key = (cfg.data.layout, str(Path(cfg.data.root).resolve()) if cfg.data.root else "",
+                        cfg.data.split, cfg.data.val_fraction, cfg.data.val_root)
+            if first_data is None:
+                first_data = data_key
+            elif data_key != first_data and not any("data split" in w for w in warn):
+                warn.append(f"{path}: data (layout, root, split, val_fraction, val_root) differs from the first "
+                            f"config, so the runs do not share one data split.")
+            runs.append(RunSpec(label, seed, path, tuple(over), out / "runs" / f"{_safe(label)}_seed{seed}", cfg))
+    return BenchmarkPlan(runs, labels, seed_list, minutes, n_steps, thr, par, out, test, warn)
+
+
+def train_command(spec: RunSpec, resume: bool = False, python: str | None = None) -> list[str]:
+    """The subprocess command line of one training (threads are in ``train.num_threads`` and the environment)."""
+    cmd = [python or sys.executable, "-m", "mambaseg", "train", str(spec.config_path), "--out", str(spec.run_dir),
+           "--no-progress"]
+    if resume:
+        cmd.append("--resume")
+    return cmd + ["--set", *spec.overrides]
+
+
+def train_env(threads: int, base: dict | None = None) -> dict:
+    """The environment of a training subprocess: one OpenMP/MKL thread pool of ``threads``."""
+    env = dict(os.environ if base is None else base)
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[k] = str(threads)
+    return env
+
+
+def format_plan(plan: BenchmarkPlan) -> str:
+    """A human-readable plan: budget, runs and their command lines."""
+    budget = " and ".join(x for x in (f"{plan.budget_minutes:g} min" if plan.budget_minutes else "",
+                                       f"{plan.steps} steps" if plan.steps else "") if x)
+    lines = [(f"benchmark: {len(plan.labels)} model(s) x {len(plan.seeds)} seed(s) = {len(plan.runs)} run(s); budget "
+             f"{budget} per run; {plan.threads} thread(s) per run, {plan.parallel} run(s) side by side"),
+             f"test set: images {plan.test.images}, labels {plan.test.labels}"
+             + (f", mask {plan.test.mask}" if plan.test.mask else ""), f"output: {plan.out}"]
+    for w in plan.warnings:
+        lines.append(f"warning: {w}")
+    for spec in plan.runs:
+        state = _run_state(spec, plan.test)[0]
+        lines.append(f"  {spec.name} [{state}]: OMP_NUM_THREADS={plan.threads} "
+                     + " ".join(shlex.quote(x) for x in train_command(spec, resume=state == "resume")))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------ run states
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _run_state(spec: RunSpec, test: TestSet) -> tuple[str, str]:
+    """('done' | 'evaluate' | 'resume' | 'new', reason)."""
+    d = spec.run_dir
+    cfg_file = d / "config.yaml"
+    if cfg_file.is_file():
+        try:
+            old = yaml.safe_load(cfg_file.read_text())
+        except (OSError, yaml.YAMLError):
+            old = None
+        if old != config_to_dict(spec.cfg):
+            raise BenchmarkError(f"{d}: this run was started with a different configuration (budget, threads, seed or "
+                                 f"config changed); rerun the same command or choose another --out.")
+    marker = _read_json(d / DONE_MARKER)
+    trained = (d / "summary.json").is_file() and (d / "checkpoint_best.pt").is_file()
+    if marker and trained and marker.get("test") == test.to_dict() and (d / "test_eval" / "summary.json").is_file():
+        return "done", "finished earlier"
+    if trained:
+        return "evaluate", "training finished, evaluation missing"
+    if (d / "checkpoint_last.pt").is_file():
+        return "resume", "interrupted training"
+    return "new", ""
+
+
+# --------------------------------------------------------------------------------------------------------- training
+def _run_trainings(jobs: list[tuple[RunSpec, bool]], parallel: int, threads: int,
+                   log: Callable[[str], None]) -> dict[str, dict]:
+    """Run ``(spec, resume)`` trainings as subprocesses, ``parallel`` at a time; per run: rc, peak RSS, wall time."""
+    pending = list(jobs)
+    running: dict[int, tuple[RunSpec, subprocess.Popen, float, object]] = {}
+    results: dict[str, dict] = {}
+    env = train_env(threads)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                spec, resume = pending.pop(0)
+                spec.run_dir.mkdir(parents=True, exist_ok=True)
+                logf = open(spec.run_dir / "train_stdout.log", "a")  # noqa: SIM115 (open while the child runs)
+                logf.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                           f"{' '.join(shlex.quote(x) for x in train_command(spec, resume))}\n")
+                logf.flush()
+                proc = subprocess.Popen(train_command(spec, resume), env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+                running[proc.pid] = (spec, proc, time.time(), logf)
+                log(f"{spec.name}: training started ({'resumed' if resume else 'new'}, pid {proc.pid})")
+            time.sleep(0.2)
+            for pid in list(running):
+                wpid, status, usage = os.wait4(pid, os.WNOHANG)
+                if wpid == 0:
+                    continue
+                spec, proc, t0, logf = running.pop(pid)
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                logf.close()
+                results[spec.name] = {"rc": proc.returncode, "wall_seconds": round(time.time() - t0, 1),
+                                      "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1)}  # Linux: ru_maxrss in KiB
+                log(f"{spec.name}: training {'finished' if proc.returncode == 0 else 'FAILED'} "
+                    f"({results[spec.name]['wall_seconds']:.0f} s, peak RSS {results[spec.name]['peak_rss_mb']:.0f} MB)")
+    finally:
+        for pid, (spec, proc, _, logf) in running.items():  # interrupted: stop our children, keep their checkpoints
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            logf.close()
+    return results
+
+
+def _training_record(spec: RunSpec, proc_info: dict | None, previous: dict | None) -> dict:
+    """Steps, epochs, time and memory of one finished training (from its summary.json and metrics.jsonl)."""
+    d = spec.run_dir
+    summ = _read_json(d / "summary.json") or {}
+    history = _read_history(d)
+    ipe = spec.cfg.train.iters_per_epoch
+    epochs = int(summ.get("epochs_done", len(history)))
+    skipped = int(sum(int(h.get("skipped_steps", 0)) for h in history))
+    prev = previous or {}
+    rss = [x for x in (prev.get("peak_rss_mb"), (proc_info or {}).get("peak_rss_mb")) if x is not None]
+    return {"run": spec.name, "model": spec.label, "model_name": spec.cfg.model.name, "seed": spec.seed,
+            "config": str(spec.config_path), "run_dir": str(d), "epochs": epochs, "steps": epochs * ipe,
+            "skipped_steps": skipped, "iters_per_epoch": ipe, "train_seconds": summ.get("train_seconds"),
+            "best_val_dice": summ.get("best_val_dice"), "parameters": summ.get("parameters"),
+            "peak_rss_mb": max(rss) if rss else None, "threads": spec.cfg.train.num_threads,
+            "budget_minutes": spec.cfg.train.time_limit_min or None,
+            "budget_steps": (spec.cfg.train.epochs * ipe) if spec.cfg.train.epochs < _FOREVER_EPOCHS else None,
+            "checkpoint": str(d / "checkpoint_best.pt")}
+
+
+def _read_history(run_dir: Path) -> list[dict]:
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- evaluation
+def _evaluate_run(spec: RunSpec, test: TestSet) -> dict:
+    from .engine.evaluate import evaluate
+    from .engine.predict import predict
+
+    pred_dir, eval_dir = spec.run_dir / "test_pred", spec.run_dir / "test_eval"
+    predict(spec.run_dir, test.images, pred_dir, probs=True, mask=test.mask, overwrite=True, progress=False)
+    return evaluate(pred_dir, test.labels, eval_dir, mask=test.mask, overwrite=True)
+
+
+def case_metrics(result: dict) -> list[tuple[str, str, float]]:
+    """(case, metric, value) rows of an evaluation summary: 2D metrics as they are; 3D ``dice``/``iou``/``hd95``
+    (mean over foreground classes of the case) plus ``dice:<class>`` and ``hd95:<class>``."""
+    from .engine.evaluate import METRICS_2D
+
+    rows = []
+    if result.get("kind") == "2d":
+        for r in result["metric_per_case"]:
+            for k in METRICS_2D:
+                if k in r:
+                    rows.append((str(r["case"]), k, float(r[k])))
+        return rows
+    for case in result["metric_per_case"]:
+        per_class = case["metrics"]
+        for key, name in (("Dice", "dice"), ("IoU", "iou"), ("HD95", "hd95")):
+            vals = [float(m[key]) for m in per_class.values() if m.get(key) is not None]
+            vals = [v for v in vals if not math.isnan(v)]
+            rows.append((str(case["case_id"]), name, float(np.mean(vals)) if vals else float("nan")))
+        for cls, m in per_class.items():
+            rows.append((str(case["case_id"]), f"dice:{cls}", float(m["Dice"])))
+            rows.append((str(case["case_id"]), f"hd95:{cls}", float(m["HD95"])))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------- statistics
+def _higher_is_better(metric: str) -> bool:
+    return not metric.split(":")[0].startswith("hd")
+
+
+def summarize(rows: list[dict], labels: Sequence[str], n_boot: int = 10000, seed: int = 0) -> dict:
+    """Per-model statistics and pairwise comparisons from ``results.csv``-style rows (model, seed, case, metric, value).
+
+    Per model and metric: ``over_cases`` (each case's value averaged over seeds first) and ``over_seeds`` (each seed's
+    mean over cases). Per pair (a, b) and metric: the paired per-case difference ``b - a`` (seed-averaged values)."""
+    table: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
+    for r in rows:
+        table.setdefault((r["model"], r["metric"]), {}).setdefault(r["case"], {})[int(r["seed"])] = float(r["value"])
+    metrics = sorted({m for _, m in table}, key=lambda m: (m != PRIMARY_METRIC, m))
+
+    def per_case(model: str, metric: str) -> dict[str, float]:
+        out = {}
+        for case, by_seed in table.get((model, metric), {}).items():
+            vals = [v for v in by_seed.values() if not math.isnan(v)]
+            out[case] = float(np.mean(vals)) if vals else float("nan")
+        return out
+
+    models = {}
+    for label in labels:
+        stats = {}
+        for metric in metrics:
+            pc = per_case(label, metric)
+            if not pc:
+                continue
+            seeds = sorted({s for by_seed in table[(label, metric)].values() for s in by_seed})
+            per_seed = []
+            for s in seeds:
+                vals = [by_seed[s] for by_seed in table[(label, metric)].values() if s in by_seed]
+                vals = [v for v in vals if not math.isnan(v)]
+                per_seed.append(float(np.mean(vals)) if vals else float("nan"))
+            stats[metric] = {"over_cases": describe(list(pc.values()), n_boot, seed),
+                             "over_seeds": dict(describe(per_seed, n_boot, seed), seeds=seeds, values=per_seed),
+                             "higher_is_better": _higher_is_better(metric)}
+        models[label] = {"metrics": stats}
+    comparisons = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            for metric in metrics:
+                ca, cb = per_case(a, metric), per_case(b, metric)
+                cases = sorted(set(ca) & set(cb))
+                if not cases:
+                    continue
+                res = paired_comparison([ca[c] for c in cases], [cb[c] for c in cases], n_boot, seed)
+                comparisons.append({"a": a, "b": b, "metric": metric, "difference": "b - a (per case, mean over seeds)",
+                                    "higher_is_better": _higher_is_better(metric), **res})
+    return {"metrics": metrics, "models": models, "comparisons": comparisons}
+
+
+def _agg(values: list) -> dict:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "min": None, "max": None}
+    return {"mean": float(np.mean(vals)), "min": float(min(vals)), "max": float(max(vals))}
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
+                  log: Callable[[str], None] = print) -> dict:
+    """Train (or skip/resume), evaluate and summarise every run of ``plan``; writes the three outputs."""
+    import torch
+
+    out = plan.out
+    out.mkdir(parents=True, exist_ok=True)
+    for w in plan.warnings:
+        log(f"warning: {w}")
+    states = {spec.name: _run_state(spec, plan.test) for spec in plan.runs}
+    jobs = []
+    for spec in plan.runs:
+        state, why = states[spec.name]
+        if state in ("done", "evaluate"):
+            log(f"{spec.name}: training skipped ({why})")
+        else:
+            jobs.append((spec, state == "resume"))
+    proc = _run_trainings(jobs, plan.parallel, plan.threads, log) if jobs else {}
+
+    torch.set_num_threads(max(1, plan.threads * plan.parallel))  # trainings are over: evaluation may use them all
+    records, rows, failed = [], [], []
+    for spec in plan.runs:
+        if spec.name in proc and proc[spec.name]["rc"] != 0:
+            failed.append(f"{spec.name} (exit {proc[spec.name]['rc']}, see {spec.run_dir / 'train_stdout.log'})")
+            continue
+        if not (spec.run_dir / "summary.json").is_file():
+            failed.append(f"{spec.name} (no summary.json after training)")
+            continue
+        marker = _read_json(spec.run_dir / DONE_MARKER) or {}
+        state = states[spec.name][0]
+        if state == "done":
+            result = _read_json(spec.run_dir / "test_eval" / "summary.json")
+            record = marker["record"]
+        else:
+            record = _training_record(spec, proc.get(spec.name), marker.get("record"))
+            log(f"{spec.name}: predicting and evaluating {plan.test.images}")
+            result = _evaluate_run(spec, plan.test)
+            record["wall_seconds"] = (proc.get(spec.name) or {}).get("wall_seconds", record.get("wall_seconds"))
+            (spec.run_dir / DONE_MARKER).write_text(json.dumps({"record": record, "test": plan.test.to_dict(),
+                                                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
+                                                               indent=2, default=float))
+        records.append(record)
+        for case, metric, value in case_metrics(result):
+            rows.append({"model": spec.label, "seed": spec.seed, "case": case, "metric": metric, "value": value})
+
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["model", "seed", "case", "metric", "value"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "value": repr(float(r["value"]))})
+    stats = summarize(rows, plan.labels, n_boot=n_boot)
+    for label in plan.labels:
+        recs = [r for r in records if r["model"] == label]
+        stats["models"][label].update({
+            "model_name": recs[0]["model_name"] if recs else None, "config": recs[0]["config"] if recs else None,
+            "runs": len(recs), "seeds": [r["seed"] for r in recs],
+            "steps": _agg([r["steps"] for r in recs]), "epochs": _agg([r["epochs"] for r in recs]),
+            "train_seconds": _agg([r["train_seconds"] for r in recs]),
+            "peak_rss_mb": _agg([r["peak_rss_mb"] for r in recs]), "parameters": recs[0]["parameters"] if recs else None,
+        })
+    summary = {
+        "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "budget": {"minutes": plan.budget_minutes or None, "steps": plan.steps or None},
+        "threads_per_run": plan.threads, "parallel": plan.parallel, "seeds": plan.seeds, "models": stats["models"],
+        "test": plan.test.to_dict(), "primary_metric": PRIMARY_METRIC, "metrics": stats["metrics"],
+        "statistics": {"over_cases": "each case's value is first averaged over seeds; mean, SD (ddof 1), median and a "
+                                     "95 % percentile bootstrap CI of the mean over cases",
+                       "over_seeds": "each seed's mean over cases; the same statistics over seeds",
+                       "comparisons": "paired per-case difference b - a of seed-averaged values: mean, 95 % "
+                                      "percentile bootstrap CI, two-sided Wilcoxon signed-rank p (scipy.stats.wilcoxon)",
+                       "n_boot": n_boot, "bootstrap_seed": 0},
+        "checkpoint": "checkpoint_best.pt of each run (best validation Dice, chosen by train on its validation split)",
+        "comparisons": stats["comparisons"], "runs": records, "failed": failed, "warnings": plan.warnings,
+    }
+    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2))
+    from .benchmark_html import write_html
+
+    write_html(summary, rows, plan, out / "index.html")
+    log(format_summary(summary))
+    log(f"results: {out / 'results.csv'}, {out / 'summary.json'}, {out / 'index.html'}")
+    if failed:
+        raise BenchmarkError(f"{len(failed)} run(s) failed: {'; '.join(failed)}; rerun the same command to resume.")
+    return summary
+
+
+def _json_safe(obj):
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def format_summary(summary: dict) -> str:
+    """Plain-text table of the primary metric per model and its paired comparisons."""
+    m = summary["primary_metric"]
+    lines = [f"{'model':28s}{'mean':>8s}{'SD':>8s}{'median':>8s}{'95% CI (cases)':>20s}{'steps':>9s}{'time s':>9s}"]
+
+    def f(v, fmt=".4f"):
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    for label, info in summary["models"].items():
+        s = info.get("metrics", {}).get(m, {}).get("over_cases")
+        if not s:
+            continue
+        ci = f"[{f(s['ci95'][0])}, {f(s['ci95'][1])}]"
+        lines.append(f"{label[:28]:28s}{f(s['mean']):>8s}{f(s['sd']):>8s}{f(s['median']):>8s}{ci:>20s}"
+                     f"{f(info['steps']['mean'], '.0f'):>9s}{f(info['train_seconds']['mean'], '.0f'):>9s}")
+    for c in summary["comparisons"]:
+        if c["metric"] == m:
+            lines.append(f"{c['b']} - {c['a']}: {m} difference {f(c['mean_difference'])} "
+                         f"[{f(c['ci95'][0])}, {f(c['ci95'][1])}], Wilcoxon p = {f(c['wilcoxon_p'], '.3g')} "
+                         f"(n = {c['n']} cases)")
+    return "\n".join(lines)
