@@ -20,7 +20,10 @@ zero-extended (true bilinear interpolation of a zero-padded image, no double cou
 
 Implementation: the bilinear gather is one ``F.grid_sample`` call (``align_corners=True``, ``padding_mode="border"``)
 on a grid laid out directly as (B, h·N, w); the border quirk is a factor 2 per clamped axis. This is numerically
-the official four-corner gather (tested against an independent per-pixel loop) and several times faster on CPU.
+the official four-corner gather (tested against an independent per-pixel loop). On the CPU, outside tracing and
+export, the sampling and the (N, 1) mixing run instead as one compiled kernel (:mod:`mambaseg.nn.akconv_kernel`:
+im2col straight into the GEMM's layout, col2im backward, one N-fold buffer per batch element), same results to
+float tolerance; the code here stays the readable reference and the ONNX export path.
 """
 
 from __future__ import annotations
@@ -28,10 +31,30 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["AKConv", "initial_sampling_shape"]
+from . import akconv_kernel
+
+__all__ = ["AKConv", "initial_sampling_shape", "set_kernel_enabled"]
+
+_KERNEL = {"enabled": True}
+
+
+def set_kernel_enabled(enabled: bool) -> bool:
+    """Switch the compiled CPU kernel on or off for every AKConv (returns the previous setting)."""
+    previous = _KERNEL["enabled"]
+    _KERNEL["enabled"] = bool(enabled)
+    return previous
+
+
+def _use_kernel(x: torch.Tensor) -> bool:
+    """The compiled kernel runs on CPU tensors outside tracing/export, when enabled and built."""
+    if not _KERNEL["enabled"] or x.device.type != "cpu":
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return False
+    return akconv_kernel.available()
 
 
 def initial_sampling_shape(num_param: int, centred: bool = False) -> torch.Tensor:
@@ -151,6 +174,13 @@ class AKConv(nn.Module):
             fy = 1.0 + ((py < 0) | (py >= width - 1)).to(out.dtype)
         return out * (fx * fy).unsqueeze(1)
 
+    def _forward_kernel(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Sampling + (N, 1) mixing with the compiled CPU kernel: same result as :meth:`sample` + matmul."""
+        if self.zero_pad:
+            x, p = F.pad(x, (1, 1, 1, 1)), p + 1
+        weight = self.conv[0].weight.reshape(self.out_channels, self.in_channels * self.num_param)
+        return akconv_kernel.akconv_sample_mix(x, p, weight).to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the alterable-kernel convolution.
 
@@ -162,7 +192,10 @@ class AKConv(nn.Module):
         """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"AKConv: expected input (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}.")
-        samples = self.sample(x, self.sampling_positions(x))  # (B, C, N·h, w)
+        p = self.sampling_positions(x)
+        if _use_kernel(x):
+            return self.conv[2](self.conv[1](self._forward_kernel(x, p)))
+        samples = self.sample(x, p)  # (B, C, N·h, w)
         b, c, nh, w = samples.shape
         h = nh // self.num_param
         samples = samples.view(b, c * self.num_param, h * w)  # channel index c·N + n

@@ -1,0 +1,95 @@
+"""Compiled CPU kernel for AKConv's sampling and mixing (``csrc/akconv_cpu.cpp``).
+
+:func:`akconv_sample_mix` computes ``y_b = W · col_b`` where ``col_b`` (C·N, h·w) holds the bilinear samples of
+every channel at the N positions of every output pixel — the im2col of a deformable convolution with an irregular
+kernel — written straight into the layout the GEMM consumes, one batch element at a time. Its backward recomputes
+``col_b`` for the weight gradient, then turns the same buffer into ``W^T · dy_b`` and scatters it to the input
+(col2im) and reduces it to the positions. Parallel with ``at::parallel_for``, no atomics: gradients are
+bit-identical from run to run whatever the thread count. Half-precision inputs are computed in fp32.
+
+The sampling rule is the official AKConv's (clamped corners, the edge counted twice outside ``[0, size−1)``); on a
+zero-padded image (positions shifted by one) it is exactly zero-extended bilinear sampling, so one kernel serves
+both of :class:`~mambaseg.nn.AKConv`'s border modes. The pure-PyTorch :meth:`AKConv.sample` stays the reference and
+the export path. Built on first use (see :mod:`mambaseg.utils.cpp_ext`); ``MAMBASEG_NO_AKCONV_KERNEL=1`` (or
+``MAMBASEG_NO_CPU_KERNEL=1``) disables it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..utils.cpp_ext import disabled, load_extension
+
+__all__ = ["ENV_DISABLE", "akconv_sample_mix", "available"]
+
+logger = logging.getLogger(__name__)
+
+ENV_DISABLE = "MAMBASEG_NO_AKCONV_KERNEL"
+_SOURCE = Path(__file__).parent / "csrc" / "akconv_cpu.cpp"
+_state: dict[str, object] = {}
+
+
+def _load():
+    if "module" not in _state:
+        var = disabled(ENV_DISABLE)
+        if var is not None:
+            logger.info("AKConv: CPU kernel disabled by %s.", var)
+            _state["module"] = None
+        else:
+            _state["module"] = load_extension("mambaseg_akconv_cpu", [_SOURCE], what="AKConv CPU kernel")
+    return _state["module"]
+
+
+def available() -> bool:
+    """Whether the compiled kernel can be used (builds it on the first call; the outcome is cached)."""
+    return _load() is not None
+
+
+class _AKConvFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p, weight):
+        ctx.save_for_backward(x, p, weight)
+        return _load().forward(x, p, weight)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, p, weight = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        dx, dp, dw = _load().backward(x, p, weight, dy.to(x.dtype).contiguous(), need[0], need[1], need[2])
+        return (dx if need[0] else None), (dp if need[1] else None), (dw if need[2] else None)
+
+
+def akconv_sample_mix(x: torch.Tensor, p: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of ``x`` at ``p`` mixed by ``weight``, with autograd.
+
+    Args:
+        x: (B, C, S1, S2) image (zero-pad it yourself for zero-extended sampling, and shift ``p`` by one).
+        p: (B, 2N, h, w) absolute positions in pixels of ``x``: rows (along S1) then columns (along S2).
+        weight: (C_out, C·N) mixing weight, column ``c·N + n`` (the (N, 1) convolution's weight, flattened).
+
+    Returns:
+        (B, C_out, h, w) in fp32 (fp64 if ``x`` is fp64), in channels-last memory format.
+
+    Raises:
+        RuntimeError: the kernel is not available (check :func:`available`).
+    """
+    if _load() is None:
+        raise RuntimeError(f"AKConv: the compiled CPU kernel is not available (disabled by {ENV_DISABLE} or the "
+                           "build failed; see the logged warning).")
+    b, c = x.shape[:2]
+    n = p.shape[1] // 2
+    h, w = p.shape[-2:]
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type="cpu", enabled=False):
+        # the kernel works channels-last: x (B, S1, S2, C), p (B, h, w, 2N), weight (C_out, N·C)
+        xc = x.to(work).permute(0, 2, 3, 1).contiguous()
+        pc = p.to(work).permute(0, 2, 3, 1).contiguous()
+        wc = weight.to(work).view(-1, c, n).transpose(1, 2).reshape(-1, n * c)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, p, weight)):
+            y = _AKConvFn.apply(xc, pc, wc)
+        else:
+            y = _load().forward(xc, pc, wc)
+    return y.view(b, h, w, -1).permute(0, 3, 1, 2)

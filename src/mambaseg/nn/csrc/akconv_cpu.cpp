@@ -1,0 +1,213 @@
+// AKConv sampling + mixing on the CPU: deformable-convolution style im2col / col2im with an irregular kernel of
+// N learned points, fused with the (C_out, N*C) matrix product. Channels-last throughout, so that the work for one
+// sampling point is a short vector loop over contiguous channels (the compiler vectorises it) and the position
+// arithmetic is done once per point, not once per channel.
+//
+// Inputs (contiguous, one floating dtype T = float or double):
+//   x: (B, S1, S2, C)    the image to sample, channels last (the caller zero-pads it for AKConv's zero_pad mode)
+//   p: (B, h, w, 2N)     absolute sampling positions in pixels of x: [.., n] along S1, [.., N + n] along S2
+//   weight: (C_out, N*C) the (N, 1) mixing convolution's weight, column n*C + c
+// Output: y (B, h*w, C_out) = col_b @ weight^T for every b, col_b (h*w, N*C) the bilinear samples.
+//
+// Sampling, per axis (coordinate q, size S), exactly as the official AKConv / mambaseg's reference:
+//   0 <= q < S-1:  corners floor(q), floor(q)+1 with weights 1-f, f (f = q - floor(q)); d/dq of the weights -1, +1
+//   otherwise:     q clamped to 0 or S-1, both clamped corners coincide and each gets weight 1: one corner with
+//                  weight 2 (the "border quirk": the edge value counts twice); no gradient to q.
+// With a zero-padded x every clamped sample is a zero, so the same rule gives true zero-extended bilinear sampling.
+//
+// Memory: one N-fold buffer (h*w, N*C) for one batch element at a time. Backward recomputes col_b for the weight
+// gradient, then overwrites the same buffer with dcol_b = dy_b W and scatters it to dx (parallel over fixed blocks
+// of channels: each element of dx is written by one thread, always in (pixel, point) order) and reduces it to dp
+// (parallel over pixels, channels summed in a fixed order). No atomics: results are bit-identical from run to run
+// and independent of the number of threads; the weight gradient sums the batch elements in order.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kChanBlock = 16;  // channels per col2im job (a shape-only split: results do not depend on threads)
+
+template <typename T>
+struct Tap {  // one sampling point: the four corners (pixel offsets in an S1 x S2 plane) and bilinear weights
+  int64_t o00, o01, o10, o11;
+  T wx0, wx1, wy0, wy1;  // x = along S1, y = along S2
+  T gx, gy;              // 1 where the position receives a gradient along that axis, else 0
+};
+
+template <typename T>
+inline void axis(T q, int64_t size, int64_t& i0, int64_t& i1, T& w0, T& w1, T& g) {
+  if (q >= T(0) && q < T(size - 1)) {
+    i0 = static_cast<int64_t>(std::floor(q));
+    i1 = i0 + 1;
+    w1 = q - T(i0);
+    w0 = T(1) - w1;
+    g = T(1);
+  } else {  // outside [0, size-1) (or NaN): clamp, both corners coincide -> weight 2 on one corner
+    i0 = i1 = (q >= T(size - 1)) ? size - 1 : 0;
+    w0 = T(2);
+    w1 = T(0);
+    g = T(0);
+  }
+}
+
+template <typename T>
+inline Tap<T> make_tap(T qx, T qy, int64_t S1, int64_t S2) {
+  Tap<T> t;
+  int64_t x0, x1, y0, y1;
+  axis(qx, S1, x0, x1, t.wx0, t.wx1, t.gx);
+  axis(qy, S2, y0, y1, t.wy0, t.wy1, t.gy);
+  t.o00 = x0 * S2 + y0;
+  t.o01 = x0 * S2 + y1;
+  t.o10 = x1 * S2 + y0;
+  t.o11 = x1 * S2 + y1;
+  return t;
+}
+
+struct Shape {
+  int64_t C, N, S1, S2, hw;
+};
+
+// col[i, n*C + c] = bilinear sample of channel c at point n of output pixel i; parallel over pixels
+template <typename T>
+void im2col(const T* __restrict__ x, const T* __restrict__ p, const Shape& s, T* __restrict__ col) {
+  const int64_t C = s.C, N = s.N;
+  at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (N * C)), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      for (int64_t n = 0; n < N; ++n) {
+        const Tap<T> t = make_tap(p[i * 2 * N + n], p[i * 2 * N + N + n], s.S1, s.S2);
+        const T w00 = t.wx0 * t.wy0, w01 = t.wx0 * t.wy1, w10 = t.wx1 * t.wy0, w11 = t.wx1 * t.wy1;
+        const T* __restrict__ a = x + t.o00 * C;
+        const T* __restrict__ b = x + t.o01 * C;
+        const T* __restrict__ c = x + t.o10 * C;
+        const T* __restrict__ d = x + t.o11 * C;
+        T* __restrict__ out = col + (i * N + n) * C;
+#pragma omp simd
+        for (int64_t k = 0; k < C; ++k) out[k] = w00 * a[k] + w01 * b[k] + w10 * c[k] + w11 * d[k];
+      }
+    }
+  });
+}
+
+// dx[corner, c] += weight * dcol[i, n*C + c]; parallel over fixed blocks of channels
+template <typename T>
+void col2im(const T* __restrict__ dcol, const T* __restrict__ p, const Shape& s, T* __restrict__ dx) {
+  const int64_t C = s.C, N = s.N, blocks = (C + kChanBlock - 1) / kChanBlock;
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    const int64_t c0 = b0 * kChanBlock, c1 = std::min(C, b1 * kChanBlock);
+    for (int64_t i = 0; i < s.hw; ++i) {
+      for (int64_t n = 0; n < N; ++n) {
+        const Tap<T> t = make_tap(p[i * 2 * N + n], p[i * 2 * N + N + n], s.S1, s.S2);
+        const T w00 = t.wx0 * t.wy0, w01 = t.wx0 * t.wy1, w10 = t.wx1 * t.wy0, w11 = t.wx1 * t.wy1;
+        const T* __restrict__ g = dcol + (i * N + n) * C;
+        T* a = dx + t.o00 * C;  // corners may coincide (clamped): no __restrict__, updated one after the other
+        T* b = dx + t.o01 * C;
+        T* c = dx + t.o10 * C;
+        T* d = dx + t.o11 * C;
+        for (int64_t k = c0; k < c1; ++k) a[k] += w00 * g[k];
+        for (int64_t k = c0; k < c1; ++k) b[k] += w01 * g[k];
+        for (int64_t k = c0; k < c1; ++k) c[k] += w10 * g[k];
+        for (int64_t k = c0; k < c1; ++k) d[k] += w11 * g[k];
+      }
+    }
+  });
+}
+
+// dp[i, n] (along S1) and dp[i, N + n] (along S2) = sum over channels of dcol * d(sample)/dq; parallel over pixels
+template <typename T>
+void positions_grad(const T* __restrict__ x, const T* __restrict__ dcol, const T* __restrict__ p, const Shape& s,
+                    T* __restrict__ dp) {
+  const int64_t C = s.C, N = s.N;
+  at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (N * C)), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      for (int64_t n = 0; n < N; ++n) {
+        const Tap<T> t = make_tap(p[i * 2 * N + n], p[i * 2 * N + N + n], s.S1, s.S2);
+        T sx = 0, sy = 0;
+        if (t.gx != T(0) || t.gy != T(0)) {
+          const T* __restrict__ a = x + t.o00 * C;
+          const T* __restrict__ b = x + t.o01 * C;
+          const T* __restrict__ c = x + t.o10 * C;
+          const T* __restrict__ d = x + t.o11 * C;
+          const T* __restrict__ g = dcol + (i * N + n) * C;
+#pragma omp simd reduction(+ : sx, sy)
+          for (int64_t k = 0; k < C; ++k) {
+            sx += g[k] * (t.wy0 * (c[k] - a[k]) + t.wy1 * (d[k] - b[k]));
+            sy += g[k] * (t.wx0 * (b[k] - a[k]) + t.wx1 * (d[k] - c[k]));
+          }
+        }
+        dp[i * 2 * N + n] = sx * t.gx;
+        dp[i * 2 * N + N + n] = sy * t.gy;
+      }
+    }
+  });
+}
+
+Shape check(const at::Tensor& x, const at::Tensor& p, const at::Tensor& weight) {
+  TORCH_CHECK(x.dim() == 4 && p.dim() == 4 && weight.dim() == 2,
+              "akconv_cpu: expected x (B,S1,S2,C), p (B,h,w,2N), weight (C_out, N*C)");
+  TORCH_CHECK(x.is_contiguous() && p.is_contiguous() && weight.is_contiguous(),
+              "akconv_cpu: inputs must be contiguous");
+  TORCH_CHECK(x.scalar_type() == p.scalar_type() && x.scalar_type() == weight.scalar_type(),
+              "akconv_cpu: x, p and weight must share one dtype");
+  TORCH_CHECK(p.size(0) == x.size(0) && p.size(3) % 2 == 0 && p.size(3) > 0, "akconv_cpu: p must be (B, h, w, 2N)");
+  const int64_t N = p.size(3) / 2;
+  TORCH_CHECK(weight.size(1) == x.size(3) * N, "akconv_cpu: weight must be (C_out, N*C)");
+  return Shape{x.size(3), N, x.size(1), x.size(2), p.size(1) * p.size(2)};
+}
+
+at::Tensor akconv_forward(const at::Tensor& x, const at::Tensor& p, const at::Tensor& weight) {
+  const Shape s = check(x, p, weight);
+  const int64_t B = x.size(0), Co = weight.size(0);
+  auto y = at::empty({B, s.hw, Co}, x.options());
+  auto col = at::empty({s.hw, s.N * s.C}, x.options());
+  const auto wt = weight.t();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_forward", [&] {
+    for (int64_t b = 0; b < B; ++b) {
+      im2col(x[b].data_ptr<scalar_t>(), p[b].data_ptr<scalar_t>(), s, col.data_ptr<scalar_t>());
+      auto yb = y[b];
+      at::mm_out(yb, col, wt);
+    }
+  });
+  return y;
+}
+
+std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& p, const at::Tensor& weight,
+                                        const at::Tensor& dy, bool need_dx, bool need_dp, bool need_dw) {
+  const Shape s = check(x, p, weight);
+  const int64_t B = x.size(0), Co = weight.size(0);
+  TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() && dy.numel() == B * s.hw * Co,
+              "akconv_cpu: dy must be contiguous (B, h*w, C_out) with x's dtype");
+  auto dx = need_dx ? at::zeros_like(x) : at::empty({0}, x.options());
+  auto dp = need_dp ? at::empty_like(p) : at::empty({0}, x.options());
+  auto dw = need_dw ? at::zeros_like(weight) : at::empty({0}, x.options());
+  if (!(need_dx || need_dp || need_dw)) return {dx, dp, dw};
+  auto col = at::empty({s.hw, s.N * s.C}, x.options());
+  const auto dyv = dy.view({B, s.hw, Co});
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_backward", [&] {
+    for (int64_t b = 0; b < B; ++b) {
+      const auto dyb = dyv[b];
+      const scalar_t* xb = x[b].data_ptr<scalar_t>();
+      const scalar_t* pb = p[b].data_ptr<scalar_t>();
+      if (need_dw) {
+        im2col(xb, pb, s, col.data_ptr<scalar_t>());
+        dw.addmm_(dyb.t(), col);
+      }
+      if (!(need_dx || need_dp)) continue;
+      at::mm_out(col, dyb, weight);  // dcol, in the same buffer
+      if (need_dx) col2im(col.data_ptr<scalar_t>(), pb, s, dx[b].data_ptr<scalar_t>());
+      if (need_dp) positions_grad(xb, col.data_ptr<scalar_t>(), pb, s, dp[b].data_ptr<scalar_t>());
+    }
+  });
+  return {dx, dp, dw};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &akconv_forward, "AKConv bilinear sampling + (N*C -> C_out) product, channels last, forward (CPU)");
+  m.def("backward", &akconv_backward, "AKConv backward: dx, dp, dweight (CPU)");
+}
