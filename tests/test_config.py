@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
 from mambaseg.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config
@@ -39,3 +42,163 @@ def test_bad_override_and_missing_file(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="bad.yaml"):
         load_config(bad)
+
+
+# --- validation at the door (#14, #13): every key checked for type and range when the config is loaded ---
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("train.epochs", "0", ">= 1"),
+    ("train.epochs", "2.5", "integer"),
+    ("train.epochs", "true", "number"),
+    ("optim.lr", ".inf", "finite"),
+    ("optim.lr", ".nan", "finite"),
+    ("optim.lr", "0", "> 0"),
+    ("optim.lr", "-1e-3", "> 0"),
+    ("train.grad_clip", "-1", ">= 0"),
+    ("data.val_fraction", "-0.5", r"\[0, 1\)"),
+    ("data.val_fraction", "1", r"\[0, 1\)"),
+    ("train.val_every", "0", ">= 1"),
+    ("train.batch_size", "0", ">= 1"),
+    ("train.iters_per_epoch", "0", ">= 1"),
+    ("seed", "-1", ">= 0"),
+    ("infer.mode", "banana", "gaussian, constant"),
+    ("infer.overlap", "1", r"\[0, 1\)"),
+    ("data.patch_size", '[32, "a", 32]', "positive integers"),
+    ("data.patch_size", "[32, 0]", "positive integers"),
+    ("data.patch_size", "[32.5, 32]", "positive integers"),
+    ("data.patch_size", "[32]", "2 or 3"),
+    ("infer.patch_size", "[-8, 8]", "positive integers"),
+    ("data.num_classes", "1", ">= 2"),
+    ("data.layout", "nonsense", "one of"),
+    ("loss.name", "mse", "one of"),
+    ("optim.schedule", "linear", "one of"),
+    ("train.device", "tpu", "cuda"),
+])
+def test_out_of_range_values_are_refused_naming_key_value_and_expectation(tmp_path, key, value, expected):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {name: unet_tiny}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, [f"{key}={value}"])
+    msg = str(e.value)
+    assert "\n" not in msg and f"'{key}'" in msg
+    assert re.search(expected, msg), msg
+    # the same value written in the file: the message also names the file
+    section, _, name = key.rpartition(".")
+    p.write_text(f"{section}: {{{name}: {value}}}\n" if section else f"{name}: {value}\n")
+    with pytest.raises(ConfigError, match=re.escape(str(p)) + f".*'{re.escape(key)}'"):
+        load_config(p)
+
+
+def test_valid_edge_values_accepted():
+    cfg = config_from_dict({"seed": 0, "train": {"epochs": 1, "grad_clip": None, "val_every": 1, "batch_size": 1},
+                            "data": {"val_fraction": 0.0, "patch_size": [8, 8, 8]},
+                            "optim": {"lr": 1e-6}, "infer": {"mode": "constant", "patch_size": []}})
+    assert cfg.train.grad_clip == 0 and cfg.data.val_fraction == 0.0 and cfg.infer.mode == "constant"
+    assert config_from_dict({"train": {"epochs": 3.0}}).train.epochs == 3  # an integral float is an integer
+    assert isinstance(config_from_dict({"train": {"epochs": 3.0}}).train.epochs, int)
+
+
+def test_cuda_device_without_cuda_is_refused(monkeypatch):
+    import torch
+
+    from mambaseg.config import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"'train\.device'.*CUDA is not available"):
+        check_device("cuda")
+    check_device("cpu")
+    check_device("auto")
+
+
+def test_train_cli_device_cuda_without_cuda_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from mambaseg.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {name: unet_tiny}\ndata: {layout: synthetic_drive}\ntrain: {device: cuda}\n")
+    assert main(["train", str(p), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.device" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+def _parsed_train_config(monkeypatch, argv):
+    """Run `mambaseg train ARGV` up to the config (train() replaced) and return the config it got."""
+    import mambaseg.engine.train as engine_train
+    from mambaseg.cli import main
+
+    got = {}
+
+    def fake_train(cfg, out, resume=False, progress=True):
+        got["cfg"] = cfg
+        return {"train_seconds": 0, "epochs_done": 0, "best_val_dice": 0.0}
+
+    monkeypatch.setattr(engine_train, "train", fake_train)
+    rc = main(["train", *argv])
+    return rc, got.get("cfg")
+
+
+def test_repeated_set_all_applied_and_set_before_config(tmp_path, monkeypatch):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {name: unet_tiny}\ntrain: {epochs: 7}\n")
+    out = str(tmp_path / "run")
+    rc, cfg = _parsed_train_config(monkeypatch, [str(p), "--set", "train.epochs=2", "--set", "seed=5",
+                                                 "--set", "optim.lr=0.01", "data.val_fraction=0.1", "--out", out])
+    assert rc == 0 and cfg.train.epochs == 2 and cfg.seed == 5 and cfg.optim.lr == 0.01
+    assert cfg.data.val_fraction == 0.1
+    rc, cfg = _parsed_train_config(monkeypatch, ["--set", "train.epochs=3", "seed=4", str(p), "--out", out])
+    assert rc == 0 and cfg.train.epochs == 3 and cfg.seed == 4
+    rc, cfg = _parsed_train_config(monkeypatch, ["--set", "train.epochs=3", str(p), "--set", "seed=9", "--out", out])
+    assert rc == 0 and cfg.train.epochs == 3 and cfg.seed == 9
+
+
+def test_train_cli_without_config_one_line_exit_2(capsys):
+    from mambaseg.cli import main
+
+    assert main(["train", "--set", "train.epochs=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config file is required" in err
+
+
+BOMB = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+@pytest.mark.parametrize("text,needle", [
+    (BOMB, "expands to more than"),
+    ("model: {name: unet_tiny, kwargs: {x: &x [1, 2]}}\n" + "".join(f"y{i}: *x\n" for i in range(150)), "aliases"),
+    ("model: {name: unet_tiny, kwargs: {x: &x [1, *x]}}\n", "recursive"),
+])
+def test_yaml_alias_bombs_refused_quickly_naming_the_file(tmp_path, text, needle):
+    p = tmp_path / "bomb.yaml"
+    p.write_text(text)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert time.perf_counter() - t0 < 2.0
+    msg = str(e.value)
+    assert "\n" not in msg and str(p) in msg and needle in msg, msg
+
+
+def test_yaml_bomb_in_set_value_refused():
+    assert apply_overrides(Config(), ["model.kwargs.x=[&a [1], *a]"]).model.kwargs["x"] == [[1], [1]]
+    with pytest.raises(ConfigError, match=r"--set model\.kwargs\.x.*aliases"):
+        apply_overrides(Config(), ["model.kwargs.x=[&a 1, " + ", ".join(["*a"] * 200) + "]"])
+
+
+def test_a_few_anchors_still_work(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data: {patch_size: &ps [32, 48]}\ninfer: {patch_size: *ps}\nmodel: {name: unet_tiny}\n")
+    cfg = load_config(p)
+    assert cfg.data.patch_size == cfg.infer.patch_size == (32, 48)

@@ -52,7 +52,15 @@ def _cmd_train(args) -> int:
     from .config import load_config
     from .engine.train import train
 
-    cfg = load_config(args.config, args.set + (["train.deterministic=true"] if args.deterministic else []))
+    # `train --set k=v CFG`: argparse hands CFG to --set (nargs="*"); the one item without "=" is the config
+    sets = list(args.set)
+    if args.config is None:
+        files = [s for s in sets if "=" not in s]
+        if len(files) != 1:
+            raise ValueError("a config file is required: mambaseg train CONFIG.yaml [--set KEY=VALUE ...]")
+        args.config = files[0]
+        sets.remove(args.config)
+    cfg = load_config(args.config, sets + (["train.deterministic=true"] if args.deterministic else []))
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     print(f"training done in {summary['train_seconds']:.0f} s, {summary['epochs_done']} epochs; "
@@ -166,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("train", help="train a model from a YAML config")
-    p.add_argument("config", help="YAML config file (see configs/)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys, e.g. train.epochs=5")
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/)")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. train.epochs=5 (repeatable; before or after the config)")
     p.add_argument("--out", help="run folder (default runs/<config>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint_last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

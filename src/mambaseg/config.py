@@ -8,14 +8,32 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["Config", "ModelCfg", "DataCfg", "LossCfg", "OptimCfg", "TrainCfg", "InferCfg", "load_config",
-           "apply_overrides", "config_to_dict", "config_from_dict", "ConfigError"]
+__all__ = [
+    "INFER_MODES",
+    "LAYOUTS",
+    "Config",
+    "ConfigError",
+    "DataCfg",
+    "InferCfg",
+    "LossCfg",
+    "ModelCfg",
+    "OptimCfg",
+    "TrainCfg",
+    "apply_overrides",
+    "check_device",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "safe_yaml",
+]
 
 
 class ConfigError(ValueError):
@@ -119,11 +137,19 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be a list, got {value!r}.")
         return tuple(value)
     if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}.")
         try:
             v = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}.") from None
-        return int(v) if isinstance(default, int) and v == int(v) else v
+        if not math.isfinite(v):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}.")
+        if isinstance(default, int):
+            if v != int(v):
+                raise ConfigError(f"config key '{key}' must be an integer, got {value!r}.")
+            return int(value) if isinstance(value, int) else int(v)
+        return v
     if isinstance(default, dict):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}.")
@@ -139,6 +165,168 @@ def _unknown(key: str, known) -> ConfigError:
     return ConfigError(f"unknown config key '{key}'.{hint} Known: {', '.join(sorted(known))}.")
 
 
+MAX_YAML_ALIASES = 100  # a config needs few or no anchors; billion-laughs documents need many references ...
+MAX_YAML_NODES = 100_000  # ... or few references nested deep: the document's size once every alias is expanded
+
+
+class _BudgetLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses alias bombs: at most :data:`MAX_YAML_ALIASES` alias references, no
+    recursive aliases, and at most :data:`MAX_YAML_NODES` nodes once every alias is expanded (what the config code
+    would copy). Checked on the composed node graph, before any Python object is constructed."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.alias_count = getattr(self, "alias_count", 0) + 1
+            if self.alias_count > MAX_YAML_ALIASES:
+                raise ConfigError(f"more than {MAX_YAML_ALIASES} YAML aliases (*name); refusing a document that "
+                                  f"may expand without bound.")
+        return super().compose_node(parent, index)
+
+    def construct_document(self, node):
+        _expanded_size(node)
+        return super().construct_document(node)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Number of nodes of ``root`` with every alias expanded; raises :class:`ConfigError` above the budget."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError("a YAML alias refers to the node that contains it (recursive document).")
+        active.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(size(k) + size(v) for k, v in node.value)
+        if n > MAX_YAML_NODES:
+            raise ConfigError(f"the YAML document expands to more than {MAX_YAML_NODES} nodes through its aliases "
+                              f"(*name); refusing it.")
+        active.discard(key)
+        sizes[key] = n
+        return n
+
+    return size(root)
+
+
+def safe_yaml(text: str, source: str) -> Any:
+    """Parse YAML text like ``yaml.safe_load`` within the alias budget; errors are one line naming ``source``."""
+    try:
+        return yaml.load(text, Loader=_BudgetLoader)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML ({str(e).splitlines()[0]}).") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply.") from None
+
+
+LAYOUTS = ("drive", "folder2d", "synthetic_drive", "msd", "brats", "synapse_npz", "btcv")  # = engine.data's 2D + 3D
+INFER_MODES = ("gaussian", "constant")  # sliding-window blending (engine.inference)
+_NULL_IS_ZERO = {"train.grad_clip", "train.time_limit_min"}  # null = off = 0
+
+
+def _positive_ints(lengths: tuple[int, ...]) -> Callable[[Any], bool]:
+    def ok(v) -> bool:
+        return len(v) in lengths and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+    return ok
+
+
+def _positive_numbers(v) -> bool:
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in v)
+
+
+def _window(v) -> bool:
+    return len(v) == 0 or (len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                and math.isfinite(x) for x in v) and v[0] < v[1])
+
+
+# key -> (check, what is expected); every value has already been coerced to the default's type by _coerce
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda v: 0 <= v < 2**63, "an integer >= 0"),
+    "model.name": (lambda v: bool(v.strip()), "a registered model name"),
+    "data.layout": (lambda v: v in LAYOUTS, "one of " + ", ".join(LAYOUTS)),
+    "data.val_fraction": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "data.num_classes": (lambda v: v >= 2, "an integer >= 2 (classes including background)"),
+    "data.patch_size": (_positive_ints((2, 3)), "2 or 3 positive integers"),
+    "data.fg_prob": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "data.augment": (lambda v: v in ("default", "light", "none"), "one of default, light, none"),
+    "data.modality": (lambda v: v.upper() in ("MR", "CT"), "MR or CT"),
+    "data.target_spacing": (lambda v: len(v) in (0, 3) and _positive_numbers(v), "[] or 3 positive numbers (mm)"),
+    "data.ct_window": (_window, "[] or [lo, hi] with lo < hi"),
+    "data.synthetic_cases": (lambda v: v >= 1, "an integer >= 1"),
+    "data.synthetic_size": (lambda v: v >= 16, "an integer >= 16"),
+    "loss.name": (lambda v: v in ("dice_ce", "ce", "dice"), "one of dice_ce, ce, dice"),
+    "loss.dice_weight": (lambda v: v >= 0, "a number >= 0"),
+    "loss.ce_weight": (lambda v: v >= 0, "a number >= 0"),
+    "optim.name": (lambda v: v.lower() in ("adam", "adamw", "sgd"), "one of adam, adamw, sgd"),
+    "optim.lr": (lambda v: v > 0, "a finite number > 0"),
+    "optim.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "optim.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.schedule": (lambda v: v in ("poly", "cosine", "constant"), "one of poly, cosine, constant"),
+    "optim.warmup_iters": (lambda v: v >= 0, "an integer >= 0"),
+    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "train.iters_per_epoch": (lambda v: v >= 1, "an integer >= 1"),
+    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "train.val_every": (lambda v: v >= 1, "an integer >= 1 (validate every N epochs)"),
+    "train.grad_clip": (lambda v: v >= 0, "a number >= 0 (0 or null = no clipping)"),
+    "train.num_threads": (lambda v: v >= 0, "an integer >= 0 (0 = torch default)"),
+    "train.time_limit_min": (lambda v: v >= 0, "a number >= 0 (0 = no limit)"),
+    "train.max_bad_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "train.device": (lambda v: _parse_device(v) is not None, "auto, cpu, cuda, cuda:N or mps"),
+    "infer.patch_size": (lambda v: len(v) == 0 or _positive_ints((2, 3))(v), "[] or 2 or 3 positive integers"),
+    "infer.overlap": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "infer.mode": (lambda v: v in INFER_MODES, "one of " + ", ".join(INFER_MODES)),
+    "infer.threshold": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "infer.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+
+def _check(key: str, value: Any) -> Any:
+    rule = _RULES.get(key)
+    if rule is not None and not rule[0](value):
+        shown = list(value) if isinstance(value, tuple) else value
+        raise ConfigError(f"config key '{key}' must be {rule[1]}, got {shown!r}.")
+    return value
+
+
+def _parse_device(name: str):
+    import torch
+
+    if name == "auto":
+        return "auto"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        return None
+    return dev if dev.type in ("cpu", "cuda", "mps") else None
+
+
+def check_device(name: str, key: str = "train.device") -> None:
+    """Raise a one-line :class:`ConfigError` when the configured device is not available on this machine."""
+    import torch
+
+    dev = _parse_device(name)
+    if dev is None:
+        raise ConfigError(f"config key '{key}' must be auto, cpu, cuda, cuda:N or mps, got {name!r}.")
+    if dev == "auto" or dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"config key '{key}' is {name!r} but CUDA is not available on this machine "
+                              f"(use auto or cpu).")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"config key '{key}' is {name!r} but this machine has {torch.cuda.device_count()} "
+                              f"CUDA device(s).")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"config key '{key}' is {name!r} but MPS is not available on this machine (use auto or cpu).")
+
+
 def config_from_dict(raw: dict) -> Config:
     """Build a :class:`Config` from nested dicts, checking every key and type."""
     if not isinstance(raw, dict):
@@ -146,16 +334,21 @@ def config_from_dict(raw: dict) -> Config:
     top = {}
     for key, value in raw.items():
         if key == "seed":
-            top["seed"] = _coerce(value, 0, "seed")
+            top["seed"] = _check("seed", _coerce(value, 0, "seed"))
         elif key in _SECTIONS:
             cls = _SECTIONS[key]
             defaults = cls()
             names = {f.name for f in dataclasses.fields(cls)}
             section = {}
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}.")
             for k, v in (value or {}).items():
                 if k not in names:
                     raise _unknown(f"{key}.{k}", names)
-                section[k] = _coerce(v, getattr(defaults, k), f"{key}.{k}")
+                name = f"{key}.{k}"
+                if v is None and name in _NULL_IS_ZERO:
+                    v = 0
+                section[k] = _check(name, _coerce(v, getattr(defaults, k), name))
             top[key] = cls(**section)
         else:
             raise _unknown(key, ["seed", *_SECTIONS])
@@ -188,7 +381,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             node = node[p]
         if parts[0] != "model" and parts[-1] not in node:
             raise _unknown(key, node.keys())
-        node[parts[-1]] = yaml.safe_load(text)
+        node[parts[-1]] = safe_yaml(text, f"--set {key.strip()}")
     return config_from_dict(raw)
 
 
@@ -198,9 +391,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]}).") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config ({e}).") from None
+    raw = safe_yaml(text, str(path)) or {}
     try:
         cfg = config_from_dict(raw)
     except ConfigError as e:

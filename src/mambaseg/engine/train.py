@@ -19,7 +19,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from ..config import Config, config_to_dict
+from ..config import Config, check_device, config_to_dict
 from ..losses import SegLoss
 from ..models import build_model
 from ..utils.seed import provenance, seed_everything
@@ -28,7 +28,7 @@ from .data import PatchSampler, load_dataset
 from .distributed import DistContext, init_distributed
 from .inference import logits_to_probs, probs_to_labels, sliding_window
 
-__all__ = ["train", "TrainingError", "build_optimizer", "build_scheduler", "validate", "case_dice"]
+__all__ = ["TrainingError", "build_optimizer", "build_scheduler", "case_dice", "train", "validate"]
 
 logger = logging.getLogger("mambaseg.train")
 
@@ -158,6 +158,7 @@ def _device(name: str) -> torch.device:
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
     """Train a model as configured; returns a summary dict (best/last metrics, paths, time)."""
+    check_device(cfg.train.device)  # before anything is written
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 logs
