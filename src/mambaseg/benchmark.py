@@ -42,8 +42,8 @@ __all__ = [
     "PRIMARY_METRIC",
     "BenchmarkError",
     "BenchmarkPlan",
+    "BenchmarkTestSet",
     "RunSpec",
-    "TestSet",
     "bootstrap_ci",
     "describe",
     "paired_comparison",
@@ -195,7 +195,7 @@ def parse_budget(minutes: str | float | None, steps: str | int | None) -> tuple[
 
 # --------------------------------------------------------------------------------------------------------- test set
 @dataclass(frozen=True)
-class TestSet:
+class BenchmarkTestSet:
     """Images (files or folder), labels folder and optional 2D field-of-view mask folder."""
 
     images: Path
@@ -208,7 +208,7 @@ class TestSet:
 
 
 def resolve_test_set(test: str | None = None, images: str | None = None, labels: str | None = None,
-                     mask: str | None = None) -> TestSet:
+                     mask: str | None = None) -> BenchmarkTestSet:
     """The test set from ``--test DIR`` (DRIVE split ``images/ + 1st_manual/ [+ mask/]``, MSD ``imagesTs/ +
     labelsTs/`` or ``imagesTr/ + labelsTr/``, or ``images/ + labels/``) or from ``--test-images/--test-labels``."""
     if test and (images or labels):
@@ -223,15 +223,15 @@ def resolve_test_set(test: str | None = None, images: str | None = None, labels:
                 m = root / "mask" if img == "images" and (root / "mask").is_dir() else None
                 if mask:
                     m = Path(mask)
-                return _checked_test(TestSet(root / img, root / lab, m))
+                return _checked_test(BenchmarkTestSet(root / img, root / lab, m))
         raise BenchmarkError(f"--test: {root} has no images/ + 1st_manual/ (DRIVE), imagesTs/ + labelsTs/ or "
                              f"imagesTr/ + labelsTr/ (MSD), or images/ + labels/ folders.")
     if not images or not labels:
         raise BenchmarkError("no test set: give --test DIR or both --test-images and --test-labels.")
-    return _checked_test(TestSet(Path(images), Path(labels), Path(mask) if mask else None))
+    return _checked_test(BenchmarkTestSet(Path(images), Path(labels), Path(mask) if mask else None))
 
 
-def _checked_test(ts: TestSet) -> TestSet:
+def _checked_test(ts: BenchmarkTestSet) -> BenchmarkTestSet:
     if not ts.images.exists():
         raise BenchmarkError(f"--test-images: not found: {ts.images}.")
     if not ts.labels.is_dir():
@@ -268,7 +268,7 @@ class BenchmarkPlan:
     threads: int
     parallel: int
     out: Path
-    test: TestSet
+    test: BenchmarkTestSet
     warnings: list[str]
 
 
@@ -291,8 +291,11 @@ def _budget_overrides(cfg: Config, minutes: float, steps: int) -> list[str]:
 def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str | float | None = None,
                    steps: str | int | None = None, seeds: str = "0", out: str | Path = "",
                    threads: str | int | None = 0, parallel: str | int | None = 1, sets: Sequence[str] = (),
-                   test: TestSet | None = None) -> BenchmarkPlan:
-    """Check every input and build the list of runs (nothing is trained or written)."""
+                   test: BenchmarkTestSet | dict | None = None) -> BenchmarkPlan:
+    """Check every input and build the list of runs (nothing is trained or written).
+
+    ``test`` is a :class:`BenchmarkTestSet` or the keyword arguments of :func:`resolve_test_set` (checked after the configs,
+    budget and seeds)."""
     if not configs:
         raise BenchmarkError("no training config given (expected one or more YAML files, e.g. configs/drive/unet_cpu.yaml).")
     if not out:
@@ -314,6 +317,8 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
         raise BenchmarkError(f"--models overrides the model of one config; got {len(configs)} configs.")
     if test is None:
         raise BenchmarkError("no test set: give --test DIR or both --test-images and --test-labels.")
+    if isinstance(test, dict):
+        test = resolve_test_set(**test)
     from .models import list_models
 
     known = list_models()
@@ -403,7 +408,7 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _run_state(spec: RunSpec, test: TestSet) -> tuple[str, str]:
+def _run_state(spec: RunSpec, test: BenchmarkTestSet) -> tuple[str, str]:
     """('done' | 'evaluate' | 'resume' | 'new', reason)."""
     d = spec.run_dir
     cfg_file = d / "config.yaml"
@@ -431,7 +436,7 @@ def _run_trainings(jobs: list[tuple[RunSpec, bool]], parallel: int, threads: int
                    log: Callable[[str], None]) -> dict[str, dict]:
     """Run ``(spec, resume)`` trainings as subprocesses, ``parallel`` at a time; per run: rc, peak RSS, wall time."""
     pending = list(jobs)
-    running: dict[int, tuple[RunSpec, subprocess.Popen, float, object]] = {}
+    running: dict[int, tuple[RunSpec, subprocess.Popen, float, object, bool]] = {}
     results: dict[str, dict] = {}
     env = train_env(threads)
     try:
@@ -445,22 +450,24 @@ def _run_trainings(jobs: list[tuple[RunSpec, bool]], parallel: int, threads: int
                 logf.flush()
                 proc = subprocess.Popen(train_command(spec, resume), env=env, stdout=logf, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
-                running[proc.pid] = (spec, proc, time.time(), logf)
+                running[proc.pid] = (spec, proc, time.time(), logf, resume)
                 log(f"{spec.name}: training started ({'resumed' if resume else 'new'}, pid {proc.pid})")
             time.sleep(0.2)
             for pid in list(running):
                 wpid, status, usage = os.wait4(pid, os.WNOHANG)
                 if wpid == 0:
                     continue
-                spec, proc, t0, logf = running.pop(pid)
+                spec, proc, t0, logf, resume = running.pop(pid)
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 logf.close()
                 results[spec.name] = {"rc": proc.returncode, "wall_seconds": round(time.time() - t0, 1),
                                       "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1)}  # Linux: ru_maxrss in KiB
+                _append_segment(spec.run_dir, dict(results[spec.name], resumed=resume,
+                                                   started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0))))
                 log(f"{spec.name}: training {'finished' if proc.returncode == 0 else 'FAILED'} "
                     f"({results[spec.name]['wall_seconds']:.0f} s, peak RSS {results[spec.name]['peak_rss_mb']:.0f} MB)")
     finally:
-        for pid, (spec, proc, _, logf) in running.items():  # interrupted: stop our children, keep their checkpoints
+        for spec, proc, _, logf, _ in running.values():  # interrupted: stop our children, keep their checkpoints
             proc.terminate()
             try:
                 proc.wait(timeout=30)
@@ -470,16 +477,24 @@ def _run_trainings(jobs: list[tuple[RunSpec, bool]], parallel: int, threads: int
     return results
 
 
-def _training_record(spec: RunSpec, proc_info: dict | None, previous: dict | None) -> dict:
-    """Steps, epochs, time and memory of one finished training (from its summary.json and metrics.jsonl)."""
+def _append_segment(run_dir: Path, segment: dict) -> None:
+    """Record one training subprocess (exit code, wall time, peak RSS) in ``benchmark_train.json``."""
+    path = run_dir / "benchmark_train.json"
+    segments = (_read_json(path) or {}).get("segments", [])
+    path.write_text(json.dumps({"segments": [*segments, segment]}, indent=2))
+
+
+def _training_record(spec: RunSpec) -> dict:
+    """Steps, epochs, time and memory of one finished training (from its summary.json, metrics.jsonl and the
+    training subprocesses recorded in benchmark_train.json; a resumed run has several)."""
     d = spec.run_dir
     summ = _read_json(d / "summary.json") or {}
     history = _read_history(d)
     ipe = spec.cfg.train.iters_per_epoch
     epochs = int(summ.get("epochs_done", len(history)))
     skipped = int(sum(int(h.get("skipped_steps", 0)) for h in history))
-    prev = previous or {}
-    rss = [x for x in (prev.get("peak_rss_mb"), (proc_info or {}).get("peak_rss_mb")) if x is not None]
+    segments = (_read_json(d / "benchmark_train.json") or {}).get("segments", [])
+    rss = [s["peak_rss_mb"] for s in segments if s.get("peak_rss_mb") is not None]
     return {"run": spec.name, "model": spec.label, "model_name": spec.cfg.model.name, "seed": spec.seed,
             "config": str(spec.config_path), "run_dir": str(d), "epochs": epochs, "steps": epochs * ipe,
             "skipped_steps": skipped, "iters_per_epoch": ipe, "train_seconds": summ.get("train_seconds"),
@@ -487,6 +502,8 @@ def _training_record(spec: RunSpec, proc_info: dict | None, previous: dict | Non
             "peak_rss_mb": max(rss) if rss else None, "threads": spec.cfg.train.num_threads,
             "budget_minutes": spec.cfg.train.time_limit_min or None,
             "budget_steps": (spec.cfg.train.epochs * ipe) if spec.cfg.train.epochs < _FOREVER_EPOCHS else None,
+            "wall_seconds": round(sum(s.get("wall_seconds", 0.0) for s in segments), 1) if segments else None,
+            "train_processes": len(segments),
             "checkpoint": str(d / "checkpoint_best.pt")}
 
 
@@ -505,13 +522,20 @@ def _read_history(run_dir: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------------- evaluation
-def _evaluate_run(spec: RunSpec, test: TestSet) -> dict:
+def _evaluate_run(spec: RunSpec, test: BenchmarkTestSet) -> dict:
     from .engine.evaluate import evaluate
     from .engine.predict import predict
 
     pred_dir, eval_dir = spec.run_dir / "test_pred", spec.run_dir / "test_eval"
     predict(spec.run_dir, test.images, pred_dir, probs=True, mask=test.mask, overwrite=True, progress=False)
     return evaluate(pred_dir, test.labels, eval_dir, mask=test.mask, overwrite=True)
+
+
+def _float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def case_metrics(result: dict) -> list[tuple[str, str, float]]:
@@ -529,12 +553,12 @@ def case_metrics(result: dict) -> list[tuple[str, str, float]]:
     for case in result["metric_per_case"]:
         per_class = case["metrics"]
         for key, name in (("Dice", "dice"), ("IoU", "iou"), ("HD95", "hd95")):
-            vals = [float(m[key]) for m in per_class.values() if m.get(key) is not None]
+            vals = [_float(m.get(key)) for m in per_class.values()]
             vals = [v for v in vals if not math.isnan(v)]
             rows.append((str(case["case_id"]), name, float(np.mean(vals)) if vals else float("nan")))
         for cls, m in per_class.items():
-            rows.append((str(case["case_id"]), f"dice:{cls}", float(m["Dice"])))
-            rows.append((str(case["case_id"]), f"hd95:{cls}", float(m["HD95"])))
+            rows.append((str(case["case_id"]), f"dice:{cls}", _float(m.get("Dice"))))
+            rows.append((str(case["case_id"]), f"hd95:{cls}", _float(m.get("HD95"))))
     return rows
 
 
@@ -599,6 +623,35 @@ def _agg(values: list) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------------ main
+def _evaluate_all(plan: BenchmarkPlan, states: dict, proc: dict, log: Callable[[str], None],
+                  ) -> tuple[list[dict], list[dict], list[str]]:
+    """Evaluate every trained run (reusing finished evaluations): (run records, results rows, failed runs)."""
+    records, rows, failed = [], [], []
+    for spec in plan.runs:
+        if spec.name in proc and proc[spec.name]["rc"] != 0:
+            failed.append(f"{spec.name} (exit {proc[spec.name]['rc']}, see {spec.run_dir / 'train_stdout.log'})")
+            continue
+        if not (spec.run_dir / "summary.json").is_file():
+            failed.append(f"{spec.name} (no summary.json after training)")
+            continue
+        state = states[spec.name][0]
+        if state == "done":
+            result = _read_json(spec.run_dir / "test_eval" / "summary.json")
+            record = _read_json(spec.run_dir / DONE_MARKER)["record"]
+        else:
+            record = _training_record(spec)
+            log(f"{spec.name}: predicting and evaluating {plan.test.images}")
+            result = _evaluate_run(spec, plan.test)
+            (spec.run_dir / DONE_MARKER).write_text(json.dumps({"record": record, "test": plan.test.to_dict(),
+                                                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
+                                                               indent=2, default=float))
+        records.append(record)
+        for case, metric, value in case_metrics(result):
+            rows.append({"model": spec.label, "seed": spec.seed, "case": case, "metric": metric, "value": value})
+
+    return records, rows, failed
+
+
 def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
                   log: Callable[[str], None] = print) -> dict:
     """Train (or skip/resume), evaluate and summarise every run of ``plan``; writes the three outputs."""
@@ -618,32 +671,12 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
             jobs.append((spec, state == "resume"))
     proc = _run_trainings(jobs, plan.parallel, plan.threads, log) if jobs else {}
 
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, plan.threads * plan.parallel))  # trainings are over: evaluation may use them all
-    records, rows, failed = [], [], []
-    for spec in plan.runs:
-        if spec.name in proc and proc[spec.name]["rc"] != 0:
-            failed.append(f"{spec.name} (exit {proc[spec.name]['rc']}, see {spec.run_dir / 'train_stdout.log'})")
-            continue
-        if not (spec.run_dir / "summary.json").is_file():
-            failed.append(f"{spec.name} (no summary.json after training)")
-            continue
-        marker = _read_json(spec.run_dir / DONE_MARKER) or {}
-        state = states[spec.name][0]
-        if state == "done":
-            result = _read_json(spec.run_dir / "test_eval" / "summary.json")
-            record = marker["record"]
-        else:
-            record = _training_record(spec, proc.get(spec.name), marker.get("record"))
-            log(f"{spec.name}: predicting and evaluating {plan.test.images}")
-            result = _evaluate_run(spec, plan.test)
-            record["wall_seconds"] = (proc.get(spec.name) or {}).get("wall_seconds", record.get("wall_seconds"))
-            (spec.run_dir / DONE_MARKER).write_text(json.dumps({"record": record, "test": plan.test.to_dict(),
-                                                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
-                                                               indent=2, default=float))
-        records.append(record)
-        for case, metric, value in case_metrics(result):
-            rows.append({"model": spec.label, "seed": spec.seed, "case": case, "metric": metric, "value": value})
-
+    try:
+        records, rows, failed = _evaluate_all(plan, states, proc, log)
+    finally:
+        torch.set_num_threads(threads_before)
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["model", "seed", "case", "metric", "value"])
         w.writeheader()

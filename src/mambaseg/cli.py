@@ -123,9 +123,9 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_benchmark(args) -> int:
-    from .benchmark import format_plan, plan_benchmark, resolve_test_set, run_benchmark
+    from .benchmark import format_plan, plan_benchmark, run_benchmark
 
-    test = resolve_test_set(args.test, args.test_images, args.test_labels, args.test_mask)
+    test = {"test": args.test, "images": args.test_images, "labels": args.test_labels, "mask": args.test_mask}
     plan = plan_benchmark(args.configs, args.models, args.budget_minutes, args.steps, args.seeds, args.out,
                           args.threads, args.parallel, args.set, test)
     if args.dry_run:

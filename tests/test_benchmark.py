@@ -1,0 +1,363 @@
+"""``mambaseg benchmark``: the statistics on constructed examples, the plan (budgets, subprocess command lines), bad
+input, and end to end on tiny synthetic 2D and 3D data (train -> evaluate -> results; rerun skips; resume)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mambaseg.benchmark import (
+    BenchmarkError,
+    BenchmarkTestSet,
+    bootstrap_ci,
+    describe,
+    paired_comparison,
+    parse_budget,
+    parse_models,
+    parse_seeds,
+    plan_benchmark,
+    summarize,
+    train_command,
+)
+from mambaseg.benchmark_html import render_html
+from mambaseg.cli import main
+from mambaseg.data.synthetic import write_synthetic_drive
+
+CONFIG = """
+seed: 0
+model: {name: unet_tiny}
+data: {layout: drive, root: "%s", val_fraction: 0.25, patch_size: [32, 32], fov: true, augment: none}
+optim: {lr: 3.0e-3}
+train: {epochs: 7, iters_per_epoch: 2, batch_size: 2, val_every: 1, time_limit_min: 9}
+infer: {patch_size: [48, 48]}
+"""
+
+MODELS = "unet_tiny,akmamba_net_tiny"
+
+
+# ------------------------------------------------------------------------------------------------------ statistics
+def test_describe_known_values():
+    d = describe([1.0, 2.0, 3.0, 4.0, float("nan")])
+    assert d["n"] == 4 and d["mean"] == 2.5 and d["median"] == 2.5
+    assert d["sd"] == pytest.approx(math.sqrt(5 / 3))  # ddof=1: sum of squares 5 over 3
+    assert d["ci95"][0] < 2.5 < d["ci95"][1]
+    one = describe([0.7])
+    assert one["n"] == 1 and one["ci95"] == [0.7, 0.7] and math.isnan(one["sd"])
+    assert describe([])["n"] == 0
+
+
+def test_bootstrap_ci_constant_reproducible_and_narrowing():
+    assert bootstrap_ci([0.3] * 8) == (0.3, 0.3)
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.8, 0.05, 20)
+    lo, hi = bootstrap_ci(x, n_boot=5000, seed=3)
+    assert (lo, hi) == bootstrap_ci(x, n_boot=5000, seed=3)  # seeded
+    assert lo < x.mean() < hi
+    # the percentile CI of a mean is close to mean +- 1.96 SE for a normal sample
+    se = x.std(ddof=1) / math.sqrt(x.size)
+    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.2)
+    big = rng.normal(0.8, 0.05, 400)
+    lo2, hi2 = bootstrap_ci(big, n_boot=2000)
+    assert hi2 - lo2 < (hi - lo) / 2
+
+
+def test_paired_comparison_known_difference():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.6, 0.85, 12)
+    b = a + 0.05
+    res = paired_comparison(a, b)
+    assert res["n"] == 12
+    assert res["mean_difference"] == pytest.approx(0.05, abs=1e-12)
+    assert res["ci95"][0] == pytest.approx(0.05, abs=1e-12) and res["ci95"][1] == pytest.approx(0.05, abs=1e-12)
+    # every difference positive: the exact two-sided signed-rank p is 2 / 2^12
+    assert res["wilcoxon_p"] == pytest.approx(2 / 2 ** 12)
+    # direction: a - b is -0.05
+    assert paired_comparison(b, a)["mean_difference"] == pytest.approx(-0.05, abs=1e-12)
+    # symmetric noise around zero: no evidence of a difference
+    noise = np.array([0.01, -0.012, 0.02, -0.018, 0.005, -0.004, 0.03, -0.031, 0.002, -0.001])
+    res0 = paired_comparison(a[:10], a[:10] + noise)
+    assert res0["wilcoxon_p"] > 0.5 and res0["ci95"][0] < 0 < res0["ci95"][1]
+    # identical samples: p = 1, difference 0; NaN pairs are dropped
+    same = paired_comparison(a, a)
+    assert same["wilcoxon_p"] == 1.0 and same["mean_difference"] == 0.0
+    with_nan = paired_comparison([np.nan, *a], [0.5, *b])
+    assert with_nan["n"] == 12
+    with pytest.raises(ValueError):
+        paired_comparison([1.0, 2.0], [1.0])
+
+
+def test_summarize_seed_and_case_averaging():
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.6, 0.8, 10)
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.02)):
+        for i, v in enumerate(base):
+            rows.append({"model": "a", "seed": seed, "case": f"c{i}", "metric": "dice", "value": v + shift})
+            rows.append({"model": "b", "seed": seed, "case": f"c{i}", "metric": "dice", "value": v + shift + 0.05})
+            rows.append({"model": "a", "seed": seed, "case": f"c{i}", "metric": "hd95", "value": 3.0})
+    s = summarize(rows, ["a", "b"], n_boot=2000)
+    a = s["models"]["a"]["metrics"]["dice"]
+    # over cases: each case averaged over the seeds first (base + 0.01), then 10 cases
+    assert a["over_cases"]["n"] == 10 and a["over_cases"]["mean"] == pytest.approx(base.mean() + 0.01)
+    assert a["over_cases"]["sd"] == pytest.approx(base.std(ddof=1))
+    # over seeds: the two per-seed means
+    assert a["over_seeds"]["values"] == pytest.approx([base.mean(), base.mean() + 0.02])
+    assert a["over_seeds"]["sd"] == pytest.approx(0.02 / math.sqrt(2))
+    assert s["models"]["a"]["metrics"]["hd95"]["higher_is_better"] is False
+    (c,) = [c for c in s["comparisons"] if c["metric"] == "dice"]
+    assert (c["a"], c["b"], c["n"]) == ("a", "b", 10)
+    assert c["mean_difference"] == pytest.approx(0.05, abs=1e-12)
+    assert c["ci95"] == pytest.approx([0.05, 0.05], abs=1e-12)
+    assert c["wilcoxon_p"] == pytest.approx(2 / 2 ** 10)
+    assert s["metrics"][0] == "dice"
+
+
+# ----------------------------------------------------------------------------------------------- parsing, the plan
+def test_parsers():
+    assert parse_seeds("0, 1,7") == [0, 1, 7]
+    for bad in ("a,b", "1.5", "", "-1", "0,0"):
+        with pytest.raises(BenchmarkError, match="--seeds"):
+            parse_seeds(bad)
+    assert parse_budget("1.5", None) == (1.5, 0) and parse_budget(None, "20") == (0.0, 20)
+    for minutes, steps in (("0", None), ("-2", None), ("x", None), (None, "0"), (None, "2.5"), (None, None)):
+        with pytest.raises(BenchmarkError):
+            parse_budget(minutes, steps)
+    assert parse_models("unet_tiny, akmamba_net_tiny") == ["unet_tiny", "akmamba_net_tiny"]
+    with pytest.raises(BenchmarkError, match="unet_tinny"):
+        parse_models("unet_tinny")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench ü")  # space and non-ASCII in every path
+    d = write_synthetic_drive(root / "drive", n_train=4, n_test=3, size=(48, 52), seed=1)
+    cfg = root / "cfg.yaml"
+    cfg.write_text(CONFIG % d)
+    return root, d, cfg
+
+
+def test_plan_budgets_and_parallel_command_lines(data, tmp_path):
+    _, d, cfg = data
+    test = BenchmarkTestSet(d / "test" / "images", d / "test" / "1st_manual", d / "test" / "mask")
+    plan = plan_benchmark([str(cfg)], MODELS, None, "5", "0,1", tmp_path / "out", "1", "2", [], test)
+    assert [s.name for s in plan.runs] == ["unet_tiny_seed0", "unet_tiny_seed1", "akmamba_net_tiny_seed0",
+                                           "akmamba_net_tiny_seed1"]
+    assert plan.threads == 1 and plan.parallel == 2
+    spec = plan.runs[3]
+    assert spec.run_dir == tmp_path / "out" / "runs" / "akmamba_net_tiny_seed1"
+    # 5 steps at 2 per epoch -> 3 epochs; the config's time limit is switched off (only the step budget counts)
+    assert (spec.cfg.train.epochs, spec.cfg.train.iters_per_epoch, spec.cfg.train.time_limit_min) == (3, 2, 0)
+    assert spec.cfg.seed == 1 and spec.cfg.model.name == "akmamba_net_tiny" and spec.cfg.model.kwargs == {}
+    assert spec.cfg.train.num_threads == 1
+    cmd = train_command(spec)
+    assert cmd[:5] == [sys.executable, "-m", "mambaseg", "train", str(cfg)]
+    assert cmd[cmd.index("--out") + 1] == str(spec.run_dir) and "--resume" not in cmd
+    sets = cmd[cmd.index("--set") + 1:]
+    assert {"seed=1", "model.name=akmamba_net_tiny", "train.num_threads=1", "train.epochs=3",
+            "train.iters_per_epoch=2", "train.time_limit_min=0"} <= set(sets)
+    assert "--resume" in train_command(spec, resume=True)
+    from mambaseg.benchmark import train_env
+
+    env = train_env(1, {"PATH": "/bin"})
+    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1" and env["PATH"] == "/bin"
+    # a time budget only: the clock ends training, not the epoch count
+    plan = plan_benchmark([str(cfg)], "", "0.5", None, "3", tmp_path / "o2", "2", "1", [], test)
+    (spec,) = plan.runs
+    assert spec.cfg.train.time_limit_min == 0.5 and spec.cfg.train.epochs >= 10 ** 6 and spec.name == "unet_tiny_seed3"
+    # 1 step: one epoch of one iteration
+    plan = plan_benchmark([str(cfg)], "", None, "1", "0", tmp_path / "o3", "1", "1", [], test)
+    assert (plan.runs[0].cfg.train.epochs, plan.runs[0].cfg.train.iters_per_epoch) == (1, 1)
+
+
+def _one_line_error(capsys, args, needle):
+    code = main(args)
+    err = capsys.readouterr().err
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert needle in lines[0], lines[0]
+
+
+def test_bad_input(data, tmp_path, capsys):
+    _, d, cfg = data
+    common = ["--test", str(d / "test"), "--out", str(tmp_path / "o")]
+    cases = [
+        ([str(cfg), "--models", "unet_tiny,nope_net", "--steps", "2", *common], "nope_net"),
+        (["--steps", "2", *common], "no training config"),
+        ([str(cfg), "--steps", "2", "--seeds", "a,b", *common], "--seeds"),
+        ([str(cfg), "--budget-minutes", "0", *common], "--budget-minutes"),
+        ([str(cfg), "--budget-minutes", "-1", *common], "--budget-minutes"),
+        ([str(cfg), "--steps", "0", *common], "--steps"),
+        ([str(cfg), *common], "no budget"),
+        ([str(cfg), "--steps", "2", "--test", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], "missing"),
+        ([str(cfg), "--steps", "2", "--test", str(tmp_path), "--out", str(tmp_path / "o")], "1st_manual"),
+        ([str(cfg), "--steps", "2", "--test-images", str(d / "test" / "images"), "--out", str(tmp_path / "o")],
+         "--test-labels"),
+        ([str(tmp_path / "nope.yaml"), "--steps", "2", *common], "nope.yaml"),
+        ([str(cfg), str(cfg), "--models", MODELS, "--steps", "2", *common], "--models"),
+        ([str(cfg), "--steps", "2", "--parallel", "0", *common], "--parallel"),
+    ]
+    for args, needle in cases:
+        _one_line_error(capsys, ["benchmark", *args], needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_dry_run_prints_plan(data, tmp_path, capsys):
+    _, d, cfg = data
+    out = tmp_path / "o"
+    assert main(["benchmark", str(cfg), "--models", MODELS, "--budget-minutes", "60", "--seeds", "0,1",
+                 "--parallel", "2", "--threads", "1", "--test", str(d / "test"), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "2 model(s) x 2 seed(s) = 4 run(s); budget 60 min per run; 1 thread(s) per run, 2 run(s) side by side" \
+        in text
+    assert text.count("OMP_NUM_THREADS=1") == 4 and "akmamba_net_tiny_seed1 [new]" in text
+    assert not out.exists()
+
+
+def test_drive_benchmark_script_parses(capsys):
+    repo = Path(__file__).resolve().parents[1]
+    script = (repo / "benchmarks" / "drive_benchmark.sh").read_text()
+    for needle in ("configs/drive/akmamba_net_cpu.yaml", "configs/drive/unet_cpu.yaml", "--budget-minutes 60",
+                   "--seeds 0,1", "--parallel 2", "--threads 1", "benchmarks/results/drive_benchmark"):
+        assert needle in script, needle
+
+
+# ------------------------------------------------------------------------------------------------------ end to end
+def _read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_end_to_end_2d_rerun_skips_and_resumes(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MAMBASEG_NO_CPU_KERNEL", "1")  # no compiled-kernel load in every training subprocess
+    _, d, cfg = data
+    out = tmp_path / "bench"
+    args = ["benchmark", str(cfg), "--models", MODELS, "--steps", "4", "--seeds", "0,1", "--test", str(d / "test"),
+            "--out", str(out), "--threads", "1", "--parallel", "1", "--n-boot", "500"]
+    assert main(args) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    runs = ["unet_tiny_seed0", "unet_tiny_seed1", "akmamba_net_tiny_seed0", "akmamba_net_tiny_seed1"]
+    for r in runs:
+        for name in ("checkpoint_best.pt", "metrics.jsonl", "benchmark_done.json", "test_eval/summary.json",
+                     "test_pred/01_test.png", "train_stdout.log"):
+            assert (out / "runs" / r / name).is_file(), (r, name)
+    rows = _read_rows(out / "results.csv")
+    assert set(rows[0]) == {"model", "seed", "case", "metric", "value"}
+    keys = {(r["model"], r["seed"], r["case"], r["metric"]) for r in rows}
+    assert len(keys) == len(rows)  # one row per model, seed, case, metric
+    dice = {(r["model"], r["seed"], r["case"]) for r in rows if r["metric"] == "dice"}
+    assert dice == {(m, s, c) for m in MODELS.split(",") for s in "01" for c in ("01_test", "02_test", "03_test")}
+    assert {"dice", "iou", "precision", "recall", "auc"} <= {r["metric"] for r in rows}
+    assert all(math.isnan(float(r["value"])) or 0.0 <= float(r["value"]) <= 1.0 for r in rows)
+    # the per-case values are the run's own evaluation
+    ev = json.loads((out / "runs" / "unet_tiny_seed1" / "test_eval" / "summary.json").read_text())
+    ev02 = next(r for r in ev["metric_per_case"] if r["case"] == "02_test")
+    row = next(r for r in rows if (r["model"], r["seed"], r["case"], r["metric"]) == ("unet_tiny", "1", "02_test",
+                                                                                        "dice"))
+    assert float(row["value"]) == pytest.approx(ev02["dice"])
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["models"]) == ["unet_tiny", "akmamba_net_tiny"]
+    assert summary["budget"] == {"minutes": None, "steps": 4} and summary["threads_per_run"] == 1
+    for label, info in summary["models"].items():
+        assert info["runs"] == 2 and info["steps"]["mean"] == 4 and info["epochs"]["mean"] == 2
+        oc = info["metrics"]["dice"]["over_cases"]
+        mine = [np.mean([float(r["value"]) for r in rows if r["model"] == label and r["case"] == c
+                         and r["metric"] == "dice"]) for c in ("01_test", "02_test", "03_test")]
+        assert oc["n"] == 3 and oc["mean"] == pytest.approx(np.mean(mine))
+        assert info["metrics"]["dice"]["over_seeds"]["n"] == 2
+    assert len(summary["runs"]) == 4
+    for rec in summary["runs"]:
+        assert rec["steps"] == 4 and rec["epochs"] == 2 and rec["threads"] == 1 and rec["budget_steps"] == 4
+        assert rec["peak_rss_mb"] > 50 and rec["train_seconds"] >= 0 and rec["train_processes"] == 1
+    (comp,) = [c for c in summary["comparisons"] if c["metric"] == "dice"]
+    assert (comp["a"], comp["b"], comp["n"]) == ("unet_tiny", "akmamba_net_tiny", 3)
+    assert 0 < comp["wilcoxon_p"] <= 1 and comp["ci95"][0] <= comp["mean_difference"] <= comp["ci95"][1]
+    page = (out / "index.html").read_text()
+    assert "unet_tiny" in page and "Paired comparisons" in page and "Wilcoxon" in page
+    assert page.count("data:image/png;base64,") >= 2  # per-case plot + learning curves (matplotlib is a dev dep)
+
+    # rerun the same command: every run is skipped, nothing retrained
+    stamps = {r: (out / "runs" / r / "checkpoint_last.pt").stat().st_mtime_ns for r in runs}
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("training skipped (finished earlier)") == 4 and "training started" not in err
+    assert {r: (out / "runs" / r / "checkpoint_last.pt").stat().st_mtime_ns for r in runs} == stamps
+    assert json.loads((out / "summary.json").read_text())["models"]["unet_tiny"]["metrics"]["dice"] == \
+        summary["models"]["unet_tiny"]["metrics"]["dice"]
+
+    # two runs interrupted before training finished: they resume from checkpoint_last.pt, side by side
+    for r in ("unet_tiny_seed1", "akmamba_net_tiny_seed0"):
+        for name in ("summary.json", "benchmark_done.json", "checkpoint_best.pt"):
+            (out / "runs" / r / name).unlink()
+    assert main([*args[:-4], "--parallel", "2", "--n-boot", "500"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("training started (resumed") == 2 and err.count("skipped (finished earlier)") == 2
+    seg = json.loads((out / "runs" / "unet_tiny_seed1" / "benchmark_train.json").read_text())["segments"]
+    assert [s["resumed"] for s in seg] == [False, True]
+    assert (out / "runs" / "unet_tiny_seed0" / "checkpoint_last.pt").stat().st_mtime_ns == stamps["unet_tiny_seed0"]
+    assert len(_read_rows(out / "results.csv")) == len(rows)
+
+    # a changed budget in the same --out is refused (the runs would not be comparable)
+    assert args[4:6] == ["--steps", "4"]
+    _one_line_error(capsys, [*args[:4], "--steps", "6", *args[6:]], "different configuration")
+
+
+def test_end_to_end_3d(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MAMBASEG_NO_CPU_KERNEL", "1")
+    from mambaseg.data.phantom3d import write_phantom_msd
+
+    task = write_phantom_msd(tmp_path / "task", n_cases=4, shape=(20, 24, 18))
+    test = write_phantom_msd(tmp_path / "test", n_cases=2, shape=(22, 19, 17), seed=3)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"""
+model: {{name: dm_segnet_tiny}}
+data: {{layout: msd, root: "{task}", num_classes: 3, patch_size: [16, 16, 16], val_fraction: 0.25, augment: none}}
+train: {{epochs: 1, iters_per_epoch: 1, batch_size: 1, val_every: 1}}
+infer: {{overlap: 0.0, batch_size: 2}}
+""")
+    out = tmp_path / "bench"
+    assert main(["benchmark", str(cfg), "--steps", "1", "--seeds", "0", "--test", str(test), "--out", str(out),
+                 "--threads", "1", "--n-boot", "200"]) == 0
+    rows = _read_rows(out / "results.csv")
+    metrics = {r["metric"] for r in rows}
+    assert {"dice", "iou", "hd95", "dice:Anterior", "dice:Posterior", "hd95:Anterior"} <= metrics
+    assert {r["case"] for r in rows} == {"phantom_000", "phantom_001"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"]["dm_segnet_tiny"]["metrics"]["hd95"]["higher_is_better"] is False
+    ev = json.loads((out / "runs" / "dm_segnet_tiny_seed0" / "test_eval" / "summary.json").read_text())
+    assert summary["models"]["dm_segnet_tiny"]["metrics"]["dice"]["over_cases"]["mean"] == \
+        pytest.approx(ev["foreground_mean"]["Dice"])
+
+
+def test_html_without_matplotlib(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *a, **k):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    rows = [{"model": m, "seed": 0, "case": f"c{i}", "metric": "dice", "value": 0.5 + 0.1 * i}
+            for m in ("a", "b") for i in range(3)]
+    stats = summarize(rows, ["a", "b"], n_boot=100)
+    agg = {"mean": 4.0, "min": 4.0, "max": 4.0}
+    for info in stats["models"].values():
+        info.update(steps=agg, epochs=agg, train_seconds=agg, peak_rss_mb=agg, parameters=10)
+    summary = {"primary_metric": "dice", "budget": {"minutes": None, "steps": 4}, "threads_per_run": 1,
+               "parallel": 1, "seeds": [0], "test": {"images": "x"}, "created": "now", "command": "mambaseg benchmark",
+               "models": stats["models"], "metrics": stats["metrics"], "comparisons": stats["comparisons"],
+               "runs": [], "statistics": {"over_cases": "c", "over_seeds": "s", "comparisons": "p"},
+               "checkpoint": "best"}
+    page = render_html(summary, rows)
+    assert "matplotlib is not installed" in page and "data:image/png" not in page and "<table" in page
