@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main", "package_version"]
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -141,8 +141,22 @@ def _cmd_benchmark(args) -> int:
     return 0
 
 
+def package_version() -> str:
+    """The installed distribution's version (package metadata), else ``mambaseg.__version__`` (source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mambaseg")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambaseg", description="Mamba medical image segmentation that runs anywhere.")
+    parser.add_argument("--version", action="version", version=f"mambaseg {package_version()}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("bench", help="benchmarks: scan, models2d, models3d")
