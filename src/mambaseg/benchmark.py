@@ -294,10 +294,11 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
                    test: BenchmarkTestSet | dict | None = None) -> BenchmarkPlan:
     """Check every input and build the list of runs (nothing is trained or written).
 
-    ``test`` is a :class:`BenchmarkTestSet` or the keyword arguments of :func:`resolve_test_set` (checked after the configs,
-    budget and seeds)."""
+    ``test`` is a :class:`BenchmarkTestSet` or the keyword arguments of :func:`resolve_test_set` (checked after the
+    configs, budget and seeds)."""
     if not configs:
-        raise BenchmarkError("no training config given (expected one or more YAML files, e.g. configs/drive/unet_cpu.yaml).")
+        raise BenchmarkError("no training config given (expected one or more YAML files, e.g. "
+                             "configs/drive/unet_cpu.yaml).")
     if not out:
         raise BenchmarkError("--out: an output folder is required.")
     minutes, n_steps = parse_budget(budget_minutes, steps)
@@ -348,8 +349,8 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
     warn = []
     for (name, path, extra), label in zip(entries, labels):
         for seed in seed_list:
-            pre = load_config(path, list(sets) + extra)
-            over = [*sets, *extra, f"seed={seed}", *_budget_overrides(pre, minutes, n_steps),
+            pre = load_config(path, extra + list(sets))
+            over = [*extra, *sets, f"seed={seed}", *_budget_overrides(pre, minutes, n_steps),
                     f"train.num_threads={thr}"]
             cfg = load_config(path, over)
             if cfg.data.layout == "synthetic_drive":
@@ -464,8 +465,9 @@ def _run_trainings(jobs: list[tuple[RunSpec, bool]], parallel: int, threads: int
                                       "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1)}  # Linux: ru_maxrss in KiB
                 _append_segment(spec.run_dir, dict(results[spec.name], resumed=resume,
                                                    started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0))))
+                res = results[spec.name]
                 log(f"{spec.name}: training {'finished' if proc.returncode == 0 else 'FAILED'} "
-                    f"({results[spec.name]['wall_seconds']:.0f} s, peak RSS {results[spec.name]['peak_rss_mb']:.0f} MB)")
+                    f"({res['wall_seconds']:.0f} s, peak RSS {res['peak_rss_mb']:.0f} MB)")
     finally:
         for spec, proc, _, logf, _ in running.values():  # interrupted: stop our children, keep their checkpoints
             proc.terminate()
@@ -690,7 +692,8 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
             "runs": len(recs), "seeds": [r["seed"] for r in recs],
             "steps": _agg([r["steps"] for r in recs]), "epochs": _agg([r["epochs"] for r in recs]),
             "train_seconds": _agg([r["train_seconds"] for r in recs]),
-            "peak_rss_mb": _agg([r["peak_rss_mb"] for r in recs]), "parameters": recs[0]["parameters"] if recs else None,
+            "peak_rss_mb": _agg([r["peak_rss_mb"] for r in recs]),
+            "parameters": recs[0]["parameters"] if recs else None,
         })
     summary = {
         "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -701,7 +704,8 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
                                      "95 % percentile bootstrap CI of the mean over cases",
                        "over_seeds": "each seed's mean over cases; the same statistics over seeds",
                        "comparisons": "paired per-case difference b - a of seed-averaged values: mean, 95 % "
-                                      "percentile bootstrap CI, two-sided Wilcoxon signed-rank p (scipy.stats.wilcoxon)",
+                                      "percentile bootstrap CI, two-sided Wilcoxon signed-rank p "
+                                      "(scipy.stats.wilcoxon)",
                        "n_boot": n_boot, "bootstrap_seed": 0},
         "checkpoint": "checkpoint_best.pt of each run (best validation Dice, chosen by train on its validation split)",
         "comparisons": stats["comparisons"], "runs": records, "failed": failed, "warnings": plan.warnings,
