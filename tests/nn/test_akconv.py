@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from mambaseg.nn.akconv import AKConv, initial_sampling_shape
+from mambaseg.nn import akconv_kernel
+from mambaseg.nn.akconv import AKConv, initial_sampling_shape, set_kernel_enabled
 
 
 def _points(pn: torch.Tensor) -> list[tuple[int, int]]:
@@ -150,3 +151,134 @@ def test_gradients_reach_offsets_and_input():
     for name, prm in m.named_parameters():
         assert prm.grad is not None and torch.isfinite(prm.grad).all(), name
     assert m.p_conv.weight.grad.abs().sum() > 0 and x.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compiled CPU kernel (mambaseg.nn.akconv_kernel) vs the pure-PyTorch reference and the per-pixel loop
+# ---------------------------------------------------------------------------------------------------------------
+needs_kernel = pytest.mark.skipif(not akconv_kernel.available(), reason="AKConv CPU kernel could not be built")
+
+
+def _both_paths(m: AKConv, x: torch.Tensor):
+    """Output and gradients (input, p_conv weight/bias, mixing weight) with the kernel off, then on."""
+    results = []
+    for enabled in (False, True):
+        previous = set_kernel_enabled(enabled)
+        try:
+            xx = x.detach().clone().requires_grad_(True)
+            y = m(xx)
+            g = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(3))
+            grads = torch.autograd.grad((y * g).sum(), [xx, m.p_conv.weight, m.p_conv.bias, m.conv[0].weight])
+            results.append((y.detach(), grads))
+        finally:
+            set_kernel_enabled(previous)
+    return results
+
+
+@needs_kernel
+@pytest.mark.parametrize("zero_pad", [False, True])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("n", [1, 3, 5, 9, 11])
+def test_kernel_matches_reference_fp64(n, stride, zero_pad):
+    """Same arithmetic up to summation order: fp64 results agree to ~1e-13; 1e-9 leaves a wide margin."""
+    torch.manual_seed(n * 10 + stride)
+    m = AKConv(3, 4, n, stride=stride, centred=zero_pad, zero_pad=zero_pad).double().train()
+    torch.nn.init.normal_(m.p_conv.weight, std=0.8)  # varied offsets, many points outside the 7x9 map
+    x = torch.randn(2, 3, 7, 9, dtype=torch.double)
+    with torch.no_grad():
+        p = m.sampling_positions(x)
+    assert (p < 0).any() and (p[:, :n] > 6).any() and (p[:, n:] > 8).any(), "positions outside the map"
+    (y0, g0), (y1, g1) = _both_paths(m, x)
+    torch.testing.assert_close(y1, y0, rtol=1e-9, atol=1e-9)
+    for name, a, b in zip(("input", "p_conv.weight", "p_conv.bias", "weight"), g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=lambda s, name=name: f"{name}: {s}")
+
+
+@needs_kernel
+@pytest.mark.parametrize("n, zero_pad", [(5, False), (9, True)])
+def test_kernel_matches_per_pixel_loop(n, zero_pad):
+    """The kernel's sampling (weight = identity selector) equals the independent loop from the spec."""
+    torch.manual_seed(7)
+    b, c, hh, ww = 2, 2, 6, 7
+    x = torch.randn(b, c, hh, ww, dtype=torch.double)
+    p = torch.randn(b, 2 * n, 5, 4, dtype=torch.double) * 3 + 2.5  # many outside [0, 5] / [0, 6]
+    ref = _loop_sample(x, p, zero_pad)  # (B, C, h, w, N)
+    xs, ps = (torch.nn.functional.pad(x, (1, 1, 1, 1)), p + 1) if zero_pad else (x, p)
+    for ci in range(c):
+        for k in range(n):
+            sel = torch.zeros(1, c * n, dtype=torch.double)
+            sel[0, ci * n + k] = 1.0  # picks channel ci, point k
+            got = akconv_kernel.akconv_sample_mix(xs, ps, sel)[:, 0]
+            torch.testing.assert_close(got, ref[:, ci, :, :, k], rtol=1e-12, atol=1e-12)
+
+
+@needs_kernel
+@pytest.mark.parametrize("zero_pad", [False, True])
+def test_kernel_float32_close_to_reference(zero_pad):
+    """fp32: relative error ~1e-6 per sum of C·N products; 1e-4 is a safe bound for these magnitudes."""
+    torch.manual_seed(5)
+    m = AKConv(8, 6, 9, stride=1, centred=zero_pad, zero_pad=zero_pad).train()
+    torch.nn.init.normal_(m.p_conv.weight, std=0.3)
+    x = torch.randn(2, 8, 17, 15)
+    (y0, g0), (y1, g1) = _both_paths(m, x)
+    torch.testing.assert_close(y1, y0, rtol=1e-4, atol=1e-4)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+
+
+@needs_kernel
+def test_kernel_gradcheck():
+    """Analytic gradients of the kernel (x, positions, weight) against finite differences in fp64. Positions keep
+    their fractional parts in [0.2, 0.8] so that no finite-difference step crosses a bilinear kink."""
+    g = torch.Generator().manual_seed(0)
+    n, c, co = 3, 2, 3
+    x = torch.randn(1, c, 5, 6, dtype=torch.double, generator=g, requires_grad=True)
+    whole = torch.randint(-2, 8, (1, 2 * n, 3, 4), generator=g).double()
+    p = (whole + 0.2 + 0.6 * torch.rand(1, 2 * n, 3, 4, dtype=torch.double, generator=g)).requires_grad_(True)
+    w = torch.randn(co, c * n, dtype=torch.double, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(akconv_kernel.akconv_sample_mix, (x, p, w), eps=1e-6, atol=1e-6)
+
+
+@needs_kernel
+def test_kernel_deterministic_across_runs_and_threads():
+    """Run to run: bit-identical. Across thread counts: the sampling, scatter and position reductions are split by
+    shape only; checked with an identity mixing weight, for which the BLAS product is exact in any order."""
+    torch.manual_seed(2)
+    m = AKConv(20, 8, 5, zero_pad=True, centred=True).train()  # 20 channels: two col2im channel blocks
+    torch.nn.init.normal_(m.p_conv.weight, std=0.5)
+    x = torch.randn(3, 20, 23, 19)
+    (_, _), first = _both_paths(m, x)
+    (_, _), second = _both_paths(m, x)
+    assert torch.equal(first[0], second[0]) and all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
+
+    c, n = 20, 5
+    xs = torch.randn(2, c, 23, 19, requires_grad=True)
+    ps = (torch.rand(2, 2 * n, 11, 9) * 30 - 4).requires_grad_(True)
+    eye = torch.eye(c * n)
+    dy = torch.randn(2, c * n, 11, 9)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            y = akconv_kernel.akconv_sample_mix(xs, ps, eye)
+            outs.append((y.detach(), *torch.autograd.grad((y * dy).sum(), [xs, ps])))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+def test_kernel_can_be_disabled(monkeypatch):
+    saved = dict(akconv_kernel._state)
+    try:
+        akconv_kernel._state.clear()
+        monkeypatch.setenv(akconv_kernel.ENV_DISABLE, "1")
+        assert not akconv_kernel.available()
+        m = AKConv(2, 3, 5)
+        assert m(torch.randn(1, 2, 6, 6)).shape == (1, 3, 6, 6)  # reference path
+        with pytest.raises(RuntimeError, match="not available"):
+            akconv_kernel.akconv_sample_mix(torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 1, 1), torch.zeros(1, 1))
+    finally:
+        akconv_kernel._state.clear()
+        akconv_kernel._state.update(saved)

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 ENV_DISABLE = "MAMBASEG_NO_AKCONV_KERNEL"
 _SOURCE = Path(__file__).parent / "csrc" / "akconv_cpu.cpp"
+_HEADER = _SOURCE.with_name("akconv_cpu_kernels.h")
 _state: dict[str, object] = {}
 
 
@@ -39,7 +40,7 @@ def _load():
             logger.info("AKConv: CPU kernel disabled by %s.", var)
             _state["module"] = None
         else:
-            _state["module"] = load_extension("mambaseg_akconv_cpu", [_SOURCE], what="AKConv CPU kernel")
+            _state["module"] = load_extension("mambaseg_akconv_cpu", [_SOURCE], [_HEADER], what="AKConv CPU kernel")
     return _state["module"]
 
 

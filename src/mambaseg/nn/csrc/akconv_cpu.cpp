@@ -32,118 +32,49 @@ namespace {
 
 constexpr int64_t kChanBlock = 16;  // channels per col2im job (a shape-only split: results do not depend on threads)
 
-template <typename T>
-struct Tap {  // one sampling point: the four corners (pixel offsets in an S1 x S2 plane) and bilinear weights
-  int64_t o00, o01, o10, o11;
-  T wx0, wx1, wy0, wy1;  // x = along S1, y = along S2
-  T gx, gy;              // 1 where the position receives a gradient along that axis, else 0
-};
-
-template <typename T>
-inline void axis(T q, int64_t size, int64_t& i0, int64_t& i1, T& w0, T& w1, T& g) {
-  if (q >= T(0) && q < T(size - 1)) {
-    i0 = static_cast<int64_t>(std::floor(q));
-    i1 = i0 + 1;
-    w1 = q - T(i0);
-    w0 = T(1) - w1;
-    g = T(1);
-  } else {  // outside [0, size-1) (or NaN): clamp, both corners coincide -> weight 2 on one corner
-    i0 = i1 = (q >= T(size - 1)) ? size - 1 : 0;
-    w0 = T(2);
-    w1 = T(0);
-    g = T(0);
-  }
-}
-
-template <typename T>
-inline Tap<T> make_tap(T qx, T qy, int64_t S1, int64_t S2) {
-  Tap<T> t;
-  int64_t x0, x1, y0, y1;
-  axis(qx, S1, x0, x1, t.wx0, t.wx1, t.gx);
-  axis(qy, S2, y0, y1, t.wy0, t.wy1, t.gy);
-  t.o00 = x0 * S2 + y0;
-  t.o01 = x0 * S2 + y1;
-  t.o10 = x1 * S2 + y0;
-  t.o11 = x1 * S2 + y1;
-  return t;
-}
-
 struct Shape {
   int64_t C, N, S1, S2, hw;
 };
 
-// col[i, n*C + c] = bilinear sample of channel c at point n of output pixel i; parallel over pixels
+namespace baseline {
+#include "akconv_cpu_kernels.h"
+}  // namespace baseline
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MAMBASEG_HAVE_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+#include "akconv_cpu_kernels.h"
+}  // namespace avx2
+#pragma GCC pop_options
+bool use_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#define AKCONV_CALL(FN, ...) (use_avx2() ? avx2::FN(__VA_ARGS__) : baseline::FN(__VA_ARGS__))
+#else
+#define AKCONV_CALL(FN, ...) baseline::FN(__VA_ARGS__)
+#endif
+
 template <typename T>
-void im2col(const T* __restrict__ x, const T* __restrict__ p, const Shape& s, T* __restrict__ col) {
-  const int64_t C = s.C, N = s.N;
-  at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (N * C)), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      for (int64_t n = 0; n < N; ++n) {
-        const Tap<T> t = make_tap(p[i * 2 * N + n], p[i * 2 * N + N + n], s.S1, s.S2);
-        const T w00 = t.wx0 * t.wy0, w01 = t.wx0 * t.wy1, w10 = t.wx1 * t.wy0, w11 = t.wx1 * t.wy1;
-        const T* __restrict__ a = x + t.o00 * C;
-        const T* __restrict__ b = x + t.o01 * C;
-        const T* __restrict__ c = x + t.o10 * C;
-        const T* __restrict__ d = x + t.o11 * C;
-        T* __restrict__ out = col + (i * N + n) * C;
-#pragma omp simd
-        for (int64_t k = 0; k < C; ++k) out[k] = w00 * a[k] + w01 * b[k] + w10 * c[k] + w11 * d[k];
-      }
-    }
-  });
+void im2col(const T* x, const T* p, const Shape& s, T* col) {
+  at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (s.N * s.C)),
+                   [&](int64_t begin, int64_t end) { AKCONV_CALL(im2col_range, x, p, s, col, begin, end); });
 }
 
-// dx[corner, c] += weight * dcol[i, n*C + c]; parallel over fixed blocks of channels
 template <typename T>
-void col2im(const T* __restrict__ dcol, const T* __restrict__ p, const Shape& s, T* __restrict__ dx) {
-  const int64_t C = s.C, N = s.N, blocks = (C + kChanBlock - 1) / kChanBlock;
+void col2im(const T* dcol, const T* p, const Shape& s, T* dx) {
+  const int64_t blocks = (s.C + kChanBlock - 1) / kChanBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    const int64_t c0 = b0 * kChanBlock, c1 = std::min(C, b1 * kChanBlock);
-    for (int64_t i = 0; i < s.hw; ++i) {
-      for (int64_t n = 0; n < N; ++n) {
-        const Tap<T> t = make_tap(p[i * 2 * N + n], p[i * 2 * N + N + n], s.S1, s.S2);
-        const T w00 = t.wx0 * t.wy0, w01 = t.wx0 * t.wy1, w10 = t.wx1 * t.wy0, w11 = t.wx1 * t.wy1;
-        const T* __restrict__ g = dcol + (i * N + n) * C;
-        T* a = dx + t.o00 * C;  // corners may coincide (clamped): no __restrict__, updated one after the other
-        T* b = dx + t.o01 * C;
-        T* c = dx + t.o10 * C;
-        T* d = dx + t.o11 * C;
-        for (int64_t k = c0; k < c1; ++k) a[k] += w00 * g[k];
-        for (int64_t k = c0; k < c1; ++k) b[k] += w01 * g[k];
-        for (int64_t k = c0; k < c1; ++k) c[k] += w10 * g[k];
-        for (int64_t k = c0; k < c1; ++k) d[k] += w11 * g[k];
-      }
-    }
+    AKCONV_CALL(col2im_range, dcol, p, s, dx, b0 * kChanBlock, std::min(s.C, b1 * kChanBlock));
   });
 }
 
-// dp[i, n] (along S1) and dp[i, N + n] (along S2) = sum over channels of dcol * d(sample)/dq; parallel over pixels
 template <typename T>
-void positions_grad(const T* __restrict__ x, const T* __restrict__ dcol, const T* __restrict__ p, const Shape& s,
-                    T* __restrict__ dp) {
-  const int64_t C = s.C, N = s.N;
-  at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (N * C)), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      for (int64_t n = 0; n < N; ++n) {
-        const Tap<T> t = make_tap(p[i * 2 * N + n], p[i * 2 * N + N + n], s.S1, s.S2);
-        T sx = 0, sy = 0;
-        if (t.gx != T(0) || t.gy != T(0)) {
-          const T* __restrict__ a = x + t.o00 * C;
-          const T* __restrict__ b = x + t.o01 * C;
-          const T* __restrict__ c = x + t.o10 * C;
-          const T* __restrict__ d = x + t.o11 * C;
-          const T* __restrict__ g = dcol + (i * N + n) * C;
-#pragma omp simd reduction(+ : sx, sy)
-          for (int64_t k = 0; k < C; ++k) {
-            sx += g[k] * (t.wy0 * (c[k] - a[k]) + t.wy1 * (d[k] - b[k]));
-            sy += g[k] * (t.wx0 * (b[k] - a[k]) + t.wx1 * (d[k] - c[k]));
-          }
-        }
-        dp[i * 2 * N + n] = sx * t.gx;
-        dp[i * 2 * N + N + n] = sy * t.gy;
-      }
-    }
-  });
+void positions_grad(const T* x, const T* dcol, const T* p, const Shape& s, T* dp) {
+  at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (s.N * s.C)),
+                   [&](int64_t begin, int64_t end) { AKCONV_CALL(positions_grad_range, x, dcol, p, s, dp, begin, end); });
 }
 
 Shape check(const at::Tensor& x, const at::Tensor& p, const at::Tensor& weight) {
