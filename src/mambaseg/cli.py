@@ -65,7 +65,9 @@ def _cmd_train(args) -> int:
     summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     print(f"training done in {summary['train_seconds']:.0f} s, {summary['epochs_done']} epochs; "
           f"best validation Dice {summary['best_val_dice']:.4f}")
-    print(f"run folder: {out}  (checkpoint_best.pt, checkpoint_last.pt, train.log, metrics.jsonl, progress.png)")
+    files = [n for n in ("checkpoint_best.pt", "checkpoint_last.pt", "train.log", "metrics.jsonl", "progress.png")
+             if (out / n).exists()]
+    print(f"run folder: {out}  ({', '.join(files)})")
     print(f"report: mambaseg report {out} -o {out / 'report.html'}")
     return 0
 

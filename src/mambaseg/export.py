@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+from .utils.optional import require
 
 __all__ = ["export_onnx", "onnx_predictor", "read_onnx_metadata", "is_mamba_model", "default_export_size",
            "META_KEY", "OPSET"]
@@ -124,7 +125,7 @@ def _trace(net: torch.nn.Module, example: torch.Tensor, path: Path, dynamic_axes
 
 
 def _session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
+    ort = require("onnxruntime", purpose=f"{path}: running an ONNX model")
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads or torch.get_num_threads())
@@ -183,8 +184,8 @@ def export_onnx(model: str | Path, out: str | Path, size: Sequence[int] | None =
             number of axes or non-positive entries, or no size can be determined; CheckpointError (a ValueError)
             for unusable checkpoints. RuntimeError when no export variant reproduces the PyTorch outputs.
     """
-    import onnx
-
+    onnx = require("onnx", purpose="mambaseg export")
+    require("onnxruntime", purpose="mambaseg export (it checks the exported model)")
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"out must end in '.onnx', got {str(out)!r}.")
@@ -255,9 +256,8 @@ def export_onnx(model: str | Path, out: str | Path, size: Sequence[int] | None =
 
 def read_onnx_metadata(path: str | Path) -> dict:
     """The ``mambaseg`` metadata JSON of an exported file (ValueError naming the file when absent or unreadable)."""
-    import onnx
-
     path = Path(path)
+    onnx = require("onnx", purpose=f"{path}: reading an ONNX model")
     if not path.is_file():
         raise ValueError(f"{path}: ONNX file not found.")
     try:
@@ -290,6 +290,7 @@ def onnx_predictor(path: str | Path, threads: int | None = None
     """
     path = Path(path)
     meta = read_onnx_metadata(path)
+    require("onnxruntime", purpose=f"{path}: running an ONNX model")
     try:
         sess = _session(path, threads)
     except Exception as e:  # noqa: BLE001

@@ -386,8 +386,10 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
 
     Raises:
         ValueError: ``path`` is missing or is not a run / evaluation folder (the message names it).
+        MissingDependency: matplotlib is not installed.
     """
     info = collect_report(path)
+    _plt()  # the figures need matplotlib: a one-line error naming the extra (mambaseg[viz]) before any work
     out = Path(out) if out else Path(info["path"]) / "report.html"
     page = render_html(info)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,17 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from .data.io import SUPPORTED_2D, overlay_rgb, read_image, read_label, suffix_of
+from .utils.optional import require
 
 __all__ = ["overlay_2d", "overlay_3d"]
 
 
 def _plt():
-    import matplotlib
-
+    matplotlib = require("matplotlib", purpose="mambaseg report (figures)")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return require("matplotlib.pyplot", purpose="mambaseg report (figures)")
 
 
 def _fig_uri(fig) -> str:

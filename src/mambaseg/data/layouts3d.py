@@ -34,6 +34,7 @@ import numpy as np
 
 from mambaseg.data.io import DataError
 from mambaseg.data.nifti import read_volume, read_volume_label, volume_suffix
+from mambaseg.utils.optional import MissingDependency, require
 
 __all__ = [
     "Case3D", "BRATS_REGIONS", "BRATS_LABELS", "BRATS_CHANNELS", "BTCV_TO_SYNAPSE8", "SYNAPSE8_LABELS",
@@ -349,9 +350,9 @@ def brats_region_masks(label: np.ndarray) -> np.ndarray:
 
 def _load_h5(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     try:
-        import h5py
-    except ImportError:
-        raise DataError(f"{case.images[0]}: reading .h5 needs h5py (pip install 'mambaseg[io]')") from None
+        h5py = require("h5py", purpose=f"{case.images[0]}: reading .h5")
+    except MissingDependency as e:
+        raise DataError(str(e)) from None
     path = case.images[0]
     try:
         with h5py.File(path, "r") as f:

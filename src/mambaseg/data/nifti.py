@@ -26,6 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from mambaseg.data.io import DataError
+from mambaseg.utils.optional import MissingDependency, require
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -135,9 +136,9 @@ def _itk_affine(spacing: np.ndarray, origin: np.ndarray, direction: np.ndarray) 
 def _load_itk(path: Path, label: bool) -> tuple[np.ndarray, dict[str, Any]]:
     _check_file(path)
     try:
-        import SimpleITK as sitk
-    except ImportError:
-        raise DataError(f"{path}: reading {volume_suffix(path)} needs SimpleITK (pip install 'mambaseg[io]')") from None
+        sitk = require("SimpleITK", purpose=f"{path}: reading {volume_suffix(path)}")
+    except MissingDependency as e:
+        raise DataError(str(e)) from None
     try:
         img = sitk.ReadImage(str(path))
         arr = sitk.GetArrayFromImage(img)  # (Z, Y, X) or (Z, Y, X, C)

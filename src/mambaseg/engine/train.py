@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..config import Config, check_device, config_to_dict
 from ..losses import SegLoss
 from ..models import build_model
+from ..utils.optional import MissingDependency, require
 from ..utils.seed import provenance, seed_everything
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import PatchSampler, load_dataset
@@ -118,11 +119,13 @@ def validate(model, cases: list[dict], cfg: Config, device) -> dict:
 
 def _plot_progress(history: list[dict], path: Path) -> None:
     try:
-        import matplotlib
-
+        matplotlib = require("matplotlib", purpose=f"writing {path.name}")
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        plt = require("matplotlib.pyplot", purpose=f"writing {path.name}")
+    except MissingDependency as e:
+        if not getattr(_plot_progress, "warned", False):
+            logger.warning("%s It is skipped.", e)
+            _plot_progress.warned = True  # type: ignore[attr-defined]
         return
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(7, 4))

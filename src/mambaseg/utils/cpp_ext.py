@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .optional import install_hint
+
 __all__ = ["ENV_DISABLE_ALL", "disabled", "load_extension"]
 
 logger = logging.getLogger(__name__)
@@ -75,5 +77,6 @@ def load_extension(base_name: str, sources: list[Path], headers: list[Path] = ()
     except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, build error: the kernels are optional
         text = str(exc).strip()
         logger.warning("%s could not be built (%s: %s); using the pure-PyTorch path. Building needs a C++ compiler "
-                       "and `pip install ninja`.", what, type(exc).__name__, text.splitlines()[-1] if text else "")
+                       "and ninja: %s.", what, type(exc).__name__, text.splitlines()[-1] if text else "",
+                       install_hint("cpu-kernel"))
         return None
