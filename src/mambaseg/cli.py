@@ -29,13 +29,18 @@ def _cmd_bench(args) -> int:
         from .bench import run_models2d_bench, run_models3d_bench
 
         out = Path(args.out or f"benchmarks/results/{args.what}.json")
-        command = f"mambaseg bench {args.what} --threads {args.threads}" + (f" --weights {args.weights}"
-                                                                            if args.weights else "")
+        command = (f"mambaseg bench {args.what} --threads {args.threads} --rounds {args.rounds}"
+                   + (f" --weights {args.weights}" if args.weights else "") + (" --quick" if args.quick else "")
+                   + (f" --out {args.out}" if args.out else ""))
         if args.what == "models2d":
-            report = run_models2d_bench(args.threads, out, command, args.weights)
+            report = run_models2d_bench(args.threads, out, command, args.weights, args.rounds)
         else:
-            report = run_models3d_bench(args.threads, out, command)
+            report = run_models3d_bench(args.threads, out, command, args.quick, args.rounds)
         print(json.dumps({"results": report["results"], "ratios": report["ratios"]}, indent=1))
+        for name, table in report.get("profiles", {}).items():
+            print(f"top operators, one training step of {name}:")
+            for r in table:
+                print(f"  {r['op'][:40]:40s} {r['self_ms']:9.1f} ms {100 * r['share']:5.1f} % {r['calls']:5d} calls")
         print(f"results written to {out}")
         return 0
     out = Path(args.out or "benchmarks/results/scan.json")
@@ -86,7 +91,8 @@ def _cmd_evaluate(args) -> int:
     from .engine.evaluate import evaluate, format_table
 
     result = evaluate(args.pred, args.gt, args.output, mask=args.mask, empty_policy=args.empty_policy,
-                      regions=args.regions, overwrite=args.overwrite, threshold=args.threshold)
+                      regions=args.regions, overwrite=args.overwrite, threshold=args.threshold,
+                      allow_missing=args.allow_missing)
     print(format_table(result))
     print(f"results written to {args.output}")
     print(f"report: mambaseg report {args.output} -o {Path(args.output) / 'report.html'}")
@@ -163,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks: scan, models2d, models3d")
     p.add_argument("what", choices=["scan", "models2d", "models3d"])
-    p.add_argument("--quick", action="store_true", help="scan: only the 2D case, no reference loop")
+    p.add_argument("--quick", action="store_true", help="scan: only the 2D case, no reference loop; models3d: only "
+                   "the CPU-width DM-SegNet vs 3D U-Net steps")
+    p.add_argument("--rounds", type=int, default=5, help="models2d/3d: alternated rounds (best of each is kept)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--weights", default="", help="models2d: checkpoint to time full-image inference with")
     p.add_argument("--out", default="", help="result file (default benchmarks/results/<what>.json)")
@@ -223,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--empty-policy", default="nan", choices=["nan", "transunet", "segmamba", "brats"],
                    help="3D: score when prediction or reference is empty")
     p.add_argument("--regions", default="", choices=["", "brats"], help="3D: also score BraTS regions")
-    p.add_argument("--threshold", type=float, default=0.5, help="2D: threshold for probability maps")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="2D: foreground where p > threshold, for predictions stored as probability maps (float 0-1, "
+                        "8- or 16-bit); label masks (0 and one other value) are foreground where non-zero")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score only the cases that have a prediction (missing ones are listed, with a warning); "
+                        "by default a reference without prediction is an error")
     p.add_argument("--overwrite", action="store_true")
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)
