@@ -364,6 +364,9 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
                 warn.append(f"{path}: data (layout, root, split, val_fraction, val_root) differs from the first "
                             f"config, so the runs do not share one data split.")
             runs.append(RunSpec(label, seed, path, tuple(over), out / "runs" / f"{_safe(label)}_seed{seed}", cfg))
+    # seed-major order: with --parallel 2 the runs of one seed (model A, model B) train side by side and share
+    # whatever load the machine has, which is what makes a wall-clock budget equal between them
+    runs.sort(key=lambda r: (seed_list.index(r.seed), labels.index(r.label)))
     return BenchmarkPlan(runs, labels, seed_list, minutes, n_steps, thr, par, out, test, warn)
 
 
