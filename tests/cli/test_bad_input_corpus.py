@@ -94,7 +94,10 @@ def corpus(root: Path, data: Path, run: Path, pred: Path):
                                                str(data / "test"), "-o", str(out / "n")], "no files"),
         ("evaluate: size mismatch", ["evaluate", "--pred", str(_img_dir(root, "small", {
             "01_test.png": _png_bytes(np.zeros((10, 10), np.uint8))})), "--gt", str(data / "test"), "-o",
-            str(out / "o")], "01_test.png"),
+            str(out / "o"), "--allow-missing"], "01_test.png"),  # one of two cases: the size error, not the missing one
+        ("evaluate: missing predictions", ["evaluate", "--pred", str(_img_dir(root, "missing", {
+            "01_test.png": _png_bytes(np.zeros((48, 52), np.uint8))})), "--gt", str(data / "test"), "-o",
+            str(out / "m")], "1 of 2 references have no prediction"),
         ("evaluate: no matching reference", ["evaluate", "--pred", str(_img_dir(root, "nomatch", {
             "77_test.png": _png_bytes(np.zeros((48, 52), np.uint8))})), "--gt", str(data / "test"), "-o",
             str(out / "p")], "77_test.png"),

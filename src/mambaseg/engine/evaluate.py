@@ -1,7 +1,13 @@
 """``mambaseg evaluate``: score a folder of predictions against ground truth, 2D or 3D.
 
 2D (PNG/TIF/GIF/...): per-image foreground Dice, IoU, precision, recall, specificity, pixel accuracy (inside the FOV
-mask when given) and ROC AUC when ``<pred>/probs/`` holds probability maps. 3D (NIfTI): per-case and per-class
+mask when given) and ROC AUC when ``<pred>/probs/`` holds probability maps. A 2D prediction with at most two values
+(0 and one other, e.g. 0/1, 0/7 or 0/255) is a label mask: foreground where non-zero. Any other map is read as
+probabilities (float in [0, 1], 8-bit /255, 16-bit /65535) and cut at ``threshold``.
+
+Every reference needs a prediction: missing ones are an error naming how many and one of them, unless
+``allow_missing`` (then only the predicted cases are scored, with a warning, and the missing ones are listed in
+``summary.json`` under ``missing_predictions``, as nnU-Net does with ``chill``). 3D (NIfTI): per-case and per-class
 Dice, IoU, HD95 in mm, see :mod:`mambaseg.metrics.volumetric`. Both write ``metrics.csv`` and ``summary.json``
 with the definition of every metric next to the numbers.
 """
@@ -10,15 +16,18 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
-from ..data.io import SUPPORTED_2D, DataError, read_image, read_label, read_mask, suffix_of
+from ..data.io import SUPPORTED_2D, DataError, _read_raw, _to_single_channel, read_label, read_mask, suffix_of
 from ..metrics.binary import METRIC_DEFINITIONS, auc, binary_metrics
 
 __all__ = ["evaluate", "format_table", "match_files"]
+
+logger = logging.getLogger(__name__)
 
 METRICS_2D = ("dice", "iou", "precision", "recall", "specificity", "accuracy", "auc")
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -60,6 +69,65 @@ def match_files(preds: list[Path], refs: list[Path], what: str = "ground truth")
     return pairs
 
 
+def missing_references(refs: list[Path], paired: list[Path], pred_dir: Path, allow_missing: bool) -> list[str]:
+    """References without a prediction: an error naming how many and one of them, or (``allow_missing``) a warning
+    and their list."""
+    seen = set(paired)
+    missing = [str(r) for r in refs if r not in seen]
+    if missing and not allow_missing:
+        raise DataError(f"{pred_dir}: {len(missing)} of {len(refs)} references have no prediction (e.g. "
+                        f"{missing[0]}); predict them, or score only the predicted cases with --allow-missing.")
+    if missing:
+        logger.warning("%d of %d references have no prediction in %s and are not scored (--allow-missing), e.g. %s",
+                       len(missing), len(refs), pred_dir, missing[0])
+    return missing
+
+
+def _probability_scale(arr: np.ndarray, meta: dict, path: Path) -> float:
+    """Value of probability 1 in a stored probability map: 1 (float), 255 (8-bit) or 65535 (16-bit)."""
+    mode = str(meta.get("mode", ""))
+    if arr.dtype.kind == "f" and mode not in ("L", "P") and not mode.startswith("I"):
+        scale = 1.0
+    elif mode in ("L", "P", "1") or arr.dtype == np.uint8:
+        scale = 255.0
+    elif mode.startswith("I") or arr.dtype == np.uint16:
+        scale = 65535.0
+    else:
+        raise DataError(f"{path}: cannot tell the probability scale of a {arr.dtype} map; store probabilities as "
+                        f"float in [0, 1], 8-bit (0-255) or 16-bit (0-65535).")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > scale:
+        raise DataError(f"{path}: values {lo:g}..{hi:g} are neither a label mask (0 and one other value) nor "
+                        f"probabilities in [0, {scale:g}].")
+    return scale
+
+
+def read_prediction_2d(path: Path, threshold: float = 0.5) -> tuple[np.ndarray, str]:
+    """Foreground of a 2D prediction and how it was read.
+
+    A label mask (values ``{0, k}``, integers) is foreground where non-zero, whatever ``k`` (0/1, 0/7, 0/255, ...);
+    any other map is a probability map (float in [0, 1], 8-bit /255, 16-bit /65535) cut at ``p > threshold``.
+
+    Returns:
+        ``(foreground (H, W) bool, "label mask" | "probabilities > T")``.
+    """
+    arr, meta = _read_raw(path, palette="index")
+    arr = _to_single_channel(arr, str(path), "prediction")
+    values = np.unique(arr)
+    nonzero = values[values != 0]
+    if nonzero.size <= 1 and np.all(values == np.round(values)):
+        return arr > 0, "label mask"
+    scale = _probability_scale(arr, meta, path)
+    return arr.astype(np.float64) / scale > threshold, f"probabilities > {threshold:g}"
+
+
+def read_probabilities_2d(path: Path) -> np.ndarray:
+    """A stored probability map as float64 in [0, 1] (see :func:`read_prediction_2d` for the scales)."""
+    arr, meta = _read_raw(path, palette="index")
+    arr = _to_single_channel(arr, str(path), "probability map")
+    return arr.astype(np.float64) / _probability_scale(arr, meta, path)
+
+
 def _drive_split(gt: Path) -> tuple[Path, Path | None]:
     """A DRIVE split folder (``1st_manual`` + ``mask``) given as --gt: use its labels and masks."""
     if (gt / "1st_manual").is_dir():
@@ -74,18 +142,22 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 
 def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = None, threshold: float = 0.5,
-                overwrite: bool = False) -> dict:
+                overwrite: bool = False, allow_missing: bool = False) -> dict:
+    if not 0.0 <= threshold < 1.0:
+        raise DataError(f"--threshold must be in [0, 1), got {threshold:g}.")
     gt_dir, auto_mask = _drive_split(gt_dir)
     mask = mask or auto_mask
     preds = _files(pred_dir, SUPPORTED_2D, "prediction")
-    pairs = match_files(preds, _files(gt_dir, SUPPORTED_2D, "ground truth"))
+    refs = _files(gt_dir, SUPPORTED_2D, "ground truth")
+    pairs = match_files(preds, refs)
+    missing = missing_references(refs, [g for _, g in pairs], pred_dir, allow_missing)
     mask_pairs = dict(match_files(preds, _files(mask, SUPPORTED_2D, "mask"), "mask")) if mask else {}
     prob_dir = pred_dir / "probs"
     _check_out(out, overwrite)
-    rows = []
+    rows, kinds = [], set()
     for p, g in pairs:
-        pred_img, _ = read_image(p)
-        pred = pred_img[0] > (127 if pred_img.max() > 1 else 0)
+        pred, kind = read_prediction_2d(p, threshold)
+        kinds.add(kind)
         ref, _ = read_label(g, num_classes=2)
         if pred.shape != ref.shape:
             raise DataError(f"{p}: prediction shape {pred.shape} differs from ground truth {g} shape {ref.shape}.")
@@ -95,13 +167,11 @@ def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = Non
             if m.shape != ref.shape:
                 raise DataError(f"{mask_pairs[p]}: mask shape {m.shape} differs from ground truth {g} "
                                 f"shape {ref.shape}.")
-        row = {"case": _stem(p), "prediction": str(p), "reference": str(g)}
+        row = {"case": _stem(p), "prediction": str(p), "reference": str(g), "read_as": kind}
         row.update(binary_metrics(pred, ref > 0, m))
         prob_file = prob_dir / f"{_stem(p)}.png"
         if prob_file.is_file():
-            prob, _ = read_image(prob_file)
-            scale = 65535.0 if prob.max() > 255 else (255.0 if prob.max() > 1 else 1.0)
-            row["auc"] = auc(prob[0] / scale, ref > 0, m)
+            row["auc"] = auc(read_probabilities_2d(prob_file), ref > 0, m)
         rows.append(row)
     means = {}
     for k in METRICS_2D:
@@ -113,7 +183,13 @@ def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = Non
         "prediction_folder": str(pred_dir), "reference_folder": str(gt_dir),
         "mask_folder": str(mask) if mask else None,
         "n_cases": len(rows),
-        "averaging": "per image, then mean over images (NaN scores are left out of the mean)",
+        "n_references": len(refs),
+        "missing_predictions": missing,
+        "prediction_reading": ("label masks (0 and one other value) are foreground where non-zero; other maps are "
+                               f"probabilities cut at p > {threshold:g}; this run: {', '.join(sorted(kinds))}"),
+        "averaging": "per image, then mean over images (NaN scores are left out of the mean)"
+                     + (f"; {len(missing)} references without prediction not scored (--allow-missing)"
+                        if missing else ""),
         "region": "inside the FOV mask" if mask else "whole image",
         "definitions": METRIC_DEFINITIONS,
         "metric_per_case": rows,
@@ -122,8 +198,14 @@ def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = Non
 
 
 def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path | None = None,
-             empty_policy: str = "nan", regions: str = "", overwrite: bool = False, threshold: float = 0.5) -> dict:
-    """Evaluate and write ``metrics.csv`` + ``summary.json`` into ``out``; returns the summary."""
+             empty_policy: str = "nan", regions: str = "", overwrite: bool = False, threshold: float = 0.5,
+             allow_missing: bool = False) -> dict:
+    """Evaluate and write ``metrics.csv`` + ``summary.json`` into ``out``; returns the summary.
+
+    Raises:
+        DataError: a reference without prediction (unless ``allow_missing``), a prediction without reference,
+            unreadable files, shape mismatches (one line naming the file).
+    """
     pred, gt, out = Path(pred), Path(gt), Path(out)
     if not pred.is_dir():
         raise DataError(f"{pred}: prediction folder not found.")
@@ -132,9 +214,9 @@ def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path
         from .evaluate3d import evaluate_3d
 
         _check_out(out, overwrite)
-        result = evaluate_3d(pred, gt, empty_policy=empty_policy, regions=regions)
+        result = evaluate_3d(pred, gt, empty_policy=empty_policy, regions=regions, allow_missing=allow_missing)
     else:
-        result = evaluate_2d(pred, gt, out, Path(mask) if mask else None, threshold, overwrite)
+        result = evaluate_2d(pred, gt, out, Path(mask) if mask else None, threshold, overwrite, allow_missing)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=float))
     _write_csv(result, out / "metrics.csv")
@@ -161,7 +243,7 @@ def format_table(result: dict) -> str:
     for r in result["metric_per_case"]:
         lines.append(f"{r['case'][:16]:16s}" + "".join(f"{r.get(c, float('nan')):12.4f}" for c in cols))
     lines.append(f"{'mean':16s}" + "".join(f"{result['mean'][c]:12.4f}" for c in cols))
-    lines.append(f"({result['averaging']}; {result['region']})")
+    lines.append(f"({result['averaging']}; {result['region']}; {result['prediction_reading']})")
     for c in cols:
         lines.append(f"  {c}: {result['definitions'].get(c, '')}")
     return "\n".join(lines)

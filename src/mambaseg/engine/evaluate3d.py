@@ -24,7 +24,11 @@ def _volumes(folder: Path) -> dict[str, Path]:
     return out
 
 
-def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = "") -> dict:
+def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = "", allow_missing: bool = False) -> dict:
+    """Score every prediction against its reference; references without a prediction are an error unless
+    ``allow_missing`` (see :func:`mambaseg.engine.evaluate.missing_references`)."""
+    from .evaluate import missing_references
+
     if not gt.is_dir():
         raise DataError(f"{gt}: ground-truth folder not found.")
     if (gt / "labelsTr").is_dir():
@@ -35,6 +39,7 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
         if cid not in refs:
             raise DataError(f"{p}: no reference {cid}.nii.gz in {gt}.")
         pairs.append((cid, p, refs[cid]))
+    missing = missing_references(list(refs.values()), [r for _, _, r in pairs], pred, allow_missing)
     classes = None
     labels_json = gt.parent / "dataset.json"
     if regions == "brats":
@@ -49,6 +54,8 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
     result = evaluate_cases([p for _, p, _ in pairs], [r for _, _, r in pairs], classes,
                             empty_policy=empty_policy, case_ids=[c for c, _, _ in pairs])
     result["kind"] = "3d"
+    result["n_references"] = len(refs)
+    result["missing_predictions"] = missing
     rows = []
     for case in result["metric_per_case"]:
         for cls, m in case["metrics"].items():
@@ -61,5 +68,8 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
     lines.append(f"{'mean':14s}{fg['Dice']:9.4f}{fg['IoU']:9.4f}{fg['HD95']:10.2f}")
     lines.append(f"({result['n_cases']} cases; per case then mean; empty-mask policy {empty_policy!r}: "
                  f"{result['empty_policy_description']}; HD95 in mm, {result['hd_method']})")
+    if missing:
+        lines.append(f"({len(missing)} of {len(refs)} references have no prediction and are not scored: "
+                     f"--allow-missing)")
     result["table"] = "\n".join(l for l in lines if not (isinstance(l, float) and math.isnan(l)))
     return result
