@@ -49,3 +49,32 @@ def test_hippocampus_weights_keep_geometry(tmp_path):
     pred = nib.load(out / "h.nii.gz")
     assert pred.shape == (33, 47, 35) and np.allclose(pred.affine, affine)
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}
+
+
+@pytest.mark.skipif(not DRIVE_W.is_file(), reason="weights/akmamba_net_drive.pt not shipped yet")
+def test_drive_weights_same_logits_with_akconv_kernel():
+    """The compiled AKConv kernel changes speed, not results: the shipped model's logits on a vessel image agree
+    with the pure-PyTorch path to fp32 summation-order noise (~1e-5 relative); masks may differ only where a
+    logit sits within that noise of 0."""
+    import torch
+
+    from mambaseg.engine.checkpoint import model_from_checkpoint
+    from mambaseg.nn import akconv, akconv_kernel
+
+    if not akconv_kernel.available():
+        pytest.skip("AKConv CPU kernel could not be built")
+    model = model_from_checkpoint(load_checkpoint(DRIVE_W), DRIVE_W).eval()
+    image, _, _ = make_vessel_image((160, 176), rng=3)
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    logits = {}
+    with torch.no_grad():
+        for enabled in (False, True):
+            previous = akconv.set_kernel_enabled(enabled)
+            try:
+                logits[enabled] = model(x)
+            finally:
+                akconv.set_kernel_enabled(previous)
+    scale = float(logits[False].abs().max())
+    torch.testing.assert_close(logits[True], logits[False], rtol=0, atol=1e-3 * scale)
+    differing = ((logits[True] > 0) != (logits[False] > 0)) & (logits[False].abs() > 1e-3 * scale)
+    assert not differing.any()
