@@ -202,3 +202,16 @@ def test_a_few_anchors_still_work(tmp_path):
     p.write_text("data: {patch_size: &ps [32, 48]}\ninfer: {patch_size: *ps}\nmodel: {name: unet_tiny}\n")
     cfg = load_config(p)
     assert cfg.data.patch_size == cfg.infer.patch_size == (32, 48)
+
+
+def test_report_reads_a_run_config_within_the_alias_budget(tmp_path, caplog):
+    from mambaseg.report import collect_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(BOMB)
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 0.5}\n')
+    t0 = time.perf_counter()
+    info = collect_report(run)
+    assert time.perf_counter() - t0 < 2.0
+    assert info["config"] is None and info["history"] and "expands to more than" in caplog.text

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .config import ConfigError, safe_yaml
 from .data.io import OVERLAY_COLOURS
 from .report_overlays import _fig_uri, _plt, overlay_2d, overlay_3d
 
@@ -142,9 +143,9 @@ def collect_report(path: str | Path) -> dict:
                   "train_summary": None, "history": [], "evaluation": None, "eval_dir": None, "pred_dir": None}
     if is_run:
         if (path / "config.yaml").is_file():
-            try:
-                info["config"] = yaml.safe_load((path / "config.yaml").read_text())
-            except (OSError, yaml.YAMLError) as e:
+            try:  # within the YAML alias budget: a hostile run folder cannot make the report expand without bound
+                info["config"] = safe_yaml((path / "config.yaml").read_text(), str(path / "config.yaml"))
+            except (OSError, UnicodeDecodeError, ConfigError) as e:
                 logger.warning("report: skipping unreadable %s (%s)", path / "config.yaml", e)
         if (path / "provenance.json").is_file():
             info["provenance"] = _read_json(path / "provenance.json")
