@@ -12,11 +12,11 @@ import torch
 from tqdm import tqdm
 
 from ..data.io import DataError
-from ..data.nifti import read_volume, write_nifti
+from ..data.nifti import check_resample_size, read_volume, volume_header, write_nifti
 from ..data.preprocess import invert_prediction, preprocess_case
 from .inference import logits_to_probs, probs_to_labels, sliding_window
 
-__all__ = ["predict_volumes", "gather_volume_cases"]
+__all__ = ["gather_volume_cases", "predict_volumes"]
 
 logger = logging.getLogger(__name__)
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -94,6 +94,11 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
     infer = pred.config.get("infer", {})
     tile = infer.get("patch_size") or plan["patch_size"]
     ov = infer.get("overlap", 0.5) if overlap is None else overlap
+    for cid, files in cases:  # headers first: nothing is allocated for a volume whose header or resampling is refused
+        heads = [volume_header(f) for f in files]
+        if heads[0]["affine"] is not None and len(heads[0]["shape"]) == 3:  # 2D files are refused when read
+            check_resample_size(files[0], heads[0]["shape"], heads[0]["affine"], plan["target_spacing"],
+                                sum(h["n_channels"] for h in heads))
     loaded = []
     for cid, files in cases:  # read and check everything before writing anything
         case = _read_channels(cid, files)

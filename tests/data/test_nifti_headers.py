@@ -1,0 +1,183 @@
+"""NIfTI (and ITK) headers are untrusted: shapes, datatypes, pixdim and affines are checked before any voxel is read,
+so a tiny file declaring a huge volume is refused quickly, with one line naming the file, and without allocating."""
+
+from __future__ import annotations
+
+import gzip
+import tracemalloc
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from mambaseg.cli import main
+from mambaseg.data.io import DataError
+from mambaseg.data.nifti import check_resample_size, read_volume, read_volume_label, resampled_shape, volume_header
+from mambaseg.data.phantom3d import write_phantom_msd
+from mambaseg.utils.limits import max_volume_bytes
+
+
+def craft(path: Path, shape=(4, 4, 4), dtype=np.float32, pixdim=None, sform=None, qform_nan=False, nifti2=False,
+          data_bytes: int | None = None) -> Path:
+    """A NIfTI file whose header says what we want, followed by ``data_bytes`` zero bytes (default: 64)."""
+    cls = nib.Nifti2Image if nifti2 else nib.Nifti1Image
+    hdr = cls(np.zeros((2, 2, 2), np.float32), np.eye(4)).header
+    hdr["dim"][0] = len(shape)
+    hdr["dim"][1:1 + len(shape)] = shape
+    hdr.set_data_dtype(dtype)
+    if pixdim is not None:
+        hdr["pixdim"][1:4] = pixdim
+    if sform is not None:
+        hdr.set_sform(np.asarray(sform), code=1)
+    if qform_nan:
+        hdr["quatern_b"] = np.nan
+        hdr["qform_code"] = 1
+    block = hdr.binaryblock + b"\0" * (int(hdr["vox_offset"]) - len(hdr.binaryblock)) + b"\0" * (data_bytes or 64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(block) if path.name.endswith(".gz") else block)
+    return path
+
+
+def _aff(**cols) -> np.ndarray:
+    a = np.eye(4)
+    for i, v in cols.items():
+        a[int(i[1]), int(i[1])] = v
+    return a
+
+
+BAD = {  # name -> (craft kwargs, text expected in the message)
+    "huge_gz.nii.gz": ({"shape": (1024, 1024, 512)}, "2.0 GiB"),
+    "huge2_gz.nii.gz": ({"shape": (2048, 2048, 1024)}, "GiB"),
+    "nifti2_huge.nii": ({"shape": (100000, 100000, 100000), "nifti2": True}, "limit"),
+    "truncated.nii": ({"shape": (64, 64, 64)}, "truncated"),
+    "dim0.nii.gz": ({"shape": (0, 5, 5)}, "(0, 5, 5)"),
+    "pixdim0.nii.gz": ({"pixdim": (0.0, 1.0, 1.0)}, "pixdim"),
+    "pixdim_tiny.nii.gz": ({"pixdim": (1e-6, 1.0, 1.0)}, "pixdim"),
+    "pixdim_nan.nii.gz": ({"pixdim": (np.nan, 1.0, 1.0)}, "pixdim"),
+    "affine_zero.nii.gz": ({"sform": _aff(c0=0.0)}, "affine voxel sizes"),
+    "affine_1e6.nii.gz": ({"sform": _aff(c0=1e6), "pixdim": (1e6, 1, 1)}, "voxel sizes"),
+    "affine_nan.nii.gz": ({"sform": _aff(c0=np.nan)}, "NaN/Inf"),
+    "affine_inf.nii.gz": ({"sform": _aff(c1=np.inf)}, "NaN/Inf"),
+    "qform_nan.nii.gz": ({"qform_nan": True}, "qform"),
+    "complex.nii.gz": ({"dtype": np.complex64}, "complex64"),
+    "rgb.nii.gz": ({"dtype": "RGB"}, "RGB"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_header_refused_before_allocation(tmp_path, name):
+    kwargs, needle = BAD[name]
+    path = craft(tmp_path / name, **kwargs)
+    for reader in (read_volume, read_volume_label, volume_header):
+        tracemalloc.start()
+        try:
+            with pytest.raises(DataError) as ei:
+                reader(path)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        msg = str(ei.value)
+        assert name in msg and needle in msg and "\n" not in msg, msg
+        assert peak < 20 * 2**20, f"{reader.__name__} allocated {peak} bytes before refusing {name}"
+
+
+def test_good_header_passes_and_reports_geometry(tmp_path):
+    path = tmp_path / "ok.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((5, 6, 7), np.float32), np.diag([0.8, 0.9, 2.5, 1.0])), path)
+    head = volume_header(path)
+    assert head["shape"] == (5, 6, 7) and head["n_channels"] == 1
+    assert np.allclose(head["spacing"], [0.8, 0.9, 2.5])
+    image, meta = read_volume(path)
+    assert image.shape == (1, 5, 6, 7) and np.allclose(meta["spacing"], head["spacing"])
+    lab = tmp_path / "lab.nii"
+    nib.save(nib.Nifti1Image(np.ones((5, 6, 7), np.uint8), np.diag([0.8, 0.9, 2.5, 1.0])), lab)
+    assert read_volume_label(lab)[0].shape == (5, 6, 7)
+
+
+def test_cap_from_environment(tmp_path, monkeypatch):
+    path = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 16), np.uint8), np.eye(4)), path)  # 16 KiB as float32
+    monkeypatch.setenv("MAMBASEG_MAX_VOLUME_BYTES", "8K")
+    assert max_volume_bytes() == 8192
+    with pytest.raises(DataError, match=r"v\.nii\.gz.*16\.0 KiB.*8\.0 KiB limit"):
+        read_volume(path)
+    read_volume_label(path)  # 4 KiB as uint8: under the cap
+    monkeypatch.setenv("MAMBASEG_MAX_VOLUME_BYTES", "16384")
+    assert read_volume(path)[0].shape == (1, 16, 16, 16)
+    monkeypatch.setenv("MAMBASEG_MAX_VOLUME_BYTES", "lots")
+    with pytest.raises(ValueError, match="MAMBASEG_MAX_VOLUME_BYTES"):
+        max_volume_bytes()
+    monkeypatch.delenv("MAMBASEG_MAX_VOLUME_BYTES")
+    assert max_volume_bytes() == 2 * 1024**3
+
+
+def test_resample_size_computed_before_resampling(tmp_path):
+    aff = np.diag([2.0, 1.0, 100.0, 1.0])
+    assert resampled_shape((10, 20, 30), aff, (1.0, 1.0, 1.0)) == (20, 20, 3000)
+    flipped = np.array([[0, -1.0, 0, 0], [2.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # voxel i -> A, j -> R
+    assert resampled_shape((10, 20, 30), flipped, (1.0, 1.0, 1.0)) == (20, 20, 30)
+    assert check_resample_size("a.nii", (10, 20, 30), aff, (1.0, 1.0, 1.0)) == (20, 20, 3000)
+    with pytest.raises(DataError, match=r"big\.nii: resampling its 100x100x100 voxels .* 100000x100x1000 .* 37\.3 GiB") as ei:
+        check_resample_size("big.nii", (100, 100, 100), np.diag([1e3, 1.0, 1.0, 1.0]), (1.0, 1.0, 0.1), 1)
+    assert "\n" not in str(ei.value)
+
+
+def test_itk_header_checks(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    img = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.float32))
+    img.SetSpacing((1e-6, 1.0, 1.0))
+    sitk.WriteImage(img, str(tmp_path / "tiny.nrrd"))
+    with pytest.raises(DataError, match=r"tiny\.nrrd: spacing"):
+        read_volume(tmp_path / "tiny.nrrd")
+    # (MetaImage stores complex voxels as 2-component vectors: they read as 2 channels, not as complex)
+    ok = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.float32))
+    sitk.WriteImage(ok, str(tmp_path / "ok.mha"))
+    assert volume_header(tmp_path / "ok.mha")["shape"] == (6, 5, 4)
+
+
+CONFIG = """
+seed: 0
+model: {name: dm_segnet_tiny}
+data: {layout: msd, root: "%s", num_classes: 3, patch_size: [16, 16, 16], val_fraction: 0.0, augment: none}
+train: {epochs: 1, iters_per_epoch: 1, batch_size: 1}
+infer: {overlap: 0.0, batch_size: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def run3d(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hdr3d")
+    data = write_phantom_msd(root / "task", n_cases=2, shape=(16, 18, 16))
+    cfg = root / "cfg.yaml"
+    cfg.write_text(CONFIG % data)
+    run = root / "run"
+    assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    return run
+
+
+@pytest.mark.parametrize("name", ["huge_gz.nii.gz", "nifti2_huge.nii", "dim0.nii.gz", "pixdim0.nii.gz",
+                                  "affine_nan.nii.gz", "complex.nii.gz", "rgb.nii.gz"])
+def test_predict_cli_refuses_bad_header(run3d, tmp_path, capsys, name):
+    kwargs, _ = BAD[name]
+    inp = tmp_path / "in"
+    good = inp / "good.nii.gz"
+    inp.mkdir()
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 16), np.float32), np.eye(4)), good)
+    craft(inp / name, **kwargs)
+    out = tmp_path / "out"
+    code = main(["predict", "-m", str(run3d), "-i", str(inp), "-o", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1 and name in err, err
+    assert not out.exists() or not any(out.iterdir())  # nothing written, not even the good case
+
+
+def test_predict_cli_refuses_huge_resampling(run3d, tmp_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    # 1000 mm voxels are a legal header, but at the model's ~1 mm spacing they would be 16000^2 x 16 voxels
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 16), np.float32), np.diag([1000.0, 1000.0, 1.0, 1.0])),
+             inp / "coarse.nii.gz")
+    code = main(["predict", "-m", str(run3d), "-i", str(inp), "-o", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "coarse.nii.gz: resampling" in err and "limit" in err, err
