@@ -181,3 +181,119 @@ def test_predict_cli_refuses_huge_resampling(run3d, tmp_path, capsys):
     code = main(["predict", "-m", str(run3d), "-i", str(inp), "-o", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "coarse.nii.gz: resampling" in err and "limit" in err, err
+
+
+# ------------------------------------------------------------------------- training data: labels, dataset.json, headers
+TRAIN_CFG = """
+seed: 0
+model: {name: dm_segnet_tiny}
+data: {layout: msd, root: "%s", num_classes: %d, patch_size: [16, 16, 16], val_fraction: 0.0, augment: none}
+train: {epochs: 1, iters_per_epoch: 1, batch_size: 1}
+"""
+
+
+def _train_err(tmp_path: Path, capsys, data: Path, num_classes: int = 3) -> str:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TRAIN_CFG % (data, num_classes))
+    run = tmp_path / "run"
+    code = main(["train", str(cfg), "--out", str(run), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert not (run / "checkpoint_last.pt").exists()  # refused before training started
+    return err
+
+
+def _relabel(path: Path, values: dict[tuple[int, int, int], float], dtype=None) -> None:
+    img = nib.load(path)
+    lab = np.asarray(img.dataobj)
+    lab = lab.astype(dtype or lab.dtype)
+    for idx, v in values.items():
+        lab[idx] = v
+    nib.save(nib.Nifti1Image(lab, img.affine), path)
+
+
+@pytest.fixture
+def phantom(tmp_path):
+    return write_phantom_msd(tmp_path / "task", n_cases=2, shape=(16, 18, 16))
+
+
+def test_label_at_or_above_num_classes_refused(tmp_path, capsys, phantom):
+    lab = sorted((phantom / "labelsTr").glob("*.nii.gz"))[1]
+    _relabel(lab, {(1, 1, 1): 5})
+    err = _train_err(tmp_path, capsys, phantom)
+    assert lab.name in err and "[0, 1, 2, 5]" in err and "include [5]" in err and "num_classes=3" in err, err
+
+
+def test_three_class_labels_with_num_classes_2_refused(tmp_path, capsys, phantom):
+    err = _train_err(tmp_path, capsys, phantom, num_classes=2)
+    assert "labelsTr" in err and "[0, 1, 2]" in err and "include [2]" in err and "num_classes=2" in err, err
+
+
+def test_negative_label_refused(tmp_path, capsys, phantom):
+    lab = min((phantom / "labelsTr").glob("*.nii.gz"))
+    _relabel(lab, {(2, 2, 2): -1}, np.int16)
+    err = _train_err(tmp_path, capsys, phantom)
+    assert lab.name in err and "negative values ([-1])" in err and "num_classes=3" in err, err
+
+
+def test_non_integer_label_refused(tmp_path, capsys, phantom):
+    lab = min((phantom / "labelsTr").glob("*.nii.gz"))
+    _relabel(lab, {(2, 2, 2): 0.5}, np.float32)
+    err = _train_err(tmp_path, capsys, phantom)
+    assert lab.name in err and "non-integer values ([0.5])" in err and "num_classes=3" in err, err
+
+
+def test_cached_labels_checked_against_num_classes(tmp_path, capsys, phantom):
+    """With a warm preprocessing cache (filled under num_classes 3) a num_classes 2 run is still refused."""
+    text = (TRAIN_CFG % (phantom, 3)).replace("augment: none}", f"augment: none, cache_dir: \"{tmp_path / 'cache'}\"}}")
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text(text)
+    assert main(["train", str(cfg), "--out", str(tmp_path / "r1"), "--no-progress"]) == 0
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 2
+    capsys.readouterr()
+    cfg.write_text(text.replace("num_classes: 3", "num_classes: 2"))
+    code = main(["train", str(cfg), "--out", str(tmp_path / "r2"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "num_classes=2" in err and "labelsTr" in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("modality", {"a": "MRI"}, "'modality' key 'a'"),
+    ("modality", {"0": "T1", "2": "T2"}, "are not 0..1"),
+    ("labels", {"0": "background", "x": "tumour"}, "'labels' key 'x'"),
+    ("labels", {"0": "background", "1.5": "tumour"}, "'labels' key '1.5'"),
+    ("labels", {"background": 0, "tumour": "one"}, "'labels' key 'tumour'"),
+    ("labels", {"background": 0, "tumour": 1.5}, "'labels' entry 'tumour'"),
+    ("labels", {"background": 0, "WT": [1, "x"]}, "region 'WT'"),
+    ("labels", [], "non-empty mapping"),
+])
+def test_dataset_json_bad_keys(tmp_path, capsys, phantom, field, value, needle):
+    import json
+
+    ds = json.loads((phantom / "dataset.json").read_text())
+    ds[field] = value
+    (phantom / "dataset.json").write_text(json.dumps(ds))
+    err = _train_err(tmp_path, capsys, phantom)
+    assert "dataset.json" in err and needle in err, err
+
+
+def test_training_case_with_pixdim_0_refused(tmp_path, capsys, phantom):
+    img_file = sorted((phantom / "imagesTr").glob("*.nii.gz"))[1]
+    raw = gzip.decompress(img_file.read_bytes())
+    hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(raw), check=False)
+    hdr["pixdim"][2] = 0.0
+    img_file.write_bytes(gzip.compress(hdr.binaryblock + raw[len(hdr.binaryblock):]))
+    err = _train_err(tmp_path, capsys, phantom)
+    assert img_file.name in err and "pixdim" in err, err
+
+
+def test_training_case_with_huge_resampling_refused(tmp_path, capsys, monkeypatch):
+    phantom = write_phantom_msd(tmp_path / "task3", n_cases=3, shape=(16, 18, 16))
+    img_file = sorted((phantom / "imagesTr").glob("*.nii.gz"))[1]
+    lab_file = phantom / "labelsTr" / img_file.name
+    for f in (img_file, lab_file):  # one case at 300x coarser spacing than the others (median = target)
+        img = nib.load(f)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine @ np.diag([300.0, 300.0, 1.0, 1.0])), f)
+    monkeypatch.setenv("MAMBASEG_MAX_VOLUME_BYTES", "256M")
+    err = _train_err(tmp_path, capsys, phantom)
+    assert "resampling" in err and "limit" in err and img_file.name in err, err

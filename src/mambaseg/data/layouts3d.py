@@ -26,20 +26,36 @@ import logging
 import os
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from mambaseg.data.io import DataError
-from mambaseg.data.nifti import read_volume, read_volume_label, volume_suffix
+from mambaseg.data.nifti import check_label_values, read_volume, read_volume_label, volume_suffix
 from mambaseg.utils.optional import MissingDependency, require
 
 __all__ = [
-    "Case3D", "BRATS_REGIONS", "BRATS_LABELS", "BRATS_CHANNELS", "BTCV_TO_SYNAPSE8", "SYNAPSE8_LABELS",
-    "SYNAPSE_TEST_CASES", "SYNAPSE_TRAIN_CASES", "detect_layout", "list_cases3d", "msd_cases", "brats_cases",
-    "synapse_cases", "read_dataset_json", "load_case3d", "split_cases", "brats_region_masks", "remap_labels",
+    "BRATS_CHANNELS",
+    "BRATS_LABELS",
+    "BRATS_REGIONS",
+    "BTCV_TO_SYNAPSE8",
+    "SYNAPSE8_LABELS",
+    "SYNAPSE_TEST_CASES",
+    "SYNAPSE_TRAIN_CASES",
+    "Case3D",
+    "brats_cases",
+    "brats_region_masks",
+    "detect_layout",
+    "list_cases3d",
+    "load_case3d",
+    "msd_cases",
+    "read_dataset_json",
+    "remap_labels",
+    "split_cases",
+    "synapse_cases",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,17 +127,48 @@ def _strip_suffix(p: Path | str) -> str:
     return name[: -len(suf)] if suf else name
 
 
-def _declared_label_values(labels: dict) -> dict[str, int]:
-    """dataset.json labels, MSD (``{"0": "background"}``) or nnU-Net v2 (``{"background": 0, "WT": [1, 2, 3]}``)."""
+def _int_value(val: Any) -> int | None:
+    """``val`` as an int if it is an integer (int, integral float, or a decimal string), else None."""
+    if isinstance(val, bool):
+        return None
+    if isinstance(val, int):
+        return val
+    if isinstance(val, float) and val.is_integer():
+        return int(val)
+    if isinstance(val, str) and val.strip().lstrip("-").isdigit():
+        return int(val)
+    return None
+
+
+def _declared_label_values(labels: Any, path: Path | str = "dataset.json") -> dict[str, int]:
+    """dataset.json labels, MSD (``{"0": "background"}``) or nnU-Net v2 (``{"background": 0, "WT": [1, 2, 3]}``).
+
+    Raises:
+        DataError: naming ``path`` and the offending key when a label value is not an integer >= 0.
+    """
+    if not isinstance(labels, dict) or not labels:
+        raise DataError(f"{path}: 'labels' must be a non-empty mapping, e.g. {{\"0\": \"background\", \"1\": \"tumour\"}} "
+                        f"(MSD) or {{\"background\": 0, \"tumour\": 1}} (nnU-Net v2)")
     out: dict[str, int] = {}
     for key, val in labels.items():
-        if isinstance(val, str) and str(key).lstrip("-").isdigit():  # MSD: index -> name
-            out[val] = int(key)
+        if isinstance(val, str):  # MSD: index -> name; the key must be the integer label value
+            v = _int_value(key)
+            if v is None or v < 0:
+                raise DataError(f"{path}: 'labels' key {key!r} (-> {val!r}) is not an integer label value >= 0, "
+                                f"expected MSD style {{\"0\": \"background\"}} or nnU-Net style {{\"background\": 0}}")
+            out[val] = v
         elif isinstance(val, (list, tuple)):  # nnU-Net region: all members are valid label values
-            for v in val:
-                out[f"{key}:{int(v)}"] = int(v)
+            for member in val:
+                v = _int_value(member) if not isinstance(member, str) else None
+                if v is None or v < 0:
+                    raise DataError(f"{path}: 'labels' region {key!r} holds {member!r}, expected integer label "
+                                    f"values >= 0")
+                out[f"{key}:{v}"] = v
         else:
-            out[str(key)] = int(val)
+            v = _int_value(val) if not isinstance(val, str) else None
+            if v is None or v < 0:
+                raise DataError(f"{path}: 'labels' entry {key!r}: {val!r} is not an integer label value >= 0")
+            out[str(key)] = v
     return out
 
 
@@ -139,20 +186,38 @@ def read_dataset_json(root: str | os.PathLike) -> dict[str, Any]:
         raise DataError(f"{path}: file not found (expected an MSD / nnU-Net dataset.json)") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text, expected a JSON object") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a JSON object with 'labels' and 'channel_names'/'modality', got "
+                        f"{type(raw).__name__}")
     if "channel_names" in raw:
         style, chans = "nnunet", raw["channel_names"]
     elif "modality" in raw:
         style, chans = "msd", raw["modality"]
     else:
         raise DataError(f"{path}: has neither 'channel_names' (nnU-Net v2) nor 'modality' (MSD)")
-    channel_names = [str(chans[k]) for k in sorted(chans, key=lambda k: int(k))]
+    field_name = "channel_names" if style == "nnunet" else "modality"
+    if not isinstance(chans, dict) or not chans:
+        raise DataError(f"{path}: '{field_name}' must be a non-empty mapping of channel index -> name, "
+                        f"e.g. {{\"0\": \"MRI\"}}")
+    index: dict[int, Any] = {}
+    for k, name in chans.items():
+        i = _int_value(k)
+        if i is None or i < 0:
+            raise DataError(f"{path}: '{field_name}' key {k!r} is not an integer channel index >= 0, "
+                            f"expected {{\"0\": ..., \"1\": ...}}")
+        index[i] = name
+    if sorted(index) != list(range(len(index))):
+        raise DataError(f"{path}: '{field_name}' indices {sorted(index)} are not 0..{len(index) - 1}")
+    channel_names = [str(index[i]) for i in range(len(index))]
     if "labels" not in raw:
         raise DataError(f"{path}: missing 'labels'")
     training = raw.get("training") or []
     if style == "msd" and training and not all(isinstance(t, dict) and "image" in t for t in training):
         raise DataError(f"{path}: 'training' must be a list of {{image, label}} entries")
-    return dict(style=style, channel_names=channel_names, labels=_declared_label_values(raw["labels"]),
-                file_ending=raw.get("file_ending", ".nii.gz"), training=training, raw=raw)
+    return {"style": style, "channel_names": channel_names, "labels": _declared_label_values(raw["labels"], path),
+                "file_ending": raw.get("file_ending", ".nii.gz"), "training": training, "raw": raw}
 
 
 def _group_channels(files: list[Path]) -> dict[str, list[Path]]:
@@ -337,6 +402,11 @@ def list_cases3d(root: str | os.PathLike, layout: str | None = None, split: str 
 def remap_labels(label: np.ndarray, mapping: dict[int, int], drop_unmapped: bool = False) -> np.ndarray:
     """Apply ``mapping`` (raw -> new) to an integer label map; unmapped values are kept or, if requested, zeroed."""
     lut_size = int(max(label.max(initial=0), *mapping.keys())) + 1
+    if lut_size > 1 << 16:  # a stray huge value must not allocate a huge lookup table
+        values, inverse = np.unique(label, return_inverse=True)
+        mapped = np.asarray([mapping.get(int(v), 0 if drop_unmapped and v != 0 else int(v)) for v in values],
+                            dtype=np.int64)
+        return mapped[inverse].reshape(label.shape)
     lut = np.zeros(lut_size, dtype=np.int64) if drop_unmapped else np.arange(lut_size, dtype=np.int64)
     for src, dst in mapping.items():
         lut[src] = dst
@@ -380,9 +450,9 @@ def _load_npz_slices(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, An
 
 
 def _array_meta(case: Case3D, shape: tuple[int, ...]) -> dict[str, Any]:
-    return dict(path=str(case.images[0]), shape=tuple(int(s) for s in shape), spacing=np.ones(3), affine=np.eye(4),
-                orientation=("R", "A", "S"), qform=None, qform_code=0, sform=np.eye(4), sform_code=1,
-                xyzt_units=("mm", "sec"), n_channels=1, source=case.layout, spacing_known=False)
+    return {"path": str(case.images[0]), "shape": tuple(int(s) for s in shape), "spacing": np.ones(3), "affine": np.eye(4),
+                "orientation": ("R", "A", "S"), "qform": None, "qform_code": 0, "sform": np.eye(4), "sform_code": 1,
+                "xyzt_units": ("mm", "sec"), "n_channels": 1, "source": case.layout, "spacing_known": False}
 
 
 def _same_geometry(m1: dict, m2: dict, atol: float = 1e-3) -> bool:
@@ -398,14 +468,20 @@ def load_case3d(case: Case3D, check_labels: bool = True) -> dict[str, Any]:
 
     Raises:
         DataError: unreadable files, shape or affine mismatch between modalities or with the label (naming both
-            files), channel count different from ``case.channel_names``, label values not declared.
+            files), channel count different from ``case.channel_names``, label values not declared, label values
+            outside ``0..num_classes - 1`` when ``case.extra["num_classes"]`` is set (training sets it from
+            ``data.num_classes``).
     """
+    num_classes = case.extra.get("num_classes") if case.extra else None
     if case.layout in ("synapse_h5", "synapse_npz"):
         image, label, _ = _load_h5(case) if case.layout == "synapse_h5" else _load_npz_slices(case)
         image = image.astype(np.float32)
         if not np.isfinite(image).all():
             raise DataError(f"{case.images[0]}: NaN/Inf voxels, expected finite intensities")
-        label = np.rint(label).astype(np.int64)
+        if label.dtype.kind not in "biuf" or (label.dtype.kind == "f" and not (
+                np.isfinite(label).all() and np.array_equal(np.rint(label), label))):
+            raise DataError(f"{case.images[0]}: label holds non-integer values, expected integer class ids")
+        label = label.astype(np.int64)
         meta = _array_meta(case, image.shape[1:])
         lab_path = case.images[0]
     else:
@@ -421,7 +497,8 @@ def load_case3d(case: Case3D, check_labels: bool = True) -> dict[str, Any]:
         label = None
         lab_path = case.label
         if case.label is not None:
-            label, lm = read_volume_label(case.label)
+            # raw values may exceed num_classes before a label_map (BraTS 4 -> 3): the bound is checked below
+            label, lm = read_volume_label(case.label, num_classes=None if case.label_map else num_classes)
             if not _same_geometry(meta, lm):
                 raise DataError(f"case {case.case_id!r}: label {case.label} (shape {lm['shape']}) does not match "
                                 f"image {meta['path']} (shape {meta['shape']}) in shape or affine")
@@ -430,6 +507,8 @@ def load_case3d(case: Case3D, check_labels: bool = True) -> dict[str, Any]:
                         f"expected {len(case.channel_names)} ({', '.join(case.channel_names)})")
     if label is not None and case.label_map:
         label = remap_labels(label, case.label_map, case.drop_unmapped)
+    if label is not None and num_classes is not None:
+        check_label_values(label, num_classes, lab_path)
     if label is not None and check_labels and case.labels is not None:
         bad = sorted(set(np.unique(label).tolist()) - set(case.labels.values()))
         if bad:
@@ -437,7 +516,7 @@ def load_case3d(case: Case3D, check_labels: bool = True) -> dict[str, Any]:
                             f"{sorted(set(case.labels.values()))}")
     meta = dict(meta, case_id=case.case_id, channel_names=list(case.channel_names),
                 files=[str(p) for p in case.images], label_file=str(case.label) if case.label else None)
-    return dict(case_id=case.case_id, image=image, label=label, meta=meta)
+    return {"case_id": case.case_id, "image": image, "label": label, "meta": meta}
 
 
 def split_cases(ids: Sequence[str], val_fraction: float = 0.2, seed: int = 12345) -> tuple[list[str], list[str]]:
@@ -453,7 +532,7 @@ def split_cases(ids: Sequence[str], val_fraction: float = 0.2, seed: int = 12345
     ids = sorted(ids)
     shuffled = list(ids)
     random.Random(seed).shuffle(shuffled)
-    n_val = int(round(len(ids) * val_fraction))
+    n_val = round(len(ids) * val_fraction)
     if val_fraction > 0 and len(ids) >= 2:
         n_val = min(max(n_val, 1), len(ids) - 1)
     val = sorted(shuffled[:n_val])

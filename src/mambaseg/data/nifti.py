@@ -44,6 +44,7 @@ __all__ = [
     "ITK_SUFFIXES",
     "NIFTI_SUFFIXES",
     "SUPPORTED_SUFFIXES",
+    "check_label_values",
     "check_nifti_header",
     "check_resample_size",
     "meta_from_json",
@@ -443,14 +444,44 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     return data, meta
 
 
-def read_volume_label(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+def _classes(num_classes: int | None) -> str:
+    return "" if num_classes is None else f" 0..{num_classes - 1} (data.num_classes={num_classes})"
+
+
+def check_label_values(label: np.ndarray, num_classes: int, path: str | os.PathLike) -> None:
+    """Every value of the integer ``label`` map is a class id in ``0..num_classes - 1``.
+
+    Raises:
+        DataError: naming ``path``, the values found and ``num_classes``.
+    """
+    values = np.unique(np.asarray(label))
+    bad = values[(values < 0) | (values >= num_classes)]
+    if bad.size:
+        raise DataError(f"{path}: label values {_some(values, 16)} include {_some(bad)} outside 0..{num_classes - 1} "
+                        f"(data.num_classes={num_classes}); set data.num_classes to the number of classes including "
+                        f"background, or fix the label map")
+
+
+def _some(values: np.ndarray, n: int = 8) -> str:
+    """``[-2, -1]`` or ``[0.5, 1.5, ... 12 values]`` for messages."""
+    vals = [float(v) if not float(v).is_integer() else int(v) for v in values[:n]]
+    more = f", ... {len(values)} values" if len(values) > n else ""
+    return f"{vals}"[:-1] + more + "]"
+
+
+def read_volume_label(path: str | os.PathLike, num_classes: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a label map of any supported format.
+
+    Args:
+        path: the label file.
+        num_classes: when given, values must also be < ``num_classes`` (and every message names it).
 
     Returns:
         ``(label, meta)`` with label int64 ``(X, Y, Z)``.
 
     Raises:
-        DataError: as :func:`read_volume`, plus non-integer or negative values, or more than one channel.
+        DataError: as :func:`read_volume`, plus non-integer or negative values (those found are listed), values
+            >= ``num_classes``, or more than one channel.
     """
     data, meta = _load(path, label=True)
     path = Path(path)
@@ -459,11 +490,17 @@ def read_volume_label(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, An
         _check_finite(data, path)
         rounded = np.rint(data)
         if not np.array_equal(rounded, data):
-            raise DataError(f"{path}: label map holds non-integer values, expected integer class ids")
+            found = np.unique(data[rounded != data])
+            raise DataError(f"{path}: label map holds non-integer values ({_some(found)}), expected integer "
+                            f"class ids{_classes(num_classes)}")
         data = rounded
     data = np.ascontiguousarray(data, dtype=np.int64)
     if data.size and data.min() < 0:
-        raise DataError(f"{path}: label map holds negative values (min {int(data.min())}), expected ids >= 0")
+        found = np.unique(data[data < 0])
+        raise DataError(f"{path}: label map holds negative values ({_some(found)}), expected ids >= 0"
+                        f"{_classes(num_classes)}")
+    if num_classes is not None:
+        check_label_values(data, num_classes, path)
     return data, meta
 
 

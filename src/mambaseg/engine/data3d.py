@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 from ..config import DataCfg
 from ..data.io import DataError
-from ..data.layouts3d import list_cases3d, load_case3d
+from ..data.layouts3d import Case3D, list_cases3d, load_case3d
+from ..data.nifti import check_label_values, check_resample_size, volume_header
 from ..data.preprocess import PreprocessCache, fingerprint, plan
 
 __all__ = ["load_dataset_3d"]
@@ -25,6 +27,9 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     records = [c for c in list_cases3d(root, layout=cfg.layout, split="train") if c.label is not None]
     if not records:
         raise DataError(f"{root}: no labelled cases found for layout {cfg.layout!r}.")
+    # every case's labels are checked against data.num_classes when it is read (load_case3d), before training
+    records = [dataclasses.replace(c, extra={**c.extra, "num_classes": int(cfg.num_classes)}) for c in records]
+    heads = {c.case_id: _check_headers(c) for c in records}  # header checks before any voxel is read
     by_id = {c.case_id: c for c in records}
     train_ids, val_ids = split_ids(list(by_id), cfg.val_fraction, seed)
     logger.info("3D dataset %s: %d training / %d validation cases (seed %d)", root, len(train_ids), len(val_ids), seed)
@@ -32,10 +37,16 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     the_plan = plan(fp, modality=cfg.modality, patch_size=list(cfg.patch_size) if cfg.patch_size else None,
                     target_spacing=list(cfg.target_spacing) if cfg.target_spacing else None,
                     ct_window=tuple(cfg.ct_window) if cfg.ct_window else None)
+    for head in heads.values():  # the resampled size from the headers, before anything is resampled
+        if head is not None:
+            check_resample_size(head["path"], head["shape"], head["affine"], the_plan["target_spacing"],
+                                head["n_channels"])
     cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else (run_dir or Path(".")) / "cache")
 
     def load(cid: str) -> dict:
         image, label, props = cache.load(by_id[cid], the_plan)
+        if label is not None:  # also for cache hits made under another num_classes
+            check_label_values(label, int(cfg.num_classes), by_id[cid].label or cid)
         return {"id": cid, "image": image, "label": label, "mask": None, "meta": props}
 
     train = [load(i) for i in train_ids]
@@ -45,6 +56,20 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     info = {"train_ids": train_ids, "val_ids": val_ids, "spatial_dims": 3, "plan": the_plan,
             "labels": dict(labels), "channel_names": list(records[0].channel_names), "layout": cfg.layout}
     return train, val, info
+
+
+def _check_headers(case: Case3D) -> dict | None:
+    """Header checks of a case's image and label files (:func:`volume_header`); the first image's geometry with the
+    case's channel count, or None for layouts without headers (Synapse npz/h5)."""
+    if case.layout in ("synapse_h5", "synapse_npz"):
+        return None
+    heads = [volume_header(p) for p in case.images]
+    if case.label is not None:
+        volume_header(case.label, label=True)
+    head = dict(heads[0], n_channels=sum(int(h["n_channels"]) for h in heads))
+    if head["affine"] is None or len(head["shape"]) != 3:
+        return None  # not 3D: refused with its own message when read
+    return head
 
 
 def read_case_for_inference(case) -> dict:
