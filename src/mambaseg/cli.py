@@ -82,7 +82,7 @@ def _cmd_predict(args) -> int:
 
     written = predict(args.model, args.input, args.output, overlay=args.overlay, probs=args.probs,
                       mask=args.mask, tta=args.tta, overlap=args.overlap, overwrite=args.overwrite,
-                      progress=not args.no_progress, device=args.device)
+                      progress=not args.no_progress, device=args.device, skip_existing=args.skip_existing)
     print(f"wrote {len(written)} prediction(s) to {args.output}")
     return 0
 
@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="mirror test-time augmentation")
     p.add_argument("--overlap", type=float, default=None, help="tile overlap in [0, 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--continue", dest="skip_existing", action="store_true",
+                   help="keep outputs that already exist (finished by an interrupted run) and write the rest")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     _add_common(p)

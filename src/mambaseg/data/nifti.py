@@ -37,6 +37,7 @@ import nibabel as nib
 import numpy as np
 
 from mambaseg.data.io import DataError
+from mambaseg.utils.atomic import atomic_path
 from mambaseg.utils.limits import MAX_SPACING_MM, MIN_SPACING_MM, format_bytes, max_volume_bytes
 from mambaseg.utils.optional import MissingDependency, require
 
@@ -519,7 +520,8 @@ def read_nifti_label(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any
 
 
 def write_nifti(path: str | os.PathLike, array: np.ndarray, meta: dict[str, Any], dtype: Any = np.uint8) -> Path:
-    """Write ``array`` as NIfTI with the reference geometry in ``meta`` (affine, qform/sform and their codes).
+    """Write ``array`` as NIfTI with the reference geometry in ``meta`` (affine, qform/sform and their codes),
+    atomically (temporary file in the same folder, then rename).
 
     Args:
         path: output file (``.nii`` or ``.nii.gz``).
@@ -555,8 +557,8 @@ def write_nifti(path: str | os.PathLike, array: np.ndarray, meta: dict[str, Any]
     units = meta.get("xyzt_units")
     if units:
         hdr.set_xyzt_units(*units)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    with atomic_path(path) as tmp:  # a kill never leaves a partial file under the final name
+        nib.save(img, str(tmp))
     return path
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..data.io import SUPPORTED_2D, DataError, _read_raw, _to_single_channel, read_label, read_mask, suffix_of
 from ..metrics.binary import METRIC_DEFINITIONS, auc, binary_metrics
+from ..utils.atomic import atomic_path, atomic_write_text, clean_stale_temp
 
 __all__ = ["evaluate", "format_table", "match_files"]
 
@@ -218,7 +219,9 @@ def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path
     else:
         result = evaluate_2d(pred, gt, out, Path(mask) if mask else None, threshold, overwrite, allow_missing)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(result, indent=2, default=float))
+    clean_stale_temp(out, {"summary.json", "metrics.csv"})  # leftovers of a killed run
+    # each file is complete or absent: temporary name in the same folder, then rename
+    atomic_write_text(out / "summary.json", json.dumps(result, indent=2, default=float))
     _write_csv(result, out / "metrics.csv")
     return result
 
@@ -228,7 +231,7 @@ def _write_csv(result: dict, path: Path) -> None:
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys and not isinstance(r[k], dict)]
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)

@@ -19,11 +19,12 @@ from tqdm import tqdm
 
 from ..data.io import SUPPORTED_2D, DataError, read_image, read_mask, suffix_of, write_overlay, write_png
 from ..data.layouts2d import estimate_fov, normalize_image
+from ..utils.atomic import atomic_path, clean_stale_temp
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from .data import fov_diameter
 from .inference import logits_to_probs, probs_to_labels, sliding_window
 
-__all__ = ["predict", "load_predictor", "collect_inputs", "Predictor"]
+__all__ = ["Predictor", "collect_inputs", "load_predictor", "predict"]
 
 logger = logging.getLogger(__name__)
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -143,42 +144,71 @@ def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, 
     return probs, labels
 
 
+def check_existing(targets: list[Path], overwrite: bool, skip_existing: bool,
+                   extra: dict[Path, list[Path]] | None = None) -> set[Path]:
+    """The targets to skip: with ``skip_existing`` (``--continue``) those whose outputs all exist (outputs are
+    written atomically, so an existing file is complete); otherwise none, and an existing target is an error unless
+    ``overwrite``. ``extra`` maps a target to its other outputs (probabilities, overlays) that must exist too."""
+    if overwrite and skip_existing:
+        raise DataError("--continue and --overwrite exclude each other: --continue keeps finished outputs, "
+                        "--overwrite replaces them.")
+    if skip_existing:
+        return {t for t in targets if t.exists() and all(p.exists() for p in (extra or {}).get(t, []))}
+    if not overwrite:
+        existing = [t for t in targets if t.exists()]
+        if existing:
+            raise DataError(f"{existing[0]}: output already exists (use --overwrite to replace it, or --continue "
+                            f"to keep finished outputs and write the rest).")
+    return set()
+
+
 def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool = False, probs: bool = False,
             mask: str | Path | None = None, tta: bool = False, overlap: float | None = None,
-            overwrite: bool = False, progress: bool = True, device: str = "auto") -> list[Path]:
+            overwrite: bool = False, progress: bool = True, device: str = "auto",
+            skip_existing: bool = False) -> list[Path]:
     """Segment every supported file in ``inp`` and write the results to ``out`` (never into the input folder).
 
+    Every output is written to a temporary name in its folder and renamed, so a killed run leaves no partial file
+    under a final name; ``skip_existing`` (``--continue``) skips the inputs whose outputs already exist.
+
     Returns:
-        The written label files.
+        The written label files (skipped ones are not listed).
     """
     pred = load_predictor(model, device)
     if pred.spatial_dims == 3:
         from .predict3d import predict_volumes
 
-        return predict_volumes(pred, inp, out, tta=tta, overlap=overlap, overwrite=overwrite, progress=progress)
+        return predict_volumes(pred, inp, out, tta=tta, overlap=overlap, overwrite=overwrite, progress=progress,
+                               skip_existing=skip_existing)
     out, inp = Path(out), Path(inp)
     files = collect_inputs(inp, SUPPORTED_2D)
     _check_output_dir(out, files, inp)
     stems = [_stem(f) for f in files]
     dup = {s for s in stems if stems.count(s) > 1}
     if dup:
-        raise DataError(f"{inp}: several inputs share the name {sorted(dup)[0]!r}; outputs would overwrite each other.")
+        raise DataError(f"{inp}: several inputs share the name {min(dup)!r}; outputs would overwrite each other.")
     targets = [out / f"{s}.png" for s in stems]
-    if not overwrite:
-        existing = [t for t in targets if t.exists()]
-        if existing:
-            raise DataError(f"{existing[0]}: output already exists (use --overwrite to replace it).")
+    extra = {t: ([out / "probs" / t.name] if probs else []) + ([out / "overlays" / t.name] if overlay else [])
+             for t in targets}
+    done = check_existing(targets, overwrite, skip_existing, extra)
+    if done:
+        logger.warning("--continue: %d of %d input(s) already have their outputs in %s; skipped", len(done),
+                       len(targets), out)
     ov = pred.config.get("infer", {}).get("overlap", 0.5) if overlap is None else overlap
     mask_dir = Path(mask) if mask else None
     # read and check everything before writing anything
     jobs = []
-    for f, s in zip(files, stems):
+    for f, s, t in zip(files, stems, targets):
+        if t in done:
+            continue
         raw, _ = read_image(f)
         if raw.shape[0] != pred.in_channels:
             raise DataError(f"{f}: image has {raw.shape[0]} channel(s), the model expects {pred.in_channels}.")
         mpath = _find_mask(mask_dir, s)
         jobs.append((f, s, mpath))
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "probs", out / "overlays"):  # leftovers of a killed run
+        clean_stale_temp(folder, {f"{s}.png" for _, s, _ in jobs})
     written = []
     for f, s, mpath in tqdm(jobs, desc="predict", disable=not progress):
         raw, _ = read_image(f)
@@ -189,13 +219,17 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
                 raise DataError(f"{mpath}: mask shape {m.shape} differs from image {f} shape {raw.shape[1:]}.")
         p, labels = predict_image_2d(pred, raw, m, ov, tta)
         binary = p.shape[0] == 1
-        written.append(write_png(out / f"{s}.png", (labels * 255 if binary else labels).astype(np.uint8)))
+        # each file appears complete or not at all; the label map last, so it marks a finished case
         if probs:
             fg = p[0] if binary else 1.0 - p[0]
             from PIL import Image
 
-            (out / "probs").mkdir(exist_ok=True)
-            Image.fromarray(np.round(fg * 65535).astype(np.uint16)).save(out / "probs" / f"{s}.png")
+            with atomic_path(out / "probs" / f"{s}.png") as tmp:
+                Image.fromarray(np.round(fg * 65535).astype(np.uint16)).save(tmp)
         if overlay:
-            write_overlay(out / "overlays" / f"{s}.png", raw, labels)
+            with atomic_path(out / "overlays" / f"{s}.png") as tmp:
+                write_overlay(tmp, raw, labels)
+        with atomic_path(out / f"{s}.png") as tmp:
+            write_png(tmp, (labels * 255 if binary else labels).astype(np.uint8))
+        written.append(out / f"{s}.png")
     return written

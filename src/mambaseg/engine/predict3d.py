@@ -14,6 +14,7 @@ from tqdm import tqdm
 from ..data.io import DataError
 from ..data.nifti import check_resample_size, read_volume, volume_header, write_nifti
 from ..data.preprocess import invert_prediction, preprocess_case
+from ..utils.atomic import clean_stale_temp
 from .inference import logits_to_probs, probs_to_labels, sliding_window
 
 __all__ = ["gather_volume_cases", "predict_volumes"]
@@ -76,9 +77,10 @@ def _read_channels(case_id: str, files: list[Path]) -> dict:
 
 
 def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = None, overwrite: bool = False,
-                    progress: bool = True) -> list[Path]:
-    """Segment every case in ``inp`` with the 3D predictor ``pred`` and write ``out/<case>.nii.gz``."""
-    from .predict import _check_output_dir
+                    progress: bool = True, skip_existing: bool = False) -> list[Path]:
+    """Segment every case in ``inp`` with the 3D predictor ``pred`` and write ``out/<case>.nii.gz`` (atomically);
+    ``skip_existing`` (``--continue``) skips the cases whose output exists."""
+    from .predict import _check_output_dir, check_existing
 
     inp, out = Path(inp), Path(out)
     plan = pred.ckpt.get("data", {}).get("plan")
@@ -87,10 +89,12 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
     cases = gather_volume_cases(inp)
     _check_output_dir(out, [], inp)
     targets = [out / f"{cid}.nii.gz" for cid, _ in cases]
-    if not overwrite:
-        for t in targets:
-            if t.exists():
-                raise DataError(f"{t}: output already exists (use --overwrite to replace it).")
+    done = check_existing(targets, overwrite, skip_existing)
+    if done:
+        logger.warning("--continue: %d of %d case(s) already have their output in %s; skipped", len(done),
+                       len(targets), out)
+        keep = [i for i, t in enumerate(targets) if t not in done]
+        cases, targets = [cases[i] for i in keep], [targets[i] for i in keep]
     infer = pred.config.get("infer", {})
     tile = infer.get("patch_size") or plan["patch_size"]
     ov = infer.get("overlap", 0.5) if overlap is None else overlap
@@ -107,6 +111,7 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
                             f"expects {pred.in_channels}.")
         loaded.append(case)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp(out, {t.name for t in targets})  # leftovers of a killed run
     written = []
     for case, target in tqdm(list(zip(loaded, targets)), desc="predict", disable=not progress):
         image, _, props = preprocess_case(case, plan)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..config import Config, check_device, config_to_dict
 from ..losses import SegLoss
 from ..models import build_model
+from ..utils.atomic import clean_stale_temp
 from ..utils.optional import MissingDependency, require
 from ..utils.seed import provenance, seed_everything
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -169,6 +170,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, progress: bool = Tru
         return _train(cfg, run_dir, resume, False)
     handler = _setup_logging(run_dir)
     try:
+        for p in clean_stale_temp(run_dir):  # .checkpoint_*.tmp etc. of a killed training in this folder
+            logger.info("removed %s, left by an interrupted run", p.name)
         return _train(cfg, run_dir, resume, progress)
     finally:
         logging.getLogger("mambaseg").removeHandler(handler)
