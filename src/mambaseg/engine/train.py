@@ -24,6 +24,7 @@ from ..losses import SegLoss
 from ..models import build_model
 from ..utils.atomic import clean_stale_temp
 from ..utils.optional import MissingDependency, require
+from ..utils.runlock import RunLock
 from ..utils.seed import provenance, seed_everything
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import PatchSampler, load_dataset
@@ -168,14 +169,16 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, progress: bool = Tru
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 logs
         logging.getLogger("mambaseg").setLevel(logging.WARNING)
         return _train(cfg, run_dir, resume, False)
-    handler = _setup_logging(run_dir)
-    try:
-        for p in clean_stale_temp(run_dir):  # .checkpoint_*.tmp etc. of a killed training in this folder
-            logger.info("removed %s, left by an interrupted run", p.name)
-        return _train(cfg, run_dir, resume, progress)
-    finally:
-        logging.getLogger("mambaseg").removeHandler(handler)
-        handler.close()
+    # one training per run folder: a second one refuses here, before it writes anything (released at exit)
+    with RunLock(run_dir):
+        handler = _setup_logging(run_dir)
+        try:
+            for p in clean_stale_temp(run_dir):  # .checkpoint_*.tmp etc. of a killed training in this folder
+                logger.info("removed %s, left by an interrupted run", p.name)
+            return _train(cfg, run_dir, resume, progress)
+        finally:
+            logging.getLogger("mambaseg").removeHandler(handler)
+            handler.close()
 
 
 def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
