@@ -174,12 +174,16 @@ class AKConv(nn.Module):
             fy = 1.0 + ((py < 0) | (py >= width - 1)).to(out.dtype)
         return out * (fx * fy).unsqueeze(1)
 
-    def _forward_kernel(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """Sampling + (N, 1) mixing with the compiled CPU kernel: same result as :meth:`sample` + matmul."""
+    def _forward_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """Offsets, sampling and (N, 1) mixing with the compiled CPU kernel: same result as the reference path.
+        The base grid and p_n are added inside the kernel, so no (B, 2N, h, w) position tensor is built."""
+        offset = self.p_conv(x)
+        shift = 0.0
         if self.zero_pad:
-            x, p = F.pad(x, (1, 1, 1, 1)), p + 1
+            x, shift = F.pad(x, (1, 1, 1, 1)), 1.0
         weight = self.conv[0].weight.reshape(self.out_channels, self.in_channels * self.num_param)
-        return akconv_kernel.akconv_sample_mix(x, p, weight).to(x.dtype)
+        y = akconv_kernel.akconv_sample_mix(x, offset, weight, self.p_n, self.stride, shift)
+        return y.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the alterable-kernel convolution.
@@ -192,10 +196,9 @@ class AKConv(nn.Module):
         """
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"AKConv: expected input (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}.")
-        p = self.sampling_positions(x)
         if _use_kernel(x):
-            return self.conv[2](self.conv[1](self._forward_kernel(x, p)))
-        samples = self.sample(x, p)  # (B, C, N·h, w)
+            return self.conv[2](self.conv[1](self._forward_kernel(x)))
+        samples = self.sample(x, self.sampling_positions(x))  # (B, C, N·h, w)
         b, c, nh, w = samples.shape
         h = nh // self.num_param
         samples = samples.view(b, c * self.num_param, h * w)  # channel index c·N + n

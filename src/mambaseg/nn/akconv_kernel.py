@@ -51,25 +51,35 @@ def available() -> bool:
 
 class _AKConvFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, p, weight):
-        ctx.save_for_backward(x, p, weight)
-        return _load().forward(x, p, weight)
+    def forward(ctx, x, off, weight, pn, stride, shift):
+        ctx.save_for_backward(x, off, weight, pn)
+        ctx.stride, ctx.shift = stride, shift
+        return _load().forward(x, off, weight, pn, stride, shift)
 
     @staticmethod
     def backward(ctx, dy):
-        x, p, weight = ctx.saved_tensors
+        x, off, weight, pn = ctx.saved_tensors
         need = ctx.needs_input_grad
-        dx, dp, dw = _load().backward(x, p, weight, dy.to(x.dtype).contiguous(), need[0], need[1], need[2])
-        return (dx if need[0] else None), (dp if need[1] else None), (dw if need[2] else None)
+        dx, doff, dw = _load().backward(x, off, weight, pn, ctx.stride, ctx.shift, dy.to(x.dtype).contiguous(),
+                                        need[0], need[1], need[2])
+        return (dx if need[0] else None), (doff if need[1] else None), (dw if need[2] else None), None, None, None
 
 
-def akconv_sample_mix(x: torch.Tensor, p: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of ``x`` at ``p`` mixed by ``weight``, with autograd.
+def akconv_sample_mix(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, p_n: torch.Tensor | None = None,
+                      stride: int = 0, shift: float = 0.0) -> torch.Tensor:
+    """Bilinear samples of ``x`` at learned positions, mixed by ``weight``, with autograd.
+
+    The position of point n of output pixel (i, j) is ``(i·stride + p_n[n] + offset[:, n, i, j] + shift,
+    j·stride + p_n[N+n] + offset[:, N+n, i, j] + shift)``; with the defaults (no ``p_n``, stride 0, shift 0)
+    ``offset`` holds absolute positions.
 
     Args:
-        x: (B, C, S1, S2) image (zero-pad it yourself for zero-extended sampling, and shift ``p`` by one).
-        p: (B, 2N, h, w) absolute positions in pixels of ``x``: rows (along S1) then columns (along S2).
+        x: (B, C, S1, S2) image (zero-pad it yourself for zero-extended sampling, and shift by one).
+        offset: (B, 2N, h, w): rows (along S1) then columns (along S2), in pixels of ``x``.
         weight: (C_out, C·N) mixing weight, column ``c·N + n`` (the (N, 1) convolution's weight, flattened).
+        p_n: (2N,) initial sampling shape (not differentiated); zeros when None.
+        stride: output stride of the base grid.
+        shift: added to every position.
 
     Returns:
         (B, C_out, h, w) in fp32 (fp64 if ``x`` is fp64), in channels-last memory format.
@@ -81,16 +91,17 @@ def akconv_sample_mix(x: torch.Tensor, p: torch.Tensor, weight: torch.Tensor) ->
         raise RuntimeError(f"AKConv: the compiled CPU kernel is not available (disabled by {ENV_DISABLE} or the "
                            "build failed; see the logged warning).")
     b, c = x.shape[:2]
-    n = p.shape[1] // 2
-    h, w = p.shape[-2:]
+    n = offset.shape[1] // 2
+    h, w = offset.shape[-2:]
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type="cpu", enabled=False):
-        # the kernel works channels-last: x (B, S1, S2, C), p (B, h, w, 2N), weight (C_out, N·C)
+        # the kernel samples channels-last: x (B, S1, S2, C) (free when x is already channels-last), weight (C_out, N·C)
         xc = x.to(work).permute(0, 2, 3, 1).contiguous()
-        pc = p.to(work).permute(0, 2, 3, 1).contiguous()
+        oc = offset.to(work).contiguous()
         wc = weight.to(work).view(-1, c, n).transpose(1, 2).reshape(-1, n * c)
-        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, p, weight)):
-            y = _AKConvFn.apply(xc, pc, wc)
+        pn = torch.zeros(2 * n, dtype=work) if p_n is None else p_n.detach().to(work).contiguous()
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, offset, weight)):
+            y = _AKConvFn.apply(xc, oc, wc, pn, int(stride), float(shift))
         else:
-            y = _load().forward(xc, pc, wc)
+            y = _load().forward(xc, oc, wc, pn, int(stride), float(shift))
     return y.view(b, h, w, -1).permute(0, 3, 1, 2)

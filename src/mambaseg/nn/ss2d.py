@@ -166,4 +166,4 @@ class MambaOut(nn.Module):
         y = self.ss2d(self.norm(t))
         if self.residual:
             y = t + y
-        return y.permute(0, 3, 1, 2).contiguous()
+        return y.permute(0, 3, 1, 2)  # channels-last strides; the consumer (torch.cat) copies anyway

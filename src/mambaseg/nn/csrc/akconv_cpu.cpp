@@ -5,7 +5,8 @@
 //
 // Inputs (contiguous, one floating dtype T = float or double):
 //   x: (B, S1, S2, C)    the image to sample, channels last (the caller zero-pads it for AKConv's zero_pad mode)
-//   p: (B, h, w, 2N)     absolute sampling positions in pixels of x: [.., n] along S1, [.., N + n] along S2
+//   off: (B, 2N, h, w)   offsets (p_conv's output): channels 0..N-1 along S1, N..2N-1 along S2; the sampling
+//                        position of point n of output pixel (i, j) is (i, j) * stride + p_n[n] + off + shift
 //   weight: (C_out, N*C) the (N, 1) mixing convolution's weight, column n*C + c
 // Output: y (B, h*w, C_out) = col_b @ weight^T for every b, col_b (h*w, N*C) the bilinear samples.
 //
@@ -32,8 +33,11 @@ namespace {
 
 constexpr int64_t kChanBlock = 16;  // channels per col2im job (a shape-only split: results do not depend on threads)
 
+template <typename T>
 struct Shape {
-  int64_t C, N, S1, S2, hw;
+  int64_t C, N, S1, S2, hw, w, stride;  // channels, points, input plane, output pixels, output width, stride
+  T shift;                              // added to every position (1 for a zero-padded input)
+  const T* pn;                          // (2N,) initial sampling shape: rows then columns
 };
 
 namespace baseline {
@@ -58,13 +62,13 @@ bool use_avx2() {
 #endif
 
 template <typename T>
-void im2col(const T* x, const T* p, const Shape& s, T* col) {
+void im2col(const T* x, const T* p, const Shape<T>& s, T* col) {
   at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (s.N * s.C)),
                    [&](int64_t begin, int64_t end) { AKCONV_CALL(im2col_range, x, p, s, col, begin, end); });
 }
 
 template <typename T>
-void col2im(const T* dcol, const T* p, const Shape& s, T* dx) {
+void col2im(const T* dcol, const T* p, const Shape<T>& s, T* dx) {
   const int64_t blocks = (s.C + kChanBlock - 1) / kChanBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     AKCONV_CALL(col2im_range, dcol, p, s, dx, b0 * kChanBlock, std::min(s.C, b1 * kChanBlock));
@@ -72,33 +76,47 @@ void col2im(const T* dcol, const T* p, const Shape& s, T* dx) {
 }
 
 template <typename T>
-void positions_grad(const T* x, const T* dcol, const T* p, const Shape& s, T* dp) {
+void positions_grad(const T* x, const T* dcol, const T* p, const Shape<T>& s, T* dp) {
   at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (s.N * s.C)),
                    [&](int64_t begin, int64_t end) { AKCONV_CALL(positions_grad_range, x, dcol, p, s, dp, begin, end); });
 }
 
-Shape check(const at::Tensor& x, const at::Tensor& p, const at::Tensor& weight) {
-  TORCH_CHECK(x.dim() == 4 && p.dim() == 4 && weight.dim() == 2,
-              "akconv_cpu: expected x (B,S1,S2,C), p (B,h,w,2N), weight (C_out, N*C)");
-  TORCH_CHECK(x.is_contiguous() && p.is_contiguous() && weight.is_contiguous(),
+struct Dims {
+  int64_t B, C, N, S1, S2, h, w, Co;
+};
+
+Dims check(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight, const at::Tensor& pn,
+           int64_t stride) {
+  TORCH_CHECK(x.dim() == 4 && off.dim() == 4 && weight.dim() == 2 && pn.dim() == 1,
+              "akconv_cpu: expected x (B,S1,S2,C), offsets (B,2N,h,w), weight (C_out, N*C), p_n (2N,)");
+  TORCH_CHECK(x.is_contiguous() && off.is_contiguous() && weight.is_contiguous() && pn.is_contiguous(),
               "akconv_cpu: inputs must be contiguous");
-  TORCH_CHECK(x.scalar_type() == p.scalar_type() && x.scalar_type() == weight.scalar_type(),
-              "akconv_cpu: x, p and weight must share one dtype");
-  TORCH_CHECK(p.size(0) == x.size(0) && p.size(3) % 2 == 0 && p.size(3) > 0, "akconv_cpu: p must be (B, h, w, 2N)");
-  const int64_t N = p.size(3) / 2;
+  TORCH_CHECK(x.scalar_type() == off.scalar_type() && x.scalar_type() == weight.scalar_type() &&
+              x.scalar_type() == pn.scalar_type(), "akconv_cpu: x, offsets, weight and p_n must share one dtype");
+  TORCH_CHECK(off.size(0) == x.size(0) && off.size(1) % 2 == 0 && off.size(1) > 0 && pn.size(0) == off.size(1),
+              "akconv_cpu: offsets must be (B, 2N, h, w) and p_n (2N,)");
+  TORCH_CHECK(stride >= 0, "akconv_cpu: stride must be >= 0");
+  const int64_t N = off.size(1) / 2;
   TORCH_CHECK(weight.size(1) == x.size(3) * N, "akconv_cpu: weight must be (C_out, N*C)");
-  return Shape{x.size(3), N, x.size(1), x.size(2), p.size(1) * p.size(2)};
+  return Dims{x.size(0), x.size(3), N, x.size(1), x.size(2), off.size(2), off.size(3), weight.size(0)};
 }
 
-at::Tensor akconv_forward(const at::Tensor& x, const at::Tensor& p, const at::Tensor& weight) {
-  const Shape s = check(x, p, weight);
-  const int64_t B = x.size(0), Co = weight.size(0);
-  auto y = at::empty({B, s.hw, Co}, x.options());
-  auto col = at::empty({s.hw, s.N * s.C}, x.options());
+template <typename T>
+Shape<T> shape_of(const Dims& d, const at::Tensor& pn, int64_t stride, double shift) {
+  return Shape<T>{d.C, d.N, d.S1, d.S2, d.h * d.w, d.w, stride, static_cast<T>(shift), pn.data_ptr<T>()};
+}
+
+// positions = (row, col) * stride + p_n + offsets + shift (stride 0: the offsets are absolute positions)
+at::Tensor akconv_forward(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight, const at::Tensor& pn,
+                          int64_t stride, double shift) {
+  const Dims d = check(x, off, weight, pn, stride);
+  auto y = at::empty({d.B, d.h * d.w, d.Co}, x.options());
+  auto col = at::empty({d.h * d.w, d.N * d.C}, x.options());
   const auto wt = weight.t();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_forward", [&] {
-    for (int64_t b = 0; b < B; ++b) {
-      im2col(x[b].data_ptr<scalar_t>(), p[b].data_ptr<scalar_t>(), s, col.data_ptr<scalar_t>());
+    const auto s = shape_of<scalar_t>(d, pn, stride, shift);
+    for (int64_t b = 0; b < d.B; ++b) {
+      im2col(x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s, col.data_ptr<scalar_t>());
       auto yb = y[b];
       at::mm_out(yb, col, wt);
     }
@@ -106,34 +124,36 @@ at::Tensor akconv_forward(const at::Tensor& x, const at::Tensor& p, const at::Te
   return y;
 }
 
-std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& p, const at::Tensor& weight,
-                                        const at::Tensor& dy, bool need_dx, bool need_dp, bool need_dw) {
-  const Shape s = check(x, p, weight);
-  const int64_t B = x.size(0), Co = weight.size(0);
-  TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() && dy.numel() == B * s.hw * Co,
+std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight,
+                                        const at::Tensor& pn, int64_t stride, double shift, const at::Tensor& dy,
+                                        bool need_dx, bool need_doff, bool need_dw) {
+  const Dims d = check(x, off, weight, pn, stride);
+  const int64_t hw = d.h * d.w;
+  TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() && dy.numel() == d.B * hw * d.Co,
               "akconv_cpu: dy must be contiguous (B, h*w, C_out) with x's dtype");
   auto dx = need_dx ? at::zeros_like(x) : at::empty({0}, x.options());
-  auto dp = need_dp ? at::empty_like(p) : at::empty({0}, x.options());
+  auto doff = need_doff ? at::empty_like(off) : at::empty({0}, x.options());
   auto dw = need_dw ? at::zeros_like(weight) : at::empty({0}, x.options());
-  if (!(need_dx || need_dp || need_dw)) return {dx, dp, dw};
-  auto col = at::empty({s.hw, s.N * s.C}, x.options());
-  const auto dyv = dy.view({B, s.hw, Co});
+  if (!(need_dx || need_doff || need_dw)) return {dx, doff, dw};
+  auto col = at::empty({hw, d.N * d.C}, x.options());
+  const auto dyv = dy.view({d.B, hw, d.Co});
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_backward", [&] {
-    for (int64_t b = 0; b < B; ++b) {
+    const auto s = shape_of<scalar_t>(d, pn, stride, shift);
+    for (int64_t b = 0; b < d.B; ++b) {
       const auto dyb = dyv[b];
       const scalar_t* xb = x[b].data_ptr<scalar_t>();
-      const scalar_t* pb = p[b].data_ptr<scalar_t>();
+      const scalar_t* ob = off[b].data_ptr<scalar_t>();
       if (need_dw) {
-        im2col(xb, pb, s, col.data_ptr<scalar_t>());
+        im2col(xb, ob, s, col.data_ptr<scalar_t>());
         dw.addmm_(dyb.t(), col);
       }
-      if (!(need_dx || need_dp)) continue;
+      if (!(need_dx || need_doff)) continue;
       at::mm_out(col, dyb, weight);  // dcol, in the same buffer
-      if (need_dx) col2im(col.data_ptr<scalar_t>(), pb, s, dx[b].data_ptr<scalar_t>());
-      if (need_dp) positions_grad(xb, col.data_ptr<scalar_t>(), pb, s, dp[b].data_ptr<scalar_t>());
+      if (need_dx) col2im(col.data_ptr<scalar_t>(), ob, s, dx[b].data_ptr<scalar_t>());
+      if (need_doff) positions_grad(xb, col.data_ptr<scalar_t>(), ob, s, doff[b].data_ptr<scalar_t>());
     }
   });
-  return {dx, dp, dw};
+  return {dx, doff, dw};
 }
 
 }  // namespace

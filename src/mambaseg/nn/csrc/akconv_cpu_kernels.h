@@ -37,14 +37,23 @@ inline Tap<T> make_tap(T qx, T qy, int64_t S1, int64_t S2) {
   return t;
 }
 
+// the tap of point n of output pixel i: position = (row, col) * stride + p_n + offset + shift, offsets (2N, h*w)
+template <typename T>
+inline Tap<T> tap_at(const T* __restrict__ off, const Shape<T>& s, int64_t i, int64_t n) {
+  const int64_t row = i / s.w, col = i - row * s.w;
+  const T qx = T(row * s.stride) + s.pn[n] + off[n * s.hw + i] + s.shift;
+  const T qy = T(col * s.stride) + s.pn[s.N + n] + off[(s.N + n) * s.hw + i] + s.shift;
+  return make_tap(qx, qy, s.S1, s.S2);
+}
+
 // col[i, n*C + c] = bilinear sample of channel c at point n of output pixel i, for pixels [begin, end)
 template <typename T>
-void im2col_range(const T* __restrict__ x, const T* __restrict__ p, const Shape& s, T* __restrict__ col,
+void im2col_range(const T* __restrict__ x, const T* __restrict__ p, const Shape<T>& s, T* __restrict__ col,
                   int64_t begin, int64_t end) {
   const int64_t C = s.C, N = s.N;
   for (int64_t i = begin; i < end; ++i) {
     for (int64_t n = 0; n < N; ++n) {
-      const Tap<T> t = make_tap(p[i * 2 * N + n], p[i * 2 * N + N + n], s.S1, s.S2);
+      const Tap<T> t = tap_at(p, s, i, n);
       const T w00 = t.wx0 * t.wy0, w01 = t.wx0 * t.wy1, w10 = t.wx1 * t.wy0, w11 = t.wx1 * t.wy1;
       const T* __restrict__ a = x + t.o00 * C;
       const T* __restrict__ b = x + t.o01 * C;
@@ -59,12 +68,12 @@ void im2col_range(const T* __restrict__ x, const T* __restrict__ p, const Shape&
 
 // dx[corner, c] += weight * dcol[i, n*C + c] for channels [c0, c1), all pixels in order
 template <typename T>
-void col2im_range(const T* __restrict__ dcol, const T* __restrict__ p, const Shape& s, T* dx, int64_t c0,
+void col2im_range(const T* __restrict__ dcol, const T* __restrict__ p, const Shape<T>& s, T* dx, int64_t c0,
                   int64_t c1) {
   const int64_t C = s.C, N = s.N;
   for (int64_t i = 0; i < s.hw; ++i) {
     for (int64_t n = 0; n < N; ++n) {
-      const Tap<T> t = make_tap(p[i * 2 * N + n], p[i * 2 * N + N + n], s.S1, s.S2);
+      const Tap<T> t = tap_at(p, s, i, n);
       const T w00 = t.wx0 * t.wy0, w01 = t.wx0 * t.wy1, w10 = t.wx1 * t.wy0, w11 = t.wx1 * t.wy1;
       const T* __restrict__ g = dcol + (i * N + n) * C;
       T* a = dx + t.o00 * C;  // corners may coincide (clamped): no __restrict__, updated one after the other
@@ -79,14 +88,14 @@ void col2im_range(const T* __restrict__ dcol, const T* __restrict__ p, const Sha
   }
 }
 
-// dp[i, n] (along S1), dp[i, N + n] (along S2) = sum over channels of dcol * d(sample)/dq, for pixels [begin, end)
+// dp[n, i] (along S1), dp[N + n, i] (along S2) = sum over channels of dcol * d(sample)/dq, for pixels [begin, end)
 template <typename T>
 void positions_grad_range(const T* __restrict__ x, const T* __restrict__ dcol, const T* __restrict__ p,
-                          const Shape& s, T* __restrict__ dp, int64_t begin, int64_t end) {
+                          const Shape<T>& s, T* __restrict__ dp, int64_t begin, int64_t end) {
   const int64_t C = s.C, N = s.N;
   for (int64_t i = begin; i < end; ++i) {
     for (int64_t n = 0; n < N; ++n) {
-      const Tap<T> t = make_tap(p[i * 2 * N + n], p[i * 2 * N + N + n], s.S1, s.S2);
+      const Tap<T> t = tap_at(p, s, i, n);
       T sx = 0, sy = 0;
       if (t.gx != T(0) || t.gy != T(0)) {
         const T* __restrict__ a = x + t.o00 * C;
@@ -100,8 +109,8 @@ void positions_grad_range(const T* __restrict__ x, const T* __restrict__ dcol, c
           sy += g[k] * (t.wx0 * (b[k] - a[k]) + t.wx1 * (d[k] - c[k]));
         }
       }
-      dp[i * 2 * N + n] = sx * t.gx;
-      dp[i * 2 * N + N + n] = sy * t.gy;
+      dp[n * s.hw + i] = sx * t.gx;
+      dp[(N + n) * s.hw + i] = sy * t.gy;
     }
   }
 }
