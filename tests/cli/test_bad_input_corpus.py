@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -111,7 +112,66 @@ def corpus(root: Path, data: Path, run: Path, pred: Path):
         ("train: missing data root", ["train", str(_img_dir(root, "yaml3", {
             "c.yaml": (CFG2D % (root / "nowhere")).encode()}) / "c.yaml"), "--out", str(out / "q")], "nowhere"),
     ]
+    cases += _corpus_14(root, data, out)
     return cases
+
+
+_HELD_LOCKS: dict[str, object] = {}  # run-folder locks held for the whole test session (by this process)
+
+CFG3D = """
+seed: 0
+model: {name: dm_segnet_tiny}
+data: {layout: msd, root: "%s", num_classes: %d, patch_size: [8, 8, 8], val_fraction: 0.0, augment: none}
+train: {epochs: 1, iters_per_epoch: 1, batch_size: 1}
+"""
+
+
+def _corpus_14(root: Path, data: Path, out: Path):
+    """Cases of issue 14: 3D training data (labels vs num_classes, dataset.json keys, pixdim 0), predict --continue
+    with --overwrite, a locked run folder."""
+    import json
+
+    from mambaseg.data.phantom3d import write_phantom_msd
+    from mambaseg.utils.runlock import RunLock
+
+    def task(name: str, num_classes: int = 3) -> tuple[Path, Path]:
+        data = root / "bad" / name
+        if not (data / "dataset.json").exists():
+            write_phantom_msd(data, n_cases=2, shape=(12, 12, 12))
+        cfg = data.parent / f"{name}.yaml"
+        cfg.write_text(CFG3D % (data, num_classes))
+        return data, cfg
+
+    _, c_cls = task("labels3d", num_classes=2)  # phantom labels are 0, 1, 2
+    d_key, c_key = task("dsjson_key")
+    ds = json.loads((d_key / "dataset.json").read_text())
+    ds["modality"] = {"zero": "MRI"}
+    (d_key / "dataset.json").write_text(json.dumps(ds))
+    d_lab, c_lab = task("dsjson_label")
+    ds = json.loads((d_lab / "dataset.json").read_text())
+    ds["labels"] = {"0": "background", "one": "Anterior"}
+    (d_lab / "dataset.json").write_text(json.dumps(ds))
+    d_pix, c_pix = task("pixdim0")
+    img = min((d_pix / "imagesTr").glob("*.nii.gz"))
+    raw = gzip.decompress(img.read_bytes())
+    hdr = nib.Nifti1Header.from_fileobj(io.BytesIO(raw), check=False)
+    if hdr["pixdim"][1] != 0:
+        hdr["pixdim"][1] = 0.0
+        img.write_bytes(gzip.compress(hdr.binaryblock + raw[len(hdr.binaryblock):]))
+    locked = root / "bad" / "locked_run"
+    if str(locked) not in _HELD_LOCKS:
+        _HELD_LOCKS[str(locked)] = RunLock(locked).acquire()
+    t = ["train", "--out"]
+    return [
+        ("train 3D: labels >= num_classes", ["train", str(c_cls), "--out", str(out / "r1")], "num_classes=2"),
+        ("train 3D: dataset.json modality key", ["train", str(c_key), "--out", str(out / "r2")], "'zero'"),
+        ("train 3D: dataset.json label key", ["train", str(c_lab), "--out", str(out / "r3")], "'one'"),
+        ("train 3D: pixdim 0", ["train", str(c_pix), "--out", str(out / "r4")], img.name),
+        ("predict: --continue with --overwrite", ["predict", "-m", str(root / "run"), "-i", str(data / "test" / "images"),
+                                                  "-o", str(out / "r5"), "--continue", "--overwrite"],
+         "exclude each other"),
+        ("train: run folder locked", t + [str(locked), str(root / "ok.yaml")], f"pid {os.getpid()}"),
+    ]
 
 
 def snapshot(folder: Path) -> dict:
