@@ -102,9 +102,12 @@ def test_cap_from_environment(tmp_path, monkeypatch):
     assert max_volume_bytes() == 8192
     with pytest.raises(DataError, match=r"v\.nii\.gz.*16\.0 KiB.*8\.0 KiB limit"):
         read_volume(path)
-    read_volume_label(path)  # 4 KiB as uint8: under the cap
     monkeypatch.setenv("MAMBASEG_MAX_VOLUME_BYTES", "16384")
     assert read_volume(path)[0].shape == (1, 16, 16, 16)
+    with pytest.raises(DataError, match=r"label map \(read as int64\) 16x16x16 x 8 bytes = 32\.0 KiB"):
+        read_volume_label(path)  # the int64 array a label read makes
+    monkeypatch.setenv("MAMBASEG_MAX_VOLUME_BYTES", "32K")
+    assert read_volume_label(path)[0].shape == (16, 16, 16)
     monkeypatch.setenv("MAMBASEG_MAX_VOLUME_BYTES", "lots")
     with pytest.raises(ValueError, match="MAMBASEG_MAX_VOLUME_BYTES"):
         max_volume_bytes()

@@ -15,7 +15,7 @@ is read eagerly so a gzip EOF is caught here, not inside a DataLoader worker), w
 
 Headers are untrusted input and are checked before any voxel is read (:func:`check_nifti_header`,
 :func:`volume_header`): every dimension >= 1; real scalar voxel types (complex and RGB/RGBA are refused, naming the
-datatype); the array the read produces (voxel count x itemsize, images at least float32) within
+datatype); the array the read produces (voxel count x itemsize: images as float32 or wider, labels as int64) within
 :func:`mambaseg.utils.limits.max_volume_bytes` (2 GiB, env ``MAMBASEG_MAX_VOLUME_BYTES``); the declared data size
 consistent with the file size (``.nii``: the data fits in the file; ``.nii.gz``: at most deflate's 1032:1 expansion);
 pixdim and the affine's voxel sizes finite and in (1e-3, 1e3] mm; the affine finite and not singular.
@@ -177,7 +177,7 @@ def check_nifti_header(img: nib.Nifti1Image | nib.Nifti2Image, path: str | os.Pa
     Args:
         img: from ``nib.load`` (nothing read beyond the header).
         path: the file (named in every error).
-        label: a label map (read in its own dtype) instead of an image (read as float32).
+        label: a label map (read as int64) instead of an image (read as float32).
 
     Raises:
         DataError: a dimension < 1; complex or RGB/RGBA voxels (naming the datatype); the array the read produces
@@ -200,8 +200,8 @@ def check_nifti_header(img: nib.Nifti1Image | nib.Nifti2Image, path: str | os.Pa
         kind = "complex" if dtype.kind == "c" else ("colour" if dtype.fields is not None else "non-numeric")
         raise DataError(f"{path}: voxel datatype {name} ({kind}) is not supported, expected real scalar values "
                         f"(integer or float)")
-    _check_alloc(path, shape, dtype.itemsize if label else max(dtype.itemsize, 4),
-                 "label map" if label else "image (read as float32)")
+    _check_alloc(path, shape, 8 if label else max(dtype.itemsize, 4),
+                 "label map (read as int64)" if label else "image (read as float32)")
     disk = math.prod(shape) * dtype.itemsize
     size = path.stat().st_size
     if volume_suffix(path) == ".nii":
@@ -255,8 +255,8 @@ def _itk_header(path: Path, label: bool) -> dict[str, Any]:
                         f"(integer or float)")
     comps = int(reader.GetNumberOfComponents())
     itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1] * len(size), reader.GetPixelID())).dtype).itemsize
-    _check_alloc(path, (*size, comps), itemsize if label else max(itemsize, 4),
-                 "label map" if label else "image (read as float32)")
+    _check_alloc(path, (*size, comps), 8 if label else max(itemsize, 4),
+                 "label map (read as int64)" if label else "image (read as float32)")
     spacing = np.asarray(reader.GetSpacing(), dtype=np.float64)
     _check_spacing(path, spacing.tolist(), "spacing")
     direction = np.asarray(reader.GetDirection(), dtype=np.float64)

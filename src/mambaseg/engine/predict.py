@@ -174,6 +174,7 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
     Returns:
         The written label files (skipped ones are not listed).
     """
+    check_existing([], overwrite, skip_existing)  # conflicting options: before the model is loaded
     pred = load_predictor(model, device)
     if pred.spatial_dims == 3:
         from .predict3d import predict_volumes
