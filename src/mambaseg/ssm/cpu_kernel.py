@@ -1,9 +1,9 @@
 """Optional compiled CPU kernel for the selective scan (the ``cpu`` backend).
 
-A small C++ extension (``csrc/selective_scan_cpu.cpp``) compiled at first use with
-:func:`torch.utils.cpp_extension.load` (``-O3 -fopenmp``, no ``-march=native`` and no ``-ffast-math``, so the build
-can be reused on another x86-64 CPU and the arithmetic stays IEEE) and cached in the torch extensions directory
-(``TORCH_EXTENSIONS_DIR`` is respected). The forward loops over the sequence per row (batch·channel) with the state
+A small C++ extension (``csrc/selective_scan_cpu.cpp``) compiled at first use by
+:func:`mambaseg.utils.cpp_ext.load_extension` (``-O3 -fopenmp``, no ``-march=native`` and no ``-ffast-math``, so the
+build can be reused on another x86-64 CPU and the arithmetic stays IEEE; the cached build's name carries a hash of
+the sources and the torch version). The forward loops over the sequence per row (batch·channel) with the state
 in registers, parallel over rows with ``at::parallel_for``. The backward is a custom :class:`torch.autograd.Function`
 that recomputes the states chunk by chunk from the chunk-start states saved by the forward (``B·D·⌈L/chunk⌉·N``
 values) and runs the adjoint recurrence ``g_l = dL/dh_l + a_{l+1} g_{l+1}`` backwards. Gradients are deterministic
@@ -15,19 +15,20 @@ not). Setting ``MAMBASEG_NO_CPU_KERNEL=1`` disables the kernel.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
 
 import torch
 
-__all__ = ["available", "selective_scan_cpu", "DEFAULT_CHUNK", "ENV_DISABLE"]
+from ..utils.cpp_ext import ENV_DISABLE_ALL, disabled, load_extension
+
+__all__ = ["DEFAULT_CHUNK", "ENV_DISABLE", "available", "selective_scan_cpu"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 128  # positions between saved states: saved memory B·D·L/128·N, recompute buffers ~chunk·N per row
-ENV_DISABLE = "MAMBASEG_NO_CPU_KERNEL"
+ENV_DISABLE = ENV_DISABLE_ALL
 MAX_STATE = 256  # kMaxState in the C++ source
 _SOURCE = Path(__file__).parent / "csrc" / "selective_scan_cpu.cpp"
 _HEADER = _SOURCE.with_name("selective_scan_cpu_kernels.h")
@@ -37,31 +38,14 @@ _state: dict[str, object] = {}
 
 def _load():
     """Build (or load the cached build of) the extension; returns the module or None, caching the outcome."""
-    if "module" in _state:
-        return _state["module"]
-    module = None
-    if os.environ.get(ENV_DISABLE, "").strip() not in ("", "0"):
-        logger.info("selective_scan: CPU kernel disabled by %s=%s.", ENV_DISABLE, os.environ[ENV_DISABLE])
-    elif not (_SOURCE.is_file() and _HEADER.is_file()):
-        logger.warning("selective_scan: CPU kernel sources in %s are missing; using the pure-PyTorch scan.",
-                       _SOURCE.parent)
-    else:
-        try:
-            from torch.utils.cpp_extension import load
-
-            # the header's hash goes into the flags so that torch rebuilds when only the header changed
-            digest = hashlib.sha1(_HEADER.read_bytes()).hexdigest()[:12]
-            flags = ["-O3", "-fno-trapping-math", "-fopenmp", f"-DMAMBASEG_KERNELS_SHA={digest}"]
-            logger.info("selective_scan: loading the CPU kernel (compiled once, cached in the torch extensions dir).")
-            module = load(name=_EXT_NAME, sources=[str(_SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-                          verbose=False)
-        except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, build error: the kernel is optional
-            logger.warning("selective_scan: the CPU kernel could not be built (%s: %s); using the pure-PyTorch "
-                           "scan. Building needs a C++ compiler and `pip install ninja`.",
-                           type(exc).__name__, str(exc).strip().splitlines()[-1] if str(exc).strip() else "")
-            module = None
-    _state["module"] = module
-    return module
+    if "module" not in _state:
+        var = disabled()
+        if var is not None:
+            logger.info("selective_scan: CPU kernel disabled by %s=%s.", var, os.environ[var])
+            _state["module"] = None
+        else:
+            _state["module"] = load_extension(_EXT_NAME, [_SOURCE], [_HEADER], what="selective_scan CPU kernel")
+    return _state["module"]
 
 
 def available() -> bool:
