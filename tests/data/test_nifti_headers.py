@@ -300,3 +300,34 @@ def test_training_case_with_huge_resampling_refused(tmp_path, capsys, monkeypatc
     monkeypatch.setenv("MAMBASEG_MAX_VOLUME_BYTES", "256M")
     err = _train_err(tmp_path, capsys, phantom)
     assert "resampling" in err and "limit" in err and img_file.name in err, err
+
+
+def test_num_classes_checked_after_label_map_and_for_npz(tmp_path):
+    import dataclasses
+
+    from mambaseg.data.layouts3d import brats_cases, load_case3d, synapse_cases
+
+    case_dir = tmp_path / "brats" / "BraTS2021_00001"
+    case_dir.mkdir(parents=True)
+    for m in ("t1", "t1ce", "t2", "flair"):
+        nib.save(nib.Nifti1Image(np.ones((6, 6, 6), np.float32), np.eye(4)), case_dir / f"{case_dir.name}_{m}.nii.gz")
+    seg = np.zeros((6, 6, 6), np.uint8)
+    seg[1, 1, 1], seg[2, 2, 2] = 4, 2  # BraTS 2020/21 label 4 is remapped to 3
+    nib.save(nib.Nifti1Image(seg, np.eye(4)), case_dir / f"{case_dir.name}_seg.nii.gz")
+    (case,) = brats_cases(tmp_path / "brats")
+    ok = load_case3d(dataclasses.replace(case, extra={**case.extra, "num_classes": 4}))
+    assert set(np.unique(ok["label"]).tolist()) == {0, 2, 3}
+    with pytest.raises(DataError, match=r"_seg\.nii\.gz: label values \[0, 2, 3\] include \[3\] .*num_classes=3"):
+        load_case3d(dataclasses.replace(case, extra={**case.extra, "num_classes": 3}))
+
+    npz = tmp_path / "syn" / "train_npz"
+    npz.mkdir(parents=True)
+    for z in range(2):
+        np.savez(npz / f"case0005_slice{z:03d}.npz", image=np.zeros((4, 4), np.float32),
+                 label=np.full((4, 4), 9.0 if z else 0.0, np.float32))
+    (syn,) = synapse_cases(tmp_path / "syn", split="train")
+    with pytest.raises(DataError, match=r"include \[9\] .*num_classes=9"):
+        load_case3d(dataclasses.replace(syn, extra={"num_classes": 9}), check_labels=False)
+    np.savez(npz / "case0005_slice001.npz", image=np.zeros((4, 4), np.float32), label=np.full((4, 4), 0.5))
+    with pytest.raises(DataError, match="non-integer"):
+        load_case3d(dataclasses.replace(syn, extra={"num_classes": 9}), check_labels=False)

@@ -507,8 +507,9 @@ def load_case3d(case: Case3D, check_labels: bool = True) -> dict[str, Any]:
                         f"expected {len(case.channel_names)} ({', '.join(case.channel_names)})")
     if label is not None and case.label_map:
         label = remap_labels(label, case.label_map, case.drop_unmapped)
-    if label is not None and num_classes is not None:
-        check_label_values(label, num_classes, lab_path)
+    if label is not None and num_classes is not None and (case.label_map or case.layout in ("synapse_h5",
+                                                                                         "synapse_npz")):
+        check_label_values(label, num_classes, lab_path)  # NIfTI labels without a label_map: checked when read
     if label is not None and check_labels and case.labels is not None:
         bad = sorted(set(np.unique(label).tolist()) - set(case.labels.values()))
         if bad:

@@ -455,7 +455,10 @@ def check_label_values(label: np.ndarray, num_classes: int, path: str | os.PathL
     Raises:
         DataError: naming ``path``, the values found and ``num_classes``.
     """
-    values = np.unique(np.asarray(label))
+    label = np.asarray(label)
+    if label.size == 0 or (label.min() >= 0 and label.max() < num_classes):  # O(n), no sort in the common case
+        return
+    values = np.unique(label)
     bad = values[(values < 0) | (values >= num_classes)]
     if bad.size:
         raise DataError(f"{path}: label values {_some(values, 16)} include {_some(bad)} outside 0..{num_classes - 1} "
