@@ -89,3 +89,27 @@ def test_slim_checkpoint_drops_training_state_and_refuses_overwrite(tmp_path):
     assert torch.equal(ck["state_dict"]["w"], torch.ones(3)) and ck["config"] == {"seed": 1}
     with pytest.raises(CheckpointError, match="already exists"):
         slim_checkpoint(src, dst)
+
+
+def test_untrusted_model_kwargs_are_checked_on_meta_before_allocation(tmp_path):
+    """A small checkpoint declaring huge widths is refused from shapes alone, naming the file (nothing of the
+    declared size is allocated: widths of 10^6 would need terabytes)."""
+    import resource
+
+    from mambaseg.engine.checkpoint import model_from_checkpoint
+    from mambaseg.models import build_model
+
+    small = build_model("unet_tiny", in_channels=1, out_channels=2)
+    ck = {"model_name": "unet_tiny", "model_kwargs": {"in_channels": 1, "out_channels": 2,
+                                                       "widths": [10**6] * 5}, "state_dict": small.state_dict()}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match=r"bad\.pt.*do not match|bad\.pt.*cannot rebuild"):
+        model_from_checkpoint(ck, tmp_path / "bad.pt")
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 512 * 1024  # KiB: < 0.5 GiB more
+    for bad_kwargs, bad_state, what in ((["x"], small.state_dict(), "model_kwargs"), ({}, [1, 2], "state_dict")):
+        with pytest.raises(CheckpointError, match=what):
+            model_from_checkpoint({"model_name": "unet_tiny", "model_kwargs": bad_kwargs, "state_dict": bad_state},
+                                  tmp_path / "bad.pt")
+    good = model_from_checkpoint({"model_name": "unet_tiny", "model_kwargs": {"in_channels": 1, "out_channels": 2},
+                                  "state_dict": small.state_dict()}, tmp_path / "good.pt")
+    assert sum(p.numel() for p in good.parameters()) == sum(p.numel() for p in small.parameters())

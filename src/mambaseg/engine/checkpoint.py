@@ -118,10 +118,39 @@ def resolve_checkpoint_path(model: str | Path, allow_onnx: bool = True) -> Path:
     return p
 
 
+def _check_shapes_before_building(name: str, kwargs: dict, state: dict, path) -> None:
+    """Build the model on the ``meta`` device (no memory) and compare its tensors' shapes with the checkpoint's, so
+    that an untrusted checkpoint's ``model_kwargs`` (e.g. widths of 10^6) cannot make us allocate more than the
+    weights it actually carries."""
+    try:
+        with torch.device("meta"):
+            probe = build_model(name, **dict(kwargs))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {e}") from None
+    except Exception:  # noqa: BLE001 - a model whose constructor cannot run on meta: the strict load still checks
+        return
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    for key, shape in expected.items():
+        got = state.get(key)
+        if not isinstance(got, torch.Tensor):
+            raise CheckpointError(f"{path}: weights do not match model {name!r} with its model_kwargs (tensor "
+                                  f"{key!r} missing).")
+        if tuple(got.shape) != shape:
+            raise CheckpointError(f"{path}: weights do not match model {name!r} with its model_kwargs ({key!r} is "
+                                  f"{tuple(got.shape)} in the file, the model needs {shape}).")
+
+
 def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> torch.nn.Module:
     """Rebuild the model through the registry and load its weights (strict; mismatches give a clear error)."""
+    kwargs = ckpt.get("model_kwargs") or {}
+    state = ckpt.get("state_dict")
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{path}: 'model_kwargs' must be a mapping, got {type(kwargs).__name__}.")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: 'state_dict' must be a mapping of tensors, got {type(state).__name__}.")
+    _check_shapes_before_building(ckpt["model_name"], kwargs, state, path)
     try:
-        model = build_model(ckpt["model_name"], **dict(ckpt.get("model_kwargs") or {}))
+        model = build_model(ckpt["model_name"], **dict(kwargs))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: cannot rebuild model {ckpt['model_name']!r}: {e}") from None
     try:
