@@ -331,3 +331,20 @@ def test_num_classes_checked_after_label_map_and_for_npz(tmp_path):
     np.savez(npz / "case0005_slice001.npz", image=np.zeros((4, 4), np.float32), label=np.full((4, 4), 0.5))
     with pytest.raises(DataError, match="non-integer"):
         load_case3d(dataclasses.replace(syn, extra={"num_classes": 9}), check_labels=False)
+
+
+@pytest.mark.parametrize("content,needle", [
+    ('{"labels": {"0": "background", "x": "Anterior"}}', "'labels' key 'x'"),
+    ('{"labels": {"background": 0, "Anterior": "one"}}', "'labels' key 'Anterior'"),
+    ('{"labels": ', "invalid JSON"),
+])
+def test_evaluate_3d_bad_dataset_json_named(tmp_path, capsys, phantom, content, needle):
+    import shutil
+
+    pred = tmp_path / "pred"
+    shutil.copytree(phantom / "labelsTr", pred)
+    (phantom / "dataset.json").write_text(content)
+    code = main(["evaluate", "--pred", str(pred), "--gt", str(phantom / "labelsTr"), "-o", str(tmp_path / "ev")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "dataset.json" in err and needle in err, err
+    assert not (tmp_path / "ev").exists()

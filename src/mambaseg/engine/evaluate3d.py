@@ -45,8 +45,16 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
     if regions == "brats":
         classes = "brats"
     elif labels_json.is_file():
-        labels = json.loads(labels_json.read_text()).get("labels", {})
+        from ..data.layouts3d import _declared_label_values
+
+        try:
+            raw = json.loads(labels_json.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DataError(f"{labels_json}: invalid JSON ({getattr(err, 'msg', err)}), expected a dataset.json "
+                            f"object") from None
+        labels = raw.get("labels", {}) if isinstance(raw, dict) else {}
         if labels:
+            _declared_label_values(labels, labels_json)  # one-line error naming the file and the bad key
             # MSD: {"0": "background", "1": "Anterior"}; nnU-Net v2: {"background": 0, "Anterior": 1}
             items = [(v, int(k)) for k, v in labels.items()] if all(k.isdigit() for k in labels) else \
                 [(k, int(v)) for k, v in labels.items() if isinstance(v, int)]
