@@ -209,7 +209,7 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
         jobs.append((f, s, mpath))
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "probs", out / "overlays"):  # leftovers of a killed run
-        clean_stale_temp(folder, {f"{s}.png" for _, s, _ in jobs})
+        clean_stale_temp(folder, {t.name for t in targets})
     written = []
     for f, s, mpath in tqdm(jobs, desc="predict", disable=not progress):
         raw, _ = read_image(f)

@@ -89,6 +89,7 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
     cases = gather_volume_cases(inp)
     _check_output_dir(out, [], inp)
     targets = [out / f"{cid}.nii.gz" for cid, _ in cases]
+    all_names = {t.name for t in targets}
     done = check_existing(targets, overwrite, skip_existing)
     if done:
         logger.warning("--continue: %d of %d case(s) already have their output in %s; skipped", len(done),
@@ -111,7 +112,7 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
                             f"expects {pred.in_channels}.")
         loaded.append(case)
     out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp(out, {t.name for t in targets})  # leftovers of a killed run
+    clean_stale_temp(out, all_names)  # leftovers of a killed run
     written = []
     for case, target in tqdm(list(zip(loaded, targets)), desc="predict", disable=not progress):
         image, _, props = preprocess_case(case, plan)
