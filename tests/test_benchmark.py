@@ -147,7 +147,8 @@ def test_plan_budgets_and_parallel_command_lines(data, tmp_path):
     _, d, cfg = data
     test = BenchmarkTestSet(d / "test" / "images", d / "test" / "1st_manual", d / "test" / "mask")
     plan = plan_benchmark([str(cfg)], MODELS, None, "5", "0,1", tmp_path / "out", "1", "2", [], test)
-    assert [s.name for s in plan.runs] == ["unet_tiny_seed0", "unet_tiny_seed1", "akmamba_net_tiny_seed0",
+    # seed-major: the two models of one seed are neighbours, so --parallel 2 trains them side by side
+    assert [s.name for s in plan.runs] == ["unet_tiny_seed0", "akmamba_net_tiny_seed0", "unet_tiny_seed1",
                                            "akmamba_net_tiny_seed1"]
     assert plan.threads == 1 and plan.parallel == 2
     spec = plan.runs[3]

@@ -53,12 +53,14 @@ def _history(run_dir: str) -> list[dict]:
 
 def _figures(summary: dict, rows: list[dict]) -> tuple[list[str], str | None]:
     """(figure HTML blocks, note when matplotlib is missing)."""
+    from .utils.optional import MissingDependency
+
     try:
         from .report_overlays import _fig_uri, _plt
 
         plt = _plt()
-    except ImportError:
-        return [], "matplotlib is not installed: tables only (pip install matplotlib for the plots)."
+    except (ImportError, MissingDependency):
+        return [], "matplotlib is not installed: tables only (pip install 'mambaseg[viz]' for the plots)."
     labels = list(summary["models"])
     colours = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
     blocks = []
