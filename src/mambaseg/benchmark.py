@@ -555,8 +555,9 @@ def case_metrics(result: dict) -> list[tuple[str, str, float]]:
                 if k in r:
                     rows.append((str(r["case"]), k, float(r[k])))
         return rows
+    names = result.get("class_names") or {}  # summaries keyed by label value (nnU-Net v2) name them here
     for case in result["metric_per_case"]:
-        per_class = case["metrics"]
+        per_class = {str(names.get(k, k)): m for k, m in case["metrics"].items()}
         for key, name in (("Dice", "dice"), ("IoU", "iou"), ("HD95", "hd95")):
             vals = [_float(m.get(key)) for m in per_class.values()]
             vals = [v for v in vals if not math.isnan(v)]

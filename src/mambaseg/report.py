@@ -119,6 +119,21 @@ def _is_eval(summary) -> bool:
     return isinstance(summary, dict) and isinstance(summary.get("metric_per_case"), list)
 
 
+def _by_name(ev: dict) -> dict:
+    """A 3D summary keyed by label value (nnU-Net v2 shape, names in ``class_names``) as the report shows it: keyed by
+    class name. Summaries without ``class_names`` (2D, older 3D ones keyed by name) are returned unchanged."""
+    names = ev.get("class_names")
+    if not isinstance(names, dict) or not names:
+        return ev
+
+    def rename(d):
+        return {str(names.get(k, k)): v for k, v in d.items()} if isinstance(d, dict) else d
+
+    return dict(ev, mean=rename(ev.get("mean")),
+                metric_per_case=[dict(c, metrics=rename(c.get("metrics"))) if isinstance(c, dict) else c
+                                 for c in ev["metric_per_case"]])
+
+
 def collect_report(path: str | Path) -> dict:
     """Gather what the report shows from a run or evaluation folder (missing pieces are None / empty).
 
@@ -161,12 +176,12 @@ def collect_report(path: str | Path) -> dict:
         for d in evals:
             s = _read_json(d / "summary.json") if (d / "summary.json").is_file() else None
             if _is_eval(s):
-                info["evaluation"], info["eval_dir"] = s, str(d)
+                info["evaluation"], info["eval_dir"] = _by_name(s), str(d)
                 break
         if (path / "test_pred").is_dir():
             info["pred_dir"] = str(path / "test_pred")
     else:
-        info["evaluation"], info["eval_dir"] = summary, str(path)
+        info["evaluation"], info["eval_dir"] = _by_name(summary), str(path)
         info["provenance"] = _read_json(path / "provenance.json") if (path / "provenance.json").is_file() else None
     return info
 

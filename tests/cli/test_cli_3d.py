@@ -58,7 +58,8 @@ def test_predict_keeps_geometry_and_evaluate(trained, tmp_path, capsys):
                  "--empty-policy", "segmamba"]) == 0
     summary = json.loads((ev / "summary.json").read_text())
     assert summary["empty_policy"] == "segmamba" and summary["units"]["HD95"] == "mm"
-    assert set(summary["mean"]) == {"Anterior", "Posterior"}  # names from dataset.json
+    assert set(summary["mean"]) == {"1", "2"}  # keyed by label value, as nnU-Net v2's summary.json
+    assert summary["class_names"] == {"1": "Anterior", "2": "Posterior"}  # names from dataset.json
     assert len(summary["metric_per_case"]) == 2
     err = _err(capsys, "predict", "-m", str(run), "-i", str(test / "imagesTr"), "-o", str(out))
     assert "already exists" in err

@@ -51,7 +51,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PIL_SUFFIXES = (".png", ".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".bmp")
+# netpbm (.ppm/.pgm/.pbm/.pnm, binary P4-P6 and plain P1-P3) is how STARE ships its fundus photos and labels
+PIL_SUFFIXES = (".png", ".tif", ".tiff", ".gif", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SUPPORTED_2D = PIL_SUFFIXES + NIFTI_SUFFIXES
 

@@ -56,6 +56,9 @@ def match_files(preds: list[Path], refs: list[Path], what: str = "ground truth")
     by_key: dict[str, list[Path]] = {}
     for r in refs:
         by_key.setdefault(_stem(r).split("_")[0], []).append(r)
+    by_dot: dict[str, list[Path]] = {}  # STARE: im0001.ppm <-> im0001.ah.ppm
+    for r in refs:
+        by_dot.setdefault(_stem(r).split(".")[0], []).append(r)
     pairs = []
     for p in preds:
         s = _stem(p)
@@ -63,9 +66,11 @@ def match_files(preds: list[Path], refs: list[Path], what: str = "ground truth")
             pairs.append((p, by_stem[s]))
             continue
         cands = by_key.get(s.split("_")[0], [])
+        if len(cands) != 1 and len(by_dot.get(s.split(".")[0], [])) == 1:
+            cands = by_dot[s.split(".")[0]]
         if len(cands) != 1:
-            raise DataError(f"{p}: no unique {what} file for it in {refs[0].parent} (looked for {s}.* or "
-                            f"{s.split('_')[0]}_*).")
+            raise DataError(f"{p}: no unique {what} file for it in {refs[0].parent} (looked for {s}.*, "
+                            f"{s.split('_')[0]}_* or {s.split('.')[0]}.*).")
         pairs.append((p, cands[0]))
     return pairs
 
@@ -168,7 +173,7 @@ def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = Non
             if m.shape != ref.shape:
                 raise DataError(f"{mask_pairs[p]}: mask shape {m.shape} differs from ground truth {g} "
                                 f"shape {ref.shape}.")
-        row = {"case": _stem(p), "prediction": str(p), "reference": str(g), "read_as": kind}
+        row = {"case": _stem(p), "prediction": str(p.absolute()), "reference": str(g.absolute()), "read_as": kind}
         row.update(binary_metrics(pred, ref > 0, m))
         prob_file = prob_dir / f"{_stem(p)}.png"
         if prob_file.is_file():
@@ -181,8 +186,8 @@ def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = Non
             means[k] = float(np.mean(vals))
     return {
         "kind": "2d",
-        "prediction_folder": str(pred_dir), "reference_folder": str(gt_dir),
-        "mask_folder": str(mask) if mask else None,
+        "prediction_folder": str(pred_dir.absolute()), "reference_folder": str(gt_dir.absolute()),
+        "mask_folder": str(mask.absolute()) if mask else None,
         "n_cases": len(rows),
         "n_references": len(refs),
         "missing_predictions": missing,

@@ -1,5 +1,14 @@
 """3D evaluation: pair label maps by file name (nnU-Net convention) and score them with
-:mod:`mambaseg.metrics.volumetric` (Dice, IoU, HD95 in mm, empty-mask policy stated in the output)."""
+:mod:`mambaseg.metrics.volumetric` (Dice, IoU, HD95 in mm, empty-mask policy stated in the output).
+
+``summary.json`` follows nnU-Net v2's schema (``nnunetv2.evaluation.evaluate_predictions``), so nnU-Net's own
+``load_summary_json`` reads it: ``metric_per_case[i]["metrics"]`` and ``mean`` are keyed by the label value as a
+string (``"1"``, ``"2"``) or, for regions, by the string of the member tuple (``"(1, 2, 3)"``); each entry holds
+``Dice, IoU, FN, FP, TP, TN, n_pred, n_ref`` (plus our ``HD95`` in mm); ``foreground_mean`` is the mean over the
+classes. The names sit alongside in ``class_names`` (key -> name, e.g. ``{"1": "Anterior"}``) and ``classes``
+(name -> member labels). ``prediction_file`` / ``reference_file`` are absolute paths, so a report made in another
+folder still finds the volumes for its overlays.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ from pathlib import Path
 from ..data.io import DataError
 from ..metrics.volumetric import evaluate_cases
 
-__all__ = ["evaluate_3d"]
+__all__ = ["evaluate_3d", "label_key", "nnunet_keyed"]
 
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
@@ -24,6 +33,26 @@ def _volumes(folder: Path) -> dict[str, Path]:
     return out
 
 
+def label_key(members, region: bool = False) -> str:
+    """nnU-Net's key of a label (``"1"``) or region (``"(1, 2, 3)"``, ``label_or_region_to_key``: ``str`` of it)."""
+    members = tuple(int(m) for m in members)
+    return str(members) if region or len(members) != 1 else str(members[0])
+
+
+def nnunet_keyed(result: dict, regions: bool = False) -> dict:
+    """Re-key :func:`~mambaseg.metrics.volumetric.evaluate_cases`' name-keyed ``mean`` and per-case ``metrics`` by
+    label value (nnU-Net v2's ``summary.json``), keeping the names in ``class_names`` (key -> name)."""
+    keys = {name: label_key(members, regions) for name, members in result["classes"].items()}
+    if len(set(keys.values())) != len(keys):
+        raise DataError(f"two classes share one label value: {result['classes']}; expected distinct labels.")
+    out = dict(result)
+    out["class_names"] = {k: name for name, k in keys.items()}
+    out["mean"] = {keys[name]: m for name, m in result["mean"].items()}
+    out["metric_per_case"] = [dict(c, metrics={keys[name]: m for name, m in c["metrics"].items()})
+                              for c in result["metric_per_case"]]
+    return out
+
+
 def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = "", allow_missing: bool = False) -> dict:
     """Score every prediction against its reference; references without a prediction are an error unless
     ``allow_missing`` (see :func:`mambaseg.engine.evaluate.missing_references`)."""
@@ -33,6 +62,7 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
         raise DataError(f"{gt}: ground-truth folder not found.")
     if (gt / "labelsTr").is_dir():
         gt = gt / "labelsTr"
+    pred, gt = pred.absolute(), gt.absolute()  # paths in summary.json usable from any folder
     preds, refs = _volumes(pred), _volumes(gt)
     pairs = []
     for cid, p in preds.items():
@@ -61,17 +91,20 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
             classes = {name: (val,) for name, val in items if val != 0} or None
     result = evaluate_cases([p for _, p, _ in pairs], [r for _, _, r in pairs], classes,
                             empty_policy=empty_policy, case_ids=[c for c, _, _ in pairs])
+    result = nnunet_keyed(result, regions=classes == "brats")
+    names = result["class_names"]
     result["kind"] = "3d"
+    result["prediction_folder"], result["reference_folder"] = str(pred), str(gt)
     result["n_references"] = len(refs)
     result["missing_predictions"] = missing
     rows = []
     for case in result["metric_per_case"]:
-        for cls, m in case["metrics"].items():
-            rows.append({"case": case["case_id"], "class": cls, **{k: v for k, v in m.items()}})
+        for key, m in case["metrics"].items():
+            rows.append({"case": case["case_id"], "class": names[key], "label": key, **{k: v for k, v in m.items()}})
     result["csv_rows"] = rows
     lines = [f"{'class':14s}{'Dice':>9s}{'IoU':>9s}{'HD95 mm':>10s}"]
-    for cls, m in result["mean"].items():
-        lines.append(f"{cls[:14]:14s}{m['Dice']:9.4f}{m['IoU']:9.4f}{m['HD95']:10.2f}")
+    for key, m in result["mean"].items():
+        lines.append(f"{names[key][:14]:14s}{m['Dice']:9.4f}{m['IoU']:9.4f}{m['HD95']:10.2f}")
     fg = result["foreground_mean"]
     lines.append(f"{'mean':14s}{fg['Dice']:9.4f}{fg['IoU']:9.4f}{fg['HD95']:10.2f}")
     lines.append(f"({result['n_cases']} cases; per case then mean; empty-mask policy {empty_policy!r}: "
