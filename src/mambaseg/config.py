@@ -56,7 +56,7 @@ class DataCfg:
     num_classes: int = 2  # including background
     patch_size: tuple = (256, 256)
     fg_prob: float = 0.5
-    augment: str = "default"  # default | light | none
+    augment: str = "default"  # default | light | none | strong_fundus (2D fundus photos from other cameras)
     fov: bool = False  # restrict loss/metrics to a field-of-view mask; estimate it at inference when absent
     modality: str = "MR"  # 3D: MR | CT
     target_spacing: tuple = ()  # 3D: () = median spacing from the fingerprint
@@ -64,13 +64,17 @@ class DataCfg:
     cache_dir: str = ""  # 3D: preprocessed-case cache ('' = <run>/cache)
     synthetic_cases: int = 24  # synthetic_drive: number of training images generated
     synthetic_size: int = 256
+    fundus_norm: str = "none"  # 2D: none | fov_zscore | green_clahe (mambaseg.data.fundus; also applied by predict)
 
 
 @dataclass(frozen=True)
 class LossCfg:
     name: str = "dice_ce"  # dice_ce (sigmoid BCE + Dice for 1 output, softmax CE + Dice otherwise) | ce | dice
+    #                        | dice_ce_cldice (binary: dice_ce + cldice_weight * soft clDice)
     dice_weight: float = 1.0
     ce_weight: float = 1.0
+    cldice_weight: float = 0.5
+    cldice_iters: int = 10  # soft-skeleton iterations (about the largest vessel radius in pixels)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class InferCfg:
     overlap: float = 0.5
     mode: str = "gaussian"  # gaussian | constant
     tta: bool = False
-    threshold: float = 0.5
+    threshold: float | str = 0.5  # a number, or auto: 2D binary, chosen on validation and stored in the checkpoint
     batch_size: int = 4
 
 
@@ -227,6 +231,11 @@ def safe_yaml(text: str, source: str) -> Any:
 
 
 LAYOUTS = ("drive", "folder2d", "synthetic_drive", "msd", "brats", "synapse_npz", "btcv")  # = engine.data's 2D + 3D
+_LAYOUTS_2D = LAYOUTS[:3]
+FUNDUS_NORMS = ("none", "fov_zscore", "green_clahe")  # = mambaseg.data.fundus.FUNDUS_NORMS
+# keys added after runs were started: left out of config_to_dict at their default, so the saved config of a run
+# that does not use them is what it was before they existed (benchmark resume compares saved configs)
+_OMIT_AT_DEFAULT = {"data": {"fundus_norm": "none"}, "loss": {"cldice_weight": 0.5, "cldice_iters": 10}}
 INFER_MODES = ("gaussian", "constant")  # sliding-window blending (engine.inference)
 _NULL_IS_ZERO = {"train.grad_clip", "train.time_limit_min"}  # null = off = 0
 
@@ -255,13 +264,17 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.num_classes": (lambda v: v >= 2, "an integer >= 2 (classes including background)"),
     "data.patch_size": (_positive_ints((2, 3)), "2 or 3 positive integers"),
     "data.fg_prob": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "data.augment": (lambda v: v in ("default", "light", "none"), "one of default, light, none"),
+    "data.augment": (lambda v: v in ("default", "light", "none", "strong_fundus"),
+                     "one of default, light, none, strong_fundus"),
+    "data.fundus_norm": (lambda v: v in FUNDUS_NORMS, "one of " + ", ".join(FUNDUS_NORMS)),
     "data.modality": (lambda v: v.upper() in ("MR", "CT"), "MR or CT"),
     "data.target_spacing": (lambda v: len(v) in (0, 3) and _positive_numbers(v), "[] or 3 positive numbers (mm)"),
     "data.ct_window": (_window, "[] or [lo, hi] with lo < hi"),
     "data.synthetic_cases": (lambda v: v >= 1, "an integer >= 1"),
     "data.synthetic_size": (lambda v: v >= 16, "an integer >= 16"),
-    "loss.name": (lambda v: v in ("dice_ce", "ce", "dice"), "one of dice_ce, ce, dice"),
+    "loss.name": (lambda v: v in ("dice_ce", "ce", "dice", "dice_ce_cldice"), "one of dice_ce, ce, dice, dice_ce_cldice"),
+    "loss.cldice_weight": (lambda v: v >= 0, "a number >= 0"),
+    "loss.cldice_iters": (lambda v: 1 <= v <= 100, "an integer in [1, 100]"),
     "loss.dice_weight": (lambda v: v >= 0, "a number >= 0"),
     "loss.ce_weight": (lambda v: v >= 0, "a number >= 0"),
     "optim.name": (lambda v: v.lower() in ("adam", "adamw", "sgd"), "one of adam, adamw, sgd"),
@@ -282,7 +295,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "infer.patch_size": (lambda v: len(v) == 0 or _positive_ints((2, 3))(v), "[] or 2 or 3 positive integers"),
     "infer.overlap": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "infer.mode": (lambda v: v in INFER_MODES, "one of " + ", ".join(INFER_MODES)),
-    "infer.threshold": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "infer.threshold": (lambda v: v == "auto" or 0 <= v <= 1, "a number in [0, 1] or auto"),
     "infer.batch_size": (lambda v: v >= 1, "an integer >= 1"),
 }
 
@@ -348,14 +361,54 @@ def config_from_dict(raw: dict) -> Config:
                 name = f"{key}.{k}"
                 if v is None and name in _NULL_IS_ZERO:
                     v = 0
+                if name == "infer.threshold" and isinstance(v, str) and v.strip().lower() == "auto":
+                    v = "auto"
+                    section[k] = v
+                    continue
                 section[k] = _check(name, _coerce(v, getattr(defaults, k), name))
             top[key] = cls(**section)
         else:
             raise _unknown(key, ["seed", *_SECTIONS])
-    return Config(**top)
+    return _cross_check(Config(**top))
+
+
+def _cross_check(cfg: Config) -> Config:
+    """Checks between keys of the fundus recipe options (all off by default)."""
+    two_d = cfg.data.layout in _LAYOUTS_2D
+    binary = cfg.data.num_classes == 2
+    if cfg.data.fundus_norm != "none" and not two_d:
+        raise ConfigError(f"config key 'data.fundus_norm' is {cfg.data.fundus_norm!r} but data.layout "
+                          f"{cfg.data.layout!r} is 3D; fundus normalisation needs one of {', '.join(_LAYOUTS_2D)}.")
+    in_ch = cfg.model.kwargs.get("in_channels")
+    if cfg.data.fundus_norm == "green_clahe" and in_ch is not None and in_ch != 1:
+        raise ConfigError(f"config key 'model.kwargs.in_channels' is {in_ch!r} but data.fundus_norm green_clahe "
+                          f"gives 1-channel images; set it to 1 or leave it out.")
+    if cfg.data.augment == "strong_fundus" and not two_d:
+        raise ConfigError(f"config key 'data.augment' is strong_fundus but data.layout {cfg.data.layout!r} is 3D; "
+                          f"it needs one of {', '.join(_LAYOUTS_2D)}.")
+    if cfg.loss.name == "dice_ce_cldice" and not binary:
+        raise ConfigError(f"config key 'loss.name' is dice_ce_cldice, which needs binary segmentation "
+                          f"(data.num_classes: 2), got data.num_classes {cfg.data.num_classes}.")
+    if cfg.infer.threshold == "auto" and not (binary and two_d):
+        raise ConfigError(f"config key 'infer.threshold' is auto, which needs a binary (data.num_classes: 2) 2D "
+                          f"layout, got num_classes {cfg.data.num_classes} and layout {cfg.data.layout!r}.")
+    return cfg
 
 
 def config_to_dict(cfg: Config) -> dict:
+    """Nested plain dict of ``cfg`` (what ``config.yaml`` and checkpoints hold); the keys of
+    ``_OMIT_AT_DEFAULT`` are left out at their default value."""
+    out = _full_dict(cfg)
+    for section, keys in _OMIT_AT_DEFAULT.items():
+        if section == "loss" and out["loss"]["name"] == "dice_ce_cldice":
+            continue  # shown when used
+        for k, default in keys.items():
+            if out[section].get(k) == default:
+                del out[section][k]
+    return out
+
+
+def _full_dict(cfg: Config) -> dict:
     def conv(x):
         if isinstance(x, tuple):
             return [conv(v) for v in x]
@@ -368,7 +421,7 @@ def config_to_dict(cfg: Config) -> dict:
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``key=value`` overrides (YAML-parsed values), e.g. ``train.epochs=5`` or ``model.kwargs.widths=[8,16]``."""
-    raw = config_to_dict(cfg)
+    raw = _full_dict(cfg)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}.")

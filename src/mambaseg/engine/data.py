@@ -17,7 +17,7 @@ from ..data.io import DataError
 from ..data.sampling import sample_patch
 from ..data.transforms import default_augmentation
 
-__all__ = ["load_dataset", "PatchSampler", "split_ids", "fov_diameter", "LAYOUTS_2D", "LAYOUTS_3D"]
+__all__ = ["LAYOUTS_2D", "LAYOUTS_3D", "PatchSampler", "fov_diameter", "load_dataset", "split_ids"]
 
 logger = logging.getLogger(__name__)
 LAYOUTS_2D = ("drive", "folder2d", "synthetic_drive")
@@ -33,7 +33,7 @@ def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str]
     """Seeded shuffle-and-split of case ids (at least one training case; no validation for fraction 0)."""
     ids = sorted(ids)
     order = np.random.default_rng(seed).permutation(len(ids))
-    n_val = int(round(len(ids) * val_fraction))
+    n_val = round(len(ids) * val_fraction)
     n_val = min(n_val, len(ids) - 1)
     val = sorted(ids[i] for i in order[:n_val])
     train = sorted(ids[i] for i in order[n_val:])
@@ -56,6 +56,21 @@ def _cases_2d(cfg: DataCfg, root: Path, run_dir: Path | None, seed: int):
     return layouts2d.folder2d_cases(root)
 
 
+def _load_case_2d(record, cfg: DataCfg) -> dict:
+    """One 2D case, normalised as ``data.fundus_norm`` says (``none``: :func:`~mambaseg.data.layouts2d.load_case2d`'s
+    own z-score; otherwise :func:`~mambaseg.data.fundus.fundus_normalize`, with the FOV estimated when missing)."""
+    from ..data.layouts2d import load_case2d
+
+    if cfg.fundus_norm == "none":
+        return load_case2d(record, num_classes=cfg.num_classes)
+    from ..data.fundus import fundus_normalize
+
+    case = load_case2d(record, num_classes=cfg.num_classes, normalize=False, estimate_mask=True)
+    case["image"], case["mask"], stats = fundus_normalize(case["image"], case["mask"], cfg.fundus_norm)
+    case["meta"].update(stats, fundus_norm=cfg.fundus_norm)
+    return case
+
+
 def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[list[dict], list[dict], dict]:
     """Load the configured training and validation cases.
 
@@ -63,8 +78,6 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
         (train cases, validation cases, info) where info records the split and, for 3D, the preprocessing plan.
     """
     if cfg.layout in LAYOUTS_2D:
-        from ..data.layouts2d import load_case2d
-
         root = Path(cfg.root) if cfg.root else Path(".")
         if cfg.layout != "synthetic_drive" and not root.exists():
             raise DataError(f"{root}: data.root does not exist (layout {cfg.layout!r}).")
@@ -79,8 +92,8 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
         else:
             train_ids, val_ids = split_ids(list(by_id), cfg.val_fraction, seed)
             val_records = [by_id[i] for i in val_ids]
-        train = [load_case2d(by_id[i], num_classes=cfg.num_classes) for i in train_ids]
-        val = [load_case2d(r, num_classes=cfg.num_classes) for r in val_records]
+        train = [_load_case_2d(by_id[i], cfg) for i in train_ids]
+        val = [_load_case_2d(r, cfg) for r in val_records]
         for c, r in zip(train, [by_id[i] for i in train_ids]):
             c.setdefault("id", r.id)
         for c, r in zip(val, val_records):
@@ -106,7 +119,7 @@ class PatchSampler:
         patch_size: spatial patch size.
         batch_size: patches per batch.
         fg_prob: probability of centring a patch on foreground.
-        augment: ``default`` | ``light`` | ``none``.
+        augment: ``default`` | ``light`` | ``none`` | ``strong_fundus``.
         seed: seed of the generator.
     """
 

@@ -17,12 +17,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..data.fundus import fundus_channels, fundus_normalize
 from ..data.io import SUPPORTED_2D, DataError, read_image, read_mask, suffix_of, write_overlay, write_png
 from ..data.layouts2d import estimate_fov, normalize_image
 from ..utils.atomic import atomic_path, clean_stale_temp
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from .data import fov_diameter
 from .inference import logits_to_probs, probs_to_labels, sliding_window
+from .threshold import resolve_threshold
 
 __all__ = ["Predictor", "collect_inputs", "load_predictor", "predict"]
 
@@ -114,9 +116,13 @@ def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, 
     cfg = pred.config
     data_cfg, infer_cfg = cfg.get("data", {}), cfg.get("infer", {})
     use_fov = bool(data_cfg.get("fov"))
-    if use_fov and mask is None:
-        mask = estimate_fov(raw)
-    image, _ = normalize_image(raw, mask if (mask is not None and use_fov) else None)
+    norm = data_cfg.get("fundus_norm", "none")
+    if norm != "none":  # as at training time (mambaseg.data.fundus), FOV estimated when there is no --mask
+        image, mask, _ = fundus_normalize(raw, mask, norm)
+    else:
+        if use_fov and mask is None:
+            mask = estimate_fov(raw)
+        image, _ = normalize_image(raw, mask if (mask is not None and use_fov) else None)
     h, w = image.shape[1:]
     x = torch.from_numpy(image)
     target = pred.ckpt.get("data", {}).get("fov_diameter")
@@ -136,7 +142,7 @@ def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, 
     if scale != 1.0:
         logits = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     probs = logits_to_probs(logits)
-    labels = probs_to_labels(probs, float(infer_cfg.get("threshold", 0.5))).numpy()
+    labels = probs_to_labels(probs, resolve_threshold(cfg, pred.ckpt.get("data"))).numpy()
     probs = probs.numpy()
     if use_fov and mask is not None:
         labels = labels * mask
@@ -203,8 +209,10 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
         if t in done:
             continue
         raw, _ = read_image(f)
-        if raw.shape[0] != pred.in_channels:
-            raise DataError(f"{f}: image has {raw.shape[0]} channel(s), the model expects {pred.in_channels}.")
+        norm = pred.config.get("data", {}).get("fundus_norm", "none")
+        if fundus_channels(raw.shape[0], norm) != pred.in_channels:
+            raise DataError(f"{f}: image has {raw.shape[0]} channel(s), the model expects {pred.in_channels}"
+                            f"{' after data.fundus_norm ' + norm if norm != 'none' else ''}.")
         mpath = _find_mask(mask_dir, s)
         jobs.append((f, s, mpath))
     out.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import PatchSampler, load_dataset
 from .distributed import DistContext, init_distributed
 from .inference import logits_to_probs, probs_to_labels, sliding_window
+from .threshold import choose_threshold, dice_curve
 
 __all__ = ["TrainingError", "build_optimizer", "build_scheduler", "case_dice", "train", "validate"]
 
@@ -105,18 +106,31 @@ def predict_logits(model: torch.nn.Module, image: np.ndarray, tile, overlap: flo
 
 
 def validate(model, cases: list[dict], cfg: Config, device) -> dict:
-    """Full-image sliding-window validation: mean foreground Dice over cases (inside the mask when present)."""
+    """Full-image sliding-window validation: mean foreground Dice over cases (inside the mask when present).
+
+    With ``infer.threshold: auto`` (binary) the threshold of :data:`~mambaseg.engine.threshold.THRESHOLD_GRID` with
+    the best mean Dice is chosen: ``val_dice`` is the Dice at it, ``threshold`` the threshold and
+    ``val_dice_at_0_5`` the Dice at 0.5."""
     model.eval()
     tile = cfg.infer.patch_size or cfg.data.patch_size
-    dices = []
+    auto = cfg.infer.threshold == "auto"
+    threshold = 0.5 if auto else cfg.infer.threshold
+    dices, curves = [], []
     for case in cases:
         probs = logits_to_probs(predict_logits(model, case["image"], tile, cfg.infer.overlap, device,
                                                batch_size=cfg.infer.batch_size))
-        pred = probs_to_labels(probs, cfg.infer.threshold).cpu().numpy()
+        if auto and probs.shape[0] == 1:
+            curves.append(dice_curve(probs[0].cpu().numpy(), case["label"], case.get("mask")))
+        pred = probs_to_labels(probs, threshold).cpu().numpy()
         d = case_dice(pred, case["label"], case.get("mask"), cfg.data.num_classes)
         if not math.isnan(d):
             dices.append(d)
-    return {"val_dice": float(np.mean(dices)) if dices else float("nan"), "val_cases": len(cases)}
+    out = {"val_dice": float(np.mean(dices)) if dices else float("nan"), "val_cases": len(cases)}
+    if curves:
+        t, d = choose_threshold(curves)
+        if not math.isnan(d):
+            out.update(val_dice=d, val_dice_at_0_5=out["val_dice"], threshold=t)
+    return out
 
 
 def _plot_progress(history: list[dict], path: Path) -> None:
@@ -225,7 +239,8 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, progress: bool, ctx: D
         return (time.time() - clock["start"] + clock["offset"]) / limit_s
 
     sched = build_scheduler(opt, cfg.optim, total_iters, budget_fraction if limit_s else None)
-    loss_fn = SegLoss(kwargs["out_channels"], cfg.loss.name, cfg.loss.dice_weight, cfg.loss.ce_weight)
+    loss_fn = SegLoss(kwargs["out_channels"], cfg.loss.name, cfg.loss.dice_weight, cfg.loss.ce_weight,
+                      cfg.loss.cldice_weight, cfg.loss.cldice_iters)
     sampler = PatchSampler(train_cases, cfg.data.patch_size, cfg.train.batch_size, cfg.data.fg_prob,
                            cfg.data.augment, cfg.seed)
     amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
@@ -245,6 +260,8 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, progress: bool, ctx: D
         sampler.set_state(ck["rng"]["sampler"])
         start_epoch, best, history = ck["epoch"] + 1, ck.get("best_val_dice", -1.0), list(ck.get("history", []))
         elapsed0 = ck.get("train_seconds", 0.0)
+        if "threshold" in (ck.get("data") or {}):  # infer.threshold auto: the last validated one
+            data_info["threshold"] = ck["data"]["threshold"]
         clock["offset"] = elapsed0
         # drop metrics lines of an epoch that was interrupted after its line was written
         if ctx.main:
@@ -314,6 +331,10 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, progress: bool, ctx: D
                    "skipped_steps": skipped, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
         if ctx.main and val_cases and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch):
             metrics.update(validate(net, val_cases, cfg, device))
+            if "threshold" in metrics:  # infer.threshold auto: stored in the checkpoints, used by predict
+                data_info["threshold"] = metrics["threshold"]
+                logger.info("epoch %d: validation threshold %.2f (Dice %.4f; at 0.5: %.4f)", epoch + 1,
+                            metrics["threshold"], metrics["val_dice"], metrics["val_dice_at_0_5"])
             if metrics["val_dice"] > best:
                 best = metrics["val_dice"]
                 metrics["best"] = True
