@@ -2,6 +2,10 @@
 write weights/README.md (data, recipe, metrics, the commands that made them).
 
 Usage: python benchmarks/ship_weights.py runs/drive/akmamba_net runs/hippocampus/dm_segnet
+       python benchmarks/ship_weights.py --write-manifest   # only rewrite src/mambaseg/shipped_models.json
+
+Either way the manifest of shipped models (file, SHA-256, size, description; what `mambaseg predict --model NAME`
+checks before loading) is rewritten from the files in weights/.
 """
 
 from __future__ import annotations
@@ -11,8 +15,18 @@ import sys
 from pathlib import Path
 
 from mambaseg.engine.checkpoint import load_checkpoint, slim_checkpoint
+from mambaseg.resources import MANIFEST, write_manifest
 
 OUT = Path("weights")
+DESCRIPTIONS = {
+    "akmamba_net_drive": "Akmamba-Net (CPU width), retinal vessels, fundus photos; trained on DRIVE",
+    "dm_segnet_hippocampus": "DM-SegNet (CPU width), hippocampus anterior/posterior, T1 MRI; trained on MSD Task04",
+}
+
+
+def _write_manifest() -> None:
+    models = write_manifest(OUT, DESCRIPTIONS)
+    print(f"{MANIFEST}: " + ", ".join(f"{n} {e['sha256'][:12]}" for n, e in models.items()))
 
 
 def _eval(run: Path, sub: str) -> dict:
@@ -77,7 +91,11 @@ def main(drive_run: Path, hippo_run: Path) -> None:
             + "; ".join(f"{c}: Dice {m['Dice']:.4f}, HD95 {m['HD95']:.2f} mm" for c, m in per.items()) + ".", ""]
     (OUT / "README.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    _write_manifest()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    if sys.argv[1:] == ["--write-manifest"]:
+        _write_manifest()
+    else:
+        main(Path(sys.argv[1]), Path(sys.argv[2]))

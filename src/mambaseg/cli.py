@@ -54,8 +54,11 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    import json
+
     from .config import load_config
     from .engine.train import train
+    from .resources import check_data_roots, data_root_overrides, resolve_config
 
     # `train --set k=v CFG`: argparse hands CFG to --set (nargs="*"); the one item without "=" is the config
     sets = list(args.set)
@@ -65,7 +68,11 @@ def _cmd_train(args) -> int:
             raise ValueError("a config file is required: mambaseg train CONFIG.yaml [--set KEY=VALUE ...]")
         args.config = files[0]
         sets.remove(args.config)
-    cfg = load_config(args.config, sets + (["train.deterministic=true"] if args.deterministic else []))
+    path = resolve_config(args.config)  # a YAML file, or a reference config name (mambaseg config list)
+    sets += (["train.deterministic=true"] if args.deterministic else []) + (
+        [f"data.root={json.dumps(args.data_root)}"] if args.data_root else [])
+    cfg = load_config(path, data_root_overrides(load_config(path)) + sets)  # $MAMBASEG_DATA first, then --set
+    check_data_roots(cfg)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     print(f"training done in {summary['train_seconds']:.0f} s, {summary['epochs_done']} epochs; "
@@ -79,8 +86,9 @@ def _cmd_train(args) -> int:
 
 def _cmd_predict(args) -> int:
     from .engine.predict import predict
+    from .resources import resolve_model
 
-    written = predict(args.model, args.input, args.output, overlay=args.overlay, probs=args.probs,
+    written = predict(resolve_model(args.model), args.input, args.output, overlay=args.overlay, probs=args.probs,
                       mask=args.mask, tta=args.tta, overlap=args.overlap, overwrite=args.overwrite,
                       progress=not args.no_progress, device=args.device, skip_existing=args.skip_existing)
     print(f"wrote {len(written)} prediction(s) to {args.output}")
@@ -111,8 +119,9 @@ def _cmd_report(args) -> int:
 
 def _cmd_export(args) -> int:
     from .export import export_onnx
+    from .resources import resolve_model
 
-    meta = export_onnx(args.model, args.onnx, size=args.size, overwrite=args.overwrite)
+    meta = export_onnx(resolve_model(args.model), args.onnx, size=args.size, overwrite=args.overwrite)
     shape = "fixed size " + "x".join(str(s) for s in meta["fixed_size"]) if meta["fixed_size"] else \
         "dynamic spatial size"
     print(f"exported {meta['model_name']} to {meta['path']} ({shape}, {'dynamic' if meta['dynamic_batch'] else 'fixed'}"
@@ -146,6 +155,29 @@ def _cmd_benchmark(args) -> int:
     command = shlex.join(["mambaseg", "benchmark", *args.configs, *[x for k, v in opts if v for x in (k, str(v))]]
                          + (["--set", *args.set] if args.set else []))
     run_benchmark(plan, n_boot=args.n_boot, command=command, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
+def _cmd_config(args) -> int:
+    from .resources import config_path, configs_dir, list_configs
+
+    if args.action == "list":
+        names = list_configs()
+        print("\n".join(names) if names else "no reference configs installed")
+        if names:
+            print(f"({len(names)} configs in {configs_dir()}; train one: mambaseg train NAME --data-root DIR)",
+                  file=sys.stderr)
+        return 0
+    if not args.name:
+        raise ValueError("config show needs a NAME (see mambaseg config list)")
+    print(config_path(args.name).read_text(), end="")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from .resources import format_models
+
+    print(format_models())
     return 0
 
 
@@ -198,10 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("train", help="train a model from a YAML config")
-    p.add_argument("config", nargs="?", help="YAML config file (see configs/)")
+    p.add_argument("config", nargs="?", help="YAML config file or reference config name, e.g. "
+                   "drive/akmamba_net_cpu (see mambaseg config list)")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config keys, e.g. train.epochs=5 (repeatable; before or after the config)")
     p.add_argument("--out", help="run folder (default runs/<config>-<time>)")
+    p.add_argument("--data-root", metavar="DIR", help="dataset folder, replacing the config's data.root (default: "
+                   "data.root, looked up under $MAMBASEG_DATA when that is set)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint_last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume on CPU)")
@@ -209,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("predict", help="segment images or volumes with a trained model")
-    p.add_argument("--model", "-m", required=True, help="run folder, checkpoint (.pt) or ONNX file")
+    p.add_argument("--model", "-m", required=True, help="run folder, checkpoint (.pt), ONNX file or shipped model "
+                   "name (see mambaseg models)")
     p.add_argument("--input", "-i", required=True, help="image/volume file or folder")
     p.add_argument("--output", "-o", required=True, help="output folder (must not be the input folder)")
     p.add_argument("--mask", help="2D: folder of field-of-view masks (default: estimated from each image)")
@@ -250,13 +286,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="export a trained model to ONNX (checked with onnxruntime)")
-    p.add_argument("--model", "-m", required=True, help="run folder or checkpoint (.pt)")
+    p.add_argument("--model", "-m", required=True, help="run folder, checkpoint (.pt) or shipped model name")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--size", type=int, nargs="+", default=None, metavar="N",
                    help="export size H W (2D) or D H W (3D); default: the checkpoint's inference tile")
     p.add_argument("--overwrite", action="store_true", help="replace an existing .onnx file")
     _add_common(p)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("config", help="reference configs shipped with the package: list, show NAME")
+    p.add_argument("action", choices=["list", "show"], help="list the names, or print one config's YAML")
+    p.add_argument("name", nargs="?", help="config name, e.g. drive/akmamba_net_cpu")
+    _add_common(p)
+    p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("models", help="shipped models (name, SHA-256, file) usable as predict --model NAME")
+    _add_common(p)
+    p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("demo", help="train, predict and evaluate on built-in synthetic data")
     p.add_argument("--out", default="demo_results")

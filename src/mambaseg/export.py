@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+from .utils.atomic import set_default_mode
 from .utils.optional import require
 
 __all__ = ["export_onnx", "onnx_predictor", "read_onnx_metadata", "is_mamba_model", "default_export_size",
@@ -245,6 +246,7 @@ def export_onnx(model: str | Path, out: str | Path, size: Sequence[int] | None =
         proto = onnx.load(str(tmp))
         onnx.helper.set_model_props(proto, {META_KEY: json.dumps(meta)})
         onnx.save(proto, str(tmp))
+        set_default_mode(tmp)  # mkstemp made it 0600
         os.replace(tmp, out)
     finally:
         if tmp.exists():

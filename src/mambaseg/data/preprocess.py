@@ -37,6 +37,7 @@ from scipy import ndimage
 
 from mambaseg.data.layouts3d import Case3D, load_case3d
 from mambaseg.data.nifti import meta_to_json
+from mambaseg.utils.atomic import set_default_mode
 
 __all__ = ["fingerprint", "plan", "plan_hash", "preprocess_case", "invert_prediction", "PreprocessCache",
            "resample_image", "resample_label", "ras_transform"]
@@ -363,6 +364,7 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
+        set_default_mode(tmp)  # mkstemp made it 0600; caches may be shared (cache_dir)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -22,7 +22,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "clean_stale_temp", "is_temp_name"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "clean_stale_temp", "is_temp_name",
+           "set_default_mode"]
 
 _MULTI_SUFFIXES = (".nii.gz", ".tar.gz")
 # mkstemp's random part is 8 characters of [a-z0-9_]
@@ -55,6 +56,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def set_default_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode of an ordinary new file (0666 less the umask: 0644 under the usual 022);
+    ``tempfile.mkstemp`` creates 0600, which a rename would carry to the final output."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; when the block ends without error it is renamed to ``final``.
@@ -78,9 +87,7 @@ def atomic_path(final: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
         if fsync:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; an output is an ordinary file
+        set_default_mode(tmp)  # mkstemp makes 0600; an output is an ordinary file
         os.replace(tmp, final)
         if fsync:
             _fsync_dir(final.parent)

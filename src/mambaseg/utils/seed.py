@@ -1,4 +1,9 @@
-"""Seeding, determinism and provenance (versions, scan backend, git commit) for runs and checkpoints."""
+"""Seeding, determinism and provenance (versions, scan backend, git commit) for runs and checkpoints.
+
+The mambaseg version comes from the installed distribution's metadata; a git commit is recorded only when the
+package is imported from a git checkout of mambaseg itself (:func:`mambaseg.resources.source_checkout`), never
+from whatever repository an installation happens to sit inside.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "provenance"]
+__all__ = ["provenance", "seed_everything"]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -29,12 +34,24 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic = True
 
 
-def _git_commit() -> str:
-    here = Path(__file__).resolve().parent
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], check=False, cwd=root, capture_output=True, text=True, timeout=5)
+
+
+def _git_commit() -> str | None:
+    """``<sha>[+dirty]`` of the mambaseg checkout the package is imported from; None for an installed package
+    (or a source tree that is not its own git repository); "unknown" when git fails."""
+    from mambaseg.resources import source_checkout
+
+    root = source_checkout()
+    if root is None:
+        return None
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
+        top = _git(root, "rev-parse", "--show-toplevel")
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
+            return None  # e.g. an unpacked sdist inside some other repository
+        out = _git(root, "rev-parse", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if out.returncode != 0:
@@ -42,12 +59,22 @@ def _git_commit() -> str:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mambaseg")
+    except PackageNotFoundError:
+        import mambaseg
+
+        return str(mambaseg.__version__)
+
+
 def provenance(seed: int | None = None, device: str | None = None) -> dict:
     """Everything needed to say where a result came from (only plain types: safe for ``weights_only`` loading)."""
-    import mambaseg
     from mambaseg.ssm import resolve_backend
 
-    versions = {"mambaseg": str(mambaseg.__version__), "torch": str(torch.__version__), "numpy": str(np.__version__),
+    versions = {"mambaseg": _package_version(), "torch": str(torch.__version__), "numpy": str(np.__version__),
                 "python": platform.python_version()}
     for name in ("monai", "nibabel", "PIL", "onnxruntime"):
         try:
