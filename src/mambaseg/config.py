@@ -58,7 +58,7 @@ class DataCfg:
     fg_prob: float = 0.5
     augment: str = "default"  # default | light | none | strong_fundus (2D fundus photos from other cameras)
     fov: bool = False  # restrict loss/metrics to a field-of-view mask; estimate it at inference when absent
-    modality: str = "MR"  # 3D: MR | CT
+    modality: str = "auto"  # 3D: MR | CT | auto (layout nnunet: from dataset.json channel_names; otherwise MR)
     target_spacing: tuple = ()  # 3D: () = median spacing from the fingerprint
     ct_window: tuple = ()  # 3D CT: (lo, hi) HU window clipped and scaled to [0, 1]; () = nnU-Net CT normalisation
     cache_dir: str = ""  # 3D: preprocessed-case cache ('' = <run>/cache)
@@ -230,7 +230,8 @@ def safe_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: YAML nested too deeply.") from None
 
 
-LAYOUTS = ("drive", "folder2d", "synthetic_drive", "msd", "brats", "synapse_npz", "btcv")  # = engine.data's 2D + 3D
+# = engine.data's 2D + 3D; nnunet is 2D or 3D by its dataset.json file_ending
+LAYOUTS = ("drive", "folder2d", "synthetic_drive", "msd", "brats", "synapse_npz", "btcv", "nnunet")
 _LAYOUTS_2D = LAYOUTS[:3]
 FUNDUS_NORMS = ("none", "fov_zscore", "green_clahe")  # = mambaseg.data.fundus.FUNDUS_NORMS
 # keys added after runs were started: left out of config_to_dict at their default, so the saved config of a run
@@ -267,7 +268,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.augment": (lambda v: v in ("default", "light", "none", "strong_fundus"),
                      "one of default, light, none, strong_fundus"),
     "data.fundus_norm": (lambda v: v in FUNDUS_NORMS, "one of " + ", ".join(FUNDUS_NORMS)),
-    "data.modality": (lambda v: v.upper() in ("MR", "CT"), "MR or CT"),
+    "data.modality": (lambda v: v.upper() in ("MR", "CT", "AUTO"),
+                      "MR, CT or auto (layout nnunet: CT/z-score from dataset.json channel_names; else MR)"),
     "data.target_spacing": (lambda v: len(v) in (0, 3) and _positive_numbers(v), "[] or 3 positive numbers (mm)"),
     "data.ct_window": (_window, "[] or [lo, hi] with lo < hi"),
     "data.synthetic_cases": (lambda v: v >= 1, "an integer >= 1"),

@@ -15,6 +15,13 @@ Two on-disk layouts are understood:
 * **folder2d** (``"folder2d"``): ``root/images/<stem>.<ext>``, ``root/labels/<stem>.<ext>`` with matching stems and an
   optional ``root/masks/<stem>.<ext>``.
 
+* **nnU-Net v2, 2D** (``layout: nnunet`` with a 2D ``file_ending`` such as ``.png`` in ``dataset.json``)::
+
+    root/dataset.json, root/imagesTr/CASE_0000.png, root/labelsTr/CASE.png, root/imagesTs/CASE_0000.png
+
+  One image file per case (an RGB ``_0000.png`` gives 3 channels, as nnU-Net's ``NaturalImage2DIO`` reads it);
+  several channel files per case (``_0001`` ...) are refused. Labels hold the class values (0, 1, 2, ...).
+
 :func:`load_case2d` reads one case and normalises the image: **per image and per channel z-score**,
 ``(x - mean) / std`` with mean and std computed over the pixels inside the mask (the whole image when there is no
 mask); pixels outside the mask are then set to 0 (the normalised mean). ``std`` below 1e-8 is replaced by 1.
@@ -32,15 +39,16 @@ from scipy import ndimage as ndi
 from mambaseg.data.io import SUPPORTED_2D, DataError, read_image, read_label, read_mask, suffix_of
 
 __all__ = [
-    "Case2D",
     "LAYOUTS_2D",
-    "drive_cases",
-    "folder2d_cases",
-    "detect_layout",
+    "Case2D",
     "cases_for",
-    "load_case2d",
-    "normalize_image",
+    "detect_layout",
+    "drive_cases",
     "estimate_fov",
+    "folder2d_cases",
+    "load_case2d",
+    "nnunet2d_cases",
+    "normalize_image",
 ]
 
 logger = logging.getLogger(__name__)
@@ -145,6 +153,34 @@ def folder2d_cases(root: str | Path, require_labels: bool = True) -> list[Case2D
     orphans = sorted(set(labels) - set(images))
     if orphans:
         logger.warning("%d label(s) in %s have no image, e.g. %s", len(orphans), root / "labels", orphans[0])
+    return cases
+
+
+def nnunet2d_cases(root: str | Path, split: str = "train") -> list[Case2D]:
+    """Cases of a 2D nnU-Net v2 raw dataset (``dataset.json`` ``file_ending`` ``.png``, ``.bmp``, ``.tif`` ...).
+
+    Args:
+        root: the dataset folder (``dataset.json``, ``imagesTr``, ``labelsTr``, optional ``imagesTs``).
+        split: ``"train"`` (``imagesTr`` + ``labelsTr``, labels required) or ``"test"`` (``imagesTs``).
+
+    Raises:
+        DataError: no ``dataset.json``, a 3D ``file_ending``, a case with several channel files, or the problems
+            listed by :func:`mambaseg.data.layouts3d.nnunet_files`.
+    """
+    from mambaseg.data.layouts3d import nnunet_files, read_dataset_json
+
+    root = Path(root)
+    ds = read_dataset_json(root)
+    ending = ds["file_ending"]
+    if ds["style"] != "nnunet" or suffix_of(f"x{ending}") not in SUPPORTED_2D or ending.lower() in (".nii", ".nii.gz"):
+        raise DataError(f"{root / 'dataset.json'}: not a 2D nnU-Net dataset (file_ending {ending!r}, expected a 2D "
+                        f"image format such as .png with 'channel_names')")
+    cases = []
+    for case, images, label in nnunet_files(root, split, ds, one_file_per_channel=False)[0]:
+        if len(images) != 1:
+            raise DataError(f"case {case!r}: {len(images)} channel files ({images[1].name} ...); 2D nnU-Net datasets "
+                            f"with several channel files per case are not supported yet (one {case}_0000{ending})")
+        cases.append(Case2D(case, images[0], label))
     return cases
 
 

@@ -7,9 +7,12 @@ dataset description, label values are declared).
 
 Conventions (sources in brackets):
 
-- nnU-Net raw [nnUNet ``documentation/dataset_format.md``]: ``imagesTr/CASE_XXXX.ext`` (XXXX = channel), labels
-  ``labelsTr/CASE.ext``; ``dataset.json`` has ``channel_names``, ``labels`` (name -> int, or a list for regions),
-  ``file_ending``. MSD: ``modality`` (index -> name), ``labels`` (index -> name), ``training: [{image, label}]``,
+- nnU-Net raw [nnUNet ``documentation/dataset_format.md``]: ``imagesTr/CASE_XXXX<file_ending>`` (XXXX = channel),
+  labels ``labelsTr/CASE<file_ending>``, test images ``imagesTs``; ``dataset.json`` has ``channel_names``, ``labels``
+  (name -> int, or a list for regions; the MSD/v1 index -> name form is accepted too), ``file_ending`` (only files
+  with that ending are read), ``numTraining`` (a mismatch is warned about). ``channel_names`` choose the
+  normalisation when ``data.modality`` is ``auto`` (:func:`channel_modalities`). A ``file_ending`` of a 2D format
+  (``.png`` ...) is a 2D dataset: read by :func:`mambaseg.data.layouts2d.nnunet2d_cases`, refused here. MSD: ``modality`` (index -> name), ``labels`` (index -> name), ``training: [{image, label}]``,
   one file per case that is 4D when there are several modalities. macOS ``._*`` files are ignored.
 - BraTS 2023: ``<case>/<case>-{t1n,t1c,t2w,t2f}.nii.gz`` (+ ``-seg``); 2020/21: ``_{t1,t1ce,t2,flair}`` (+ ``_seg``,
   label 4 -> 3). Channel order [T2w, T2-FLAIR, T1n, T1c] (spec §1.4). Regions WT {1,2,3}, TC {1,3}, ET {3}.
@@ -48,10 +51,13 @@ __all__ = [
     "Case3D",
     "brats_cases",
     "brats_region_masks",
+    "channel_modalities",
     "detect_layout",
     "list_cases3d",
     "load_case3d",
     "msd_cases",
+    "nnunet_cases",
+    "nnunet_is_2d",
     "read_dataset_json",
     "remap_labels",
     "split_cases",
@@ -216,8 +222,141 @@ def read_dataset_json(root: str | os.PathLike) -> dict[str, Any]:
     training = raw.get("training") or []
     if style == "msd" and training and not all(isinstance(t, dict) and "image" in t for t in training):
         raise DataError(f"{path}: 'training' must be a list of {{image, label}} entries")
+    ending = raw.get("file_ending", ".nii.gz")
+    if not isinstance(ending, str) or not ending.startswith(".") or len(ending) < 2:
+        raise DataError(f"{path}: 'file_ending' {ending!r} is not a file suffix, expected e.g. \".nii.gz\" or \".png\"")
+    n_training = raw.get("numTraining")
+    if n_training is not None and (_int_value(n_training) is None or _int_value(n_training) < 0):
+        raise DataError(f"{path}: 'numTraining' {n_training!r} is not an integer >= 0")
     return {"style": style, "channel_names": channel_names, "labels": _declared_label_values(raw["labels"], path),
-                "file_ending": raw.get("file_ending", ".nii.gz"), "training": training, "raw": raw}
+            "file_ending": ending, "num_training": None if n_training is None else _int_value(n_training),
+            "training": training, "raw": raw}
+
+
+# nnU-Net v2 normalisation by channel name (nnunetv2/preprocessing/normalization/map_channel_name_to_normalization.py,
+# case-folded); everything else is z-scored. Only CT and z-score exist in our preprocessing (data.preprocess).
+_NNUNET_NORMALISATION = {"ct": "CT", "nonorm": "noNorm", "zscore": "MR", "rescale_to_0_1": "rescale_to_0_1",
+                         "rgb_to_0_1": "rgb_to_0_1"}
+
+
+def channel_modalities(channel_names: Sequence[str], modality: str = "auto",
+                       layout: str = "nnunet") -> str | list[str]:
+    """The ``modality`` argument of :func:`mambaseg.data.preprocess.plan` for a dataset.
+
+    ``modality`` ``"MR"``/``"CT"`` (``data.modality``) applies to every channel as before. ``"auto"`` (the default):
+    with ``layout: nnunet`` each channel's name in ``dataset.json`` (``channel_names``, or MSD ``modality``) decides
+    as in nnU-Net v2 - ``CT`` (any case) -> CT normalisation (clip to the foreground 0.5-99.5 percentiles, z-score
+    with the foreground mean/std), any other name -> z-score; ``noNorm`` / ``rescale_to_0_1`` / ``rgb_to_0_1`` are
+    not implemented and are z-scored, with a warning. Every other layout: ``"MR"`` (what ``auto`` replaced, so
+    existing configs keep their behaviour).
+    """
+    if str(modality).lower() != "auto":
+        return modality
+    if layout != "nnunet" or not channel_names:
+        return "MR"
+    out = []
+    for name in channel_names:
+        scheme = _NNUNET_NORMALISATION.get(str(name).strip().casefold(), "MR")
+        if scheme not in ("CT", "MR"):
+            logger.warning("channel %r asks for nnU-Net's %s normalisation, which mambaseg does not implement; "
+                           "z-scoring it instead", name, scheme)
+            scheme = "MR"
+        out.append(scheme)
+    return out
+
+
+def nnunet_is_2d(root: str | os.PathLike) -> bool:
+    """True when ``root/dataset.json`` is an nnU-Net v2 description whose ``file_ending`` is a 2D image format."""
+    from mambaseg.data.io import PIL_SUFFIXES
+
+    path = Path(root) / "dataset.json"
+    if not path.is_file():
+        return False
+    ds = read_dataset_json(root)
+    return ds["style"] == "nnunet" and ds["file_ending"].lower() in PIL_SUFFIXES
+
+
+def nnunet_files(root: Path, split: str, ds: dict[str, Any],
+                 one_file_per_channel: bool = True) -> tuple[list[tuple[str, list[Path], Path | None]], Path]:
+    """``(case, channel files, label or None)`` of an nnU-Net v2 raw dataset, found through ``file_ending``.
+
+    Shared by the 3D (:func:`nnunet_cases`) and 2D (``layouts2d.nnunet2d_cases``) readers.
+
+    Args:
+        one_file_per_channel: the channel files must be exactly ``0..len(channel_names)-1`` (3D); when False only
+            contiguous from 0 (2D: one RGB ``_0000.png`` holds the channels R, G, B).
+
+    Raises:
+        DataError: missing ``imagesTr``/``imagesTs``, a file without its ``_XXXX`` channel index, a case whose channel
+            files are not as above, or (training) a case without its label file.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    ending = ds["file_ending"]
+    img_dir = root / ("imagesTr" if split == "train" else "imagesTs")
+    lab_dir = root / ("labelsTr" if split == "train" else "labelsTs")
+    if not img_dir.is_dir():
+        raise DataError(f"{img_dir}: folder not found (nnU-Net dataset: imagesTr/CASE_0000{ending})")
+    groups: dict[str, dict[int, Path]] = {}
+    for f in sorted(img_dir.iterdir()):
+        if not (f.is_file() and _visible(f) and f.name.lower().endswith(ending.lower())):
+            continue
+        m = _CHANNEL_RE.match(f.name[: -len(ending)])
+        if m is None:
+            raise DataError(f"{f}: no channel index, expected CASE_XXXX{ending} (e.g. {f.name[: -len(ending)]}_0000"
+                            f"{ending}) in an nnU-Net dataset")
+        groups.setdefault(m["case"], {})[int(m["ch"])] = f
+    if not groups:
+        raise DataError(f"{img_dir}: no CASE_XXXX{ending} files (file_ending {ending!r} from "
+                        f"{root / 'dataset.json'})")
+    out = []
+    for case, chans in sorted(groups.items()):
+        n_ch = len(ds["channel_names"]) if one_file_per_channel else max(chans) + 1
+        missing = [i for i in range(n_ch) if i not in chans]
+        extra = sorted(i for i in chans if i >= n_ch)
+        if missing or extra:
+            what = (f"missing {img_dir / f'{case}_{missing[0]:04d}{ending}'}" if missing else
+                    f"unexpected {chans[extra[0]]}")
+            raise DataError(f"case {case!r}: {what}; dataset.json declares {len(ds['channel_names'])} channel(s) "
+                            f"({', '.join(ds['channel_names'])})")
+        label = lab_dir / f"{case}{ending}"
+        if not label.is_file():
+            if split == "train":
+                raise DataError(f"case {case!r}: no label file {label} (nnU-Net: labelsTr/CASE{ending})")
+            label = None
+        out.append((case, [chans[i] for i in range(n_ch)], label))
+    if split == "train" and ds.get("num_training") is not None and ds["num_training"] != len(out):
+        logger.warning("%s: numTraining is %d but %s holds %d case(s); using the files found",
+                       root / "dataset.json", ds["num_training"], img_dir, len(out))
+    return out, img_dir
+
+
+def nnunet_cases(root: str | os.PathLike, split: str = "train") -> list[Case3D]:
+    """Cases of an nnU-Net v2 raw dataset (``layout: nnunet``): ``imagesTr/CASE_XXXX<file_ending>`` +
+    ``labelsTr/CASE<file_ending>`` (``split="test"``: ``imagesTs``, labels from ``labelsTs`` when present).
+
+    A ``dataset.json`` in MSD style (``modality``/``training``) is read as :func:`msd_cases` does.
+
+    Raises:
+        DataError: no ``dataset.json``; a 2D ``file_ending`` (those datasets go through the 2D pipeline); see
+            :func:`nnunet_files`.
+    """
+    from mambaseg.data.io import PIL_SUFFIXES
+
+    root = Path(root)
+    ds = read_dataset_json(root)
+    if ds["style"] != "nnunet":
+        return msd_cases(root, split)
+    ending = ds["file_ending"]
+    if ending.lower() in PIL_SUFFIXES:
+        raise DataError(f"{root / 'dataset.json'}: file_ending {ending!r} is a 2D nnU-Net dataset; it is read by "
+                        f"the 2D pipeline (2D models), not as 3D volumes")
+    if not volume_suffix(f"x{ending}"):
+        raise DataError(f"{root / 'dataset.json'}: file_ending {ending!r} is not a supported volume format "
+                        f"(.nii.gz, .nii, .nrrd, .mha, .mhd)")
+    channel_names = tuple(ds["channel_names"])
+    return [Case3D(case, tuple(images), label, "nnunet", channel_names, ds["labels"])
+            for case, images, label in nnunet_files(root, split, ds)[0]]
 
 
 def _group_channels(files: list[Path]) -> dict[str, list[Path]]:
@@ -388,6 +527,8 @@ def detect_layout(root: str | os.PathLike) -> str:
 def list_cases3d(root: str | os.PathLike, layout: str | None = None, split: str = "train") -> list[Case3D]:
     """Cases of ``root`` for ``layout`` (auto-detected when None)."""
     layout = layout or detect_layout(root)
+    if layout == "nnunet" and (Path(root) / "dataset.json").is_file():
+        return nnunet_cases(root, split)
     if layout in ("msd", "nnunet"):
         return msd_cases(root, split)
     if layout == "brats":

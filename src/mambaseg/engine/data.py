@@ -21,7 +21,7 @@ __all__ = ["LAYOUTS_2D", "LAYOUTS_3D", "PatchSampler", "fov_diameter", "load_dat
 
 logger = logging.getLogger(__name__)
 LAYOUTS_2D = ("drive", "folder2d", "synthetic_drive")
-LAYOUTS_3D = ("msd", "brats", "synapse_npz", "btcv")
+LAYOUTS_3D = ("msd", "brats", "synapse_npz", "btcv", "nnunet")  # nnunet: 2D when its file_ending is (.png ...)
 
 
 def fov_diameter(mask: np.ndarray) -> float:
@@ -53,6 +53,8 @@ def _cases_2d(cfg: DataCfg, root: Path, run_dir: Path | None, seed: int):
         return layouts2d.drive_cases(root, split="training")
     if cfg.layout == "drive":
         return layouts2d.drive_cases(root, split=cfg.split)
+    if cfg.layout == "nnunet":
+        return layouts2d.nnunet2d_cases(root)
     return layouts2d.folder2d_cases(root)
 
 
@@ -77,7 +79,9 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
     Returns:
         (train cases, validation cases, info) where info records the split and, for 3D, the preprocessing plan.
     """
-    if cfg.layout in LAYOUTS_2D:
+    from ..data.layouts3d import nnunet_is_2d
+
+    if cfg.layout in LAYOUTS_2D or (cfg.layout == "nnunet" and nnunet_is_2d(cfg.root or ".")):
         root = Path(cfg.root) if cfg.root else Path(".")
         if cfg.layout != "synthetic_drive" and not root.exists():
             raise DataError(f"{root}: data.root does not exist (layout {cfg.layout!r}).")

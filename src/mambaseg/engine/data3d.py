@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import DataCfg
 from ..data.io import DataError
-from ..data.layouts3d import Case3D, list_cases3d, load_case3d
+from ..data.layouts3d import Case3D, channel_modalities, list_cases3d, load_case3d
 from ..data.nifti import check_label_values, check_resample_size, volume_header
 from ..data.preprocess import PreprocessCache, fingerprint, plan
 
@@ -34,7 +34,8 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     train_ids, val_ids = split_ids(list(by_id), cfg.val_fraction, seed)
     logger.info("3D dataset %s: %d training / %d validation cases (seed %d)", root, len(train_ids), len(val_ids), seed)
     fp = fingerprint([by_id[i] for i in train_ids])
-    the_plan = plan(fp, modality=cfg.modality, patch_size=list(cfg.patch_size) if cfg.patch_size else None,
+    modality = channel_modalities(records[0].channel_names, cfg.modality, cfg.layout)  # auto: from dataset.json
+    the_plan = plan(fp, modality=modality, patch_size=list(cfg.patch_size) if cfg.patch_size else None,
                     target_spacing=list(cfg.target_spacing) if cfg.target_spacing else None,
                     ct_window=tuple(cfg.ct_window) if cfg.ct_window else None)
     for head in heads.values():  # the resampled size from the headers, before anything is resampled
