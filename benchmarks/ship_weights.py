@@ -39,8 +39,11 @@ def main(drive_run: Path, hippo_run: Path) -> None:
     lines = ["# Shipped models", "",
              "Checkpoints hold `model_name`, `model_kwargs`, `state_dict`, the resolved config, the data plan, "
              "training history and provenance (no optimiser state); they load with `torch.load(weights_only=True)` "
-             "and are rebuilt through the model registry. Use them with `mambaseg predict --model weights/<file>.pt "
-             "-i INPUT -o OUT`.", ""]
+             "and are rebuilt through the model registry. Use them by name, `mambaseg predict --model "
+             "akmamba_net_drive -i INPUT -o OUT` (or `--model weights/<file>.pt`); `mambaseg models` lists them with "
+             "their SHA-256, which is checked before loading (manifest: `src/mambaseg/shipped_models.json`, "
+             "rewritten by `benchmarks/ship_weights.py`). A wheel carries them as package data; `MAMBASEG_WEIGHTS=DIR` is looked "
+             "up first.", ""]
     if (drive_run / "checkpoint_best.pt").is_file():
         ev = _eval(drive_run, "test_eval").get("mean", {})
         dst = slim_checkpoint(drive_run / "checkpoint_best.pt", OUT / "akmamba_net_drive.pt",
