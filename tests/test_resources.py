@@ -197,6 +197,9 @@ def test_predict_with_a_shipped_model_name(tmp_path):
                  "--no-progress"]) == 0
     mask = np.array(Image.open(out / "eye.png"))
     assert mask.shape == (160, 150) and set(np.unique(mask)) <= {0, 255}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "eye.png").stat().st_mode & 0o777 == 0o666 & ~umask  # readable by others under umask 022
 
 
 def test_write_manifest_round_trip(tmp_path):
