@@ -253,9 +253,9 @@ def test_kernel_deterministic_across_runs_and_threads():
 
     c, n = 20, 5
     xs = torch.randn(2, c, 23, 19, requires_grad=True)
-    ps = (torch.rand(2, 2 * n, 11, 9) * 30 - 4).requires_grad_(True)
+    ps = (torch.rand(2, 2 * n, 41, 37) * 30 - 4).requires_grad_(True)  # 1517 pixels: two forward tiles per image
     eye = torch.eye(c * n)
-    dy = torch.randn(2, c * n, 11, 9)
+    dy = torch.randn(2, c * n, 41, 37)
     threads = torch.get_num_threads()
     outs = []
     try:

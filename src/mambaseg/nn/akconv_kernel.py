@@ -95,9 +95,9 @@ def akconv_sample_mix(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
     h, w = offset.shape[-2:]
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type="cpu", enabled=False):
-        # the kernel samples channels-last: x (B, S1, S2, C) (free when x is already channels-last), weight (C_out, N·C)
+        # the kernel works channels-last: x (B, S1, S2, C) (free when x already is), weight (C_out, N·C)
         xc = x.to(work).permute(0, 2, 3, 1).contiguous()
-        oc = offset.to(work).contiguous()
+        oc = offset.to(work).permute(0, 2, 3, 1).contiguous()  # (B, h, w, 2N): free when p_conv ran channels-last
         wc = weight.to(work).view(-1, c, n).transpose(1, 2).reshape(-1, n * c)
         pn = torch.zeros(2 * n, dtype=work) if p_n is None else p_n.detach().to(work).contiguous()
         if torch.is_grad_enabled() and any(t.requires_grad for t in (x, offset, weight)):

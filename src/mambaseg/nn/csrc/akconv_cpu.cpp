@@ -5,10 +5,11 @@
 //
 // Inputs (contiguous, one floating dtype T = float or double):
 //   x: (B, S1, S2, C)    the image to sample, channels last (the caller zero-pads it for AKConv's zero_pad mode)
-//   off: (B, 2N, h, w)   offsets (p_conv's output): channels 0..N-1 along S1, N..2N-1 along S2; the sampling
+//   off: (B, h, w, 2N)   offsets (p_conv's output, channels last): [.., n] along S1, [.., N + n] along S2; the sampling
 //                        position of point n of output pixel (i, j) is (i, j) * stride + p_n[n] + off + shift
 //   weight: (C_out, N*C) the (N, 1) mixing convolution's weight, column n*C + c
-// Output: y (B, h*w, C_out) = col_b @ weight^T for every b, col_b (h*w, N*C) the bilinear samples.
+// Output: y (B, h*w, C_out) = col_b @ weight^T for every b, col_b (h*w, N*C) the bilinear samples (computed tile by
+// tile in the forward).
 //
 // Sampling, per axis (coordinate q, size S), exactly as the official AKConv / mambaseg's reference:
 //   0 <= q < S-1:  corners floor(q), floor(q)+1 with weights 1-f, f (f = q - floor(q)); d/dq of the weights -1, +1
@@ -16,7 +17,8 @@
 //                  weight 2 (the "border quirk": the edge value counts twice); no gradient to q.
 // With a zero-padded x every clamped sample is a zero, so the same rule gives true zero-extended bilinear sampling.
 //
-// Memory: one N-fold buffer (h*w, N*C) for one batch element at a time. Backward recomputes col_b for the weight
+// Memory: the forward keeps only a tile of samples per thread; the backward one N-fold buffer (h*w, N*C) for one
+// batch element at a time. Backward recomputes col_b for the weight
 // gradient, then overwrites the same buffer with dcol_b = dy_b W and scatters it to dx (parallel over fixed blocks
 // of channels: each element of dx is written by one thread, always in (pixel, point) order) and reduces it to dp
 // (parallel over pixels, channels summed in a fixed order). No atomics: results are bit-identical from run to run
@@ -31,7 +33,8 @@
 
 namespace {
 
-constexpr int64_t kChanBlock = 16;  // channels per col2im job (a shape-only split: results do not depend on threads)
+constexpr int64_t kChanBlock = 16;
+constexpr int64_t kTile = 1024;  // output pixels per forward tile  // channels per col2im job (a shape-only split: results do not depend on threads)
 
 template <typename T>
 struct Shape {
@@ -63,8 +66,9 @@ bool use_avx2() {
 
 template <typename T>
 void im2col(const T* x, const T* p, const Shape<T>& s, T* col) {
-  at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (s.N * s.C)),
-                   [&](int64_t begin, int64_t end) { AKCONV_CALL(im2col_range, x, p, s, col, begin, end); });
+  at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (s.N * s.C)), [&](int64_t begin, int64_t end) {
+    AKCONV_CALL(im2col_range, x, p, s, col + begin * s.N * s.C, begin, end);
+  });
 }
 
 template <typename T>
@@ -88,17 +92,17 @@ struct Dims {
 Dims check(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight, const at::Tensor& pn,
            int64_t stride) {
   TORCH_CHECK(x.dim() == 4 && off.dim() == 4 && weight.dim() == 2 && pn.dim() == 1,
-              "akconv_cpu: expected x (B,S1,S2,C), offsets (B,2N,h,w), weight (C_out, N*C), p_n (2N,)");
+              "akconv_cpu: expected x (B,S1,S2,C), offsets (B,h,w,2N), weight (C_out, N*C), p_n (2N,)");
   TORCH_CHECK(x.is_contiguous() && off.is_contiguous() && weight.is_contiguous() && pn.is_contiguous(),
               "akconv_cpu: inputs must be contiguous");
   TORCH_CHECK(x.scalar_type() == off.scalar_type() && x.scalar_type() == weight.scalar_type() &&
               x.scalar_type() == pn.scalar_type(), "akconv_cpu: x, offsets, weight and p_n must share one dtype");
-  TORCH_CHECK(off.size(0) == x.size(0) && off.size(1) % 2 == 0 && off.size(1) > 0 && pn.size(0) == off.size(1),
-              "akconv_cpu: offsets must be (B, 2N, h, w) and p_n (2N,)");
+  TORCH_CHECK(off.size(0) == x.size(0) && off.size(3) % 2 == 0 && off.size(3) > 0 && pn.size(0) == off.size(3),
+              "akconv_cpu: offsets must be (B, h, w, 2N) and p_n (2N,)");
   TORCH_CHECK(stride >= 0, "akconv_cpu: stride must be >= 0");
-  const int64_t N = off.size(1) / 2;
+  const int64_t N = off.size(3) / 2;
   TORCH_CHECK(weight.size(1) == x.size(3) * N, "akconv_cpu: weight must be (C_out, N*C)");
-  return Dims{x.size(0), x.size(3), N, x.size(1), x.size(2), off.size(2), off.size(3), weight.size(0)};
+  return Dims{x.size(0), x.size(3), N, x.size(1), x.size(2), off.size(1), off.size(2), weight.size(0)};
 }
 
 template <typename T>
@@ -106,20 +110,28 @@ Shape<T> shape_of(const Dims& d, const at::Tensor& pn, int64_t stride, double sh
   return Shape<T>{d.C, d.N, d.S1, d.S2, d.h * d.w, d.w, stride, static_cast<T>(shift), pn.data_ptr<T>()};
 }
 
-// positions = (row, col) * stride + p_n + offsets + shift (stride 0: the offsets are absolute positions)
+// positions = (row, col) * stride + p_n + offsets + shift (stride 0: the offsets are absolute positions).
+// Forward in tiles of output pixels: each tile's samples (kTile x N*C, about half a megabyte) are multiplied while
+// they are in cache, so the N-fold buffer is never written out; tiles run in parallel, each GEMM single-threaded.
 at::Tensor akconv_forward(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight, const at::Tensor& pn,
                           int64_t stride, double shift) {
   const Dims d = check(x, off, weight, pn, stride);
-  auto y = at::empty({d.B, d.h * d.w, d.Co}, x.options());
-  auto col = at::empty({d.h * d.w, d.N * d.C}, x.options());
+  const int64_t hw = d.h * d.w, K = d.N * d.C, tiles = (hw + kTile - 1) / kTile;
+  auto y = at::empty({d.B, hw, d.Co}, x.options());
   const auto wt = weight.t();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_forward", [&] {
     const auto s = shape_of<scalar_t>(d, pn, stride, shift);
-    for (int64_t b = 0; b < d.B; ++b) {
-      im2col(x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s, col.data_ptr<scalar_t>());
-      auto yb = y[b];
-      at::mm_out(yb, col, wt);
-    }
+    at::parallel_for(0, d.B * tiles, 1, [&](int64_t j0, int64_t j1) {
+      at::NoGradGuard no_grad;  // worker threads start with autograd on; the caller (a Function) has it off
+      auto col = at::empty({kTile, K}, x.options());
+      for (int64_t j = j0; j < j1; ++j) {
+        const int64_t b = j / tiles, begin = (j % tiles) * kTile, end = std::min(hw, begin + kTile);
+        AKCONV_CALL(im2col_range, x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s,
+                    col.data_ptr<scalar_t>(), begin, end);
+        auto yt = y[b].narrow(0, begin, end - begin);
+        at::mm_out(yt, col.narrow(0, 0, end - begin), wt);
+      }
+    });
   });
   return y;
 }

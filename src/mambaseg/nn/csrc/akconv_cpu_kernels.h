@@ -37,16 +37,17 @@ inline Tap<T> make_tap(T qx, T qy, int64_t S1, int64_t S2) {
   return t;
 }
 
-// the tap of point n of output pixel i: position = (row, col) * stride + p_n + offset + shift, offsets (2N, h*w)
+// the tap of point n of output pixel i: position = (row, col) * stride + p_n + offset + shift; offsets channels-last
+// (h*w, 2N): [i, n] along S1, [i, N + n] along S2
 template <typename T>
 inline Tap<T> tap_at(const T* __restrict__ off, const Shape<T>& s, int64_t i, int64_t n) {
   const int64_t row = i / s.w, col = i - row * s.w;
-  const T qx = T(row * s.stride) + s.pn[n] + off[n * s.hw + i] + s.shift;
-  const T qy = T(col * s.stride) + s.pn[s.N + n] + off[(s.N + n) * s.hw + i] + s.shift;
+  const T qx = T(row * s.stride) + s.pn[n] + off[i * 2 * s.N + n] + s.shift;
+  const T qy = T(col * s.stride) + s.pn[s.N + n] + off[i * 2 * s.N + s.N + n] + s.shift;
   return make_tap(qx, qy, s.S1, s.S2);
 }
 
-// col[i, n*C + c] = bilinear sample of channel c at point n of output pixel i, for pixels [begin, end)
+// col[i - begin, n*C + c] = bilinear sample of channel c at point n of output pixel i, for pixels [begin, end)
 template <typename T>
 void im2col_range(const T* __restrict__ x, const T* __restrict__ p, const Shape<T>& s, T* __restrict__ col,
                   int64_t begin, int64_t end) {
@@ -59,7 +60,7 @@ void im2col_range(const T* __restrict__ x, const T* __restrict__ p, const Shape<
       const T* __restrict__ b = x + t.o01 * C;
       const T* __restrict__ c = x + t.o10 * C;
       const T* __restrict__ d = x + t.o11 * C;
-      T* __restrict__ out = col + (i * N + n) * C;
+      T* __restrict__ out = col + ((i - begin) * N + n) * C;
 #pragma omp simd
       for (int64_t k = 0; k < C; ++k) out[k] = w00 * a[k] + w01 * b[k] + w10 * c[k] + w11 * d[k];
     }
@@ -88,7 +89,7 @@ void col2im_range(const T* __restrict__ dcol, const T* __restrict__ p, const Sha
   }
 }
 
-// dp[n, i] (along S1), dp[N + n, i] (along S2) = sum over channels of dcol * d(sample)/dq, for pixels [begin, end)
+// dp[i, n] (along S1), dp[i, N + n] (along S2) = sum over channels of dcol * d(sample)/dq, for pixels [begin, end)
 template <typename T>
 void positions_grad_range(const T* __restrict__ x, const T* __restrict__ dcol, const T* __restrict__ p,
                           const Shape<T>& s, T* __restrict__ dp, int64_t begin, int64_t end) {
@@ -109,8 +110,8 @@ void positions_grad_range(const T* __restrict__ x, const T* __restrict__ dcol, c
           sy += g[k] * (t.wx0 * (b[k] - a[k]) + t.wx1 * (d[k] - c[k]));
         }
       }
-      dp[n * s.hw + i] = sx * t.gx;
-      dp[(N + n) * s.hw + i] = sy * t.gy;
+      dp[i * 2 * N + n] = sx * t.gx;
+      dp[i * 2 * N + N + n] = sy * t.gy;
     }
   }
 }
