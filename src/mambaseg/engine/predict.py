@@ -181,12 +181,14 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
         The written label files (skipped ones are not listed).
     """
     check_existing([], overwrite, skip_existing)  # conflicting options: before the model is loaded
+    if mask and not Path(mask).exists():
+        raise DataError(f"{mask}: --mask folder not found.")
     pred = load_predictor(model, device)
     if pred.spatial_dims == 3:
         from .predict3d import predict_volumes
 
         return predict_volumes(pred, inp, out, tta=tta, overlap=overlap, overwrite=overwrite, progress=progress,
-                               skip_existing=skip_existing)
+                               skip_existing=skip_existing, probs=probs, overlay=overlay, mask=mask)
     out, inp = Path(out), Path(inp)
     files = collect_inputs(inp, SUPPORTED_2D)
     _check_output_dir(out, files, inp)

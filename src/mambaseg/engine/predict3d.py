@@ -1,5 +1,21 @@
 """3D prediction: NIfTI files, ``_0000``-style channel files or BraTS case folders -> ``<case>.nii.gz`` label maps
-in each input's original geometry (orientation, crop and resampling undone), with the checkpoint's plan."""
+in each input's original geometry (orientation, crop and resampling undone), with the checkpoint's plan.
+
+Optional outputs, next to the label maps as nnU-Net's ``--save_probabilities`` puts them:
+
+- ``probs=True``: ``<case>.npz`` with ``probabilities``, float32 ``(K, X, Y, Z)``: one map per class (background
+  first; a 1-output sigmoid model gives ``[1 - p, p]``), resampled back to the input's voxel grid - the same
+  ``(X, Y, Z)`` voxel array as ``<case>.nii.gz`` (nibabel order, i.e. the NIfTI's i, j, k axes; nnU-Net's
+  SimpleITK-read files are ``(K, z, y, x)`` instead) - plus ``<case>.json`` (instead of nnU-Net's pickle): axis
+  order, shape, affine, spacing, class labels, activation, source files and model. Outside the cropped
+  (non-zero) region the background probability is 1. The label map is computed on the preprocessed grid and
+  resampled separately, so at boundaries it can differ from the argmax of the resampled probabilities.
+- ``overlay=True``: ``overlays/<case>.png``: axial, coronal and sagittal slices (labelled with the file's voxel
+  index) through the predicted foreground voxel nearest its centre (the volume's middle when nothing is predicted), the first channel in grey with the
+  classes coloured; reoriented to RAS and drawn with superior (coronal, sagittal) / anterior (axial) up, the
+  patient's right on the image's left (radiological convention), anterior on the left in the sagittal panel, voxel
+  spacing respected.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +33,7 @@ from ..data.preprocess import invert_prediction, preprocess_case
 from ..utils.atomic import clean_stale_temp
 from .inference import logits_to_probs, probs_to_labels, sliding_window
 
-__all__ = ["gather_volume_cases", "predict_volumes"]
+__all__ = ["gather_volume_cases", "orthogonal_overlay", "predict_volumes"]
 
 logger = logging.getLogger(__name__)
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -76,12 +92,122 @@ def _read_channels(case_id: str, files: list[Path]) -> dict:
     return {"case_id": case_id, "image": image, "label": None, "meta": meta0}
 
 
+_PALETTE = np.asarray([(255, 220, 0), (0, 200, 255), (255, 0, 200), (0, 220, 0), (255, 120, 0), (150, 90, 255),
+                       (255, 60, 60), (0, 255, 170), (200, 200, 255), (170, 110, 40)], dtype=np.float32)
+
+
+def _grey(sl: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip((sl.astype(np.float32) - lo) / max(hi - lo, 1e-6) * 255.0, 0, 255)
+
+
+def orthogonal_overlay(image: np.ndarray, labels: np.ndarray, affine: np.ndarray, title: str = "",
+                       panel_px: int = 256, alpha: float = 0.5) -> np.ndarray:
+    """RGB uint8 figure of axial, coronal and sagittal slices with the labels coloured (see the module docstring).
+
+    Args:
+        image: ``(X, Y, Z)`` intensities (voxel array of the file with ``affine``).
+        labels: ``(X, Y, Z)`` integer labels, same grid.
+        affine: voxel -> world (RAS mm) matrix of that grid.
+        title: text written above the panels.
+        panel_px: the longest side of each panel, in pixels (small volumes are enlarged, nearest neighbour).
+    """
+    import nibabel as nib
+    from PIL import Image, ImageDraw, ImageFont
+
+    ornt = nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64))
+    img = nib.orientations.apply_orientation(np.asarray(image), ornt)  # now RAS voxel axes
+    lab = nib.orientations.apply_orientation(np.asarray(labels), ornt)
+    zooms = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(0))
+    spacing = [1.0, 1.0, 1.0]
+    for i in range(3):  # input axis i became RAS axis ornt[i, 0]
+        spacing[int(ornt[i, 0])] = float(zooms[i])
+    fg = np.argwhere(lab > 0)
+    # the foreground voxel nearest the foreground's centre: every panel then cuts through a predicted structure
+    ctr = [int(v) for v in fg[np.argmin(((fg - fg.mean(0)) ** 2).sum(1))]] if len(fg) else [s // 2 for s in lab.shape]
+    finite = img[np.isfinite(img)]
+    lo, hi = (float(np.percentile(finite, 0.5)), float(np.percentile(finite, 99.5))) if finite.size else (0.0, 1.0)
+    panels = []
+    for name, axis in (("axial", 2), ("coronal", 1), ("sagittal", 0)):
+        sl = [slice(None)] * 3
+        sl[axis] = min(max(ctr[axis], 0), lab.shape[axis] - 1)
+        g, m = img[tuple(sl)], lab[tuple(sl)]  # the two remaining RAS axes: (x, y), (x, z) or (y, z)
+        rem = [a for a in range(3) if a != axis]
+        # rows: the second remaining axis decreasing (anterior / superior up); columns: the first one decreasing
+        # (x grows towards the patient's right, so the right is on the image's left; sagittal: anterior on the left)
+        g, m = g.T[::-1, ::-1], m.T[::-1, ::-1]
+        rgb = np.repeat(_grey(g, lo, hi)[..., None], 3, -1)
+        for k, v in enumerate(sorted(int(u) for u in np.unique(m) if u > 0)):
+            sel = m == v
+            rgb[sel] = (1 - alpha) * rgb[sel] + alpha * _PALETTE[(v - 1) % len(_PALETTE)]
+        h_mm, w_mm = g.shape[0] * spacing[rem[1]], g.shape[1] * spacing[rem[0]]
+        scale = panel_px / max(h_mm, w_mm, 1e-6)
+        size = (max(1, round(w_mm * scale)), max(1, round(h_mm * scale)))
+        pim = Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8)).resize(size, Image.NEAREST)
+        src_axis = int(np.flatnonzero(ornt[:, 0] == axis)[0])  # the file's voxel axis behind this RAS axis
+        idx = sl[axis] if ornt[src_axis, 1] > 0 else lab.shape[axis] - 1 - sl[axis]
+        panels.append((f"{name}: {'ijk'[src_axis]} = {idx} of {lab.shape[axis]}", pim))
+    pad, head = 8, 34
+    width = sum(p.width for _, p in panels) + pad * (len(panels) + 1)
+    height = max(p.height for _, p in panels) + head + pad
+    fig = Image.new("RGB", (width, height), (0, 0, 0))
+    draw = ImageDraw.Draw(fig)
+    try:
+        font = ImageFont.load_default(size=13)
+    except (TypeError, OSError):  # Pillow < 10.1 or without FreeType: the small bitmap font
+        font = ImageFont.load_default()
+    draw.text((pad, 2), title, fill=(255, 255, 255), font=font)
+    x = pad
+    for label, p in panels:
+        fig.paste(p, (x, head))
+        draw.text((x, head - 16), label, fill=(255, 255, 255), font=font)
+        x += p.width + pad
+    return np.asarray(fig)
+
+
+def _write_probabilities(target: Path, probs: np.ndarray, case: dict, pred, sigmoid: bool) -> tuple[Path, Path]:
+    """``<case>.npz`` (``probabilities`` float32 (K, X, Y, Z)) and ``<case>.json`` next to the label map."""
+    import json
+
+    from ..utils.atomic import atomic_path, atomic_write_text
+
+    stem = target.name[: -len(".nii.gz")]
+    npz, meta_file = target.with_name(f"{stem}.npz"), target.with_name(f"{stem}.json")
+    with atomic_path(npz) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, probabilities=probs.astype(np.float32, copy=False))
+    meta = case["meta"]
+    labels = pred.ckpt.get("data", {}).get("labels") or {}
+    info = {
+        "case_id": case["case_id"], "array": "probabilities", "dtype": "float32",
+        "shape": list(probs.shape),
+        "axes": ["class", "i", "j", "k"],
+        "axes_note": "class first (background = 0), then the voxel axes of the input NIfTI as nibabel reads them "
+                     f"- the grid of {target.name}; nnU-Net's SimpleITK files are (class, z, y, x)",
+        "activation": "sigmoid (stored as [1 - p, p])" if sigmoid else "softmax",
+        "classes": {str(v): k for k, v in labels.items()} if labels else {str(i): str(i) for i in range(len(probs))},
+        "affine": np.asarray(meta["affine"], dtype=np.float64).tolist(),
+        "spacing": [float(v) for v in np.ravel(meta.get("spacing", []))][:3],
+        "source_files": [str(Path(f).absolute()) for f in meta.get("files", [])],
+        "label_file": str(target.absolute()), "model": str(pred.source),
+    }
+    atomic_write_text(meta_file, json.dumps(info, indent=1))
+    return npz, meta_file
+
+
 def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = None, overwrite: bool = False,
-                    progress: bool = True, skip_existing: bool = False) -> list[Path]:
+                    progress: bool = True, skip_existing: bool = False, probs: bool = False, overlay: bool = False,
+                    mask: str | Path | None = None) -> list[Path]:
     """Segment every case in ``inp`` with the 3D predictor ``pred`` and write ``out/<case>.nii.gz`` (atomically);
-    ``skip_existing`` (``--continue``) skips the cases whose output exists."""
+    ``skip_existing`` (``--continue``) skips the cases whose outputs exist. ``probs`` / ``overlay``: see the module
+    docstring.
+
+    Raises:
+        DataError: ``mask`` given (field-of-view masks are for 2D fundus models), bad inputs (one line).
+    """
     from .predict import _check_output_dir, check_existing
 
+    if mask:
+        raise DataError(f"--mask {mask}: --mask applies to 2D fundus models; {pred.source} is a 3D model (leave "
+                        f"--mask out).")
     inp, out = Path(inp), Path(out)
     plan = pred.ckpt.get("data", {}).get("plan")
     if plan is None:
@@ -89,8 +215,10 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
     cases = gather_volume_cases(inp)
     _check_output_dir(out, [], inp)
     targets = [out / f"{cid}.nii.gz" for cid, _ in cases]
-    all_names = {t.name for t in targets}
-    done = check_existing(targets, overwrite, skip_existing)
+    extra = {t: ([out / f"{cid}.npz", out / f"{cid}.json"] if probs else []) +
+             ([out / "overlays" / f"{cid}.png"] if overlay else []) for t, (cid, _) in zip(targets, cases)}
+    all_names = {t.name for t in targets} | {p.name for ps in extra.values() for p in ps}
+    done = check_existing(targets, overwrite, skip_existing, extra)
     if done:
         logger.warning("--continue: %d of %d case(s) already have their output in %s; skipped", len(done),
                        len(targets), out)
@@ -112,14 +240,32 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
                             f"expects {pred.in_channels}.")
         loaded.append(case)
     out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp(out, all_names)  # leftovers of a killed run
+    for folder in (out, out / "overlays"):
+        clean_stale_temp(folder, all_names)  # leftovers of a killed run
     written = []
     for case, target in tqdm(list(zip(loaded, targets)), desc="predict", disable=not progress):
         image, _, props = preprocess_case(case, plan)
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
         logits = sliding_window(pred.run, x, tile, ov, infer.get("mode", "gaussian"), int(infer.get("batch_size", 2)),
                                 (0, 1, 2) if tta else ())
-        labels = probs_to_labels(logits_to_probs(logits), float(infer.get("threshold", 0.5))).numpy()
+        p = logits_to_probs(logits)
+        labels = probs_to_labels(p, float(infer.get("threshold", 0.5))).numpy()
         labels = invert_prediction(labels, props)
+        # outputs appear complete or not at all; the label map last, so it marks a finished case
+        if probs:
+            p = p.numpy()
+            sigmoid = p.shape[0] == 1
+            if sigmoid:
+                p = np.concatenate([1.0 - p, p], 0)
+            _write_probabilities(target, invert_prediction(p, props), case, pred, sigmoid)
+        if overlay:
+            from PIL import Image
+
+            from ..utils.atomic import atomic_path
+
+            fig = orthogonal_overlay(case["image"][0], labels, case["meta"]["affine"], f"{case['case_id']}: "
+                                     f"prediction ({int((labels > 0).sum())} foreground voxels)")
+            with atomic_path(out / "overlays" / f"{case['case_id']}.png") as tmp:
+                Image.fromarray(fig).save(tmp, format="PNG")
         written.append(write_nifti(target, labels.astype(np.uint8), case["meta"], dtype=np.uint8))
     return written
