@@ -248,9 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "name (see mambaseg models)")
     p.add_argument("--input", "-i", required=True, help="image/volume file or folder")
     p.add_argument("--output", "-o", required=True, help="output folder (must not be the input folder)")
-    p.add_argument("--mask", help="2D: folder of field-of-view masks (default: estimated from each image)")
-    p.add_argument("--overlay", action="store_true", help="also write colour overlays")
-    p.add_argument("--probs", action="store_true", help="also write probability maps")
+    p.add_argument("--mask", help="2D fundus models only: folder of field-of-view masks (default: estimated from "
+                   "each image); refused for 3D models")
+    p.add_argument("--overlay", action="store_true", help="also write colour overlays (overlays/<name>.png; 3D: "
+                   "labelled axial/coronal/sagittal slices)")
+    p.add_argument("--probs", action="store_true", help="also write probabilities (2D: probs/<name>.png, 16-bit "
+                   "foreground; 3D: <case>.npz 'probabilities' (K, X, Y, Z) + <case>.json, as nnU-Net "
+                   "--save_probabilities)")
     p.add_argument("--tta", action="store_true", help="mirror test-time augmentation")
     p.add_argument("--overlap", type=float, default=None, help="tile overlap in [0, 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
