@@ -14,11 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import mambaseg.resources as res
 from mambaseg.cli import build_parser, main
-from mambaseg.data.synthetic import make_vessel_image
 from mambaseg.utils import seed as seed_mod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +27,14 @@ WEIGHTS = ROOT / "weights"
 def _clean_env(monkeypatch):
     monkeypatch.delenv(res.DATA_ENV, raising=False)
     monkeypatch.delenv(res.WEIGHTS_ENV, raising=False)
+
+
+@pytest.fixture
+def no_kernel(monkeypatch):
+    """provenance() without loading (maybe compiling) the scan kernel."""
+    import mambaseg.ssm
+
+    monkeypatch.setattr(mambaseg.ssm, "resolve_backend", lambda *a, **k: "test")
 
 
 def _one_error_line(capsys) -> str:
@@ -188,18 +194,20 @@ def test_weights_environment_folder_is_used(tmp_path, monkeypatch):
     assert res.weights_dirs()[0] == tmp_path
 
 
-def test_predict_with_a_shipped_model_name(tmp_path):
-    image, _, _ = make_vessel_image((160, 150), rng=3)
-    (tmp_path / "in").mkdir()
-    Image.fromarray(image).save(tmp_path / "in" / "eye.png")
-    out = tmp_path / "out"
-    assert main(["predict", "--model", "akmamba_net_drive", "-i", str(tmp_path / "in" / "eye.png"), "-o", str(out),
-                 "--no-progress"]) == 0
-    mask = np.array(Image.open(out / "eye.png"))
-    assert mask.shape == (160, 150) and set(np.unique(mask)) <= {0, 255}
-    umask = os.umask(0)
-    os.umask(umask)
-    assert (out / "eye.png").stat().st_mode & 0o777 == 0o666 & ~umask  # readable by others under umask 022
+def test_predict_and_export_take_a_shipped_model_name(tmp_path, monkeypatch):
+    """The CLI hands the checked file to predict/export (inference by name runs in the slow wheel test and in
+    test_shipped_weights by path)."""
+    import mambaseg.engine.predict as predict_mod
+    import mambaseg.export as export_mod
+
+    got = {}
+    monkeypatch.setattr(predict_mod, "predict", lambda model, *a, **k: got.setdefault("predict", model) and [])
+    monkeypatch.setattr(export_mod, "export_onnx", lambda model, *a, **k: got.setdefault("export", model) and 0 / 0)
+    assert main(["predict", "--model", "dm_segnet_hippocampus", "-i", str(tmp_path), "-o", str(tmp_path / "o")]) == 0
+    assert got["predict"] == str(WEIGHTS / "dm_segnet_hippocampus.pt")
+    with pytest.raises(ZeroDivisionError):
+        main(["export", "--model", "akmamba_net_drive", "--onnx", str(tmp_path / "m.onnx")])
+    assert got["export"] == str(WEIGHTS / "akmamba_net_drive.pt")
 
 
 def test_write_manifest_round_trip(tmp_path):
@@ -218,7 +226,7 @@ def test_write_manifest_round_trip(tmp_path):
 # ---------------------------------------------------------------- provenance
 
 
-def test_provenance_version_from_metadata_and_commit_of_this_checkout(monkeypatch):
+def test_provenance_version_from_metadata_and_commit_of_this_checkout(monkeypatch, no_kernel):
     assert res.source_checkout() == ROOT
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.9.9")
     prov = seed_mod.provenance(0)
@@ -236,7 +244,7 @@ def _fake_tree(root: Path, name: str) -> Path:
     return pkg
 
 
-def test_no_commit_outside_a_mambaseg_checkout(tmp_path, monkeypatch):
+def test_no_commit_outside_a_mambaseg_checkout(tmp_path, monkeypatch, no_kernel):
     if shutil.which("git") is None:
         pytest.skip("git not installed")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
@@ -294,3 +302,18 @@ def test_exported_onnx_is_0644(tmp_path, umask022):
                      "config": {"infer": {"patch_size": [32, 32]}}, "data": {"spatial_dims": 2}}, tmp_path / "m.pt")
     export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx")
     assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o644
+
+
+def test_project_name_without_tomllib(tmp_path, monkeypatch):
+    """Python 3.10 has no tomllib: the [project] name is read with a pattern."""
+    import sys
+
+    (tmp_path / "pyproject.toml").write_text('[build-system]\nname = "x"\n\n[project]\nversion = "1"\n'
+                                             'name = "mambaseg"\n\n[tool.y]\nname = "z"\n')
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # import tomllib -> ImportError
+    assert res._project_name(tmp_path / "pyproject.toml") == "mambaseg"
+    assert res._project_name(ROOT / "pyproject.toml") == "mambaseg"
+    (tmp_path / "pyproject.toml").write_text('[tool.x]\nname = "mambaseg"\n')
+    assert res._project_name(tmp_path / "pyproject.toml") is None
+    (tmp_path / "pyproject.toml").write_text('[project]\nkeywords = ["a", "[b]"]\nname = "mambaseg"\n')
+    assert res._project_name(tmp_path / "pyproject.toml") == "mambaseg"

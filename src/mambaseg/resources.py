@@ -68,9 +68,15 @@ def _project_name(pyproject: Path) -> str | None:
         return None
     try:
         import tomllib  # Python >= 3.11
-    except ImportError:  # 3.10: the first name = "..." after [project]
-        m = re.search(r"^\[project\][^\[]*?^name\s*=\s*[\"']([^\"']+)[\"']", text, re.MULTILINE | re.DOTALL)
-        return m.group(1) if m else None
+    except ImportError:  # 3.10: the name = "..." line of the [project] table
+        table = ""
+        for line in text.splitlines():
+            header = re.match(r"\s*\[([^\[\]]+)\]\s*(#.*)?$", line)
+            if header:
+                table = header.group(1).strip()
+            elif table == "project" and (m := re.match(r"name\s*=\s*[\"']([^\"']+)[\"']", line)):
+                return m.group(1)
+        return None
     try:
         name = tomllib.loads(text).get("project", {}).get("name")
     except (tomllib.TOMLDecodeError, AttributeError):
