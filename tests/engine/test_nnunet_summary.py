@@ -166,3 +166,19 @@ def test_2d_paths_absolute(tmp_path, monkeypatch):
     assert Path(row["prediction"]).is_absolute() and Path(row["prediction"]) == tmp_path / "p" / "a.png"
     assert Path(row["reference"]).is_absolute() and Path(res["reference_folder"]).is_absolute()
     assert res["mean"]["dice"] == pytest.approx(1.0)
+
+
+def test_2d_nnunet_names_pair(tmp_path):
+    """Predictions named after nnU-Net images (CASE_0000.png) pair with labels CASE.png, even with '_' in CASE."""
+    from PIL import Image
+
+    for d in ("p", "g"):
+        (tmp_path / d).mkdir()
+    lab = np.zeros((16, 16), np.uint8)
+    lab[4:10, 4:10] = 1
+    for case in ("road_1", "road_2"):
+        Image.fromarray(lab).save(tmp_path / "g" / f"{case}.png")
+        Image.fromarray(lab * 255).save(tmp_path / "p" / f"{case}_0000.png")
+    res = evaluate(tmp_path / "p", tmp_path / "g", tmp_path / "ev")
+    assert {Path(r["reference"]).name for r in res["metric_per_case"]} == {"road_1.png", "road_2.png"}
+    assert res["mean"]["dice"] == pytest.approx(1.0)

@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,10 @@ def match_files(preds: list[Path], refs: list[Path], what: str = "ground truth")
         s = _stem(p)
         if s in by_stem:
             pairs.append((p, by_stem[s]))
+            continue
+        case = re.sub(r"_\d{4}$", "", s)  # nnU-Net: an image-named prediction CASE_0000 <-> label CASE
+        if case != s and case in by_stem:
+            pairs.append((p, by_stem[case]))
             continue
         cands = by_key.get(s.split("_")[0], [])
         if len(cands) != 1 and len(by_dot.get(s.split(".")[0], [])) == 1:
