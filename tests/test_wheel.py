@@ -65,23 +65,33 @@ def test_wheel_carries_configs_kernels_models_and_license(wheel):
 
 
 def test_installed_wheel_works_from_an_empty_folder(wheel, tmp_path):
-    """Installed into its own folder (first on sys.path, ahead of the editable checkout), run from an empty folder:
-    --version, config list/show, models, predict --model akmamba_net_drive, export without onnx."""
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target",
-                    str(target), str(wheel)], check=True, capture_output=True, timeout=600)
+    """Installed into a fresh virtual environment (its dependencies borrowed from this one through a .pth line, so
+    no network; the checkout's editable install is not visible there), run from an empty folder: --version,
+    config list/show, models, predict --model akmamba_net_drive, export without onnx, train without data."""
+    import site
+    import venv
+
+    fresh = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(fresh)
+    py = fresh / "bin" / "python"
+    fresh_site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                     capture_output=True, text=True, check=True).stdout.strip())
+    (fresh_site / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")  # .pth files there: not read
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
+                    str(wheel)], check=True, capture_output=True, timeout=600)
+    target = fresh_site
     blocked = tmp_path / "blocked"  # onnx made unimportable, as if not installed
     (blocked / "onnx").mkdir(parents=True)
     (blocked / "onnx" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'onnx'\", name='onnx')\n")
     empty = tmp_path / "empty"
     empty.mkdir()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(blocked)]), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(blocked), OMP_NUM_THREADS="1")
     for k in ("MAMBASEG_WEIGHTS", "MAMBASEG_DATA"):
         env.pop(k, None)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, *args], cwd=empty, env=env, capture_output=True, text=True,
-                              timeout=600, check=False)
+        exe = [str(fresh / "bin" / "mambaseg"), *args[2:]] if args[:2] == ("-m", "mambaseg") else [str(py), *args]
+        return subprocess.run(exe, cwd=empty, env=env, capture_output=True, text=True, timeout=600, check=False)
 
     where = run("-c", "import mambaseg, mambaseg.resources as r, mambaseg.utils.seed as s; "
                       "print(mambaseg.__file__); print(r.source_checkout()); print(s.provenance()['git_commit'])")
