@@ -68,6 +68,16 @@ def test_matches_reference_lengths_groups(length, groups, dtype):
     assert_matches_reference(inputs, softplus=True)
 
 
+@pytest.mark.parametrize("dim, groups", [(8, 2), (6, 2), (10, 1)])  # channel pairs, odd channels per group
+@pytest.mark.parametrize("has_z, has_D, softplus", [(True, True, True), (False, False, False), (False, True, True)])
+def test_state_size_4_channel_pairs_match_reference(dim, groups, has_z, has_D, softplus):
+    """N = 4 runs two channels of a group in 8 lanes (forward when the group's channel count is even, backward
+    for every pair inside a work unit, a lone channel otherwise): all paths against the reference in fp64."""
+    inputs = make_inputs(dim=dim, length=2 * CHUNK + 9, groups=groups, nstate=4, dtype=torch.float64, has_z=has_z,
+                         has_D=has_D)
+    assert_matches_reference(inputs, softplus)
+
+
 @pytest.mark.parametrize("has_z", [False, True])
 @pytest.mark.parametrize("has_D", [False, True])
 @pytest.mark.parametrize("has_bias", [False, True])

@@ -102,6 +102,12 @@ bool use_avx2() {
   }
 
 #if MAMBASEG_HAVE_AVX2
+#define MAMBASEG_CALL_T(FN, ...)                                                               \
+  if (use_avx2()) {                                                                            \
+    avx2::FN<scalar_t>(__VA_ARGS__);                                                           \
+  } else {                                                                                     \
+    baseline::FN<scalar_t>(__VA_ARGS__);                                                       \
+  }
 #define MAMBASEG_DISPATCH(N, FN, ...)                            \
   if (use_avx2()) {                                              \
     MAMBASEG_DISPATCH_NS(avx2, N, FN, __VA_ARGS__)               \
@@ -109,6 +115,7 @@ bool use_avx2() {
     MAMBASEG_DISPATCH_NS(baseline, N, FN, __VA_ARGS__)           \
   }
 #else
+#define MAMBASEG_CALL_T(FN, ...) baseline::FN<scalar_t>(__VA_ARGS__);
 #define MAMBASEG_DISPATCH(N, FN, ...) MAMBASEG_DISPATCH_NS(baseline, N, FN, __VA_ARGS__)
 #endif
 
@@ -166,12 +173,21 @@ std::vector<at::Tensor> scan_forward(const at::Tensor& u, const at::Tensor& delt
     scalar_t* o = out.data_ptr<scalar_t>();
     scalar_t* la = last.data_ptr<scalar_t>();
     scalar_t* st = save_states ? states.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> buf(2 * chunk);
-      for (int64_t r = begin; r < end; ++r) {
-        MAMBASEG_DISPATCH(N, forward_row, p, r, o, la, st, buf.data())
-      }
-    });
+    if (N == 4 && (p.dim / p.groups) % 2 == 0) {  // channel pairs of one group in 8 lanes
+      at::parallel_for(0, rows / 2, 1, [&](int64_t begin, int64_t end) {
+        std::vector<scalar_t> buf(4 * chunk);
+        for (int64_t i = begin; i < end; ++i) {
+          MAMBASEG_CALL_T(forward_pair4, p, 2 * i, o, la, st, buf.data())
+        }
+      });
+    } else {
+      at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+        std::vector<scalar_t> buf(2 * chunk);
+        for (int64_t r = begin; r < end; ++r) {
+          MAMBASEG_DISPATCH(N, forward_row, p, r, o, la, st, buf.data())
+        }
+      });
+    }
   });
   return {out, last, states};
 }

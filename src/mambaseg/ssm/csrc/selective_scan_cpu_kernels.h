@@ -118,6 +118,172 @@ void forward_row(const Problem<T>& p, int64_t r, T* out, T* last, T* states, T* 
   std::copy(h, h + N, last + r * N);
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// N = 4: two channels of one group side by side in 8 lanes (one AVX register), so the exp, the recurrence and the
+// adjoint run on 8 values per instruction instead of 4; the channels share B and C (same group). Used when the
+// channels of a group come in pairs; results equal the one-channel kernels up to the order of the dB/dC sums.
+// ---------------------------------------------------------------------------------------------------------------
+template <typename T>
+inline void lanes2(T* v, T a, T b) {
+  for (int j = 0; j < 4; ++j) v[j] = a;
+  for (int j = 0; j < 4; ++j) v[4 + j] = b;
+}
+
+template <typename T>
+inline T dot4(const T* x, const T* y) {
+  return (x[0] * y[0] + x[1] * y[1]) + (x[2] * y[2] + x[3] * y[3]);
+}
+
+// rows r, r + 1 (channels d, d + 1 of one group); buf: 4 * chunk scratch values
+template <typename T>
+void forward_pair4(const Problem<T>& p, int64_t r, T* out, T* last, T* states, T* buf) {
+  const int64_t L = p.len, d = r % p.dim;
+  const T* u0 = p.u + r * L;
+  const T* u1 = u0 + L;
+  const T* A8 = p.A + d * 4;  // rows d and d + 1 of A: 8 contiguous values
+  const T* Bm = p.b_of(r);
+  const T* Cm = p.c_of(r);
+  const T D0 = p.D ? p.D[d] : T(0), D1 = p.D ? p.D[d + 1] : T(0);
+  T* dt0b = buf;
+  T* dt1b = buf + p.chunk;
+  T* y0b = buf + 2 * p.chunk;
+  T* y1b = buf + 3 * p.chunk;
+  T h[8] = {0, 0, 0, 0, 0, 0, 0, 0}, dtv[8], dtuv[8], bv[8];
+  for (int64_t l0 = 0; l0 < L; l0 += p.chunk) {
+    const int64_t steps = std::min(p.chunk, L - l0);
+    if (states) {
+      std::copy(h, h + 4, states + (r * p.nchunks + l0 / p.chunk) * 4);
+      std::copy(h + 4, h + 8, states + ((r + 1) * p.nchunks + l0 / p.chunk) * 4);
+    }
+    fill_dt(p, r, l0, steps, dt0b, static_cast<T*>(nullptr));
+    fill_dt(p, r + 1, l0, steps, dt1b, static_cast<T*>(nullptr));
+    for (int64_t t = 0; t < steps; ++t) {
+      const T dt0 = dt0b[t], dt1 = dt1b[t];
+      const T* Bl = Bm + (l0 + t) * 4;
+      lanes2(dtv, dt0, dt1);
+      lanes2(dtuv, dt0 * u0[l0 + t], dt1 * u1[l0 + t]);
+      for (int j = 0; j < 8; ++j) bv[j] = Bl[j & 3];
+      for (int j = 0; j < 8; ++j) h[j] = exp_vec(dtv[j] * A8[j]) * h[j] + dtuv[j] * bv[j];
+      const T* Cl = Cm + (l0 + t) * 4;
+      y0b[t] = dot4(h, Cl);
+      y1b[t] = dot4(h + 4, Cl);
+    }
+    for (int q = 0; q < 2; ++q) {
+      T* o = out + (r + q) * L + l0;
+      const T* ul = (q ? u1 : u0) + l0;
+      const T* yb = q ? y1b : y0b;
+      const T Dd = q ? D1 : D0;
+      for (int64_t t = 0; t < steps; ++t) o[t] = yb[t] + Dd * ul[t];
+      if (p.z) {
+        const T* zl = p.z + (r + q) * L + l0;
+        for (int64_t t = 0; t < steps; ++t) o[t] *= zl[t] * sigmoid_vec(zl[t]);
+      }
+    }
+  }
+  std::copy(h, h + 4, last + r * 4);
+  std::copy(h + 4, h + 8, last + (r + 1) * 4);
+}
+
+// Backward of channels c, c + 1 of a unit over chunk k (see backward_unit, which calls it for pairs when N = 4).
+// cr (8): the adjoint carried from the chunk after; dA8 (8), dD2 (2), dbias2 (2): the unit's accumulators.
+template <typename T>
+void backward_pair4_chunk(const Problem<T>& p, const Grads<T>& gr, int64_t b, int64_t d, int64_t k, const T* Bm,
+                          const T* Cm, T* dBm, T* dCm, T* cr, T* dA8, T* dD2, T* dbias2, T* hb, T* ab, T* scratch) {
+  const int64_t L = p.len, CH = p.chunk, l0 = k * CH, steps = std::min(L, l0 + CH) - l0;
+  const int64_t r = b * p.dim + d;
+  const T* A8 = p.A + d * 4;
+  T* dtb[2] = {scratch, scratch + CH};
+  T* rawb[2] = {scratch + 2 * CH, scratch + 3 * CH};
+  T* yb[2] = {scratch + 4 * CH, scratch + 5 * CH};
+  T* ddtb[2] = {scratch + 6 * CH, scratch + 7 * CH};
+  T* dub[2] = {scratch + 8 * CH, scratch + 9 * CH};
+  const T* u[2] = {p.u + r * L + l0, p.u + (r + 1) * L + l0};
+  const T Dd[2] = {p.D ? p.D[d] : T(0), p.D ? p.D[d + 1] : T(0)};
+  std::copy(gr.states + (r * p.nchunks + k) * 4, gr.states + (r * p.nchunks + k + 1) * 4, hb);
+  std::copy(gr.states + ((r + 1) * p.nchunks + k) * 4, gr.states + ((r + 1) * p.nchunks + k + 1) * 4, hb + 4);
+  fill_dt(p, r, l0, steps, dtb[0], rawb[0]);
+  fill_dt(p, r + 1, l0, steps, dtb[1], rawb[1]);
+  T dtv[8], dtuv[8], bv[8];
+  for (int64_t t = 0; t < steps; ++t) {  // recompute the chunk's states (hb[t + 1] = h at l0 + t) and the decays
+    const T* Bl = Bm + (l0 + t) * 4;
+    lanes2(dtv, dtb[0][t], dtb[1][t]);
+    lanes2(dtuv, dtb[0][t] * u[0][t], dtb[1][t] * u[1][t]);
+    for (int j = 0; j < 8; ++j) bv[j] = Bl[j & 3];
+    T* __restrict a = ab + t * 8;
+    const T* __restrict hp = hb + t * 8;
+    T* __restrict hc = hb + (t + 1) * 8;
+    for (int j = 0; j < 8; ++j) {
+      a[j] = exp_vec(dtv[j] * A8[j]);
+      hc[j] = a[j] * hp[j] + dtuv[j] * bv[j];
+    }
+    if (p.z) {
+      yb[0][t] = dot4(hc, Cm + (l0 + t) * 4);
+      yb[1][t] = dot4(hc + 4, Cm + (l0 + t) * 4);
+    }
+  }
+  for (int q = 0; q < 2; ++q) {  // gradient reaching y (through the gate), the gate's and D's
+    const T* dout = gr.dout + (r + q) * L + l0;
+    if (p.z) {
+      const T* z = p.z + (r + q) * L + l0;
+      T* dz = gr.dz + (r + q) * L + l0;
+      for (int64_t t = 0; t < steps; ++t) {
+        const T sg = sigmoid_vec(z[t]), pre = yb[q][t] + Dd[q] * u[q][t];
+        dz[t] = dout[t] * pre * sg * (T(1) + z[t] * (T(1) - sg));
+        yb[q][t] = dout[t] * z[t] * sg;
+      }
+    } else {
+      std::copy(dout, dout + steps, yb[q]);
+    }
+    T acc = dD2[q];
+    for (int64_t t = 0; t < steps; ++t) acc += yb[q][t] * u[q][t];
+    dD2[q] = acc;
+  }
+  T dA_acc[8], gv[8], gh[8], cv[8], dyv[8];
+  std::copy(dA8, dA8 + 8, dA_acc);
+  std::copy(cr, cr + 8, cv);
+  for (int64_t t = steps - 1; t >= 0; --t) {  // adjoint, backwards through the chunk
+    const int64_t l = l0 + t;
+    const T* __restrict hc = hb + (t + 1) * 8;
+    const T* __restrict hp = hb + t * 8;
+    const T* __restrict a = ab + t * 8;
+    const T* __restrict Bl = Bm + l * 4;
+    const T* __restrict Cl = Cm + l * 4;
+    T* __restrict dBl = dBm + l * 4;
+    T* __restrict dCl = dCm + l * 4;
+    const T dt0 = dtb[0][t], dt1 = dtb[1][t], dy0 = yb[0][t], dy1 = yb[1][t];
+    const T dtu0 = dt0 * u[0][t], dtu1 = dt1 * u[1][t];
+    lanes2(dyv, dy0, dy1);
+    lanes2(dtv, dt0, dt1);
+    for (int j = 0; j < 8; ++j) {
+      gv[j] = cv[j] + dyv[j] * Cl[j & 3];
+      gh[j] = gv[j] * hp[j] * a[j];
+      dA_acc[j] += gh[j] * dtv[j];
+      cv[j] = a[j] * gv[j];
+    }
+    for (int n = 0; n < 4; ++n) {
+      dCl[n] += dy0 * hc[n] + dy1 * hc[4 + n];
+      dBl[n] += gv[n] * dtu0 + gv[4 + n] * dtu1;
+    }
+    const T gB0 = dot4(gv, Bl), gB1 = dot4(gv + 4, Bl);
+    ddtb[0][t] = dot4(gh, A8) + gB0 * u[0][t];
+    ddtb[1][t] = dot4(gh + 4, A8 + 4) + gB1 * u[1][t];
+    dub[0][t] = gB0 * dt0;
+    dub[1][t] = gB1 * dt1;
+  }
+  std::copy(dA_acc, dA_acc + 8, dA8);
+  std::copy(cv, cv + 8, cr);
+  for (int q = 0; q < 2; ++q) {  // element-wise epilogue: du, softplus derivative, delta_bias
+    T* du = gr.du + (r + q) * L + l0;
+    for (int64_t t = 0; t < steps; ++t) du[t] = dub[q][t] + Dd[q] * yb[q][t];
+    if (p.softplus)
+      for (int64_t t = 0; t < steps; ++t) ddtb[q][t] *= sigmoid_vec(rawb[q][t]);
+    std::copy(ddtb[q], ddtb[q] + steps, gr.ddelta + (r + q) * L + l0);
+    T db = dbias2[q];
+    for (int64_t t = 0; t < steps; ++t) db += ddtb[q][t];
+    dbias2[q] = db;
+  }
+}
+
 // One backward unit: channels [d0, d1) of group g in batch b, chunk-major (all channels of a chunk, then the
 // chunk before), accumulating dB, dC of the group into the unit's own slice buffer in a fixed order.
 template <typename T, int NT>
@@ -132,7 +298,8 @@ void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int
   T* dBm = gr.dB + (bg * un.slices + s) * L * N;
   T* dCm = gr.dC + (bg * un.slices + s) * L * N;
   std::vector<T> carry(nch * N, T(0)), dA(nch * N, T(0)), dD(nch, T(0)), dbias(nch, T(0));
-  std::vector<T> hbuf((CH + 1) * N), abuf(CH * N), scratch(5 * CH);
+  constexpr int64_t kLanes = NT == 4 ? 2 : 1;  // N = 4: channels processed in pairs (backward_pair4_chunk)
+  std::vector<T> hbuf((CH + 1) * N * kLanes), abuf(CH * N * kLanes), scratch(5 * CH * kLanes);
   T* dtb = scratch.data();
   T* rawb = dtb + CH;
   T* yb = rawb + CH;   // y, then the gradient reaching y
@@ -144,6 +311,14 @@ void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int
   for (int64_t k = p.nchunks - 1; k >= 0; --k) {
     const int64_t l0 = k * CH, steps = std::min(L, l0 + CH) - l0;
     for (int64_t c = 0; c < nch; ++c) {
+      if constexpr (NT == 4) {
+        if (c + 1 < nch) {
+          backward_pair4_chunk(p, gr, b, d0 + c, k, Bm, Cm, dBm, dCm, &carry[c * 4], &dA[c * 4], &dD[c], &dbias[c],
+                               hbuf.data(), abuf.data(), scratch.data());
+          ++c;
+          continue;
+        }
+      }
       const int64_t d = d0 + c, r = b * p.dim + d;
       const T* A = p.A + d * N;
       const T* u = p.u + r * L + l0;
