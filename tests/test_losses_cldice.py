@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from mambaseg.losses import SegLoss, soft_cldice, soft_skeleton
+from mambaseg.losses import SegLoss, soft_cldice, soft_dilate, soft_erode, soft_skeleton
 
 
 def _vessels(h: int = 64, w: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,3 +82,36 @@ def test_segloss_dice_ce_cldice_adds_weighted_term():
         SegLoss(3, "dice_ce_cldice")
     with pytest.raises(ValueError, match="loss.name"):
         SegLoss(1, "cldice")
+
+
+def _ref_erode(x):
+    """The paper's pooling formulation (cross-shaped min-pool)."""
+    if x.dim() == 4:
+        return torch.minimum(-F.max_pool2d(-x, (3, 1), 1, (1, 0)), -F.max_pool2d(-x, (1, 3), 1, (0, 1)))
+    pools = [-F.max_pool3d(-x, k, 1, tuple(s // 2 for s in k)) for k in ((3, 1, 1), (1, 3, 1), (1, 1, 3))]
+    return torch.minimum(torch.minimum(pools[0], pools[1]), pools[2])
+
+
+def _ref_dilate(x):
+    return F.max_pool2d(x, 3, 1, 1) if x.dim() == 4 else F.max_pool3d(x, 3, 1, 1)
+
+
+def _ref_skeleton(x, iters):
+    skel = F.relu(x - _ref_dilate(_ref_erode(x)))
+    for _ in range(iters):
+        x = _ref_erode(x)
+        delta = F.relu(x - _ref_dilate(_ref_erode(x)))
+        skel = skel + F.relu(delta - skel * delta)
+    return skel
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 20, 17), (2, 1, 6, 9, 7)])
+def test_fast_min_max_match_pooling_values_and_gradients(shape):
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(soft_erode(x), _ref_erode(x)) and torch.equal(soft_dilate(x), _ref_dilate(x))
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (soft_skeleton(a, 4) ** 2).sum().backward()
+    (_ref_skeleton(b, 4) ** 2).sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-5)
+    xd = torch.rand((1, 1, 5, 6), dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: soft_skeleton(t, 2), (xd,))

@@ -22,25 +22,54 @@ __all__ = ["SegLoss", "soft_cldice", "soft_skeleton"]
 LOSS_NAMES = ("dice_ce", "ce", "dice", "dice_ce_cldice")
 
 
-def _pool(x: torch.Tensor, kernel: tuple[int, ...]) -> torch.Tensor:
-    pad = tuple(k // 2 for k in kernel)
-    fn = F.max_pool2d if x.dim() == 4 else F.max_pool3d
-    return fn(x, kernel, stride=1, padding=pad)
+class _Extreme3(torch.autograd.Function):
+    """Max (or min) over the 3-neighbourhood along one axis, outside the array ignored. Same values as
+    ``max_pool`` with kernel 3 / stride 1 / padding 1 along that axis, but several times faster on CPU, forward and
+    backward (the gradient goes to the chosen neighbour; on ties the centre, then the lower index)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int, is_max: bool) -> torch.Tensor:
+        n = x.shape[dim]
+        p = F.pad(x, [0, 0] * (x.dim() - 1 - dim) + [1, 1], value=float("-inf") if is_max else float("inf"))
+        lo, hi = p.narrow(dim, 0, n), p.narrow(dim, 2, n)
+        op, better = (torch.maximum, torch.gt) if is_max else (torch.minimum, torch.lt)
+        lo_mid = op(lo, x)
+        out = op(lo_mid, hi)
+        from_hi = better(hi, lo_mid)
+        from_lo = better(lo, x) & ~from_hi
+        ctx.save_for_backward(from_lo, from_hi)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        from_lo, from_hi = ctx.saved_tensors
+        dim, n = ctx.dim, grad.shape[ctx.dim]
+        g_lo, g_hi = grad * from_lo, grad * from_hi
+        shape = list(grad.shape)
+        shape[dim] = n + 2
+        out = grad.new_zeros(shape)
+        out.narrow(dim, 0, n).add_(g_lo)
+        out.narrow(dim, 1, n).add_(grad - g_lo - g_hi)
+        out.narrow(dim, 2, n).add_(g_hi)
+        return out.narrow(dim, 1, n), None, None
 
 
 def soft_erode(x: torch.Tensor) -> torch.Tensor:
-    """Soft (min-pool) erosion of ``(B, C, *S)`` maps in [0, 1] with a cross-shaped 3-neighbourhood per axis."""
-    n = x.dim() - 2
-    outs = []
-    for ax in range(n):
-        kernel = tuple(3 if a == ax else 1 for a in range(n))
-        outs.append(-_pool(-x, kernel))
-    return torch.stack(outs).amin(0)
+    """Soft (min-pool) erosion of ``(B, C, *S)`` maps in [0, 1] with a cross-shaped 3-neighbourhood (the minimum
+    of the 3-minima along each spatial axis; as ``-max_pool(-x)`` with kernels (3, 1) and (1, 3) in 2D)."""
+    out = None
+    for d in range(2, x.dim()):
+        e = _Extreme3.apply(x, d, False)
+        out = e if out is None else torch.minimum(out, e)
+    return out
 
 
 def soft_dilate(x: torch.Tensor) -> torch.Tensor:
-    """Soft (max-pool, 3 per axis) dilation."""
-    return _pool(x, (3,) * (x.dim() - 2))
+    """Soft (max-pool, 3 per axis, i.e. a 3x3(x3) square) dilation."""
+    for d in range(2, x.dim()):
+        x = _Extreme3.apply(x, d, True)
+    return x
 
 
 def soft_skeleton(x: torch.Tensor, iters: int = 10) -> torch.Tensor:
@@ -60,7 +89,9 @@ def soft_cldice(prob: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
     inside an optional ``mask`` of the same shape; pooled over the batch. 0 for a perfect binary prediction."""
     if mask is not None:
         prob, target = prob * mask, target * mask
-    skel_p, skel_t = soft_skeleton(prob, iters), soft_skeleton(target, iters)
+    skel_p = soft_skeleton(prob, iters)
+    with torch.no_grad():
+        skel_t = soft_skeleton(target, iters)
     tprec = ((skel_p * target).sum() + smooth) / (skel_p.sum() + smooth)
     tsens = ((skel_t * prob).sum() + smooth) / (skel_t.sum() + smooth)
     return 1.0 - 2.0 * tprec * tsens / (tprec + tsens)
