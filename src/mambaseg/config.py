@@ -363,10 +363,15 @@ def config_from_dict(raw: dict) -> Config:
                 name = f"{key}.{k}"
                 if v is None and name in _NULL_IS_ZERO:
                     v = 0
-                if name == "infer.threshold" and isinstance(v, str) and v.strip().lower() == "auto":
-                    v = "auto"
-                    section[k] = v
-                    continue
+                if name == "infer.threshold" and isinstance(v, str):
+                    if v.strip().lower() == "auto":
+                        section[k] = "auto"
+                        continue
+                    try:
+                        float(v)
+                    except ValueError:
+                        raise ConfigError(f"config key '{name}' must be a number in [0, 1] or auto, "
+                                          f"got {v!r}.") from None
                 section[k] = _check(name, _coerce(v, getattr(defaults, k), name))
             top[key] = cls(**section)
         else:

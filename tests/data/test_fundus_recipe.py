@@ -95,6 +95,9 @@ def test_config_defaults_unchanged_and_checks():
         apply_overrides(Config(), ["infer.threshold=auto", "data.num_classes=3"])
     with pytest.raises(ConfigError, match="infer.threshold"):
         apply_overrides(Config(), ["infer.threshold=1.5"])
+    with pytest.raises(ConfigError, match="or auto"):
+        apply_overrides(Config(), ["infer.threshold=best"])
+    assert apply_overrides(Config(), ["infer.threshold='0.4'"]).infer.threshold == 0.4
     with pytest.raises(ConfigError, match="fundus_norm"):
         apply_overrides(Config(), ["data.fundus_norm=clahe"])
     with pytest.raises(ConfigError, match="fundus_norm"):
