@@ -34,7 +34,8 @@
 namespace {
 
 constexpr int64_t kChanBlock = 16;
-constexpr int64_t kTile = 1024;  // output pixels per forward tile  // channels per col2im job (a shape-only split: results do not depend on threads)
+constexpr int64_t kTile = 1024;  // output pixels per tile (forward and backward)
+constexpr int64_t kGroups = 8;   // backward: tile groups with their own weight-gradient partial sum (shape-only)  // channels per col2im job (a shape-only split: results do not depend on threads)
 
 template <typename T>
 struct Shape {
@@ -65,24 +66,11 @@ bool use_avx2() {
 #endif
 
 template <typename T>
-void im2col(const T* x, const T* p, const Shape<T>& s, T* col) {
-  at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (s.N * s.C)), [&](int64_t begin, int64_t end) {
-    AKCONV_CALL(im2col_range, x, p, s, col + begin * s.N * s.C, begin, end);
-  });
-}
-
-template <typename T>
 void col2im(const T* dcol, const T* p, const Shape<T>& s, T* dx) {
   const int64_t blocks = (s.C + kChanBlock - 1) / kChanBlock;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     AKCONV_CALL(col2im_range, dcol, p, s, dx, b0 * kChanBlock, std::min(s.C, b1 * kChanBlock));
   });
-}
-
-template <typename T>
-void positions_grad(const T* x, const T* dcol, const T* p, const Shape<T>& s, T* dp) {
-  at::parallel_for(0, s.hw, std::max<int64_t>(1, 2048 / (s.N * s.C)),
-                   [&](int64_t begin, int64_t end) { AKCONV_CALL(positions_grad_range, x, dcol, p, s, dp, begin, end); });
 }
 
 struct Dims {
@@ -136,18 +124,23 @@ at::Tensor akconv_forward(const at::Tensor& x, const at::Tensor& off, const at::
   return y;
 }
 
+// Backward, per batch element: tiles of output pixels in a shape-only number of groups (parallel over groups, each
+// walking its tiles in order): the tile's samples are recomputed in cache for the weight gradient (a partial sum per
+// group, reduced in group order at the end), then dcol = dy W is written for the tile and reduced to the offsets'
+// gradient; finally dcol is scattered to dx (parallel over channel blocks).
 std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight,
                                         const at::Tensor& pn, int64_t stride, double shift, const at::Tensor& dy,
                                         bool need_dx, bool need_doff, bool need_dw) {
   const Dims d = check(x, off, weight, pn, stride);
-  const int64_t hw = d.h * d.w;
+  const int64_t hw = d.h * d.w, K = d.N * d.C, tiles = (hw + kTile - 1) / kTile;
+  const int64_t groups = std::min(kGroups, tiles);
   TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() && dy.numel() == d.B * hw * d.Co,
               "akconv_cpu: dy must be contiguous (B, h*w, C_out) with x's dtype");
   auto dx = need_dx ? at::zeros_like(x) : at::empty({0}, x.options());
   auto doff = need_doff ? at::empty_like(off) : at::empty({0}, x.options());
-  auto dw = need_dw ? at::zeros_like(weight) : at::empty({0}, x.options());
-  if (!(need_dx || need_doff || need_dw)) return {dx, doff, dw};
-  auto col = at::empty({hw, d.N * d.C}, x.options());
+  auto dwp = need_dw ? at::zeros({groups, d.Co, K}, x.options()) : at::empty({0}, x.options());
+  if (!(need_dx || need_doff || need_dw)) return {dx, doff, at::zeros_like(weight)};
+  auto dcol = (need_dx || need_doff) ? at::empty({hw, K}, x.options()) : at::empty({0}, x.options());
   const auto dyv = dy.view({d.B, hw, d.Co});
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_backward", [&] {
     const auto s = shape_of<scalar_t>(d, pn, stride, shift);
@@ -155,16 +148,35 @@ std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& o
       const auto dyb = dyv[b];
       const scalar_t* xb = x[b].data_ptr<scalar_t>();
       const scalar_t* ob = off[b].data_ptr<scalar_t>();
-      if (need_dw) {
-        im2col(xb, ob, s, col.data_ptr<scalar_t>());
-        dw.addmm_(dyb.t(), col);
-      }
-      if (!(need_dx || need_doff)) continue;
-      at::mm_out(col, dyb, weight);  // dcol, in the same buffer
-      if (need_dx) col2im(col.data_ptr<scalar_t>(), ob, s, dx[b].data_ptr<scalar_t>());
-      if (need_doff) positions_grad(xb, col.data_ptr<scalar_t>(), ob, s, doff[b].data_ptr<scalar_t>());
+      at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+        at::NoGradGuard no_grad;
+        auto tile = need_dw ? at::empty({kTile, K}, x.options()) : at::empty({0}, x.options());
+        for (int64_t g = g0; g < g1; ++g) {
+          for (int64_t t = g; t < tiles; t += groups) {
+            const int64_t begin = t * kTile, len = std::min(hw, begin + kTile) - begin;
+            const auto dyt = dyb.narrow(0, begin, len);
+            if (need_dw) {
+              AKCONV_CALL(im2col_range, xb, ob, s, tile.data_ptr<scalar_t>(), begin, begin + len);
+              dwp[g].addmm_(dyt.t(), tile.narrow(0, 0, len));
+            }
+            if (need_dx || need_doff) {
+              auto dct = dcol.narrow(0, begin, len);
+              at::mm_out(dct, dyt, weight);
+              if (need_doff)
+                AKCONV_CALL(positions_grad_range, xb, dcol.data_ptr<scalar_t>(), ob, s, doff[b].data_ptr<scalar_t>(),
+                            begin, begin + len);
+            }
+          }
+        }
+      });
+      if (need_dx) col2im(dcol.data_ptr<scalar_t>(), ob, s, dx[b].data_ptr<scalar_t>());
     }
   });
+  at::Tensor dw = at::empty({0}, x.options());
+  if (need_dw) {  // fixed-order reduction of the group partial sums
+    dw = dwp[0].clone();
+    for (int64_t g = 1; g < groups; ++g) dw.add_(dwp[g]);
+  }
   return {dx, doff, dw};
 }
 
