@@ -348,3 +348,21 @@ def test_evaluate_3d_bad_dataset_json_named(tmp_path, capsys, phantom, content, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "dataset.json" in err and needle in err, err
     assert not (tmp_path / "ev").exists()
+
+
+def test_2d_nifti_picture_header_checked_before_reading(tmp_path):
+    """A 2D NIfTI read as a picture (predict/evaluate 2D) gets the size/datatype checks before its data is read."""
+    import struct
+
+    from mambaseg.data.io import read_image
+
+    good = tmp_path / "ok.nii"
+    nib.save(nib.Nifti1Image(np.arange(12, dtype=np.float32).reshape(3, 4), np.eye(4)), good)
+    arr, _ = read_image(good)
+    assert arr.size == 12
+    bomb = tmp_path / "bomb.nii"
+    raw = bytearray(good.read_bytes())
+    raw[42:56] = struct.pack("<7h", 30000, 30000, 1, 1, 1, 1, 1)  # dim[1..7]: 30000 x 30000 (3.4 GiB), no data
+    bomb.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="bomb.nii"):
+        read_image(bomb)

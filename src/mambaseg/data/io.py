@@ -155,8 +155,14 @@ def _read_pil(path: Path, palette: str) -> tuple[np.ndarray, dict]:
 def _read_nifti(path: Path, palette: str) -> tuple[np.ndarray, dict]:
     import nibabel as nib
 
+    from .nifti import check_nifti_header
+
     try:
         img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for corrupt headers
+        raise DataError(f"{path}: cannot read NIfTI (corrupt or truncated?): {type(exc).__name__}: {exc}") from exc
+    check_nifti_header(img, path, geometry=False)  # size, datatype and truncation before the data block is read
+    try:
         arr = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel/gzip/zlib raise many types for corrupt files
         raise DataError(f"{path}: cannot read NIfTI (corrupt or truncated?): {type(exc).__name__}: {exc}") from exc

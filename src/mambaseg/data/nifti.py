@@ -171,13 +171,15 @@ def _raw_nifti_header(img: nib.Nifti1Image | nib.Nifti2Image, path: Path):
         return type(img.header).from_fileobj(f, check=False)
 
 
-def check_nifti_header(img: nib.Nifti1Image | nib.Nifti2Image, path: str | os.PathLike, label: bool = False) -> None:
+def check_nifti_header(img: nib.Nifti1Image | nib.Nifti2Image, path: str | os.PathLike, label: bool = False,
+                       geometry: bool = True) -> None:
     """Check a lazily loaded NIfTI image's header before its data block is touched.
 
     Args:
         img: from ``nib.load`` (nothing read beyond the header).
         path: the file (named in every error).
         label: a label map (read as int64) instead of an image (read as float32).
+        geometry: also check voxel sizes and affines (off for 2D images read as pictures, whose geometry is unused).
 
     Raises:
         DataError: a dimension < 1; complex or RGB/RGBA voxels (naming the datatype); the array the read produces
@@ -213,6 +215,8 @@ def check_nifti_header(img: nib.Nifti1Image | nib.Nifti2Image, path: str | os.Pa
         raise DataError(f"{path}: header declares {format_bytes(disk)} of voxel data but a {size}-byte gzip file "
                         f"expands to at most {format_bytes(_DEFLATE_MAX_RATIO * size)}; corrupt header or "
                         f"truncated file?")
+    if not geometry:
+        return
     scale = _UNIT_TO_MM.get(str(hdr.get_xyzt_units()[0]), 1.0)
     raw = _raw_nifti_header(img, path)
     n_sp = min(3, len(shape))
