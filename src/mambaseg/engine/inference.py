@@ -1,6 +1,6 @@
 """Tiled / sliding-window inference for 2D and 3D, as small pure functions (nnU-Net style).
 
-``sliding_window(predict, image, tile, overlap, mode, batch_size, mirror_axes, progress)`` tiles an image
+``sliding_window(predict, image, tile, overlap, mode, batch_size, mirror_axes, progress, callback)`` tiles an image
 ``(C, *S)`` with overlapping windows, runs ``predict`` on batches of tiles and blends the logits with a Gaussian
 (or constant) weight map; images smaller than the tile are padded and cropped back.
 """
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-__all__ = ["compute_steps", "gaussian_weight", "sliding_window", "logits_to_probs", "probs_to_labels"]
+__all__ = ["compute_steps", "gaussian_weight", "logits_to_probs", "probs_to_labels", "sliding_window"]
 
 
 def compute_steps(image_size: Sequence[int], tile: Sequence[int], overlap: float) -> list[list[int]]:
@@ -39,7 +39,7 @@ def compute_steps(image_size: Sequence[int], tile: Sequence[int], overlap: float
             steps.append([0])
         else:
             actual = (size - t) / (n - 1)
-            steps.append([int(round(actual * i)) for i in range(n)])
+            steps.append([round(actual * i) for i in range(n)])
     return steps
 
 
@@ -65,6 +65,7 @@ def sliding_window(
     batch_size: int = 4,
     mirror_axes: Sequence[int] = (),
     progress: bool = False,
+    callback: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Blend ``predict`` over overlapping tiles.
 
@@ -77,6 +78,7 @@ def sliding_window(
         batch_size: tiles per ``predict`` call.
         mirror_axes: spatial axes (0-based) to mirror for test-time augmentation (all combinations averaged).
         progress: show a tqdm bar.
+        callback: called as ``callback(tiles_done, tiles_total)`` before the first batch and after each one.
 
     Returns:
         ``(K, *S)`` blended logits.
@@ -100,6 +102,8 @@ def sliding_window(
     norm = torch.zeros(padded, device=image.device)
     flips = [()] + [c for r in range(1, len(mirror_axes) + 1) for c in itertools.combinations(mirror_axes, r)]
     bar = tqdm(total=len(starts), desc="tiles", disable=not progress, leave=False)
+    if callback is not None:
+        callback(0, len(starts))
     for i in range(0, len(starts), batch_size):
         group = starts[i:i + batch_size]
         slices = [tuple(slice(s, s + t) for s, t in zip(st, tile)) for st in group]
@@ -116,6 +120,8 @@ def sliding_window(
             out[(slice(None),) + sl] += lg.float() * weight
             norm[sl] += weight
         bar.update(len(group))
+        if callback is not None:
+            callback(min(i + batch_size, len(starts)), len(starts))
     bar.close()
     out = out / norm
     if padded != spatial:

@@ -1,0 +1,139 @@
+"""Progress output: a few lines in a log (non-terminal) with the time budget of a time-limited training, in-place
+redraws on a terminal, steps within an epoch, validation and sliding-window tile progress with the right totals."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from mambaseg.engine.inference import compute_steps, sliding_window
+from mambaseg.utils.progress import ItemProgress, StatusLine, TrainProgress, fmt_duration
+
+
+class Clock:
+    """A hand-driven clock."""
+
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_fmt_duration():
+    assert fmt_duration(0) == "0:00"
+    assert fmt_duration(75.9) == "1:15"
+    assert fmt_duration(3725) == "1:02:05"
+    assert fmt_duration(-3) == fmt_duration(float("nan")) == "0:00"
+
+
+def test_status_line_log_mode_is_throttled():
+    clock, buf = Clock(), io.StringIO()
+    line = StatusLine(stream=buf, clock=clock)  # StringIO is not a terminal: log mode, 30 s
+    assert not line.tty
+    written = []
+    for step in range(600):  # 10 minutes of 1-second steps
+        written.append(line.update(f"step {step}"))
+        clock.t += 1.0
+    lines = buf.getvalue().splitlines()
+    assert "\r" not in buf.getvalue()
+    assert lines[0] == "step 0"  # the first update is shown at once
+    assert len(lines) == 20 and sum(written) == 20  # then one every 30 s
+    assert lines[1] == "step 30"
+    assert line.update("forced", force=True) and buf.getvalue().endswith("forced\n")
+
+
+def test_status_line_tty_redraws_in_place_and_clears():
+    clock, buf = Clock(), FakeTTY()
+    line = StatusLine(stream=buf, clock=clock)
+    assert line.tty
+    line.update("a longer text")
+    clock.t += 1
+    line.update("short")
+    out = buf.getvalue()
+    assert "\n" not in out and out.count("\r") == 2
+    assert out.endswith("\rshort" + " " * (len("a longer text") - len("short")))  # old text blanked out
+    line.close()
+    assert buf.getvalue().endswith("\r" + " " * len("short") + "\r")
+
+
+def test_status_line_disabled_writes_nothing():
+    buf = io.StringIO()
+    line = StatusLine(enabled=False, stream=buf)
+    assert not line.update("x", force=True) and not line.due()
+    line.close("done")
+    assert buf.getvalue() == ""
+
+
+def test_train_progress_time_budget_text():
+    clock, buf = Clock(), io.StringIO()
+    line = StatusLine(stream=buf, clock=clock, interval=0)
+    p = TrainProgress(line, epochs=1000, iters_per_epoch=10, limit_s=600, t_start=clock.t, clock=clock)
+    clock.t += 12
+    p.step(0, 3, loss=0.5)
+    text = buf.getvalue().splitlines()[-1]
+    assert "0:12 of 10:00 time budget (2%)" in text and "9:48 left" in text
+    assert "epoch 1," in text and "/1000" not in text  # the epoch total means nothing under a time budget
+    assert "step 3/10" in text and "loss 0.5000" in text
+    p.validating(1, 4, 5, 8)
+    assert buf.getvalue().splitlines()[-1].endswith("validating case 2/4, tiles 5/8")
+
+
+def test_train_progress_epoch_total_when_epochs_bind():
+    clock, buf = Clock(), io.StringIO()
+    line = StatusLine(stream=buf, clock=clock, interval=0)
+    # 2 epochs of 10 steps at 1 s/step take 20 s, far below the 10-minute budget: the epochs are the limit
+    p = TrainProgress(line, epochs=2, iters_per_epoch=10, limit_s=600, t_start=clock.t, clock=clock)
+    clock.t += 5
+    p.step(0, 5)
+    text = buf.getvalue().splitlines()[-1]
+    assert "epoch 1/2, step 5/10" in text and "~0:15 left" in text
+
+
+def test_train_progress_without_budget_and_resumed():
+    clock, buf = Clock(), io.StringIO()
+    line = StatusLine(stream=buf, clock=clock, interval=0)
+    # resumed at epoch 3 (0-based) after 100 s: elapsed counts from the original start, pace from now
+    p = TrainProgress(line, epochs=10, iters_per_epoch=4, limit_s=0, t_start=clock.t - 100, start_epoch=3,
+                      clock=clock)
+    clock.t += 2
+    p.step(3, 2, loss=1.25)
+    text = buf.getvalue().splitlines()[-1]
+    assert "epoch 4/10, step 2/4 (35%)" in text  # (3*4+2)/40
+    assert "1:42 elapsed" in text and "~0:26 left" in text  # 1 s/step, 26 steps left
+    assert "loss 1.2500" in text
+
+
+def test_item_progress_text():
+    clock, buf = Clock(), io.StringIO()
+    p = ItemProgress(StatusLine(stream=buf, clock=clock, interval=0), total=4, unit="case", clock=clock)
+    p.item(0, "a")
+    clock.t += 10
+    p.item(1, "b")
+    p.tiles(4, 8)
+    last = buf.getvalue().splitlines()[-1]
+    assert last.startswith("predict case 2/4 (b): tiles 4/8") and "0:10 elapsed" in last
+    assert "~0:16 left" in last  # 1.5 of 4 cases in 10 s
+
+
+@pytest.mark.parametrize("shape,tile,batch", [((40, 33), (16, 16), 3), ((20, 20, 20), (8, 8, 8), 4), ((5, 5), (8, 8), 2)])
+def test_sliding_window_callback_totals(shape, tile, batch):
+    calls = []
+    image = torch.rand((1,) + shape)
+    out = sliding_window(lambda b: b[:, :1] * 2, image, tile, 0.5, batch_size=batch,
+                         callback=lambda d, t: calls.append((d, t)))
+    padded = [max(s, t) for s, t in zip(shape, tile)]
+    n = int(np.prod([len(s) for s in compute_steps(padded, tile, 0.5)]))
+    assert calls[0] == (0, n) and calls[-1] == (n, n)
+    assert all(t == n for _, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert len(calls) == 1 + -(-n // batch)  # once before, then once per batch
+    torch.testing.assert_close(out, image * 2)
