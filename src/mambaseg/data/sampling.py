@@ -13,7 +13,7 @@ import numpy as np
 
 from mambaseg.data.transforms import check_sample
 
-__all__ = ["sample_patch", "pad_to_size", "foreground_flat_indices"]
+__all__ = ["foreground_flat_indices", "pad_to_size", "sample_patch"]
 
 
 def pad_to_size(sample: dict, size: Sequence[int]) -> dict:
@@ -43,7 +43,7 @@ def foreground_flat_indices(label: np.ndarray, fg_classes: Sequence[int] | None 
 
 
 def sample_patch(sample: dict, patch_size: Sequence[int], rng: np.random.Generator, fg_prob: float = 0.33,
-                 fg_classes: Sequence[int] | None = None) -> dict:
+                 fg_classes: Sequence[int] | None = None, fg_indices: np.ndarray | None = None) -> dict:
     """Crop one patch from a sample, biased towards foreground.
 
     Args:
@@ -53,6 +53,9 @@ def sample_patch(sample: dict, patch_size: Sequence[int], rng: np.random.Generat
         fg_prob: probability of centring on a foreground voxel (ignored when the sample has no label or no
             foreground; then the origin is uniform).
         fg_classes: label values counted as foreground (default: every value > 0).
+        fg_indices: precomputed ``foreground_flat_indices(label)`` of the unpadded label (e.g. a memory-mapped
+            array stored with a preprocessed case): used instead of scanning the label when ``fg_classes`` is None
+            and no padding is needed; the patches drawn are the same.
 
     Returns:
         A new dict with ``image: (C, *patch_size)`` and label/mask cropped the same way (C-contiguous copies);
@@ -69,13 +72,16 @@ def sample_patch(sample: dict, patch_size: Sequence[int], rng: np.random.Generat
                          f"{tuple(sample['image'].shape[1:])}), got {tuple(patch_size)}")
     if not 0.0 <= fg_prob <= 1.0:
         raise ValueError(f"fg_prob must be in [0, 1], got {fg_prob}")
-    sample = pad_to_size(sample, patch)
+    padded = pad_to_size(sample, patch)
+    if padded is not sample or fg_classes is not None:
+        fg_indices = None  # indices of the unpadded label / of the default foreground only
+    sample = padded
     shape = np.asarray(sample["image"].shape[1:])
     high = shape - np.asarray(patch)  # inclusive upper bound of the origin
     origin = None
     label = sample.get("label")
     if label is not None and rng.random() < fg_prob:
-        flat = foreground_flat_indices(label, fg_classes)
+        flat = foreground_flat_indices(label, fg_classes) if fg_indices is None else fg_indices
         if flat.size:
             centre = np.asarray(np.unravel_index(flat[int(rng.integers(flat.size))], label.shape))
             origin = np.clip(centre - np.asarray(patch) // 2, 0, high)
