@@ -137,3 +137,59 @@ def test_sliding_window_callback_totals(shape, tile, batch):
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert len(calls) == 1 + -(-n // batch)  # once before, then once per batch
     torch.testing.assert_close(out, image * 2)
+
+
+# ------------------------------------------------------------------------------------------- wired into train
+def _tiny_cfg(data, **train):
+    from mambaseg.config import config_from_dict
+
+    t = {"epochs": 1000, "iters_per_epoch": 2, "batch_size": 2, "val_every": 100000, "num_threads": 1}
+    t.update(train)
+    return config_from_dict({"seed": 0, "model": {"name": "unet_tiny"},
+                             "data": {"layout": "drive", "root": str(data), "val_fraction": 0.34,
+                                      "patch_size": [32, 32], "fov": True, "augment": "none"},
+                             "train": t, "infer": {"patch_size": [32, 32], "overlap": 0.25}})
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory):
+    from mambaseg.data.synthetic import write_synthetic_drive
+
+    return write_synthetic_drive(tmp_path_factory.mktemp("prog") / "data", n_train=3, n_test=1, size=(40, 44))
+
+
+def test_time_limited_training_log_is_short_and_shows_the_budget(drive, tmp_path, capsys):
+    from mambaseg.engine.train import train
+
+    summary = train(_tiny_cfg(drive, time_limit_min=0.04), tmp_path / "run")  # 2.4 s budget, progress on
+    err = capsys.readouterr().err
+    assert summary["epochs_done"] > 1  # several epochs: a per-step or per-epoch refresh would show many lines
+    lines = [x for x in err.splitlines() if x.startswith("train ")]
+    assert "\r" not in err  # not a terminal: no carriage-return redraws
+    assert 1 <= len(lines) <= 2, err  # one line at once, then at most one per 30 s
+    assert "of 0:02 time budget" in lines[0] and "left" in lines[0] and "epoch 1," in lines[0]
+    assert "/1000" not in err
+
+
+def test_training_progress_advances_within_the_epoch_and_validation(drive, tmp_path, capsys, monkeypatch):
+    import functools
+
+    import mambaseg.engine.train as engine_train
+
+    # every update printed: shows what the line holds at each step
+    monkeypatch.setattr(engine_train, "StatusLine", functools.partial(StatusLine, interval=0))
+    engine_train.train(_tiny_cfg(drive, epochs=2, iters_per_epoch=3, val_every=1), tmp_path / "run")
+    lines = capsys.readouterr().err.splitlines()
+    steps = [x.split("step ")[1].split()[0].rstrip(",") for x in lines if "validating" not in x and "step " in x]
+    assert steps == ["1/3", "2/3", "3/3"] * 2
+    assert any("epoch 2/2, step 3/3" in x for x in lines)
+    val = [x for x in lines if "validating case" in x]
+    assert val and all("validating case 1/1, tiles " in x for x in val)  # 1 validation case
+    assert any(x.endswith("tiles 0/4") for x in val) and any(x.endswith("tiles 4/4") for x in val)
+
+
+def test_no_progress_prints_nothing(drive, tmp_path, capsys):
+    from mambaseg.engine.train import train
+
+    train(_tiny_cfg(drive, epochs=1, iters_per_epoch=2), tmp_path / "run", progress=False)
+    assert capsys.readouterr().err == ""

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from tqdm import tqdm
 
 from ..config import Config, check_device, config_to_dict
 from ..losses import SegLoss
 from ..models import build_model
 from ..utils.atomic import clean_stale_temp
 from ..utils.optional import MissingDependency, require
+from ..utils.progress import StatusLine, TrainProgress
 from ..utils.runlock import RunLock
 from ..utils.seed import provenance, seed_everything
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -98,15 +98,19 @@ def case_dice(pred: np.ndarray, label: np.ndarray, mask: np.ndarray | None, num_
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, image: np.ndarray, tile, overlap: float, device, tta: bool = False,
-                   batch_size: int = 4, progress: bool = False, mode: str = "gaussian") -> torch.Tensor:
-    """Sliding-window logits (K, *S) of one image (C, *S)."""
+                   batch_size: int = 4, progress: bool = False, mode: str = "gaussian",
+                   callback=None) -> torch.Tensor:
+    """Sliding-window logits (K, *S) of one image (C, *S); ``callback(tiles_done, tiles)`` as in
+    :func:`~mambaseg.engine.inference.sliding_window`."""
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
     axes = tuple(range(x.dim() - 1)) if tta else ()
-    return sliding_window(lambda b: model(b).float(), x, tile, overlap, mode, batch_size, axes, progress)
+    return sliding_window(lambda b: model(b).float(), x, tile, overlap, mode, batch_size, axes, progress, callback)
 
 
-def validate(model, cases: list[dict], cfg: Config, device) -> dict:
+def validate(model, cases: list[dict], cfg: Config, device, progress=None) -> dict:
     """Full-image sliding-window validation: mean foreground Dice over cases (inside the mask when present).
+
+    ``progress``, if given, is called as ``progress(cases_done, cases, tiles_done, tiles)`` during the tile loop.
 
     With ``infer.threshold: auto`` (binary) the threshold of :data:`~mambaseg.engine.threshold.THRESHOLD_GRID` with
     the best mean Dice is chosen: ``val_dice`` is the Dice at it, ``threshold`` the threshold and
@@ -116,9 +120,10 @@ def validate(model, cases: list[dict], cfg: Config, device) -> dict:
     auto = cfg.infer.threshold == "auto"
     threshold = 0.5 if auto else cfg.infer.threshold
     dices, curves = [], []
-    for case in cases:
+    for i, case in enumerate(cases):
+        tiles_cb = None if progress is None else (lambda d, t, i=i: progress(i, len(cases), d, t))
         probs = logits_to_probs(predict_logits(model, case["image"], tile, cfg.infer.overlap, device,
-                                               batch_size=cfg.infer.batch_size))
+                                               batch_size=cfg.infer.batch_size, callback=tiles_cb))
         if auto and probs.shape[0] == 1:
             curves.append(dice_curve(probs[0].cpu().numpy(), case["label"], case.get("mask")))
         pred = probs_to_labels(probs, threshold).cpu().numpy()
@@ -200,13 +205,16 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.seed, cfg.train.deterministic)
     ctx, device = init_distributed(_device(cfg.train.device))
+    # progress on stderr (rank 0): redrawn in place on a terminal, one line per 30 s in a log
+    line = StatusLine(enabled=progress and ctx.main)
     try:
-        return _train_loop(cfg, run_dir, resume, progress, ctx, device)
+        return _train_loop(cfg, run_dir, resume, line, ctx, device)
     finally:
+        line.close()  # a terminal's status line is cleared before anything else is printed
         ctx.close()
 
 
-def _train_loop(cfg: Config, run_dir: Path, resume: bool, progress: bool, ctx: DistContext,
+def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx: DistContext,
                 device: torch.device) -> dict:
     last_path, best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
     if not resume and last_path.exists():
@@ -286,12 +294,12 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, progress: bool, ctx: D
     clock["start"] = time.time()
     bad_streak, metrics = 0, {}
     epoch = start_epoch - 1
+    # time budget (train.time_limit_min) or epochs, the step within the epoch, validation cases and tiles
+    status = TrainProgress(line, cfg.train.epochs, cfg.train.iters_per_epoch, limit_s, t_start, start_epoch)
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
         losses, skipped = [], 0
-        bar = tqdm(range(cfg.train.iters_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   disable=not (progress and ctx.main), leave=False, mininterval=2)
-        for _ in bar:
+        for step_no in range(1, cfg.train.iters_per_epoch + 1):
             x, y, m = sampler.next_batch()  # the global batch; each rank trains on its slice
             if ctx.enabled:
                 part = slice(ctx.rank * len(x) // ctx.world, (ctx.rank + 1) * len(x) // ctx.world)
@@ -311,6 +319,7 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, progress: bool, ctx: D
                     raise TrainingError(f"{bad_streak} non-finite losses in a row at epoch {epoch + 1}; stopped. "
                                         f"The last good checkpoint is {last_path}.")
                 sched.step()
+                status.step(epoch, step_no)
                 continue
             bad_streak = 0
             opt.zero_grad(set_to_none=True)
@@ -322,15 +331,14 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, progress: bool, ctx: D
             scaler.update()
             sched.step()
             losses.append(ctx.mean(loss.item()))
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        bar.close()
+            status.step(epoch, step_no, float(np.mean(losses)))
         elapsed = time.time() - t_start
         out_of_time = ctx.broadcast(bool(cfg.train.time_limit_min and elapsed > 60 * cfg.train.time_limit_min))
         last_epoch = epoch == cfg.train.epochs - 1 or out_of_time
         metrics = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                    "skipped_steps": skipped, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
         if ctx.main and val_cases and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch):
-            metrics.update(validate(net, val_cases, cfg, device))
+            metrics.update(validate(net, val_cases, cfg, device, status.validating if line.enabled else None))
             if "threshold" in metrics:  # infer.threshold auto: stored in the checkpoints, used by predict
                 data_info["threshold"] = metrics["threshold"]
                 logger.info("epoch %d: validation threshold %.2f (Dice %.4f; at 0.5: %.4f)", epoch + 1,
