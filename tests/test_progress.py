@@ -193,3 +193,68 @@ def test_no_progress_prints_nothing(drive, tmp_path, capsys):
 
     train(_tiny_cfg(drive, epochs=1, iters_per_epoch=2), tmp_path / "run", progress=False)
     assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------------------------ wired into predict (2D, 3D)
+def _tiles_per_item(lines: list[str], unit: str) -> dict[str, list[tuple[int, int]]]:
+    """item name -> (done, total) of every tiles line of that item."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for x in lines:
+        if x.startswith(f"predict {unit} ") and ": tiles " in x:
+            name = x.split("(", 1)[1].split(")", 1)[0]
+            d, t = x.split(": tiles ", 1)[1].split()[0].split("/")
+            out.setdefault(name, []).append((int(d), int(t)))
+    return out
+
+
+def test_predict_2d_progress_per_image_and_tiles(drive, tmp_path, capsys, monkeypatch):
+    import functools
+
+    import mambaseg.engine.predict as engine_predict
+    from mambaseg.config import apply_overrides
+    from mambaseg.engine.train import train
+
+    # no field-of-view rescaling: the tiles are those of the 40 x 44 image
+    cfg = apply_overrides(_tiny_cfg(drive, epochs=1, iters_per_epoch=1), ["data.fov=false"])
+    run = tmp_path / "run"
+    train(cfg, run, progress=False)
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name in ("a.png", "b.png"):
+        (inp / name).write_bytes(next((drive / "test" / "images").iterdir()).read_bytes())
+    capsys.readouterr()
+    engine_predict.predict(run, inp, tmp_path / "quiet", progress=True)  # default interval: a line at once only
+    quiet = [x for x in capsys.readouterr().err.splitlines() if x.startswith("predict ")]
+    assert quiet == ["predict image 1/2 (a.png) | 0:00 elapsed"]
+    monkeypatch.setattr(engine_predict, "StatusLine", functools.partial(StatusLine, interval=0))
+    engine_predict.predict(run, inp, tmp_path / "out", progress=True)
+    tiles = _tiles_per_item(capsys.readouterr().err.splitlines(), "image")
+    n = len(compute_steps((40, 44), (32, 32), 0.25)[0]) * len(compute_steps((40, 44), (32, 32), 0.25)[1])
+    assert n == 4 and tiles == {"a.png": [(0, n), (n, n)], "b.png": [(0, n), (n, n)]}  # batch_size 4: one batch
+
+
+def test_predict_3d_progress_per_case_and_tiles(tmp_path, capsys, monkeypatch):
+    import functools
+
+    import mambaseg.engine.predict as engine_predict
+    import mambaseg.engine.predict3d as engine_predict3d
+    from mambaseg.config import config_from_dict
+    from mambaseg.data.phantom3d import write_phantom_msd
+    from mambaseg.engine.train import train
+
+    data = write_phantom_msd(tmp_path / "task", n_cases=3, shape=(18, 20, 17))
+    test = write_phantom_msd(tmp_path / "test", n_cases=2, shape=(19, 18, 17), seed=6)
+    cfg = config_from_dict({"seed": 0, "model": {"name": "unet3d_tiny"},
+                            "data": {"layout": "msd", "root": str(data), "num_classes": 3, "patch_size": [8, 8, 8],
+                                     "val_fraction": 0.34, "augment": "none"},
+                            "train": {"epochs": 1, "iters_per_epoch": 1, "batch_size": 1, "num_threads": 1},
+                            "infer": {"overlap": 0.0, "batch_size": 3}})
+    train(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(engine_predict3d, "StatusLine", functools.partial(StatusLine, interval=0))
+    engine_predict.predict(tmp_path / "run", test / "imagesTr", tmp_path / "out", progress=True)
+    tiles = _tiles_per_item(capsys.readouterr().err.splitlines(), "case")
+    assert len(tiles) == 2  # "predict case k/2 (NAME): tiles d/T" for both cases
+    for seq in tiles.values():
+        total = seq[0][1]
+        assert total > 3 and seq[0] == (0, total) and seq[-1] == (total, total)
+        assert [d for d, _ in seq] == [min(k * 3, total) for k in range(len(seq))]  # every batch of 3 tiles

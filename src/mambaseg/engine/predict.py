@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..data.fundus import fundus_channels, fundus_normalize
 from ..data.io import SUPPORTED_2D, DataError, read_image, read_mask, suffix_of, write_overlay, write_png
 from ..data.layouts2d import estimate_fov, normalize_image
 from ..utils.atomic import atomic_path, clean_stale_temp
+from ..utils.progress import ItemProgress, StatusLine
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from .data import fov_diameter
 from .inference import logits_to_probs, probs_to_labels, sliding_window
@@ -111,8 +111,9 @@ def _find_mask(mask_dir: Path | None, stem: str) -> Path | None:
 
 
 def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, overlap: float, tta: bool,
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (K, H, W) and labels (H, W) of one raw image (C, H, W) (un-normalised)."""
+                     progress: bool = False, callback=None) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (K, H, W) and labels (H, W) of one raw image (C, H, W) (un-normalised); ``callback(tiles_done,
+    tiles)`` as in :func:`~mambaseg.engine.inference.sliding_window`."""
     cfg = pred.config
     data_cfg, infer_cfg = cfg.get("data", {}), cfg.get("infer", {})
     use_fov = bool(data_cfg.get("fov"))
@@ -138,7 +139,7 @@ def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, 
     tile = infer_cfg.get("patch_size") or data_cfg.get("patch_size") or [256, 256]
     axes = (0, 1) if tta else ()
     logits = sliding_window(pred.run, x, tile, overlap, infer_cfg.get("mode", "gaussian"),
-                            int(infer_cfg.get("batch_size", 4)), axes, progress)
+                            int(infer_cfg.get("batch_size", 4)), axes, progress, callback)
     if scale != 1.0:
         logits = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     probs = logits_to_probs(logits)
@@ -221,26 +222,38 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
     for folder in (out, out / "probs", out / "overlays"):  # leftovers of a killed run
         clean_stale_temp(folder, {t.name for t in targets})
     written = []
-    for f, s, mpath in tqdm(jobs, desc="predict", disable=not progress):
-        raw, _ = read_image(f)
-        m = None
-        if mpath is not None:
-            m, _ = read_mask(mpath)
-            if m.shape != raw.shape[1:]:
-                raise DataError(f"{mpath}: mask shape {m.shape} differs from image {f} shape {raw.shape[1:]}.")
-        p, labels = predict_image_2d(pred, raw, m, ov, tta)
-        binary = p.shape[0] == 1
-        # each file appears complete or not at all; the label map last, so it marks a finished case
-        if probs:
-            fg = p[0] if binary else 1.0 - p[0]
-            from PIL import Image
-
-            with atomic_path(out / "probs" / f"{s}.png") as tmp:
-                Image.fromarray(np.round(fg * 65535).astype(np.uint16)).save(tmp)
-        if overlay:
-            with atomic_path(out / "overlays" / f"{s}.png") as tmp:
-                write_overlay(tmp, raw, labels)
-        with atomic_path(out / f"{s}.png") as tmp:
-            write_png(tmp, (labels * 255 if binary else labels).astype(np.uint8))
-        written.append(out / f"{s}.png")
+    # one status line on stderr: images and tiles done; redrawn on a terminal, a line per 30 s in a log
+    status = ItemProgress(StatusLine(enabled=progress), len(jobs), "image")
+    try:
+        for i, (f, s, mpath) in enumerate(jobs):
+            status.item(i, f.name)
+            written.append(_predict_one(pred, f, s, mpath, out, ov, tta, probs, overlay, status.tiles))
+    finally:
+        status.close()
     return written
+
+
+def _predict_one(pred: Predictor, f: Path, s: str, mpath: Path | None, out: Path, ov: float, tta: bool, probs: bool,
+                 overlay: bool, callback) -> Path:
+    """Predict one 2D image ``f`` and write ``out/<s>.png`` (and its probabilities / overlay); returns that path."""
+    raw, _ = read_image(f)
+    m = None
+    if mpath is not None:
+        m, _ = read_mask(mpath)
+        if m.shape != raw.shape[1:]:
+            raise DataError(f"{mpath}: mask shape {m.shape} differs from image {f} shape {raw.shape[1:]}.")
+    p, labels = predict_image_2d(pred, raw, m, ov, tta, callback=callback)
+    binary = p.shape[0] == 1
+    # each file appears complete or not at all; the label map last, so it marks a finished case
+    if probs:
+        fg = p[0] if binary else 1.0 - p[0]
+        from PIL import Image
+
+        with atomic_path(out / "probs" / f"{s}.png") as tmp:
+            Image.fromarray(np.round(fg * 65535).astype(np.uint16)).save(tmp)
+    if overlay:
+        with atomic_path(out / "overlays" / f"{s}.png") as tmp:
+            write_overlay(tmp, raw, labels)
+    with atomic_path(out / f"{s}.png") as tmp:
+        write_png(tmp, (labels * 255 if binary else labels).astype(np.uint8))
+    return out / f"{s}.png"

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..data.io import DataError
 from ..data.nifti import check_resample_size, read_volume, volume_header, write_nifti
 from ..data.preprocess import invert_prediction, preprocess_case
 from ..utils.atomic import clean_stale_temp
+from ..utils.progress import ItemProgress, StatusLine
 from .inference import logits_to_probs, probs_to_labels, sliding_window
 
 __all__ = ["gather_volume_cases", "orthogonal_overlay", "predict_volumes"]
@@ -243,29 +243,42 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
     for folder in (out, out / "overlays"):
         clean_stale_temp(folder, all_names)  # leftovers of a killed run
     written = []
-    for case, target in tqdm(list(zip(loaded, targets)), desc="predict", disable=not progress):
-        image, _, props = preprocess_case(case, plan)
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        logits = sliding_window(pred.run, x, tile, ov, infer.get("mode", "gaussian"), int(infer.get("batch_size", 2)),
-                                (0, 1, 2) if tta else ())
-        p = logits_to_probs(logits)
-        labels = probs_to_labels(p, float(infer.get("threshold", 0.5))).numpy()
-        labels = invert_prediction(labels, props)
-        # outputs appear complete or not at all; the label map last, so it marks a finished case
-        if probs:
-            p = p.numpy()
-            sigmoid = p.shape[0] == 1
-            if sigmoid:
-                p = np.concatenate([1.0 - p, p], 0)
-            _write_probabilities(target, invert_prediction(p, props), case, pred, sigmoid)
-        if overlay:
-            from PIL import Image
-
-            from ..utils.atomic import atomic_path
-
-            fig = orthogonal_overlay(case["image"][0], labels, case["meta"]["affine"], f"{case['case_id']}: "
-                                     f"prediction ({int((labels > 0).sum())} foreground voxels)")
-            with atomic_path(out / "overlays" / f"{case['case_id']}.png") as tmp:
-                Image.fromarray(fig).save(tmp, format="PNG")
-        written.append(write_nifti(target, labels.astype(np.uint8), case["meta"], dtype=np.uint8))
+    # one status line on stderr: cases and sliding-window tiles done; redrawn on a terminal, a line per 30 s in a log
+    status = ItemProgress(StatusLine(enabled=progress), len(loaded), "case")
+    try:
+        for i, (case, target) in enumerate(zip(loaded, targets)):
+            status.item(i, case["case_id"])
+            written.append(_predict_case(pred, case, target, plan, tile, ov, infer, tta, probs, overlay, out,
+                                         status.tiles))
+    finally:
+        status.close()
     return written
+
+
+def _predict_case(pred, case: dict, target: Path, plan: dict, tile, ov: float, infer: dict, tta: bool, probs: bool,
+                  overlay: bool, out: Path, callback) -> Path:
+    """Predict one loaded case and write ``target`` (and its probabilities / overlay); returns ``target``."""
+    image, _, props = preprocess_case(case, plan)
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    logits = sliding_window(pred.run, x, tile, ov, infer.get("mode", "gaussian"), int(infer.get("batch_size", 2)),
+                            (0, 1, 2) if tta else (), callback=callback)
+    p = logits_to_probs(logits)
+    labels = probs_to_labels(p, float(infer.get("threshold", 0.5))).numpy()
+    labels = invert_prediction(labels, props)
+    # outputs appear complete or not at all; the label map last, so it marks a finished case
+    if probs:
+        p = p.numpy()
+        sigmoid = p.shape[0] == 1
+        if sigmoid:
+            p = np.concatenate([1.0 - p, p], 0)
+        _write_probabilities(target, invert_prediction(p, props), case, pred, sigmoid)
+    if overlay:
+        from PIL import Image
+
+        from ..utils.atomic import atomic_path
+
+        fig = orthogonal_overlay(case["image"][0], labels, case["meta"]["affine"], f"{case['case_id']}: "
+                                 f"prediction ({int((labels > 0).sum())} foreground voxels)")
+        with atomic_path(out / "overlays" / f"{case['case_id']}.png") as tmp:
+            Image.fromarray(fig).save(tmp, format="PNG")
+    return write_nifti(target, labels.astype(np.uint8), case["meta"], dtype=np.uint8)
