@@ -238,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR", help="dataset folder, replacing the config's data.root (default: "
                    "data.root, looked up under $MAMBASEG_DATA when that is set)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint_last.pt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress line on stderr (shown by default: redrawn on a terminal, one line per 30 s in a log)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume on CPU)")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
@@ -261,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continue", dest="skip_existing", action="store_true",
                    help="keep outputs that already exist (finished by an interrupted run) and write the rest")
     p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress line on stderr (images or cases and tiles done; one line per 30 s in a log)")
     _add_common(p)
     p.set_defaults(func=_cmd_predict)
 
