@@ -62,6 +62,7 @@ class DataCfg:
     target_spacing: tuple = ()  # 3D: () = median spacing from the fingerprint
     ct_window: tuple = ()  # 3D CT: (lo, hi) HU window clipped and scaled to [0, 1]; () = nnU-Net CT normalisation
     cache_dir: str = ""  # 3D: preprocessed-case cache ('' = <run>/cache)
+    cache_compression: bool = False  # 3D cache: false = memory-mapped .npy (fast patch reads), true = deflated .npz
     synthetic_cases: int = 24  # synthetic_drive: number of training images generated
     synthetic_size: int = 256
     fundus_norm: str = "none"  # 2D: none | fov_zscore | green_clahe (mambaseg.data.fundus; also applied by predict)
@@ -100,6 +101,7 @@ class TrainCfg:
     time_limit_min: float = 0.0  # stop (and finish cleanly) after this many minutes; 0 = no limit
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops with an error
     device: str = "auto"
+    num_workers: int = 0  # 0 = batches drawn in the training process; N = DataLoader worker processes (engine.stream)
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,8 @@ _LAYOUTS_2D = LAYOUTS[:3]
 FUNDUS_NORMS = ("none", "fov_zscore", "green_clahe")  # = mambaseg.data.fundus.FUNDUS_NORMS
 # keys added after runs were started: left out of config_to_dict at their default, so the saved config of a run
 # that does not use them is what it was before they existed (benchmark resume compares saved configs)
-_OMIT_AT_DEFAULT = {"data": {"fundus_norm": "none"}, "loss": {"cldice_weight": 0.5, "cldice_iters": 10}}
+_OMIT_AT_DEFAULT = {"data": {"fundus_norm": "none", "cache_compression": False},
+                    "loss": {"cldice_weight": 0.5, "cldice_iters": 10}, "train": {"num_workers": 0}}
 INFER_MODES = ("gaussian", "constant")  # sliding-window blending (engine.inference)
 _NULL_IS_ZERO = {"train.grad_clip", "train.time_limit_min"}  # null = off = 0
 
@@ -293,6 +296,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.num_threads": (lambda v: v >= 0, "an integer >= 0 (0 = torch default)"),
     "train.time_limit_min": (lambda v: v >= 0, "a number >= 0 (0 = no limit)"),
     "train.max_bad_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "train.num_workers": (lambda v: 0 <= v <= 256, "an integer in [0, 256] (0 = no worker processes)"),
     "train.device": (lambda v: _parse_device(v) is not None, "auto, cpu, cuda, cuda:N or mps"),
     "infer.patch_size": (lambda v: len(v) == 0 or _positive_ints((2, 3))(v), "[] or 2 or 3 positive integers"),
     "infer.overlap": (lambda v: 0 <= v < 1, "a number in [0, 1)"),

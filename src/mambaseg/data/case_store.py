@@ -127,15 +127,17 @@ class LazyCase(Mapping):
     entry's files on each access (memory maps for ``npy`` storage, so nothing stays resident once the array is
     dropped); ``case['fg']`` are the flat foreground indices; ``id``, ``meta`` (the props) and ``mask`` (None) are
     plain values. Behaves like the ``{id, image, label, mask, meta}`` dicts of in-memory cases, is small to pickle
-    (DataLoader workers) and holds no open file.
+    (DataLoader workers) and holds no open file. ``mmap=False`` reads writable in-RAM copies instead (whole-volume
+    use such as validation, one case at a time).
     """
 
-    __slots__ = ("case_id", "folder", "props")
+    __slots__ = ("case_id", "folder", "mmap", "props")
 
-    def __init__(self, folder: str | os.PathLike, case_id: str, props: dict[str, Any]):
+    def __init__(self, folder: str | os.PathLike, case_id: str, props: dict[str, Any], mmap: bool = True):
         self.folder = Path(folder)
         self.case_id = str(case_id)
         self.props = props
+        self.mmap = bool(mmap)
 
     def __getitem__(self, key: str) -> Any:
         if key == "id":
@@ -145,7 +147,7 @@ class LazyCase(Mapping):
         if key == "mask":
             return None
         if key in ("image", "label", "fg"):
-            return read_arrays(self.folder, self.case_id, self.props, keys=(key,))[key]
+            return read_arrays(self.folder, self.case_id, self.props, keys=(key,), mmap=self.mmap)[key]
         raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:  # without reading the arrays

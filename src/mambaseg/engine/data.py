@@ -14,7 +14,6 @@ import torch
 
 from ..config import DataCfg
 from ..data.io import DataError
-from ..data.sampling import sample_patch
 from ..data.transforms import default_augmentation
 
 __all__ = ["LAYOUTS_2D", "LAYOUTS_3D", "PatchSampler", "fov_diameter", "load_dataset", "split_ids"]
@@ -116,7 +115,9 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
 
 class PatchSampler:
     """Draws batches of augmented, foreground-biased patches; all randomness comes from one numpy Generator
-    whose state is saved in checkpoints (so a resumed run draws the same patches).
+    whose state is saved in checkpoints (so a resumed run draws the same patches). The in-process batch source of
+    ``train.num_workers: 0``; cases may be in-memory dicts or lazy (memory-mapped) cache entries, which give the same
+    patches. See :mod:`mambaseg.engine.stream` for the DataLoader path.
 
     Args:
         cases: training cases.
@@ -143,21 +144,21 @@ class PatchSampler:
         return self.rng.bit_generator.state
 
     def set_state(self, state: dict) -> None:
+        if not isinstance(state, dict) or "bit_generator" not in state:
+            raise DataError("the checkpoint's batches came from DataLoader workers (train.num_workers >= 1); resume "
+                            "it with the same train.num_workers setting, or start a new run.")
         self.rng.bit_generator.state = state
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        from .stream import draw_patch  # the per-sample steps shared with the DataLoader path
+
         imgs, labels, masks = [], [], []
         for _ in range(self.batch_size):
             case = self.cases[int(self.rng.integers(len(self.cases)))]
-            sample = {"image": case["image"], "label": case["label"]}
-            if case.get("mask") is not None:
-                sample["mask"] = case["mask"]
-            patch = sample_patch(sample, self.patch_size, self.rng, fg_prob=self.fg_prob)
-            if self.transform is not None:
-                patch = self.transform(patch, self.rng)
-            imgs.append(np.ascontiguousarray(patch["image"], dtype=np.float32))
-            labels.append(np.ascontiguousarray(patch["label"], dtype=np.int64))
+            patch = draw_patch(case, self.patch_size, self.fg_prob, self.transform, self.rng)
+            imgs.append(patch["image"])
+            labels.append(patch["label"])
             if "mask" in patch:
-                masks.append(np.ascontiguousarray(patch["mask"], dtype=bool))
+                masks.append(patch["mask"])
         mask = torch.from_numpy(np.stack(masks)) if len(masks) == len(imgs) else None
         return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(labels)), mask

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ..config import DataCfg
+from ..data.case_store import LazyCase
 from ..data.io import DataError
 from ..data.layouts3d import Case3D, channel_modalities, list_cases3d, load_case3d
 from ..data.nifti import check_label_values, check_resample_size, volume_header
@@ -17,8 +18,12 @@ __all__ = ["load_dataset_3d"]
 logger = logging.getLogger(__name__)
 
 
-def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[list[dict], list[dict], dict]:
-    """Preprocessed training/validation cases and the plan that produced them (stored in checkpoints for predict)."""
+def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[list[LazyCase], list[LazyCase],
+                                                                                   dict]:
+    """Preprocessed training/validation cases and the plan that produced them (stored in checkpoints for predict).
+
+    The cases are :class:`~mambaseg.data.case_store.LazyCase` entries of the preprocessing cache: ``case['image']``
+    and ``case['label']`` read the cached files on demand (memory maps), so RAM does not grow with the dataset."""
     from .data import split_ids
 
     root = Path(cfg.root)
@@ -42,17 +47,24 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
         if head is not None:
             check_resample_size(head["path"], head["shape"], head["affine"], the_plan["target_spacing"],
                                 head["n_channels"])
-    cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else (run_dir or Path(".")) / "cache")
+    cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else (run_dir or Path(".")) / "cache",
+                            compressed=bool(getattr(cfg, "cache_compression", False)))
 
-    def load(cid: str) -> dict:
-        image, label, props = cache.load(by_id[cid], the_plan)
-        if label is not None:  # also for cache hits made under another num_classes
-            check_label_values(label, int(cfg.num_classes), by_id[cid].label or cid)
-        return {"id": cid, "image": image, "label": label, "mask": None, "meta": props}
+    def load(cid: str, mmap: bool = True) -> LazyCase:
+        """The case's cache entry, read on demand (training holds paths, not voxels); validation cases (``mmap``
+        False) are read whole, one at a time."""
+        case = cache.entry(by_id[cid], the_plan)
+        case.mmap = mmap
+        lo, hi = case.props.get("label_range") or (0, 0)
+        if case.props.get("has_label", True) and not (0 <= lo and hi < int(cfg.num_classes)):
+            # also for cache hits made under another num_classes; the voxels are read only to name the values
+            check_label_values(case["label"], int(cfg.num_classes), by_id[cid].label or cid)
+        return case
 
     train = [load(i) for i in train_ids]
-    val = [load(i) for i in val_ids]
-    logger.info("preprocessing cache %s: %d hits, %d computed", cache.cache_dir, cache.hits, cache.misses)
+    val = [load(i, mmap=False) for i in val_ids]
+    logger.info("preprocessing cache %s: %d hits (%d converted), %d computed", cache.cache_dir, cache.hits,
+                cache.converted, cache.misses)
     labels = getattr(records[0], "labels", None) or {}
     info = {"train_ids": train_ids, "val_ids": val_ids, "spatial_dims": 3, "plan": the_plan,
             "labels": dict(labels), "channel_names": list(records[0].channel_names), "layout": cfg.layout}

@@ -27,9 +27,10 @@ from ..utils.progress import StatusLine, TrainProgress
 from ..utils.runlock import RunLock
 from ..utils.seed import provenance, seed_everything
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import PatchSampler, load_dataset
+from .data import load_dataset
 from .distributed import DistContext, init_distributed
 from .inference import logits_to_probs, probs_to_labels, sliding_window
+from .stream import make_batches
 from .threshold import choose_threshold, dice_curve
 
 __all__ = ["TrainingError", "build_optimizer", "build_scheduler", "case_dice", "train", "validate"]
@@ -249,8 +250,9 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
     sched = build_scheduler(opt, cfg.optim, total_iters, budget_fraction if limit_s else None)
     loss_fn = SegLoss(kwargs["out_channels"], cfg.loss.name, cfg.loss.dice_weight, cfg.loss.ce_weight,
                       cfg.loss.cldice_weight, cfg.loss.cldice_iters)
-    sampler = PatchSampler(train_cases, cfg.data.patch_size, cfg.train.batch_size, cfg.data.fg_prob,
-                           cfg.data.augment, cfg.seed)
+    # num_workers 0: the in-process PatchSampler (global batch); else DataLoader workers, this rank's share only
+    sampler = make_batches(train_cases, cfg.data.patch_size, cfg.train.batch_size, cfg.data.fg_prob,
+                           cfg.data.augment, cfg.seed, cfg.train.num_workers, ctx.world, ctx.rank)
     amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp and amp_dtype == torch.float16)
 
@@ -301,7 +303,7 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
         losses, skipped = [], 0
         for step_no in range(1, cfg.train.iters_per_epoch + 1):
             x, y, m = sampler.next_batch()  # the global batch; each rank trains on its slice
-            if ctx.enabled:
+            if ctx.enabled and not getattr(sampler, "per_rank", False):
                 part = slice(ctx.rank * len(x) // ctx.world, (ctx.rank + 1) * len(x) // ctx.world)
                 x, y, m = x[part], y[part], (None if m is None else m[part])
             x, y = x.to(device), y.to(device)
