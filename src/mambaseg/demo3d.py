@@ -3,14 +3,14 @@ inputs' geometry, evaluation with HD95 in mm, and slice overlays."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .config import config_from_dict
 
-__all__ = ["run_demo_3d", "DEMO_3D"]
+__all__ = ["DEMO_3D", "run_demo_3d"]
 
 DEMO_3D = {
     "seed": 0,
@@ -24,15 +24,14 @@ DEMO_3D = {
 }
 
 
-def _overlay_slices(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: Path) -> None:
-    """Three orthogonal slices through the reference's centre, foreground errors coloured (TP/FP/FN)."""
-    from .data.io import overlay_rgb, write_png
+def _overlay_slices(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: Path, affine: np.ndarray,
+                    title: str = "") -> None:
+    """Axial, coronal and sagittal slices through the reference's centre, foreground errors coloured (TP/FP/FN),
+    labelled with orientation letters; panels enlarged (nearest neighbour) to 256 px on their longer side."""
+    from .data.io import write_png
+    from .report_overlays import orthogonal_error_figure
 
-    idx = np.argwhere(ref > 0)
-    c = idx.mean(0).round().astype(int) if len(idx) else np.array(ref.shape) // 2
-    tiles = [overlay_rgb(np.take(image, c[a], a), np.take(pred, c[a], a), np.take(ref, c[a], a)) for a in range(3)]
-    h = max(t.shape[0] for t in tiles)
-    write_png(path, np.concatenate([np.pad(t, ((0, h - t.shape[0]), (0, 2), (0, 0))) for t in tiles], 1))
+    write_png(path, orthogonal_error_figure(image, pred, ref, affine, title, panel_px=256))
 
 
 def run_demo_3d(root: Path, minutes: float = 1.0, log: Callable[[str], None] = print) -> dict:
@@ -55,9 +54,10 @@ def run_demo_3d(root: Path, minutes: float = 1.0, log: Callable[[str], None] = p
     result = evaluate(pred_dir, test / "labelsTr", root / "3d_evaluation")
     log(format_table(result))
     for f in sorted(pred_dir.glob("*.nii.gz")):
-        image, _ = read_nifti(test / "imagesTr" / f.name)
+        image, meta = read_nifti(test / "imagesTr" / f.name)
         label, _ = read_nifti_label(f)
         ref, _ = read_nifti_label(test / "labelsTr" / f.name)
-        _overlay_slices(image[0], label, ref, root / "3d_overlays" / f.name.replace(".nii.gz", ".png"))
+        _overlay_slices(image[0], label, ref, root / "3d_overlays" / f.name.replace(".nii.gz", ".png"),
+                        meta["affine"], f"{f.name[:-7]}: green TP, red FP, blue FN (foreground)")
     log(f"[3D] slice overlays: {root / '3d_overlays'}")
     return {"train": summary, "evaluation": result.get("foreground_mean", {})}

@@ -6,6 +6,11 @@ per-case (2D) or per-case-and-class (3D) metrics table (click a header to sort),
 overlays of the best and worst cases (2D: image / ground truth / prediction / errors; 3D: three orthogonal slices
 through every structure), learning curves from ``metrics.jsonl``, the configuration and provenance.
 
+Numbers as a clinician-researcher reads them: the user's results first, the paper's table after; overlap scores
+(Dice, IoU, precision, ...) in % with two decimals; every mean with its SD, median and a 95 % bootstrap confidence
+interval over cases (:func:`summary_stats`); HD95 with its unit (mm in 3D, px in 2D); 3D volumes in mL; 3D slices
+labelled axial / coronal / sagittal with orientation letters; the 2D overlays at full resolution one click away.
+
 A run folder may contain ``test_eval/`` (an evaluation, ``summary.json``) and ``test_pred/`` (predictions); both
 are used when present. Error colours follow :data:`mambaseg.data.io.OVERLAY_COLOURS`: true positive green, false
 positive red, false negative blue. The inline script sets ``data-ready="1"`` on ``<body>`` once the tables are
@@ -26,9 +31,9 @@ import yaml
 
 from .config import ConfigError, safe_yaml
 from .data.io import OVERLAY_COLOURS
-from .report_overlays import _fig_uri, _plt, overlay_2d, overlay_3d
+from .report_overlays import _fig_uri, _plt, overlay_2d, overlay_2d_full, overlay_3d
 
-__all__ = ["write_report", "collect_report", "render_html", "PAPER_DRIVE", "PAPER_3D"]
+__all__ = ["PAPER_3D", "PAPER_DRIVE", "Cell", "collect_report", "render_html", "summary_stats", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,9 @@ PAPER_DRIVE = [("U-Net", 95.61, 82.22, 71.23), ("Attention U-Net", 95.32, 80.94,
 #: DM-SegNet headline numbers (spec §4.1): dataset -> (what, DSC %).
 PAPER_3D = {"synapse": ("mean DSC over 8 organs", 85.44), "brats": ("DSC, mean of WT/TC/ET (assumed)", 90.22)}
 METRICS_2D = ("dice", "iou", "precision", "recall", "specificity", "accuracy", "auc")
+#: scores in [0, 1] shown in % (2D lower case, 3D nnU-Net names)
+FRACTIONS = frozenset(METRICS_2D + ("Dice", "IoU"))
+N_BOOT = 2000  # bootstrap resamples for the confidence intervals
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
 color:#222;padding:0 16px}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
@@ -46,7 +54,9 @@ table{border-collapse:collapse;margin:8px 0;font-size:.9em}td,th{border:1px soli
 td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}table.sortable th{cursor:pointer}
 th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}tr.ours td{font-weight:bold;background:#eef6ee}
 pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:.85em}img{max-width:100%}.note{color:#666;font-size:.9em}
-.legend span{display:inline-block;padding:0 8px;margin-right:6px;color:#fff}"""
+.legend span{display:inline-block;padding:0 8px;margin-right:6px;color:#fff}details.full{margin:4px 0 18px}
+details.full summary{cursor:pointer;color:#1a5fb4}details.full div{overflow:auto;max-height:90vh}
+details.full img{max-width:none;image-rendering:pixelated;margin:4px 8px 0 0;vertical-align:top}"""
 
 JS = """(function(){
 function key(td){var v=td.getAttribute('data-v');var n=parseFloat(v);return isNaN(n)?null:n;}
@@ -77,11 +87,22 @@ def _num(v) -> float | None:
     return None if math.isnan(f) else f
 
 
+class Cell:
+    """A table cell whose shown text differs from its value (``data-v``, used for sorting)."""
+
+    __slots__ = ("text", "value")
+
+    def __init__(self, text: str, value) -> None:
+        self.text, self.value = text, value
+
+
 def _fmt(v) -> str:
     if isinstance(v, bool) or v is None:
         return "" if v is None else str(v)
     if isinstance(v, int):
         return str(v)
+    if isinstance(v, str):  # already formatted (e.g. "95.61"): shown as it is
+        return _esc(v)
     f = _num(v)
     if f is None:
         return "n/a" if isinstance(v, float) else _esc(v)
@@ -96,6 +117,11 @@ def _table(headers, rows, table_id: str | None = None, sortable: bool = False, r
         cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
         cells = []
         for v in r:
+            if isinstance(v, Cell):
+                f = _num(v.value)
+                dv = repr(f) if f is not None else ("" if v.value is None else str(v.value))
+                cells.append(f'<td data-v="{_esc(dv)}">{_esc(v.text)}</td>')
+                continue
             f = _num(v) if not isinstance(v, str) else None
             dv = repr(f) if f is not None else ("" if isinstance(v, float) else str(v))
             cells.append(f'<td data-v="{_esc(dv)}">{_fmt(v)}</td>')
@@ -186,6 +212,64 @@ def collect_report(path: str | Path) -> dict:
     return info
 
 
+# ------------------------------------------------------------------------------------------ numbers and units
+def summary_stats(values, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Mean, SD (n - 1), median and a 95 % percentile-bootstrap confidence interval of the mean over cases.
+
+    NaN values are left out (as in the evaluation's means); ``n`` is the number of values used. The bootstrap draws
+    ``n_boot`` resamples of the cases with replacement (``numpy``, fixed ``seed``: the same report every time);
+    with fewer than two values SD and CI are NaN."""
+    v = np.asarray([float(x) for x in values if _num(x) is not None], dtype=np.float64)
+    out = {"n": int(v.size), "mean": float("nan"), "sd": float("nan"), "median": float("nan"),
+           "ci_low": float("nan"), "ci_high": float("nan")}
+    if not v.size:
+        return out
+    out.update(mean=float(v.mean()), median=float(np.median(v)))
+    if v.size > 1:
+        out["sd"] = float(v.std(ddof=1))
+        rng = np.random.default_rng(seed)
+        means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(1)
+        out["ci_low"], out["ci_high"] = (float(x) for x in np.percentile(means, [2.5, 97.5]))
+    return out
+
+
+def _unit_header(key: str, dim: int) -> str:
+    """Column header of a metric with its unit: ``Dice %``, ``HD95 (mm)`` / ``HD95 (px)``."""
+    if key in FRACTIONS:
+        return f"{key} %"
+    if key.lower() == "hd95":
+        return f"HD95 ({'mm' if dim == 3 else 'px'})"
+    return key
+
+
+def _value_text(key: str, v) -> str:
+    """A metric's value as shown: fractions in % with two decimals, distances with two, counts as integers."""
+    f = _num(v)
+    if f is None:
+        return "n/a" if v is None or isinstance(v, float) else str(v)
+    if key in FRACTIONS:
+        return f"{100 * f:.2f}"
+    if key in ("TP", "FP", "FN", "TN", "n_pred", "n_ref") and f == int(f):
+        return str(int(f))
+    return f"{f:.2f}" if abs(f) < 1e5 else f"{f:.4g}"
+
+
+def _cell(key: str, v) -> Cell:
+    return Cell(_value_text(key, v), v)
+
+
+def _stats_cells(key: str, values) -> list:
+    """mean, SD, median, 95 % CI and n of ``values`` as cells (in the metric's unit)."""
+    st = summary_stats(values)
+    ci = (f"{_value_text(key, st['ci_low'])} – {_value_text(key, st['ci_high'])}"
+          if _num(st["ci_low"]) is not None else "n/a")
+    return [_cell(key, st["mean"]), _cell(key, st["sd"]), _cell(key, st["median"]), Cell(ci, st["ci_low"]),
+            st["n"]]
+
+
+STATS_HEADERS = ["mean", "SD", "median", "95% CI of the mean", "n"]
+
+
 # ----------------------------------------------------------------------------------------------- per-case rows
 def _case_rows(ev: dict) -> tuple[list[str], list[list], dict[str, float]]:
     """Table headers, rows and per-case mean Dice (for best/worst) of an evaluation summary."""
@@ -196,11 +280,19 @@ def _case_rows(ev: dict) -> tuple[list[str], list[list], dict[str, float]]:
             for m in c["metrics"].values():
                 keys += [k for k in m if k not in keys]
         headers = ["case", "class"] + keys
+        ml = {c.get("case_id", ""): _voxel_ml(c.get("reference_file")) for c in per_case}
+        vol = ("n_ref" in keys or "n_pred" in keys) and any(v is not None for v in ml.values())
+        if vol:
+            headers += ["reference volume mL", "predicted volume mL"]
         rows, dice = [], {}
         for c in per_case:
             vals = []
+            v_ml = ml[c.get("case_id", "")]
             for cls, m in c["metrics"].items():
                 rows.append([c.get("case_id", ""), cls] + [m.get(k, float("nan")) for k in keys])
+                if vol:
+                    rows[-1] += [float(m[k]) * v_ml if v_ml is not None and _num(m.get(k)) is not None
+                                 else float("nan") for k in ("n_ref", "n_pred")]
                 if _num(m.get("Dice")) is not None:
                     vals.append(float(m["Dice"]))
             dice[c.get("case_id", "")] = float(np.mean(vals)) if vals else float("nan")
@@ -209,6 +301,20 @@ def _case_rows(ev: dict) -> tuple[list[str], list[list], dict[str, float]]:
     rows = [[r.get("case", "")] + [r.get(k, float("nan")) for k in cols] for r in per_case]
     dice = {r.get("case", ""): float(r.get("dice", float("nan"))) for r in per_case}
     return ["case"] + cols, rows, dice
+
+
+def _voxel_ml(path) -> float | None:
+    """Volume of one voxel of a NIfTI file in mL (from its header), or None when it cannot be read."""
+    if not path:
+        return None
+    try:
+        import nibabel as nib
+
+        zooms = nib.load(str(path)).header.get_zooms()[:3]
+        v = float(np.prod(zooms)) / 1000.0
+    except Exception:  # noqa: BLE001 - a missing or odd file: no volume column, the report goes on
+        return None
+    return v if math.isfinite(v) and v > 0 else None
 
 
 def _best_worst(dice: dict[str, float]) -> list[tuple[str, str]]:
@@ -249,7 +355,7 @@ def _dice_plot(ev: dict, headers: list[str], rows: list[list]) -> str | None:
     else:
         groups = {m: [float(r[headers.index(m)]) for r in rows if _num(r[headers.index(m)]) is not None]
                   for m in ("dice", "iou") if m in headers}
-    groups = {k: v for k, v in groups.items() if v}
+    groups = {k: [100 * x for x in v] for k, v in groups.items() if v}  # in %, as in the tables
     if not groups:
         return None
     plt = _plt()
@@ -259,7 +365,7 @@ def _dice_plot(ev: dict, headers: list[str], rows: list[list]) -> str | None:
     rng = np.random.default_rng(0)
     for i, v in enumerate(groups.values(), start=1):
         ax.plot(i + rng.uniform(-0.12, 0.12, len(v)), v, "o", alpha=0.6, ms=4, color="tab:blue")
-    ax.set(ylabel="per-case score", ylim=(0, 1), title="per-case distribution")
+    ax.set(ylabel="per-case score (%)", ylim=(0, 100), title="per-case distribution")
     return _fig_uri(fig)
 
 
@@ -313,25 +419,85 @@ def _paper_section(info: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- render
+def _stats_section(ev: dict, headers: list[str], rows: list[list], dim: int) -> str:
+    """Mean, SD, median and 95 % CI over cases of every metric (3D: of every class, and over classes per case)."""
+    n_cases = len(ev["metric_per_case"])
+    note = (f"<p class='note'>Over {n_cases} case(s); NaN scores left out (n = cases used). 95% CI: percentile "
+            f"bootstrap of the mean over cases ({N_BOOT} resamples). Overlap scores in %"
+            + (", HD95 in mm" if dim == 3 else ", HD95 in pixels" if any(h.lower() == "hd95" for h in headers)
+               else "") + ".</p>")
+    if "class" in headers:  # 3D: rows (case, class, metrics...)
+        keys = [k for k in ("Dice", "IoU", "HD95") if k in headers]
+        ci = headers.index("class")
+        classes = list(dict.fromkeys(r[ci] for r in rows))
+        out = []
+        for cls in classes:
+            for k in keys:
+                vals = [r[headers.index(k)] for r in rows if r[ci] == cls]
+                out.append([cls, _unit_header(k, dim)] + _stats_cells(k, vals))
+        if len(classes) > 1:  # per case: the mean over its classes, then statistics over cases
+            by_case: dict[str, dict[str, list[float]]] = {}
+            for r in rows:
+                for k in keys:
+                    if _num(r[headers.index(k)]) is not None:
+                        by_case.setdefault(r[0], {}).setdefault(k, []).append(float(r[headers.index(k)]))
+            for k in keys:
+                vals = [float(np.mean(v[k])) for v in by_case.values() if v.get(k)]
+                out.append(["mean over classes (per case)", _unit_header(k, dim)] + _stats_cells(k, vals))
+        return ("<h3>Summary over cases</h3>" + note +
+                _table(["class", "metric"] + STATS_HEADERS, out, "means",
+                       row_classes=["" if r[0] != "mean over classes (per case)" else "ours" for r in out]))
+    out = [[_unit_header(k, dim)] + _stats_cells(k, [r[headers.index(k)] for r in rows]) for k in headers[1:]]
+    return "<h3>Summary over cases</h3>" + note + _table(["metric"] + STATS_HEADERS, out, "means")
+
+
+def _display_rows(headers: list[str], rows: list[list], dim: int) -> tuple[list[str], list[list]]:
+    """Per-case table as shown: metric headers with units, values formatted (``data-v`` keeps the raw value)."""
+    fixed = {"case", "class"}
+    shown = [h if h in fixed or "volume" in h else _unit_header(h, dim) for h in headers]
+    out = []
+    for r in rows:
+        out.append([v if h in fixed else _cell(h, v) for h, v in zip(headers, r)])
+    return shown, out
+
+
+def _full_resolution(row: dict, cid: str) -> str:
+    """A click-to-open block with the 2D case's image and error overlay at full resolution (embedded PNGs)."""
+    try:
+        full = overlay_2d_full(row)
+    except Exception as e:  # noqa: BLE001 - a broken file must not sink the whole report
+        logger.warning("report: no full-resolution overlay for case %s (%s)", cid, e)
+        full = None
+    if not full:
+        return ""
+    import base64
+    import io
+
+    from PIL import Image
+
+    w, h = Image.open(io.BytesIO(base64.b64decode(full[0][1].split(",", 1)[1]))).size
+    imgs = "".join(f'<img src="{uri}" alt="{_esc(cid)}: {_esc(name)}, full resolution" title="{_esc(name)}">'
+                   for name, uri in full)
+    return (f"<details class='full'><summary>{_esc(cid)}: image and errors at full resolution ({w} × {h} px), "
+            f"click to open</summary><div>{imgs}</div></details>")
+
+
 def _eval_sections(info: dict) -> list[str]:
     ev = info["evaluation"]
     headers, rows, dice = _case_rows(ev)
+    dim = 3 if "class" in headers else 2
     parts = [f"<h2>Evaluation</h2><p class='note'>{_esc(info['eval_dir'])}: {len(ev['metric_per_case'])} case(s)"
              + (f"; {_esc(ev['averaging'])}" if ev.get("averaging") else "")
              + (f"; {_esc(ev['region'])}" if ev.get("region") else "")
              + (f"; empty-mask policy {_esc(ev.get('empty_policy'))}: {_esc(ev.get('empty_policy_description', ''))}"
                 if "empty_policy_description" in ev else "") + "</p>"]
-    mean = ev.get("mean") or {}
-    if mean and all(isinstance(v, dict) for v in mean.values()):  # 3D: class -> metrics
-        keys = [k for k in ("Dice", "IoU", "HD95") if any(k in v for v in mean.values())]
-        mrows = [[c] + [v.get(k, float("nan")) for k in keys] for c, v in mean.items()]
-        if ev.get("foreground_mean"):
-            mrows.append(["mean (foreground)"] + [ev["foreground_mean"].get(k, float("nan")) for k in keys])
-        parts.append("<h3>Mean per class</h3>" + _table(["class"] + keys, mrows, "means"))
-    elif mean:
-        parts.append("<h3>Mean over cases</h3>" + _table(list(mean), [list(mean.values())], "means"))
+    if rows:
+        parts.append(_stats_section(ev, headers, rows, dim))
+    shown, cells = _display_rows(headers, rows, dim)
     parts.append(f"<h3>Per case{' and class' if 'class' in headers else ''}</h3><p class='note'>Click a column "
-                 f"header to sort.</p>" + _table(headers, rows, "cases", sortable=True))
+                 f"header to sort. Overlap scores in %"
+                 + ("; HD95 in mm; volumes in mL (voxel counts times the reference's voxel volume)" if dim == 3
+                    else "") + ".</p>" + _table(shown, cells, "cases", sortable=True))
     uri = _dice_plot(ev, headers, rows)
     if uri:
         parts.append("<h3>Distribution</h3>" + _img(uri, "per-case Dice distribution"))
@@ -339,24 +505,42 @@ def _eval_sections(info: dict) -> list[str]:
     by_case = {(c.get("case_id") or c.get("case")): c for c in ev["metric_per_case"]}
     for label, cid in _best_worst(dice):
         try:
-            title = f"{label} case {cid} (mean Dice {dice[cid]:.3f})"
+            title = f"{label} case {cid} (mean Dice {100 * dice[cid]:.2f} %)"
             uri = (overlay_3d(by_case[cid], ev.get("classes") or {}, title) if "class" in headers
                    else overlay_2d(by_case[cid], title))
         except Exception as e:  # noqa: BLE001 - a broken file must not sink the whole report
             logger.warning("report: no overlay for case %s (%s)", cid, e)
             uri = None
         if uri:
-            overlays.append(_img(uri, f"{label} case {cid}"))
+            overlays.append(_img(uri, f"{label} case {cid}" + (": axial, coronal and sagittal slices" if dim == 3
+                                                                else ": image, ground truth, prediction, errors"))
+                            + ("" if "class" in headers else _full_resolution(by_case[cid], str(cid))))
     if overlays:
         c = OVERLAY_COLOURS
         legend = "".join(f"<span style='background:rgb{c[k]}'>{n}</span>" for k, n in
                          (("tp", "true positive"), ("fp", "false positive"), ("fn", "false negative")))
-        parts.append(f"<h3>Best and worst cases</h3><p class='legend'>{legend}</p>" + "".join(overlays))
+        how = ("One row per structure: axial, coronal and sagittal slices through its centre, reoriented with the "
+               "file's affine (its orientation code above the panels) and shown in the radiological convention "
+               "(patient's right on the image's left; sagittal: anterior on the left), orientation letters at the "
+               "edges, the slice index along the file's voxel axis in each title." if dim == 3 else
+               "Image, ground truth, prediction and errors; the image and the errors at full resolution open "
+               "below each figure.")
+        parts.append(f"<h3>Best and worst cases</h3><p class='legend'>{legend}</p><p class='note'>{_esc(how)}</p>"
+                     + "".join(overlays))
     defs = ev.get("definitions") or ev.get("metric_definitions")
     if defs:
         parts.append("<h3>Metric definitions</h3><ul>" + "".join(f"<li><b>{_esc(k)}</b>: {_esc(v)}</li>"
                                                                 for k, v in defs.items()) + "</ul>")
     return parts
+
+
+def _duration(v) -> str:
+    f = _num(v)
+    if f is None:
+        return "n/a"
+    m, sec = divmod(round(f), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {sec:02d} s"
 
 
 def render_html(info: dict) -> str:
@@ -368,14 +552,19 @@ def render_html(info: dict) -> str:
              + (f"; model {_esc(model)}" if model else "") + f"; generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
     ts = info.get("train_summary")
     if ts:
-        keys = [k for k in ("epochs_done", "best_val_dice", "train_seconds", "parameters") if k in ts]
-        parts.append("<h2>Training</h2>" + _table(keys, [[ts[k] for k in keys]], "training"))
-    parts.append(_paper_section(info))
-    if info.get("evaluation"):
+        shown = {"epochs_done": ("epochs", lambda v: v), "best_val_dice": ("best validation Dice %", lambda v:
+                                                                           _cell("dice", v)),
+                 "train_seconds": ("training time", lambda v: Cell(_duration(v), v)),
+                 "parameters": ("parameters", lambda v: Cell(f"{v:,}" if isinstance(v, int) else str(v), v))}
+        keys = [k for k in shown if k in ts]
+        parts.append("<h2>Training</h2>" + _table([shown[k][0] for k in keys], [[shown[k][1](ts[k]) for k in keys]],
+                                                  "training"))
+    if info.get("evaluation"):  # the user's own results first, the published numbers after
         parts += _eval_sections(info)
     elif info["kind"] == "run":
         parts.append("<h2>Evaluation</h2><p class='note'>No evaluation in this run folder (test_eval/summary.json); "
                      "run <code>mambaseg predict</code> and <code>mambaseg evaluate -o RUN/test_eval</code>.</p>")
+    parts.append(_paper_section(info))
     if info.get("pred_dir"):
         parts.append(f"<p class='note'>Predictions: {_esc(info['pred_dir'])}</p>")
     uri = _curves(info.get("history") or [])
