@@ -65,6 +65,25 @@ def test_status_line_tty_redraws_in_place_and_clears():
     assert buf.getvalue().endswith("\r" + " " * len("short") + "\r")
 
 
+def test_status_line_tty_log_records_start_on_a_clean_line():
+    import logging
+
+    buf = FakeTTY()
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        line = StatusLine(stream=buf, clock=Clock())
+        line.update("training 12%")
+        logging.getLogger("mambaseg.test").warning("non-finite loss")
+        assert buf.getvalue() == "\rtraining 12%" + "\r" + " " * 12 + "\r" + "WARNING non-finite loss\n"
+        line.close()
+        assert not handler.filters  # unhooked at close
+    finally:
+        root.removeHandler(handler)
+
+
 def test_status_line_disabled_writes_nothing():
     buf = io.StringIO()
     line = StatusLine(enabled=False, stream=buf)

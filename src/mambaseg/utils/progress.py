@@ -3,13 +3,15 @@
 :class:`StatusLine` is one status line on stderr: on a terminal it is redrawn in place (at most every
 ``tty_interval`` seconds); anywhere else (a log file, a pipe, a CI job) it is printed as a new line at most every
 ``interval`` seconds (30 s by default), so a non-interactive log gets a few readable lines instead of one
-carriage-return refresh per step. :class:`TrainProgress` and :class:`ItemProgress` build the texts for training
+carriage-return refresh per step. On a terminal, log records printed to the same stream (warnings) first clear the
+status line, so they start on a clean line; the next update redraws it. :class:`TrainProgress` and :class:`ItemProgress` build the texts for training
 (the time budget when ``train.time_limit_min`` is set, else the epochs; steps within the epoch; validation cases and
 tiles) and for prediction (images or cases, and the sliding-window tiles of the current one).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import sys
@@ -52,6 +54,8 @@ class StatusLine:
         self._last: float | None = None
         self._width = 0  # characters of the line now drawn on the terminal
         self.lines_written = 0
+        self._hooked: list[tuple[logging.Handler, logging.Filter]] = []
+        self._hook_tried = False
 
     @property
     def stream(self) -> TextIO:
@@ -90,6 +94,8 @@ class StatusLine:
         text = " ".join(text.split())  # one line, whatever the text holds
         try:
             if self.tty:
+                if not self._hook_tried:
+                    self._hook_logging()
                 cols = max(20, shutil.get_terminal_size((100, 20)).columns - 1)
                 text = text[:cols]
                 self.stream.write("\r" + text + " " * max(0, self._width - len(text)))
@@ -101,14 +107,42 @@ class StatusLine:
         except (OSError, ValueError):  # a closed or broken stream must not stop a training
             self.enabled = False
 
+    def clear(self) -> None:
+        """Blank the status line on a terminal (the next update draws it again)."""
+        if self._width:
+            try:
+                self.stream.write("\r" + " " * self._width + "\r")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            self._width = 0
+
+    def _hook_logging(self) -> None:
+        """Let log handlers that write to this terminal clear the status line before each record."""
+        line = self
+        self._hook_tried = True
+
+        class _Clear(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                line.clear()
+                return True
+
+        for h in logging.getLogger().handlers:
+            if getattr(h, "stream", None) is self.stream:
+                f = _Clear()
+                h.addFilter(f)
+                self._hooked.append((h, f))
+
     def close(self, final: str | None = None) -> None:
         """Clear the terminal line (and print ``final`` as a line of its own, terminal or not)."""
+        for h, f in self._hooked:
+            h.removeFilter(f)
+        self._hooked, self._hook_tried = [], False
         if not self.enabled:
             return
         try:
-            if self.tty and self._width:
-                self.stream.write("\r" + " " * self._width + "\r")
-                self._width = 0
+            if self.tty:
+                self.clear()
             if final:
                 self.stream.write(" ".join(final.split()) + "\n")
                 self.lines_written += 1
