@@ -194,3 +194,198 @@ def test_masks_collated_when_every_case_has_one():
         c["mask"] = c["label"] >= 0
     _x, y, m = LoaderBatches(cases, PATCH, 2, 0.5, "none", 0).next_batch()
     assert m is not None and m.dtype == torch.bool and m.shape == y.shape and bool(m.all())
+
+
+# ------------------------------------------------------------------------------------------------ in-process sampler
+def _legacy_batch(cases, rng, aug, batch_size, fg_prob):
+    """The in-process sampler's loop as it was before the streaming path (sample_patch + transform per patch)."""
+    from mambaseg.data.sampling import sample_patch
+
+    xs, ys = [], []
+    for _ in range(batch_size):
+        case = cases[int(rng.integers(len(cases)))]
+        patch = sample_patch({"image": case["image"], "label": case["label"]}, PATCH, rng, fg_prob=fg_prob)
+        patch = aug(patch, rng)
+        xs.append(np.ascontiguousarray(patch["image"], dtype=np.float32))
+        ys.append(np.ascontiguousarray(patch["label"], dtype=np.int64))
+    return np.stack(xs), np.stack(ys)
+
+
+def test_in_process_sampler_draws_the_same_batches_from_lazy_cases(tmp_path):
+    from mambaseg.engine.data import PatchSampler
+
+    cases = _cases(3)
+    lazy = _lazy(tmp_path, cases)
+    mem, lz = (PatchSampler(c, PATCH, 3, 0.6, "default", 11) for c in (cases, lazy))
+    rng, aug = np.random.default_rng(11), default_augmentation(3)
+    for _ in range(3):
+        (xm, ym, _), (xl, yl, _) = mem.next_batch(), lz.next_batch()
+        xr, yr = _legacy_batch(cases, rng, aug, 3, 0.6)
+        assert torch.equal(xm, xl) and torch.equal(ym, yl)
+        np.testing.assert_array_equal(xm.numpy(), xr)
+        np.testing.assert_array_equal(ym.numpy(), yr)
+    with pytest.raises(DataError, match="num_workers"):
+        mem.set_state({"kind": "patch_stream", "step": 2})
+
+
+def test_make_batches_chooses_by_num_workers(tmp_path):
+    from mambaseg.engine.data import PatchSampler
+    from mambaseg.engine.stream import make_batches
+
+    lazy = _lazy(tmp_path, _cases(2))
+    assert isinstance(make_batches(lazy, PATCH, 2, 0.5, "none", 0, num_workers=0, world=2, rank=1), PatchSampler)
+    src = make_batches(lazy, PATCH, 4, 0.5, "none", 0, num_workers=1, world=2, rank=1)
+    assert isinstance(src, LoaderBatches) and src.per_rank and src.share == range(2, 4)
+    assert src.next_batch()[0].shape[0] == 2
+    src.close()
+
+
+# ------------------------------------------------------------------------------------------------ cache and dataset
+def _msd(tmp_path, n=4):
+    from mambaseg.data.phantom3d import write_phantom_msd
+
+    return write_phantom_msd(tmp_path / "task", n_cases=n, shape=(20, 22, 18))
+
+
+def _plan(cases):
+    from mambaseg.data.preprocess import fingerprint, plan
+
+    return plan(fingerprint(cases), "MR", patch_size=PATCH)
+
+
+def test_cache_converts_the_first_format_without_preprocessing(tmp_path, monkeypatch):
+    import json
+
+    import mambaseg.data.preprocess as pp
+    from mambaseg.data.layouts3d import list_cases3d
+
+    cases = list_cases3d(_msd(tmp_path, 2), layout="msd")
+    p = _plan(cases)
+    cache = pp.PreprocessCache(tmp_path / "cache")
+    ref = [cache.load(c, p) for c in cases]
+    folder = cache.folder(p)
+    # rewrite the entries in the first format: <case>.npz (uncompressed, image + int16 label), props without format
+    for c, (img, lab, props) in zip(cases, ref):
+        for f in folder.glob(f"{c.case_id}.*.npy"):
+            f.unlink()
+        np.savez(folder / f"{c.case_id}.npz", image=img, label=lab.astype(np.int16))
+        old = {k: v for k, v in props.items() if k not in ("cache_format", "storage", "label_range", "shape",
+                                                            "has_label")}
+        (folder / f"{c.case_id}.json").write_text(json.dumps(old))
+    calls = []
+    monkeypatch.setattr(pp, "preprocess_case", lambda *a: calls.append(1))  # must not be needed
+    again = pp.PreprocessCache(tmp_path / "cache")
+    entries = [again.entry(c, p) for c in cases]
+    assert calls == [] and again.hits == 2 and again.converted == 2 and again.misses == 0
+    assert not list(folder.glob("*.npz"))  # the old files are gone, the new ones are there
+    for e, (img, lab, _) in zip(entries, ref):
+        assert isinstance(e["image"], np.memmap) and e.props["cache_format"] == 2
+        np.testing.assert_array_equal(e["image"], img)
+        np.testing.assert_array_equal(e["label"], lab)
+    # switching the storage converts again (compressed), still without preprocessing
+    packed = pp.PreprocessCache(tmp_path / "cache", compressed=True)
+    e = packed.entry(cases[0], p)
+    assert packed.converted == 1 and e.props["storage"] == "npz" and (folder / f"{cases[0].case_id}.v2.npz").is_file()
+    assert not (folder / f"{cases[0].case_id}.image.npy").exists()
+    np.testing.assert_array_equal(e["label"], ref[0][1])
+
+
+def test_damaged_cache_entries_are_recomputed(tmp_path, caplog):
+    import logging
+
+    import mambaseg.data.preprocess as pp
+    from mambaseg.data.layouts3d import list_cases3d
+
+    cases = list_cases3d(_msd(tmp_path, 2), layout="msd")
+    p = _plan(cases)
+    cache = pp.PreprocessCache(tmp_path / "cache")
+    ref = cache.load(cases[0], p)
+    folder = cache.folder(p)
+    cid = cases[0].case_id
+    (folder / f"{cid}.image.npy").write_bytes(b"\x93NUMPY truncated")  # a killed copy, a full disk
+    (folder / f"{cid}.npz").write_bytes(b"PK not a zip")  # a stray first-format file is ignored / removed
+    again = pp.PreprocessCache(tmp_path / "cache")
+    with caplog.at_level(logging.WARNING):
+        e = again.entry(cases[0], p)
+    assert again.misses == 1 and "unreadable" in caplog.text and not (folder / f"{cid}.npz").exists()
+    np.testing.assert_array_equal(e["image"], ref[0])
+    # a first-format entry whose .npz is damaged is recomputed too (no crash)
+    import json
+
+    props = {k: v for k, v in e.props.items() if k != "cache_format"}
+    (folder / f"{cid}.json").write_text(json.dumps(props))
+    (folder / f"{cid}.npz").write_bytes(b"PK not a zip")
+    third = pp.PreprocessCache(tmp_path / "cache")
+    np.testing.assert_array_equal(third.entry(cases[0], p)["label"], ref[1])
+    assert third.misses == 1
+
+
+def test_training_dataset_holds_no_arrays(tmp_path):
+    """load_dataset_3d returns lazy entries: the training set pickles to a few KB whatever the voxels' size, the
+    arrays are memory maps; validation cases are read whole (writable) when used."""
+    from mambaseg.config import DataCfg
+    from mambaseg.engine.data3d import load_dataset_3d
+
+    cfg = DataCfg(layout="msd", root=str(_msd(tmp_path, 5)), num_classes=3, patch_size=PATCH, val_fraction=0.2,
+                  cache_dir=str(tmp_path / "cache"))
+    train, val, _ = load_dataset_3d(cfg, 0, tmp_path / "run")
+    assert len(train) == 4 and len(val) == 1 and all(isinstance(c, LazyCase) for c in train + val)
+    voxels = sum(c["image"].nbytes + c["label"].nbytes for c in train)
+    assert voxels > 100_000 and len(pickle.dumps(train)) < 0.05 * voxels
+    assert isinstance(train[0]["image"], np.memmap) and isinstance(train[0]["label"], np.memmap)
+    v = val[0]["image"]
+    assert not isinstance(v, np.memmap) and v.flags.writeable
+    # a cached dataset is rebuilt from the entries' props: no voxel is read for the label check
+    bad = DataCfg(**{**cfg.__dict__, "num_classes": 2})
+    with pytest.raises(DataError, match="outside 0..1"):
+        load_dataset_3d(bad, 0, tmp_path / "run")
+
+
+def test_config_keys_default_to_the_old_behaviour():
+    from mambaseg.config import ConfigError, config_from_dict, config_to_dict
+
+    cfg = config_from_dict({})
+    assert cfg.train.num_workers == 0 and cfg.data.cache_compression is False
+    saved = config_to_dict(cfg)
+    assert "num_workers" not in saved["train"] and "cache_compression" not in saved["data"]  # config.yaml unchanged
+    on = config_from_dict({"train": {"num_workers": 2}, "data": {"cache_compression": True}})
+    assert config_to_dict(on)["train"]["num_workers"] == 2 and config_to_dict(on)["data"]["cache_compression"]
+    for bad in (-1, 1.5, "two"):
+        with pytest.raises(ConfigError, match="train.num_workers"):
+            config_from_dict({"train": {"num_workers": bad}})
+    with pytest.raises(ConfigError, match="data.cache_compression"):
+        config_from_dict({"data": {"cache_compression": "maybe"}})
+
+
+TRAIN_3D = """
+seed: 4
+model: {name: unet3d_tiny}
+data: {layout: msd, root: "%s", num_classes: 3, patch_size: [16, 16, 16], val_fraction: 0.0, augment: light}
+optim: {name: adam, lr: 1.0e-3, schedule: constant}
+train: {epochs: %d, iters_per_epoch: 2, batch_size: 2, val_every: 5, num_threads: 1, num_workers: %d}
+infer: {overlap: 0.0, batch_size: 2}
+"""
+
+
+def test_training_with_workers_is_reproducible_and_resumes_exactly(tmp_path):
+    from mambaseg.config import load_config
+    from mambaseg.engine.checkpoint import load_checkpoint
+    from mambaseg.engine.train import train
+
+    data = _msd(tmp_path, 4)
+
+    def run(name, epochs, workers, resume=False):
+        cfg = tmp_path / f"{name}_{epochs}.yaml"
+        cfg.write_text(TRAIN_3D % (data, epochs, workers))
+        train(load_config(cfg), tmp_path / name, resume=resume, progress=False)
+        return load_checkpoint(tmp_path / name / "checkpoint_last.pt")
+
+    a, b = run("a", 2, 2), run("b", 2, 2)
+    assert a["rng"]["sampler"] == {"kind": "patch_stream", "step": 4}
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    run("c", 1, 2)
+    c = run("c", 2, 1, resume=True)  # resumed at step 2, with another number of workers: the same batches
+    assert [h["train_loss"] for h in c["history"]] == [h["train_loss"] for h in a["history"]]
+    assert all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
+    with pytest.raises(DataError, match="num_workers"):
+        run("c", 3, 0, resume=True)  # drawn by workers, resumed in process: refused with one line
