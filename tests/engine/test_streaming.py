@@ -389,3 +389,80 @@ def test_training_with_workers_is_reproducible_and_resumes_exactly(tmp_path):
     assert all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
     with pytest.raises(DataError, match="num_workers"):
         run("c", 3, 0, resume=True)  # drawn by workers, resumed in process: refused with one line
+
+
+# ------------------------------------------------------------------------------------------------ predict / evaluate
+def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
+    """Cases are read, predicted and written in turn (never all read first); a modality count that does not match
+    the model is refused from the headers before anything is written."""
+    from types import SimpleNamespace
+
+    import nibabel as nib
+
+    import mambaseg.engine.predict3d as p3
+    from mambaseg.data.layouts3d import list_cases3d
+
+    task = _msd(tmp_path, 3)
+    p = _plan(list_cases3d(task, layout="msd"))
+    events = []
+    read, run_case = p3._read_channels, p3._predict_case
+    monkeypatch.setattr(p3, "_read_channels", lambda cid, files: events.append(("read", cid)) or read(cid, files))
+    monkeypatch.setattr(p3, "_predict_case", lambda pred, case, *a: events.append(("write", case["case_id"]))
+                        or run_case(pred, case, *a))
+    pred = SimpleNamespace(ckpt={"data": {"plan": p}}, config={"infer": {"overlap": 0.0}}, in_channels=1,
+                           source="fake", run=lambda x: torch.zeros((x.shape[0], 3, *x.shape[2:])))
+    written = p3.predict_volumes(pred, task / "imagesTr", tmp_path / "out", progress=False)
+    ids = sorted(f.name[: -len(".nii.gz")] for f in (task / "imagesTr").glob("*.nii.gz"))
+    assert events == [(kind, cid) for cid in ids for kind in ("read", "write")]
+    assert [w.name for w in written] == [f"{c}.nii.gz" for c in ids]
+    # a second channel in the last case: refused before the first case is read
+    two = tmp_path / "two"
+    two.mkdir()
+    for f in sorted((task / "imagesTr").glob("*.nii.gz")):
+        (two / f.name).write_bytes(f.read_bytes())
+    img = nib.load(f)
+    nib.save(nib.Nifti1Image(np.stack([img.get_fdata()] * 2, -1), img.affine), two / f.name)
+    events.clear()
+    with pytest.raises(DataError, match="2 channel"):
+        p3.predict_volumes(pred, two, tmp_path / "out2", progress=False)
+    assert events == [] and not (tmp_path / "out2").exists()
+
+
+def test_evaluate_3d_scores_pair_by_pair(tmp_path, monkeypatch):
+    import nibabel as nib
+
+    import mambaseg.engine.evaluate3d as e3
+    from mambaseg.metrics.volumetric import evaluate_cases
+
+    ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
+    ref_dir.mkdir()
+    pred_dir.mkdir()
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(4):
+        ref = np.zeros((12, 10, 8), np.uint8)
+        ref[2:7, 3:8, 2:6] = 1
+        ref[7:10, 3:6, 2:5] = 2 if i != 1 else 0  # class 2 absent from one reference
+        pred = np.where(rng.random(ref.shape) < 0.1, rng.integers(0, 4, ref.shape), ref).astype(np.uint8)
+        affine = np.diag([1.0, 1.5, 2.0, 1.0])
+        nib.save(nib.Nifti1Image(ref, affine), ref_dir / f"c{i}.nii.gz")
+        nib.save(nib.Nifti1Image(pred, affine), pred_dir / f"c{i}.nii.gz")
+        pairs.append((f"c{i}", pred_dir / f"c{i}.nii.gz", ref_dir / f"c{i}.nii.gz"))
+    expected = evaluate_cases([p for _, p, _ in pairs], [r for _, _, r in pairs], None,
+                              case_ids=[c for c, _, _ in pairs])
+    sizes = []
+
+    def one_pair_only(preds, refs, *a, **k):
+        sizes.append(len(preds))
+        return evaluate_cases(preds, refs, *a, **k)
+
+    monkeypatch.setattr(e3, "evaluate_cases", one_pair_only)
+    got = e3.evaluate_pairs(pairs, None)
+    assert sizes == [1, 1, 1, 1]
+    assert set(got["classes"]) == {"1", "2", "3"}  # the prediction's stray label 3 counts, as evaluate_cases does
+    assert got["n_cases"] == 4
+    np.testing.assert_equal(got["mean"], expected["mean"])
+    np.testing.assert_equal(got["foreground_mean"], expected["foreground_mean"])
+    np.testing.assert_equal(got["metric_per_case"], expected["metric_per_case"])
+    assert {k: v for k, v in got.items() if k not in ("mean", "foreground_mean", "metric_per_case")} == \
+        {k: v for k, v in expected.items() if k not in ("mean", "foreground_mean", "metric_per_case")}

@@ -16,10 +16,13 @@ import json
 import math
 from pathlib import Path
 
-from ..data.io import DataError
-from ..metrics.volumetric import evaluate_cases
+import numpy as np
 
-__all__ = ["evaluate_3d", "label_key", "nnunet_keyed"]
+from ..data.io import DataError
+from ..data.nifti import read_volume_label
+from ..metrics.volumetric import METRIC_KEYS, _nanmean, evaluate_cases
+
+__all__ = ["evaluate_3d", "evaluate_pairs", "label_key", "nnunet_keyed"]
 
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
@@ -51,6 +54,30 @@ def nnunet_keyed(result: dict, regions: bool = False) -> dict:
     out["metric_per_case"] = [dict(c, metrics={keys[name]: m for name, m in c["metrics"].items()})
                               for c in result["metric_per_case"]]
     return out
+
+
+def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes, empty_policy: str = "nan") -> dict:
+    """:func:`~mambaseg.metrics.volumetric.evaluate_cases` of ``(case id, prediction, reference)`` pairs, one case
+    in memory at a time (it would read every pair first): scored pair by pair with the classes fixed beforehand
+    (``None``: every non-zero label of any file, collected in a first pass that keeps only the label values), then
+    averaged as it averages (nan-mean per class, then over classes)."""
+    if not pairs:
+        return evaluate_cases([], [], classes, empty_policy=empty_policy)
+    if classes is None:
+        values: set[int] = set()
+        for _, p, r in pairs:
+            for f in (p, r):
+                values.update(np.unique(read_volume_label(f)[0]).tolist())
+        classes = {str(v): (int(v),) for v in sorted(values - {0})}  # = evaluate_cases' own choice
+    per_case, result = [], {}
+    for cid, p, r in pairs:
+        result = evaluate_cases([p], [r], classes, empty_policy=empty_policy, case_ids=[cid])
+        per_case.extend(result["metric_per_case"])
+    names = list(result["classes"])
+    mean = {n: {k: _nanmean([c["metrics"][n][k] for c in per_case]) for k in METRIC_KEYS} for n in names}
+    result.update(metric_per_case=per_case, mean=mean, n_cases=len(per_case),
+                  foreground_mean={k: _nanmean([mean[n][k] for n in names]) for k in METRIC_KEYS})
+    return result
 
 
 def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = "", allow_missing: bool = False) -> dict:
@@ -89,8 +116,7 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
             items = [(v, int(k)) for k, v in labels.items()] if all(k.isdigit() for k in labels) else \
                 [(k, int(v)) for k, v in labels.items() if isinstance(v, int)]
             classes = {name: (val,) for name, val in items if val != 0} or None
-    result = evaluate_cases([p for _, p, _ in pairs], [r for _, _, r in pairs], classes,
-                            empty_policy=empty_policy, case_ids=[c for c, _, _ in pairs])
+    result = evaluate_pairs(pairs, classes, empty_policy)
     result = nnunet_keyed(result, regions=classes == "brats")
     names = result["class_names"]
     result["kind"] = "3d"

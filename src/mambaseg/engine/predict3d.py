@@ -200,6 +200,11 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
     ``skip_existing`` (``--continue``) skips the cases whose outputs exist. ``probs`` / ``overlay``: see the module
     docstring.
 
+    Every input's headers (shape, geometry, modality count, resampled size) are checked before anything is written;
+    then the cases are read, predicted and written one at a time, so memory holds one case whatever the number of
+    inputs. A case whose voxels turn out unreadable (truncated file, NaN) stops the run with its outputs absent and
+    the earlier cases' outputs complete: ``--continue`` goes on from there.
+
     Raises:
         DataError: ``mask`` given (field-of-view masks are for 2D fundus models), bad inputs (one line).
     """
@@ -230,29 +235,32 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
     for cid, files in cases:  # headers first: nothing is allocated for a volume whose header or resampling is refused
         heads = [volume_header(f) for f in files]
         if heads[0]["affine"] is not None and len(heads[0]["shape"]) == 3:  # 2D files are refused when read
-            check_resample_size(files[0], heads[0]["shape"], heads[0]["affine"], plan["target_spacing"],
-                                sum(h["n_channels"] for h in heads))
-    loaded = []
-    for cid, files in cases:  # read and check everything before writing anything
-        case = _read_channels(cid, files)
-        if case["image"].shape[0] != pred.in_channels:
-            raise DataError(f"{files[0]}: case {cid} has {case['image'].shape[0]} channel(s)/modalities, the model "
-                            f"expects {pred.in_channels}.")
-        loaded.append(case)
+            n_ch = sum(int(h["n_channels"]) for h in heads)
+            _check_channels(n_ch, pred, cid, files)  # every case's modality count before anything is written
+            check_resample_size(files[0], heads[0]["shape"], heads[0]["affine"], plan["target_spacing"], n_ch)
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "overlays"):
         clean_stale_temp(folder, all_names)  # leftovers of a killed run
     written = []
     # one status line on stderr: cases and sliding-window tiles done; redrawn on a terminal, a line per 30 s in a log
-    status = ItemProgress(StatusLine(enabled=progress), len(loaded), "case")
+    status = ItemProgress(StatusLine(enabled=progress), len(cases), "case")
     try:
-        for i, (case, target) in enumerate(zip(loaded, targets)):
-            status.item(i, case["case_id"])
+        for i, ((cid, files), target) in enumerate(zip(cases, targets)):
+            case = _read_channels(cid, files)  # one case in memory at a time: read, predict, write, free
+            _check_channels(case["image"].shape[0], pred, cid, files)
+            status.item(i, cid)
             written.append(_predict_case(pred, case, target, plan, tile, ov, infer, tta, probs, overlay, out,
                                          status.tiles))
+            del case
     finally:
         status.close()
     return written
+
+
+def _check_channels(n: int, pred, cid: str, files: list[Path]) -> None:
+    if n != pred.in_channels:
+        raise DataError(f"{files[0]}: case {cid} has {n} channel(s)/modalities, the model expects "
+                        f"{pred.in_channels}.")
 
 
 def _predict_case(pred, case: dict, target: Path, plan: dict, tile, ov: float, infer: dict, tta: bool, probs: bool,
