@@ -466,3 +466,22 @@ def test_evaluate_3d_scores_pair_by_pair(tmp_path, monkeypatch):
     np.testing.assert_equal(got["metric_per_case"], expected["metric_per_case"])
     assert {k: v for k, v in got.items() if k not in ("mean", "foreground_mean", "metric_per_case")} == \
         {k: v for k, v in expected.items() if k not in ("mean", "foreground_mean", "metric_per_case")}
+
+
+def test_fingerprint_cached_until_a_source_changes(tmp_path, monkeypatch):
+    import os
+
+    import mambaseg.data.preprocess as pp
+    from mambaseg.data.layouts3d import list_cases3d
+
+    cases = list_cases3d(_msd(tmp_path, 3), layout="msd")
+    first = pp.cached_fingerprint(cases, tmp_path / "cache")
+    assert first == pp.fingerprint(cases)
+    real, reads = pp.load_case3d, []
+    monkeypatch.setattr(pp, "load_case3d", lambda c, **k: reads.append(c.case_id) or real(c, **k))
+    assert pp.cached_fingerprint(cases, tmp_path / "cache") == first and reads == []  # no volume read
+    assert pp.plan(pp.cached_fingerprint(cases, tmp_path / "cache"), "MR") == pp.plan(first, "MR")
+    st = os.stat(cases[1].images[0])
+    os.utime(cases[1].images[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a changed file: computed again
+    pp.cached_fingerprint(cases, tmp_path / "cache")
+    assert len(reads) == 3 and len(list((tmp_path / "cache").glob("fingerprint_*.json"))) == 2

@@ -173,6 +173,26 @@ def fingerprint(cases: Sequence[Case3D | dict], n_samples: int = 10000, seed: in
                 intensity=intensity)
 
 
+def cached_fingerprint(cases: Sequence[Case3D], cache_dir: str | os.PathLike, n_samples: int = 10000,
+                       seed: int = 1234) -> dict[str, Any]:
+    """:func:`fingerprint` of :class:`Case3D` records, stored as ``cache_dir/fingerprint_<hash>.json`` under a hash
+    of the cases' ids and source files (path, size, mtime), ``n_samples`` and ``seed``: a later run on unchanged
+    files reads no volume to plan (the fingerprint would read every training case again)."""
+    sig = [[c.case_id, _source_signature([*c.images, *([c.label] if c.label else [])])] for c in cases]
+    key = hashlib.sha256(json.dumps({"cases": sig, "n_samples": n_samples, "seed": seed, "version": 1},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"fingerprint_{key}.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            logger.warning("fingerprint cache %s unreadable (%s); recomputing", path, err)
+    fp = fingerprint(cases, n_samples=n_samples, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda fh: fh.write(json.dumps(_jsonable(fp)).encode()))
+    return fp
+
+
 def _to_ras_order(values: Sequence[int], perm: np.ndarray) -> list[int]:
     """Reorder per-axis ``values`` of the original voxel axes into RAS axis order (``perm`` = ornt[:, 0])."""
     out = [0, 0, 0]
