@@ -349,6 +349,8 @@ def test_html_without_matplotlib(monkeypatch):
         return real_import(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
+    for name in ("matplotlib", "matplotlib.pyplot"):  # also when an earlier test imported it (importlib path)
+        monkeypatch.setitem(sys.modules, name, None)
     rows = [{"model": m, "seed": 0, "case": f"c{i}", "metric": "dice", "value": 0.5 + 0.1 * i}
             for m in ("a", "b") for i in range(3)]
     stats = summarize(rows, ["a", "b"], n_boot=100)
