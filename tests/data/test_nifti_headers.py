@@ -252,7 +252,7 @@ def test_cached_labels_checked_against_num_classes(tmp_path, capsys, phantom):
     cfg = tmp_path / "ok.yaml"
     cfg.write_text(text)
     assert main(["train", str(cfg), "--out", str(tmp_path / "r1"), "--no-progress"]) == 0
-    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 2
+    assert len(list((tmp_path / "cache").rglob("*.label.npy"))) == 2  # cached (memory-mappable entries)
     capsys.readouterr()
     cfg.write_text(text.replace("num_classes: 3", "num_classes: 2"))
     code = main(["train", str(cfg), "--out", str(tmp_path / "r2"), "--no-progress"])
