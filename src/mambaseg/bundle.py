@@ -1,0 +1,551 @@
+"""MONAI bundle export: a trained model as a folder that MONAI's bundle tools can run for inference.
+
+:func:`export_bundle` writes (see MONAI's *Bundle Specification*)::
+
+    OUT/
+      configs/metadata.json    versions, task, authors, license, network_data_format (inputs/outputs)
+      configs/inference.json   network_def, preprocessing, SlidingWindowInferer, postprocessing, run
+      configs/logging.conf     the logging set-up MONAI's runner reads by default
+      models/model.pt          the state_dict (plain tensors, loads with ``torch.load(weights_only=True)``)
+      docs/README.md           how to run it: ``python -m monai.bundle run --config_file configs/inference.json``
+      LICENSE                  mambaseg's license (Apache-2.0)
+
+``network_def`` is ``{"_target_": "mambaseg.models.build_model", "name": ..., **model_kwargs}``, so mambaseg must be
+installed where the bundle runs (the networks are mambaseg's). Inference uses only MONAI components (no
+pytorch-ignite): a ``Dataset``/``DataLoader`` over the input folder, ``preprocessing``, the ``inferer`` and
+``postprocessing`` per case, in the config's ``run`` expressions.
+
+How close the MONAI pipeline is to ``mambaseg predict``:
+
+* 3D: ``Orientationd`` RAS, ``CropForegroundd`` on non-zero voxels, the plan's normalisation (MR: z-score of the
+  non-zero voxels, ``NormalizeIntensityd(nonzero=True, channel_wise=True)``, identical; CT: clip to the
+  foreground percentiles and z-score with the dataset statistics, ``ScaleIntensityRanged`` + ``NormalizeIntensityd``
+  with fixed values, identical; CT window: ``ScaleIntensityRanged`` to [0, 1], identical), ``Spacingd`` to the
+  plan's target spacing (MONAI's cubic spline resampling; mambaseg uses ``scipy.ndimage.zoom`` with aligned voxel
+  extents, so values differ slightly when the spacing changes, not at all when it does not), the sliding window
+  with the same tile, overlap, Gaussian blending (sigma 1/8 of the tile) and batch size, then softmax/sigmoid,
+  ``Invertd`` (probabilities resampled back; mambaseg resamples the label map instead), argmax/threshold and
+  ``SaveImaged`` (``<case>_seg.nii.gz``, uint8).
+* 2D: ``LoadImaged`` (PNG, ...), channel first, transposed to mambaseg's (C, H, W) layout, per-image per-channel
+  z-score (``NormalizeIntensityd(channel_wise=True)``), sliding window, sigmoid + threshold (0/255 PNG) or softmax +
+  argmax. Not reproduced: the field-of-view mask (fundus models z-score inside the FOV and zero the outside; the
+  bundle uses the whole image and does not mask the output), the FOV-diameter rescaling and ``data.fundus_norm``
+  (``fov_zscore`` becomes the whole-image z-score; ``green_clahe`` keeps the green channel without CLAHE). The
+  README of each bundle lists the differences that apply to its model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+from .utils.atomic import set_default_mode
+
+__all__ = ["REQUIRED_METADATA_KEYS", "REQUIRED_TENSOR_KEYS", "bundle_inference_config", "bundle_metadata",
+           "check_metadata", "export_bundle"]
+
+logger = logging.getLogger(__name__)
+
+# mandatory keys of metadata.json and of each tensor format specifier (MONAI Bundle Specification)
+# (the specification's optional_packages_version is required_packages_version since MONAI 1.3; either is accepted)
+REQUIRED_METADATA_KEYS = ("version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
+                          "task", "description", "authors", "copyright", "network_data_format")
+REQUIRED_TENSOR_KEYS = ("type", "format", "modality", "num_channels", "spatial_shape", "dtype", "value_range",
+                        "is_patch_data", "channel_def")
+BUNDLE_VERSION = "0.1.0"
+_SPECIAL = ("$", "@", "%")  # string prefixes ConfigParser would evaluate / dereference
+
+LOGGING_CONF = """[loggers]
+keys=root
+
+[handlers]
+keys=consoleHandler
+
+[formatters]
+keys=fullFormatter
+
+[logger_root]
+level=INFO
+handlers=consoleHandler
+
+[handler_consoleHandler]
+class=StreamHandler
+level=INFO
+formatter=fullFormatter
+args=(sys.stdout,)
+
+[formatter_fullFormatter]
+format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
+"""
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Model kwargs go into inference.json verbatim: strings that ConfigParser would evaluate are refused."""
+    if isinstance(value, str) and value.startswith(_SPECIAL):
+        raise ValueError(f"{where}: the value {value!r} starts with {value[0]!r}, which MONAI's ConfigParser would "
+                         f"evaluate; cannot write it into inference.json.")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_plain(v, f"{where}.{k}")
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mambaseg")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+def _package_meta() -> dict[str, str]:
+    """Summary, authors and license of the installed distribution (fallbacks for a bare source tree)."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    info = {"summary": "", "authors": "The mambaseg authors", "license": "Apache-2.0"}
+    try:
+        m = metadata("mambaseg")
+    except PackageNotFoundError:
+        return info
+    info["summary"] = m.get("Summary") or ""
+    author = m.get("Author") or m.get("Author-email") or ""
+    if author:
+        info["authors"] = author
+    info["license"] = m.get("License-Expression") or m.get("License") or info["license"]
+    return info
+
+
+def _license_text() -> str:
+    """mambaseg's LICENSE file: from the installed distribution, else the source checkout, else a short notice."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("mambaseg")
+        for name in ("licenses/LICENSE", "LICENSE"):
+            text = dist.read_text(name)
+            if text:
+                return text
+    except PackageNotFoundError:
+        pass
+    from .resources import source_checkout
+
+    root = source_checkout()
+    if root is not None and (root / "LICENSE").is_file():
+        return (root / "LICENSE").read_text(encoding="utf-8")
+    return ("Licensed under the Apache License, Version 2.0 (the \"License\"); you may not use these files except in "
+            "compliance with the License. You may obtain a copy of the License at\n\n"
+            "    http://www.apache.org/licenses/LICENSE-2.0\n")
+
+
+def _model_setup(ckpt: dict, net: torch.nn.Module) -> dict:
+    """Everything the bundle needs from a checkpoint and its model: dims, channels (the model's ``in_channels`` /
+    ``out_channels``, else ``model_kwargs``), tile, overlap, threshold, plan, labels."""
+    from .engine.threshold import resolve_threshold
+    from .models.registry import model_entry
+
+    cfg, data = ckpt.get("config") or {}, ckpt.get("data") or {}
+    infer, data_cfg = cfg.get("infer") or {}, cfg.get("data") or {}
+    sdims = int(data.get("spatial_dims") or model_entry(ckpt["model_name"])[1])
+    kwargs = _jsonable(dict(ckpt.get("model_kwargs") or {}))
+    plan = data.get("plan") if sdims == 3 else None
+    if sdims == 3 and not plan:
+        raise ValueError("checkpoint of a 3D model has no preprocessing plan (data.plan); cannot write the bundle's "
+                         "preprocessing.")
+    tile = infer.get("patch_size") or ((plan or {}).get("patch_size") if sdims == 3 else data_cfg.get("patch_size"))
+    tile = [int(t) for t in _jsonable(tile or [256, 256])]
+    if sdims == 3:
+        threshold = float(infer.get("threshold", 0.5)) if not isinstance(infer.get("threshold"), str) else 0.5
+    else:
+        threshold = resolve_threshold(cfg, data)
+    return {
+        "spatial_dims": sdims, "kwargs": kwargs, "plan": _jsonable(plan) if plan else None, "tile": tile,
+        "overlap": float(infer.get("overlap", 0.5)), "mode": str(infer.get("mode", "gaussian")),
+        "batch_size": int(infer.get("batch_size", 2 if sdims == 3 else 4)), "threshold": float(threshold),
+        "in_channels": int(getattr(net, "in_channels", None) or kwargs.get("in_channels", 1)),
+        "out_channels": int(getattr(net, "out_channels", None) or kwargs.get("out_channels", 1)),
+        "labels": {str(k): int(v) for k, v in (data.get("labels") or {}).items()},
+        "channel_names": [str(c) for c in (data.get("channel_names") or [])],
+        "fov": bool(data_cfg.get("fov")), "fundus_norm": str(data_cfg.get("fundus_norm", "none")),
+    }
+
+
+def _differences(s: dict) -> list[str]:
+    """Where the bundle's MONAI pipeline departs from ``mambaseg predict`` for this model."""
+    out = []
+    if s["spatial_dims"] == 3:
+        out.append("resampling to the target spacing uses MONAI's `Spacingd` (cubic spline) instead of "
+                   "`scipy.ndimage.zoom` with aligned voxel extents: identical when the input already has the "
+                   "target spacing, slightly different values otherwise")
+        out.append("probabilities are resampled back to the input grid before argmax/threshold (`Invertd`); "
+                   "mambaseg resamples the label map")
+        return out
+    if s["fundus_norm"] == "green_clahe":
+        out.append("`data.fundus_norm: green_clahe`: the bundle keeps the green channel but applies no CLAHE")
+    elif s["fundus_norm"] == "fov_zscore":
+        out.append("`data.fundus_norm: fov_zscore`: the bundle z-scores over the whole image, not the field of view")
+    if s["fov"]:
+        out.append("field of view: mambaseg z-scores inside the FOV (from `--mask` or estimated), zeroes the outside, "
+                   "rescales photos to the training FOV diameter and masks the prediction; the bundle does none "
+                   "of these (whole-image z-score, no mask)")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- inference.json
+def _preprocessing(s: dict) -> list[dict]:
+    if s["spatial_dims"] == 2:
+        steps: list[dict] = [
+            {"_target_": "LoadImaged", "keys": "image", "image_only": True},
+            {"_target_": "EnsureChannelFirstd", "keys": "image"},
+            # MONAI's PIL reader gives (C, W, H); mambaseg's models were trained on (C, H, W)
+            {"_target_": "Transposed", "keys": "image", "indices": [0, 2, 1]},
+        ]
+        if s["fundus_norm"] == "green_clahe":
+            steps.append({"_target_": "Lambdad", "keys": "image",
+                          "func": "$lambda x: x[1:2] if x.shape[0] >= 3 else x.mean(0, keepdim=True)"})
+        steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": False, "channel_wise": True})
+        steps.append({"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"})
+        return steps
+    plan = s["plan"]
+    steps = [
+        {"_target_": "LoadImaged", "keys": "image", "image_only": True},
+        {"_target_": "EnsureChannelFirstd", "keys": "image"},
+        {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS",
+         "labels": [["L", "R"], ["P", "A"], ["I", "S"]]},
+    ]
+    if plan.get("crop_nonzero", True):
+        steps.append({"_target_": "CropForegroundd", "keys": "image", "source_key": "image",
+                      "select_fn": "$lambda x: x != 0", "margin": 0, "allow_smaller": True})
+    schemes = [n["scheme"] for n in plan["normalization"]]
+    if len(set(schemes)) != 1:
+        raise ValueError(f"plan normalisation mixes schemes across channels ({schemes}); the bundle's MONAI "
+                         f"preprocessing supports one scheme for all channels.")
+    norm = plan["normalization"]
+    if schemes[0] == "zscore_nonzero":
+        steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True, "channel_wise": True})
+    elif schemes[0] == "ct":
+        if len({(n["lower"], n["upper"]) for n in norm}) != 1:
+            raise ValueError("plan CT normalisation clips the channels to different ranges; the bundle supports "
+                             "one range for all channels.")
+        lo, hi = float(norm[0]["lower"]), float(norm[0]["upper"])
+        steps.append({"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": lo, "a_max": hi, "b_min": lo,
+                      "b_max": hi, "clip": True})
+        steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": False, "channel_wise": True,
+                      "subtrahend": [float(n["mean"]) for n in norm], "divisor": [float(n["std"]) for n in norm]})
+    elif schemes[0] == "ct_window":
+        if len({(n["lower"], n["upper"]) for n in norm}) != 1:
+            raise ValueError("plan CT windows differ across channels; the bundle supports one window.")
+        steps.append({"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": float(norm[0]["lower"]),
+                      "a_max": float(norm[0]["upper"]), "b_min": 0.0, "b_max": 1.0, "clip": True})
+    else:
+        raise ValueError(f"plan normalisation scheme {schemes[0]!r} has no MONAI equivalent in the bundle.")
+    steps.append({"_target_": "Spacingd", "keys": "image", "pixdim": [float(v) for v in plan["target_spacing"]],
+                  "mode": int(plan.get("image_order", 3)), "padding_mode": "nearest"})
+    steps.append({"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"})
+    return steps
+
+
+def _postprocessing(s: dict) -> list[dict]:
+    sigmoid = s["out_channels"] == 1
+    steps: list[dict] = [{"_target_": "Activationsd", "keys": "pred", "sigmoid": sigmoid, "softmax": not sigmoid}]
+    if s["spatial_dims"] == 3:
+        steps.append({"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
+                      "nearest_interp": False, "to_tensor": True})
+    else:
+        steps.append({"_target_": "Transposed", "keys": "pred", "indices": [0, 2, 1]})  # back to MONAI's (K, W, H)
+    steps.append({"_target_": "AsDiscreted", "keys": "pred", "threshold": s["threshold"]} if sigmoid else
+                 {"_target_": "AsDiscreted", "keys": "pred", "argmax": True})
+    save = {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
+            "separate_folder": False, "resample": False, "output_dtype": "$numpy.uint8", "print_log": False}
+    if s["spatial_dims"] == 3:
+        save["output_ext"] = ".nii.gz"
+    else:
+        save["output_ext"] = ".png"
+        if sigmoid:
+            save["scale"] = 255  # binary masks 0/255 like mambaseg predict
+    steps.append(save)
+    return steps
+
+
+def bundle_inference_config(model_name: str, setup: dict) -> dict:
+    """The ``configs/inference.json`` dict for a model (``setup`` from the checkpoint, see :func:`export_bundle`)."""
+    s = setup
+    kwargs = dict(s["kwargs"])
+    _check_plain(kwargs, "model_kwargs")
+    if "name" in kwargs or "_target_" in kwargs:
+        raise ValueError("model_kwargs contain a 'name' or '_target_' key, which network_def uses itself.")
+    if s["spatial_dims"] == 3:
+        pattern = "'*_0000' + @input_ext" if s["in_channels"] > 1 else "'*' + @input_ext"
+        item = ("{'image': [f[: -len('_0000' + @input_ext)] + '_%04d' % c + @input_ext for c in range("
+                f"{s['in_channels']})]}}" if s["in_channels"] > 1 else "{'image': f}")
+        ext = ".nii.gz"
+    else:
+        pattern, item, ext = "'*' + @input_ext", "{'image': f}", ".png"
+    return {
+        "imports": ["$import glob", "$import os"],
+        "bundle_root": ".",
+        "output_dir": "$@bundle_root + '/eval'",
+        "dataset_dir": "$@bundle_root + '/data'",
+        "input_ext": ext,
+        "datalist": f"$[{item} for f in sorted(glob.glob(os.path.join(@dataset_dir, {pattern})))]",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": {"_target_": "mambaseg.models.build_model", "name": model_name, **kwargs},
+        "network": "$@network_def.to(@device)",
+        "checkpoint": "$@bundle_root + '/models/model.pt'",
+        "load_weights": "$@network.load_state_dict(torch.load(@checkpoint, map_location=@device, weights_only=True))",
+        "preprocessing": {"_target_": "Compose", "transforms": _preprocessing(s)},
+        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
+                       "num_workers": 0},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(s["tile"]), "sw_batch_size": s["batch_size"],
+                    "overlap": s["overlap"], "mode": "constant" if s["mode"] == "constant" else "gaussian",
+                    "sigma_scale": 0.125, "padding_mode": "constant", "cval": 0.0},
+        "postprocessing": {"_target_": "Compose", "transforms": _postprocessing(s)},
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "run": [
+            "$@load_weights",
+            "$@network.eval()",
+            "$torch.set_grad_enabled(False)",
+            ("$[@postprocessing(d) for b in @dataloader for d in monai.data.decollate_batch("
+             "dict(b, pred=@inferer(b['image'].to(@device), @network)))]"),
+            "$torch.set_grad_enabled(True)",
+        ],
+    }
+
+
+# -------------------------------------------------------------------------------------------------- metadata.json
+def bundle_metadata(model_name: str, setup: dict, source: str) -> dict:
+    """The ``configs/metadata.json`` dict (MONAI Bundle Specification keys plus mambaseg's source and license)."""
+    import monai
+
+    s = setup
+    pkg = _package_meta()
+    sdims, k = s["spatial_dims"], s["out_channels"]
+    plan = s["plan"] or {}
+    modality = (plan.get("modality") or ["n/a"])[0] if sdims == 3 else "n/a"
+    schemes = [n.get("scheme") for n in plan.get("normalization", [])]
+    window = sdims == 3 and schemes and schemes[0] == "ct_window"
+    in_names = s["channel_names"] if len(s["channel_names"]) == s["in_channels"] else (
+        ["red", "green", "blue"] if sdims == 2 and s["in_channels"] == 3 else
+        [f"channel {c}" for c in range(s["in_channels"])])
+    if k == 1:
+        out_def = {"0": f"foreground logit (sigmoid >= {s['threshold']:g} is foreground)"}
+    else:
+        names = {v: n for n, v in s["labels"].items()}
+        out_def = {str(c): f"logit of {names.get(c, 'background' if c == 0 else f'class {c}')}" for c in range(k)}
+    tile = list(s["tile"])
+    dims_txt = "3D volumes (NIfTI)" if sdims == 3 else "2D images (PNG and other Pillow formats)"
+    import nibabel
+    import PIL
+
+    return {
+        "version": BUNDLE_VERSION,
+        "changelog": {BUNDLE_VERSION: f"exported by mambaseg {_package_version()} from {Path(source).name}"},
+        "monai_version": monai.__version__,
+        "pytorch_version": torch.__version__.split("+")[0],
+        "numpy_version": np.__version__,
+        "required_packages_version": {"mambaseg": _package_version(), "nibabel": nibabel.__version__,
+                                      "pillow": PIL.__version__},
+        "name": f"mambaseg_{model_name}",
+        "task": f"{sdims}D segmentation with mambaseg's {model_name}",
+        "description": (f"{model_name} ({pkg['summary'] or 'mambaseg'}) exported as a MONAI bundle for inference on "
+                        f"{dims_txt}: sliding-window inference with tiles of {'x'.join(map(str, tile))}, "
+                        f"{'sigmoid + threshold' if k == 1 else 'softmax + argmax'}. The network is built by "
+                        f"mambaseg.models.build_model, so mambaseg must be installed."),
+        "authors": pkg["authors"],
+        "copyright": f"Copyright (c) {pkg['authors']}",
+        "license": pkg["license"],
+        "source_checkpoint": str(source),
+        "intended_use": "Research; not for diagnostic use.",
+        "data_type": "nibabel" if sdims == 3 else "png",
+        "image_classes": f"{s['in_channels']} channel(s): {', '.join(in_names)}",
+        "pred_classes": ", ".join(f"{c}: {d}" for c, d in out_def.items()),
+        "network_data_format": {
+            "inputs": {"image": {
+                "type": "image", "format": "hounsfield" if modality == "CT" else "magnitude", "modality": modality,
+                "num_channels": s["in_channels"], "spatial_shape": tile, "dtype": "float32",
+                "value_range": [0, 1] if window else [], "is_patch_data": True,
+                "channel_def": {str(c): n for c, n in enumerate(in_names)},
+            }},
+            "outputs": {"pred": {
+                "type": "image", "format": "classes" if k == 1 else "labels", "modality": "n/a", "num_channels": k,
+                "spatial_shape": tile, "dtype": "float32", "value_range": [], "is_patch_data": True,
+                "channel_def": out_def,
+            }},
+        },
+    }
+
+
+def check_metadata(meta: dict) -> list[str]:
+    """Missing mandatory keys of a metadata dict (the MONAI Bundle Specification's lists, no JSON schema needed)."""
+    aliases = {"required_packages_version": "optional_packages_version"}
+    missing = [k for k in REQUIRED_METADATA_KEYS if k not in meta and aliases.get(k) not in meta]
+    fmt = meta.get("network_data_format") or {}
+    for side in ("inputs", "outputs"):
+        tensors = fmt.get(side)
+        if not isinstance(tensors, dict) or not tensors:
+            missing.append(f"network_data_format.{side}")
+            continue
+        for name, spec in tensors.items():
+            missing += [f"network_data_format.{side}.{name}.{k}" for k in REQUIRED_TENSOR_KEYS if k not in spec]
+    return missing
+
+
+# ------------------------------------------------------------------------------------------------------- README
+def _readme(model_name: str, s: dict, meta: dict) -> str:
+    sdims = s["spatial_dims"]
+    inp = ("NIfTI volumes `data/*.nii.gz`" + (f" (nnU-Net channel files `CASE_0000.nii.gz` ... "
+                                               f"`CASE_{s['in_channels'] - 1:04d}.nii.gz`)"
+                                               if s["in_channels"] > 1 else "")) if sdims == 3 else \
+        "images `data/*.png` (`--input_ext .jpg` etc. for other formats Pillow reads)"
+    out = "`eval/<case>_seg.nii.gz` (uint8 labels on the input's grid)" if sdims == 3 else \
+        ("`eval/<image>_seg.png` (0/255)" if s["out_channels"] == 1 else "`eval/<image>_seg.png` (label values)")
+    diffs = _differences(s)
+    lines = [
+        f"# mambaseg {model_name} (MONAI bundle)", "",
+        meta["description"], "",
+        "## Run inference", "",
+        "Needs `mambaseg` (it defines the network) and MONAI installed. From the bundle folder:", "",
+        "```bash",
+        "python -m monai.bundle run --config_file configs/inference.json",
+        "```", "",
+        f"reads the {inp} and writes {out}. Other folders:", "",
+        "```bash",
+        "python -m monai.bundle run --config_file configs/inference.json --bundle_root /path/to/bundle \\",
+        "    --dataset_dir /path/to/images --output_dir /path/to/predictions",
+        "```", "",
+        ("(`python -m monai.bundle` needs the `fire` package; from Python: `monai.bundle.run(config_file="
+         "'configs/inference.json', meta_file='configs/metadata.json', dataset_dir=..., output_dir=...)`.)"), "",
+        "Loading the network alone:", "",
+        "```python",
+        "from monai.bundle import ConfigParser",
+        "import torch",
+        "parser = ConfigParser()",
+        "parser.read_config('configs/inference.json')",
+        "net = parser.get_parsed_content('network_def')",
+        "net.load_state_dict(torch.load('models/model.pt', weights_only=True))",
+        "```", "",
+        "## Pipeline", "",
+        f"- input: {s['in_channels']} channel(s), {meta['image_classes']}",
+        (f"- sliding window: tiles of {s['tile']}, overlap {s['overlap']}, {s['mode']} blending, "
+         f"{s['batch_size']} tiles per batch"),
+        f"- output: {s['out_channels']} logit channel(s): {meta['pred_classes']}",
+    ]
+    if diffs:
+        lines += ["", "## Differences from `mambaseg predict`", ""] + [f"- {d}" for d in diffs]
+        lines += ["", "`mambaseg predict --model <run or checkpoint>` reproduces the training pipeline exactly."]
+    lines += ["", "## License", "", f"{meta['license']}; see `LICENSE`. Research use; not for diagnosis.", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------- export
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder; --bundle needs a folder path.")
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out}: bundle folder already exists (use --overwrite to replace it).")
+    if out.exists() and any(out.iterdir()) and not (out / "configs" / "metadata.json").is_file():
+        raise ValueError(f"{out}: folder is not empty and holds no bundle (configs/metadata.json); --overwrite "
+                         f"only replaces an earlier bundle, choose an empty or new folder.")
+
+
+def export_bundle(model: str | Path, out: str | Path, overwrite: bool = False) -> dict:
+    """Write a trained model (run folder or ``.pt`` checkpoint) as a MONAI bundle folder.
+
+    Args:
+        model: run folder (``checkpoint_best.pt`` / ``checkpoint_last.pt``) or checkpoint file.
+        out: bundle folder to create; an existing one is refused unless ``overwrite`` (and then only an earlier
+            bundle or an empty folder is replaced).
+        overwrite: replace an existing bundle folder.
+
+    Returns:
+        ``{"path", "model_name", "spatial_dims", "files", "differences"}``.
+
+    Raises:
+        ValueError: ``out`` exists (without ``overwrite``) or is not a bundle; the checkpoint's preprocessing has no
+            MONAI equivalent; CheckpointError (a ValueError) for unusable checkpoints.
+    """
+    out = Path(out)
+    _prepare_out(out, overwrite)
+    ckpt_path = resolve_checkpoint_path(model, allow_onnx=False)
+    ckpt = load_checkpoint(ckpt_path)
+    net = model_from_checkpoint(ckpt, ckpt_path).float()  # validates the weights against the model
+    setup = _model_setup(ckpt, net)
+    name = str(ckpt["model_name"])
+    inference = bundle_inference_config(name, setup)
+    meta = bundle_metadata(name, setup, str(ckpt_path))
+    missing = check_metadata(meta)
+    if missing:  # pragma: no cover - a programming error, not a user error
+        raise RuntimeError(f"bundle metadata lacks {missing}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        files = {
+            "configs/metadata.json": json.dumps(meta, indent=2) + "\n",
+            "configs/inference.json": json.dumps(inference, indent=2) + "\n",
+            "configs/logging.conf": LOGGING_CONF,
+            "docs/README.md": _readme(name, setup, meta),
+            "LICENSE": _license_text(),
+        }
+        for rel, text in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(text, encoding="utf-8")
+        (tmp / "models").mkdir()
+        state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        torch.save(state, tmp / "models" / "model.pt")
+        written = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+        for p in tmp.rglob("*"):
+            if p.is_file():
+                set_default_mode(p)
+            else:
+                os.chmod(p, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it 0700
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    diffs = _differences(setup)
+    logger.info("MONAI bundle of %s written to %s", name, out)
+    return {"path": str(out), "model_name": name, "spatial_dims": setup["spatial_dims"], "files": written,
+            "differences": diffs}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
