@@ -118,8 +118,19 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .export import export_onnx
     from .resources import resolve_model
+
+    if args.bundle:
+        if args.size:
+            raise ValueError("--size applies to --onnx; a MONAI bundle takes any input size (sliding window).")
+        from .bundle import export_bundle
+
+        res = export_bundle(resolve_model(args.model), args.bundle, overwrite=args.overwrite)
+        print(f"MONAI bundle of {res['model_name']} written to {res['path']} ({', '.join(res['files'])})")
+        print(f"run: cd {res['path']} && python -m monai.bundle run --config_file configs/inference.json "
+              f"--dataset_dir IMAGES --output_dir OUTPUT")
+        return 0
+    from .export import export_onnx
 
     meta = export_onnx(resolve_model(args.model), args.onnx, size=args.size, overwrite=args.overwrite)
     shape = "fixed size " + "x".join(str(s) for s in meta["fixed_size"]) if meta["fixed_size"] else \
@@ -291,12 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("export", help="export a trained model to ONNX (checked with onnxruntime)")
+    p = sub.add_parser("export", help="export a trained model to ONNX (checked with onnxruntime) or as a MONAI bundle")
     p.add_argument("--model", "-m", required=True, help="run folder, checkpoint (.pt) or shipped model name")
-    p.add_argument("--onnx", required=True, help="output .onnx file")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--onnx", help="output .onnx file")
+    target.add_argument("--bundle", help="output MONAI bundle folder (configs/, models/model.pt, docs/, LICENSE)")
     p.add_argument("--size", type=int, nargs="+", default=None, metavar="N",
                    help="export size H W (2D) or D H W (3D); default: the checkpoint's inference tile")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing .onnx file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing .onnx file or bundle folder")
     _add_common(p)
     p.set_defaults(func=_cmd_export)
 
