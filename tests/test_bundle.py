@@ -1,0 +1,245 @@
+"""MONAI bundle export (#13): files and metadata, network_def rebuilt by MONAI's ConfigParser gives our model's
+outputs, the bundle's MONAI preprocessing equals mambaseg's 3D normalisation, MONAI's bundle runner segments tiny
+NIfTI / PNG inputs exactly like ``mambaseg predict``, and the CLI refuses an existing output folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import monai
+import monai.bundle
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from PIL import Image
+
+from mambaseg.bundle import REQUIRED_METADATA_KEYS, check_metadata, export_bundle
+from mambaseg.cli import main
+from mambaseg.data.preprocess import preprocess_case
+from mambaseg.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from mambaseg.engine.predict import predict
+from mambaseg.models import build_model
+
+TILE_3D, TILE_2D = [16, 16, 16], [32, 32]
+MR_PLAN = {"version": 1, "modality": ["MR"], "normalization": [{"scheme": "zscore_nonzero"}],
+           "target_spacing": [1.0, 1.0, 1.0], "patch_size": TILE_3D, "crop_nonzero": True, "image_order": 3,
+           "orientation": "RAS"}
+
+
+@pytest.fixture(autouse=True)
+def _chunked_scan(monkeypatch):
+    monkeypatch.setenv("MAMBASEG_SCAN_BACKEND", "chunked")  # pure PyTorch scan: no kernel build in these tests
+
+
+def _ckpt3d(path: Path, plan: dict = MR_PLAN, seed: int = 0) -> Path:
+    torch.manual_seed(seed)  # seed 0 predicts both classes on the phantom below
+    net = build_model("dm_segnet_tiny")
+    save_checkpoint({"model_name": "dm_segnet_tiny", "model_kwargs": {}, "state_dict": net.state_dict(),
+                     "config": {"infer": {"overlap": 0.25, "batch_size": 2}},
+                     "data": {"spatial_dims": 3, "plan": plan, "labels": {"background": 0, "lesion": 1}}}, path)
+    return path
+
+
+def _ckpt2d(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    net = build_model("unet_tiny", in_channels=3, out_channels=1)
+    save_checkpoint({"model_name": "unet_tiny", "model_kwargs": {"in_channels": 3, "out_channels": 1},
+                     "state_dict": net.state_dict(),
+                     "config": {"data": {"patch_size": TILE_2D}, "infer": {"overlap": 0.25, "threshold": 0.5}},
+                     "data": {"spatial_dims": 2}}, path)
+    return path
+
+
+def _volume(seed: int = 0, shape=(20, 22, 18)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.zeros(shape, np.float32)
+    img[2:-2, 3:-2, 2:-2] = rng.normal(100, 20, (shape[0] - 4, shape[1] - 5, shape[2] - 4))
+    img[6:12, 8:14, 5:11] += 80
+    return img
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundle")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MAMBASEG_SCAN_BACKEND", "chunked")
+        c3, c2 = _ckpt3d(root / "c3.pt"), _ckpt2d(root / "c2.pt")
+        b3 = export_bundle(c3, root / "b3")
+        assert main(["export", "--model", str(c2), "--bundle", str(root / "b2")]) == 0  # through the CLI
+    return root, {"3d": (c3, Path(b3["path"])), "2d": (c2, root / "b2")}
+
+
+def _parser(bundle: Path) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.read_meta(str(bundle / "configs" / "metadata.json"))
+    return parser
+
+
+@pytest.mark.parametrize("kind", ["3d", "2d"])
+def test_bundle_files_and_metadata(bundles, kind):
+    _, b = bundles
+    ckpt, bundle = b[kind]
+    for rel in ("configs/metadata.json", "configs/inference.json", "configs/logging.conf", "models/model.pt",
+                "docs/README.md", "LICENSE"):
+        assert (bundle / rel).is_file(), rel
+        assert (bundle / rel).stat().st_mode & 0o777 == 0o666 & ~_umask(), rel
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    inf = json.loads((bundle / "configs" / "inference.json").read_text())
+    assert check_metadata(meta) == []
+    assert meta["monai_version"] == monai.__version__ and meta["pytorch_version"] == torch.__version__.split("+")[0]
+    assert meta["license"] == "Apache-2.0" and meta["authors"]
+    assert "Apache License" in (bundle / "LICENSE").read_text()
+    inp, out = meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]
+    tile = TILE_3D if kind == "3d" else TILE_2D
+    assert inp["spatial_shape"] == tile and out["spatial_shape"] == tile and inp["is_patch_data"] is True
+    assert (inp["num_channels"], out["num_channels"]) == ((1, 2) if kind == "3d" else (3, 1))
+    assert inp["dtype"] == "float32" and inp["type"] == "image"
+    assert out["format"] == ("labels" if kind == "3d" else "classes")
+    if kind == "3d":
+        assert "lesion" in out["channel_def"]["1"]
+    # network_def: our registry, the checkpoint's model name and kwargs
+    net_def = inf["network_def"]
+    assert net_def["_target_"] == "mambaseg.models.build_model"
+    assert net_def["name"] == load_checkpoint(ckpt)["model_name"]
+    assert inf["inferer"]["_target_"] == "SlidingWindowInferer" and inf["inferer"]["roi_size"] == tile
+    assert inf["inferer"]["overlap"] == 0.25 and inf["inferer"]["mode"] == "gaussian"
+    readme = (bundle / "docs" / "README.md").read_text()
+    assert "python -m monai.bundle run --config_file configs/inference.json" in readme
+    if kind == "2d":
+        assert ("unet_tiny" in readme) and "in_channels" in json.dumps(net_def)
+
+
+def _umask() -> int:
+    import os
+
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def test_check_metadata_names_missing_keys(bundles):
+    _, b = bundles
+    meta = json.loads((b["3d"][1] / "configs" / "metadata.json").read_text())
+    assert set(REQUIRED_METADATA_KEYS) <= set(meta)
+    del meta["task"]
+    del meta["network_data_format"]["inputs"]["image"]["value_range"]
+    assert check_metadata(meta) == ["task", "network_data_format.inputs.image.value_range"]
+    meta["network_data_format"]["outputs"] = {}
+    assert "network_data_format.outputs" in check_metadata(meta)
+
+
+@pytest.mark.parametrize("kind,shape", [("3d", (2, 1, 16, 16, 16)), ("2d", (2, 3, 32, 32))])
+def test_network_def_loads_model_pt_same_outputs(bundles, kind, shape):
+    _, b = bundles
+    ckpt, bundle = b[kind]
+    net = _parser(bundle).get_parsed_content("network_def")
+    state = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    net.eval()
+    ours = model_from_checkpoint(load_checkpoint(ckpt), ckpt).eval()
+    assert type(net) is type(ours)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        got, ref = net(x), ours(x)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("plan", [
+    MR_PLAN,
+    dict(MR_PLAN, modality=["CT"], normalization=[{"scheme": "ct", "lower": 60.0, "upper": 170.0, "mean": 105.0,
+                                                   "std": 25.0}]),
+    dict(MR_PLAN, modality=["CT"], normalization=[{"scheme": "ct_window", "lower": 50.0, "upper": 150.0}]),
+], ids=["mr_zscore_nonzero", "ct", "ct_window"])
+def test_bundle_preprocessing_matches_ours(tmp_path, plan):
+    """At the target spacing the bundle's MONAI preprocessing (orientation, non-zero crop, normalisation) gives
+    mambaseg's preprocessed array; the input is stored LPS-ish (x flipped) so the reorientation is exercised."""
+    bundle = Path(export_bundle(_ckpt3d(tmp_path / "c.pt", plan), tmp_path / "b")["path"])
+    img = _volume(1)
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])
+    f = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(img, affine), f)
+    pre = _parser(bundle).get_parsed_content("preprocessing")
+    got = np.asarray(pre({"image": str(f)})["image"])
+    ref, _, _ = preprocess_case({"case_id": "case", "image": img[None], "label": None,
+                                 "meta": {"affine": affine, "spacing": [1.0, 1.0, 1.0]}}, plan)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def _run_bundle(bundle: Path, data: Path, out: Path) -> None:
+    monai.bundle.run(config_file=str(bundle / "configs" / "inference.json"),
+                     meta_file=str(bundle / "configs" / "metadata.json"), logging_file=False,
+                     bundle_root=str(bundle), dataset_dir=str(data), output_dir=str(out))
+
+
+def test_bundle_run_3d_matches_mambaseg_predict(bundles, tmp_path):
+    """MONAI's bundle runner on a tiny NIfTI writes the label map mambaseg predict writes (same grid, affine and
+    labels); the input's x axis is flipped so orientation and its inverse take part."""
+    _, b = bundles
+    ckpt, bundle = b["3d"]
+    data = tmp_path / "data"
+    data.mkdir()
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(_volume(0), affine), data / "case1.nii.gz")
+    _run_bundle(bundle, data, tmp_path / "monai")
+    predict(ckpt, data, tmp_path / "ours", progress=False)
+    a, p = nib.load(tmp_path / "monai" / "case1_seg.nii.gz"), nib.load(tmp_path / "ours" / "case1.nii.gz")
+    got, ref = np.asarray(a.dataobj), np.asarray(p.dataobj)
+    assert got.shape == ref.shape == (20, 22, 18) and got.dtype == np.uint8
+    np.testing.assert_allclose(a.affine, p.affine, atol=1e-5)
+    assert set(np.unique(ref)) == {0, 1}  # a non-trivial prediction
+    assert (got == ref).mean() >= 0.999
+
+
+def test_bundle_run_2d_matches_mambaseg_predict(bundles, tmp_path):
+    """PNG in, 0/255 PNG out, same orientation and pixels as mambaseg predict (non-square image, tiles overlap)."""
+    _, b = bundles
+    ckpt, bundle = b["2d"]
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    arr = (rng.random((40, 52, 3)) * 255).astype(np.uint8)
+    arr[10:25, 5:30] = 200
+    Image.fromarray(arr).save(data / "im1.png")
+    _run_bundle(bundle, data, tmp_path / "monai")
+    predict(ckpt, data, tmp_path / "ours", progress=False)
+    got = np.asarray(Image.open(tmp_path / "monai" / "im1_seg.png"))
+    ref = np.asarray(Image.open(tmp_path / "ours" / "im1.png"))
+    assert got.shape == ref.shape == (40, 52)
+    assert set(np.unique(ref)) == {0, 255}
+    assert (got == ref).mean() >= 0.999
+
+
+def test_cli_existing_output_refused_unless_overwrite(bundles, tmp_path, capsys):
+    _, b = bundles
+    ckpt, _ = b["2d"]
+    out = tmp_path / "b"
+    assert main(["export", "--model", str(ckpt), "--bundle", str(out)]) == 0
+    (out / "stale.txt").write_text("old")
+    capsys.readouterr()
+    assert main(["export", "--model", str(ckpt), "--bundle", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "--overwrite" in err
+    assert (out / "stale.txt").exists()
+    assert main(["export", "--model", str(ckpt), "--bundle", str(out), "--overwrite"]) == 0
+    assert not (out / "stale.txt").exists() and (out / "models" / "model.pt").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+    # --overwrite never empties a folder that is not a bundle
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    capsys.readouterr()
+    assert main(["export", "--model", str(ckpt), "--bundle", str(other), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not empty" in err and (other / "keep.txt").exists()
+    # --size belongs to --onnx; --onnx and --bundle exclude each other
+    assert main(["export", "--model", str(ckpt), "--bundle", str(tmp_path / "c"), "--size", "32", "32"]) == 2
+    assert "--size" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["export", "--model", str(ckpt), "--bundle", str(tmp_path / "d"), "--onnx", str(tmp_path / "d.onnx")])
+    assert e.value.code == 2
