@@ -243,3 +243,24 @@ def test_cli_existing_output_refused_unless_overwrite(bundles, tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         main(["export", "--model", str(ckpt), "--bundle", str(tmp_path / "d"), "--onnx", str(tmp_path / "d.onnx")])
     assert e.value.code == 2
+
+
+def test_shipped_model_by_name(tmp_path):
+    """``--model akmamba_net_drive`` (a shipped fundus model): the bundle's network gives the shipped weights'
+    outputs, and its README names what the MONAI pipeline does not reproduce (the field of view)."""
+    from mambaseg.resources import ResourceError, shipped_model_path
+
+    try:
+        path = shipped_model_path("akmamba_net_drive")
+    except ResourceError as e:
+        pytest.skip(f"shipped weights not available: {e}")
+    out = tmp_path / "ship"
+    assert main(["export", "--model", "akmamba_net_drive", "--bundle", str(out)]) == 0
+    readme = (out / "docs" / "README.md").read_text()
+    assert "Differences from `mambaseg predict`" in readme and "field of view" in readme
+    net = _parser(out).get_parsed_content("network_def")
+    net.load_state_dict(torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True))
+    ours = model_from_checkpoint(load_checkpoint(path), path).eval()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), ours(x), rtol=1e-5, atol=1e-5)

@@ -453,7 +453,7 @@ def _readme(model_name: str, s: dict, meta: dict) -> str:
         "net.load_state_dict(torch.load('models/model.pt', weights_only=True))",
         "```", "",
         "## Pipeline", "",
-        f"- input: {s['in_channels']} channel(s), {meta['image_classes']}",
+        f"- input: {meta['image_classes']}",
         (f"- sliding window: tiles of {s['tile']}, overlap {s['overlap']}, {s['mode']} blending, "
          f"{s['batch_size']} tiles per batch"),
         f"- output: {s['out_channels']} logit channel(s): {meta['pred_classes']}",
