@@ -3,6 +3,15 @@
 Run directory: ``config.yaml`` (resolved), ``train.log``, ``metrics.jsonl``, ``progress.png``,
 ``checkpoint_last.pt`` (every epoch, atomic, with optimiser/scheduler/RNG/sampler state for ``--resume``) and
 ``checkpoint_best.pt`` (best validation Dice).
+
+Every file is written crash-safe: ``config.yaml``, ``provenance.json``, ``summary.json``, ``progress.png`` and the
+checkpoints through a temporary name and a rename (:mod:`mambaseg.utils.atomic`); ``metrics.jsonl`` is append-only,
+one unbuffered write per line, and ``--resume`` rewrites it from the checkpoint's history (a line torn by a kill is
+dropped).
+
+Non-finite training: a step whose loss, gradients or updated weights/buffers are not finite is undone (weights,
+buffers and optimiser state restored from a snapshot taken before it) and counted; ``train.max_bad_steps`` such steps
+in a row stop the run with the last good checkpoint. A validation Dice that is NaN never makes a checkpoint the best.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import yaml
 from ..config import Config, check_device, config_to_dict
 from ..losses import SegLoss
 from ..models import build_model
-from ..utils.atomic import clean_stale_temp
+from ..utils.atomic import append_line, atomic_path, atomic_write_text, clean_stale_temp, truncate_partial_line
 from ..utils.optional import MissingDependency, require
 from ..utils.progress import StatusLine, TrainProgress
 from ..utils.runlock import RunLock
@@ -162,8 +171,82 @@ def _plot_progress(history: list[dict], path: Path) -> None:
     ax2.set_ylim(0, 1)
     fig.legend(loc="upper center", ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # a kill mid-write leaves the previous complete figure
+            fig.savefig(tmp, dpi=80, format="png")
+    finally:
+        plt.close(fig)
+
+
+def _all_finite(tensors) -> bool:
+    """True when every tensor is free of NaN/Inf (one host sync for the lot)."""
+    flags = [torch.isfinite(t).all() for t in tensors]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+class StepGuard:
+    """Undo a training step that went non-finite.
+
+    :meth:`save` copies the weights, floating buffers (e.g. normalisation running statistics, which a forward pass
+    updates) and the optimiser's tensor state into buffers allocated once; :meth:`restore` puts them back and drops
+    optimiser state created by the failed step, so a skipped step leaves the model and optimiser exactly as before.
+    """
+
+    def __init__(self, module: torch.nn.Module, opt: torch.optim.Optimizer):
+        self.module, self.opt = module, opt
+        self._saved: list[torch.Tensor] | None = None
+        self._layout: list = []
+        self._extra: dict = {}
+
+    def _live(self) -> tuple[list[torch.Tensor], list]:
+        live = list(self.module.parameters()) + [b for b in self.module.buffers() if b.is_floating_point()]
+        layout = [("module", i) for i in range(len(live))]
+        for p, st in self.opt.state.items():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    live.append(v)
+                    layout.append((p, k))
+        return live, layout
+
+    def save(self) -> None:
+        live, layout = self._live()
+        same = (self._saved is not None and len(layout) == len(self._layout)
+                and all(a[0] is b[0] and a[1] == b[1] for a, b in zip(layout, self._layout))
+                and all(s.shape == t.shape and s.dtype == t.dtype for s, t in zip(self._saved, live)))
+        with torch.no_grad():
+            if same:
+                torch._foreach_copy_(self._saved, [t.detach() for t in live])
+            else:
+                self._saved = [t.detach().clone() for t in live]
+        self._layout = layout
+        # non-tensor optimiser state (rare) by value; which parameters had state at all
+        self._extra = {p: {k: v for k, v in st.items() if not isinstance(v, torch.Tensor)}
+                       for p, st in self.opt.state.items()}
+
+    def restore(self) -> None:
+        if self._saved is None:
+            return
+        had_state = {id(p) for p in self._extra}
+        for p in [p for p in self.opt.state if id(p) not in had_state]:
+            del self.opt.state[p]  # state the failed step created
+        live = list(self.module.parameters()) + [b for b in self.module.buffers() if b.is_floating_point()]
+        with torch.no_grad():
+            for (where, key), buf in zip(self._layout, self._saved):
+                if where == "module":
+                    live[key].copy_(buf)
+                else:
+                    cur = self.opt.state[where].get(key)
+                    if isinstance(cur, torch.Tensor) and cur.shape == buf.shape and cur.dtype == buf.dtype:
+                        cur.copy_(buf)
+                    else:
+                        self.opt.state[where][key] = buf.clone()
+        for p, extra in self._extra.items():
+            self.opt.state[p].update(extra)
+
+    def model_finite(self) -> bool:
+        """Weights and floating buffers all finite."""
+        return _all_finite([t.detach() for t in self.module.parameters()]
+                           + [b for b in self.module.buffers() if b.is_floating_point()])
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:
@@ -226,7 +309,7 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
                             f"({ctx.world}); it is the global batch.")
     ctx.barrier()
     if ctx.main:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
     train_cases, val_cases, data_info = load_dataset(cfg.data, cfg.seed, run_dir)
     in_ch = train_cases[0]["image"].shape[0]
@@ -273,13 +356,17 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
         if "threshold" in (ck.get("data") or {}):  # infer.threshold auto: the last validated one
             data_info["threshold"] = ck["data"]["threshold"]
         clock["offset"] = elapsed0
-        # drop metrics lines of an epoch that was interrupted after its line was written
+        # the checkpoint's history is the record: lines of an epoch interrupted after its line was written, or a line
+        # torn by a kill mid-write, are dropped (atomically); without a history, only a torn last line is cut
         if ctx.main:
-            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+            if "history" in ck:
+                atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            elif truncate_partial_line(run_dir / "metrics.jsonl"):
+                logger.warning("%s: removed a partial last line left by an interrupted run", run_dir / "metrics.jsonl")
         logger.info("resumed from %s at epoch %d", last_path, start_epoch)
     prov = dict(provenance(cfg.seed, device.type), world_size=ctx.world)
     if ctx.main:
-        (run_dir / "provenance.json").write_text(json.dumps(prov, indent=2))
+        atomic_write_text(run_dir / "provenance.json", json.dumps(prov, indent=2))
     logger.info("model %s (%d parameters) on %s; %d training / %d validation cases; %s", cfg.model.name, n_params,
                 device, len(train_cases), len(val_cases), json.dumps(prov["versions"]))
 
@@ -295,6 +382,9 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
     t_start = time.time() - elapsed0
     clock["start"] = time.time()
     bad_streak, metrics = 0, {}
+    guard = StepGuard(net, opt)
+    check_grads = not scaler.is_enabled()  # fp16 GradScaler skips steps with non-finite gradients itself
+    bad_words = {"loss": "losses", "gradients": "gradients", "weights": "weight updates"}
     epoch = start_epoch - 1
     # time budget (train.time_limit_min) or epochs, the step within the epoch, validation cases and tiles
     status = TrainProgress(line, cfg.train.epochs, cfg.train.iters_per_epoch, limit_s, t_start, start_epoch)
@@ -308,29 +398,40 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
                 x, y, m = x[part], y[part], (None if m is None else m[part])
             x, y = x.to(device), y.to(device)
             m = m.to(device) if (m is not None and cfg.data.fov) else None
+            guard.save()  # weights, buffers and optimiser state before this step
             with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.train.amp):
                 logits = model(x)
             loss = loss_fn(logits, y, m)
-            if ctx.any(not torch.isfinite(loss).item()):
+            bad = "loss" if ctx.any(not torch.isfinite(loss).item()) else None
+            if bad is None:
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if check_grads and ctx.any(not _all_finite([p.grad for p in net.parameters() if p.grad is not None])):
+                    bad = "gradients"
+            if bad is None:
+                if cfg.train.grad_clip:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                if ctx.any(not guard.model_finite()):
+                    bad = "weights"
+            if bad is not None:  # the step is undone: weights, buffers and optimiser state as before it
+                guard.restore()
+                opt.zero_grad(set_to_none=True)
                 skipped += 1
                 bad_streak += 1
-                logger.warning("epoch %d: non-finite loss (%s), step skipped (%d in a row)", epoch + 1,
-                               loss.item(), bad_streak)
-                opt.zero_grad(set_to_none=True)
+                what = f"non-finite loss ({loss.item()})" if bad == "loss" else (
+                    "non-finite gradients" if bad == "gradients" else "non-finite weights after the update")
+                logger.warning("epoch %d: %s, step skipped (%d in a row)", epoch + 1, what, bad_streak)
                 if bad_streak >= cfg.train.max_bad_steps:
-                    raise TrainingError(f"{bad_streak} non-finite losses in a row at epoch {epoch + 1}; stopped. "
-                                        f"The last good checkpoint is {last_path}.")
+                    raise TrainingError(f"{bad_streak} non-finite {bad_words[bad]} in a row at epoch {epoch + 1} "
+                                        f"(train.max_bad_steps={cfg.train.max_bad_steps}); stopped. The last good "
+                                        f"checkpoint is {last_path}.")
                 sched.step()
                 status.step(epoch, step_no)
                 continue
             bad_streak = 0
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.train.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            scaler.step(opt)
-            scaler.update()
             sched.step()
             losses.append(ctx.mean(loss.item()))
             status.step(epoch, step_no, float(np.mean(losses)))
@@ -345,8 +446,17 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
                 data_info["threshold"] = metrics["threshold"]
                 logger.info("epoch %d: validation threshold %.2f (Dice %.4f; at 0.5: %.4f)", epoch + 1,
                             metrics["threshold"], metrics["val_dice"], metrics["val_dice_at_0_5"])
-            if metrics["val_dice"] > best:
-                best = metrics["val_dice"]
+            score = metrics["val_dice"]
+            if math.isnan(score):  # e.g. a diverged model: never the best checkpoint
+                logger.warning("epoch %d: validation Dice is NaN; this epoch cannot become the best checkpoint",
+                               epoch + 1)
+                score = -math.inf
+            elif not guard.model_finite():
+                logger.warning("epoch %d: the model has non-finite weights; it cannot become the best checkpoint",
+                               epoch + 1)
+                score = -math.inf
+            if score > best:
+                best = score
                 metrics["best"] = True
         history.append(metrics)
         if ctx.main:
@@ -355,18 +465,20 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
             if metrics.get("best") or (not val_cases and last_epoch):
                 save_checkpoint(ck, best_path)
             save_checkpoint(ck, last_path)
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+            append_line(run_dir / "metrics.jsonl", json.dumps(metrics))  # one write: a kill tears at most this line
             _plot_progress(history, run_dir / "progress.png")
         ctx.barrier()
         if out_of_time:
             logger.info("time limit of %.1f min reached after epoch %d", cfg.train.time_limit_min, epoch + 1)
             break
     if ctx.main and not best_path.exists() and last_path.exists():
-        save_checkpoint(load_checkpoint(last_path), best_path)
+        last_ck = load_checkpoint(last_path)
+        if _all_finite([v for v in last_ck["state_dict"].values() if v.is_floating_point()]):
+            logger.warning("no epoch had a finite validation Dice; checkpoint_best.pt is the last epoch's model")
+            save_checkpoint(last_ck, best_path)
     summary = {"run_dir": str(run_dir), "epochs_done": epoch + 1, "best_val_dice": best, "last": metrics,
                "train_seconds": round(time.time() - t_start, 1), "parameters": n_params,
                "checkpoint_best": str(best_path), "checkpoint_last": str(last_path)}
     if ctx.main:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -16,14 +16,18 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "clean_stale_temp", "is_temp_name",
-           "set_default_mode"]
+__all__ = ["append_line", "atomic_path", "atomic_write_bytes", "atomic_write_text", "clean_stale_temp",
+           "is_temp_name", "read_jsonl", "set_default_mode", "truncate_partial_line"]
+
+logger = logging.getLogger(__name__)
 
 _MULTI_SUFFIXES = (".nii.gz", ".tar.gz")
 # mkstemp's random part is 8 characters of [a-z0-9_]
@@ -131,3 +135,66 @@ def clean_stale_temp(folder: str | os.PathLike, names: set[str] | None = None) -
             except FileNotFoundError:
                 pass
     return removed
+
+
+def append_line(path: str | os.PathLike, line: str, fsync: bool = False) -> None:
+    """Append one line to an append-only log (e.g. ``metrics.jsonl``) as a single unbuffered write.
+
+    The file is opened with ``O_APPEND`` and the whole line (a newline is added when missing) goes to the kernel in
+    one ``write`` (repeated only for the rest of a short write, e.g. on a full disk), so readers never see half a
+    line followed by more data; a process killed mid-write leaves at most a torn LAST line, which
+    :func:`truncate_partial_line` removes and :func:`read_jsonl` skips.
+    """
+    data = memoryview((line if line.endswith("\n") else line + "\n").encode("utf-8"))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def truncate_partial_line(path: str | os.PathLike) -> int:
+    """Cut what follows the last newline of ``path`` (a line torn by a kill mid-write); returns the bytes removed.
+
+    A missing file is fine (0)."""
+    path = Path(path)
+    try:
+        with open(path, "r+b") as fh:
+            data = fh.read()
+            keep = data.rfind(b"\n") + 1
+            if keep < len(data):
+                fh.truncate(keep)
+                fh.flush()
+                os.fsync(fh.fileno())
+                return len(data) - keep
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def read_jsonl(path: str | os.PathLike) -> list:
+    """The records of a JSON-lines file, tolerant of a crash while it was appended to.
+
+    A last line without its newline is taken when it parses (a writer that omits the final newline) and skipped
+    when it does not (torn by a kill mid-write); other unparsable lines are skipped with a warning naming the file.
+    A missing file gives ``[]``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            if i != len(lines) - 1:  # the last piece (no newline after it) may be a torn write: skipped silently
+                logger.warning("%s: skipping unreadable line %d", path, i + 1)
+    return out
