@@ -58,6 +58,7 @@ def _volume(seed: int = 0, shape=(20, 22, 18)) -> np.ndarray:
     img = np.zeros(shape, np.float32)
     img[2:-2, 3:-2, 2:-2] = rng.normal(100, 20, (shape[0] - 4, shape[1] - 5, shape[2] - 4))
     img[6:12, 8:14, 5:11] += 80
+    img[3:6, 4:7, 3:6] = 0  # zeros inside the non-zero box: z-score over non-zero voxels only, zeros kept
     return img
 
 
