@@ -51,3 +51,29 @@ def test_missing_source_and_disable_switches(tmp_path, monkeypatch):
     monkeypatch.setenv("MAMBASEG_NO_DEMO", "0")
     assert cpp_ext.disabled("MAMBASEG_NO_DEMO") is None
 
+
+
+def test_same_sources_in_two_checkouts_get_two_build_names(tmp_path, monkeypatch):
+    """torch's build files name sources by absolute path: two checkouts must not share (and rebuild) one build."""
+    seen = []
+    monkeypatch.setattr("torch.utils.cpp_extension.load", lambda name, sources, **kw: seen.append(name) or object())
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        (tmp_path / where / "k.cpp").write_text("// same\n")
+        cpp_ext.load_extension("demo_ext", [tmp_path / where / "k.cpp"])
+    assert seen[0] != seen[1]
+
+
+def test_stale_build_lock_is_removed_fresh_one_kept(tmp_path, caplog):
+    import os
+    import time
+
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    cpp_ext._remove_stale_lock(lock, "demo kernel")
+    assert lock.exists()  # a live build's lock stays
+    old = time.time() - cpp_ext.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    with caplog.at_level(logging.WARNING, logger="mambaseg.utils.cpp_ext"):
+        cpp_ext._remove_stale_lock(lock, "demo kernel")
+    assert not lock.exists() and "stale build lock" in caplog.text

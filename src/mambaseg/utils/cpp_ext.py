@@ -3,8 +3,9 @@
 :func:`load_extension` compiles the sources with :func:`torch.utils.cpp_extension.load` (``-O3 -fno-trapping-math
 -fopenmp``; no ``-march=native`` and no ``-ffast-math``, so a build can be reused on another x86-64 CPU and the
 arithmetic stays IEEE) into the torch extensions cache (``TORCH_EXTENSIONS_DIR`` is respected). The extension's name
-carries a hash of its sources and of the torch version, so two installs of different versions never rebuild each
-other's kernel and an edited header triggers a rebuild. When a build is needed, one line at WARNING level says so
+carries a hash of its sources, of their location and of the torch version, so two installs or checkouts never
+rebuild each other's kernel and an edited header triggers a rebuild; a build lock left by a killed build is removed
+after half an hour instead of blocking every later process. When a build is needed, one line at WARNING level says so
 (a first build takes a minute or two and would otherwise look like a hang). Any failure — no compiler, no
 ``ninja``, a build error — is logged once and returns ``None``: the kernels are optional, callers fall back to
 pure PyTorch. ``MAMBASEG_NO_CPU_KERNEL=1`` disables every compiled kernel.
@@ -43,6 +44,19 @@ def _build_dir(name: str) -> Path:
     return Path(_get_build_directory(name, verbose=False))
 
 
+STALE_LOCK_SECONDS = 1800  # a build takes minutes; a lock this old was left by a killed build
+
+
+def _remove_stale_lock(lock: Path, what: str) -> None:
+    """torch waits forever on the lock file of a build whose process was killed; remove one older than
+    :data:`STALE_LOCK_SECONDS` (a live build is much shorter), with a warning."""
+    import time
+
+    if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+        logger.warning("%s: removing the stale build lock %s (left by an interrupted build).", what, lock)
+        lock.unlink(missing_ok=True)
+
+
 def load_extension(base_name: str, sources: list[Path], headers: list[Path] = (), what: str = "kernel"):
     """Compile (first use) or load the cached build of a C++ extension; returns the module or None.
 
@@ -60,13 +74,18 @@ def load_extension(base_name: str, sources: list[Path], headers: list[Path] = ()
     digest = hashlib.sha256()
     for p in files:
         digest.update(p.read_bytes())
+        # the build files name the sources by absolute path: two checkouts/installs sharing a build directory
+        # would rebuild each other's kernel, so the location is part of the name too
+        digest.update(str(p.resolve()).encode())
     digest.update(torch.__version__.encode())
     name = f"{base_name}_{digest.hexdigest()[:12]}"
     try:
         from torch.utils.cpp_extension import load
 
         try:
-            built = any(_build_dir(name).glob("*.so"))
+            build_dir = _build_dir(name)
+            built = any(build_dir.glob("*.so"))
+            _remove_stale_lock(build_dir / "lock", what)
         except Exception:  # noqa: BLE001 - only decides whether to announce a build
             built = False
         if not built:
