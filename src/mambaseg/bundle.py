@@ -21,8 +21,9 @@ How close the MONAI pipeline is to ``mambaseg predict``:
   non-zero voxels, ``NormalizeIntensityd(nonzero=True, channel_wise=True)``, identical; CT: clip to the
   foreground percentiles and z-score with the dataset statistics, ``ScaleIntensityRanged`` + ``NormalizeIntensityd``
   with fixed values, identical; CT window: ``ScaleIntensityRanged`` to [0, 1], identical), ``Spacingd`` to the
-  plan's target spacing (MONAI's cubic spline resampling; mambaseg uses ``scipy.ndimage.zoom`` with aligned voxel
-  extents, so values differ slightly when the spacing changes, not at all when it does not), the sliding window
+  plan's target spacing (``scale_extent``: voxel extents aligned, the same grid shape and first voxel centre as
+  mambaseg's ``scipy.ndimage.zoom(grid_mode=True)``; MONAI's cubic spline values differ slightly when the spacing
+  changes, not at all when it does not), the sliding window
   with the same tile, overlap, Gaussian blending (sigma 1/8 of the tile) and batch size, then softmax/sigmoid,
   ``Invertd`` (probabilities resampled back; mambaseg resamples the label map instead), argmax/threshold and
   ``SaveImaged`` (``<case>_seg.nii.gz``, uint8).
@@ -201,7 +202,7 @@ def _differences(s: dict) -> list[str]:
     """Where the bundle's MONAI pipeline departs from ``mambaseg predict`` for this model."""
     out = []
     if s["spatial_dims"] == 3:
-        out.append("resampling to the target spacing uses MONAI's `Spacingd` (cubic spline) instead of "
+        out.append("resampling to the target spacing uses MONAI's `Spacingd` (cubic spline, same grid) instead of "
                    "`scipy.ndimage.zoom` with aligned voxel extents: identical when the input already has the "
                    "target spacing, slightly different values otherwise")
         out.append("probabilities are resampled back to the input grid before argmax/threshold (`Invertd`); "
@@ -267,7 +268,8 @@ def _preprocessing(s: dict) -> list[dict]:
     else:
         raise ValueError(f"plan normalisation scheme {schemes[0]!r} has no MONAI equivalent in the bundle.")
     steps.append({"_target_": "Spacingd", "keys": "image", "pixdim": [float(v) for v in plan["target_spacing"]],
-                  "mode": int(plan.get("image_order", 3)), "padding_mode": "nearest"})
+                  "mode": int(plan.get("image_order", 3)), "padding_mode": "nearest", "scale_extent": True,
+                  "align_corners": True})
     steps.append({"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"})
     return steps
 
