@@ -287,3 +287,29 @@ def test_bundle_resampling_grid_matches_ours(tmp_path):
     np.testing.assert_allclose(np.asarray(got.affine)[:3, 3], ours[:3, 3], atol=1e-4)
     np.testing.assert_allclose(np.abs(np.diag(np.asarray(got.affine))[:3]), np.abs(np.diag(ours)[:3]), rtol=0.05)
     assert np.corrcoef(np.asarray(got).ravel(), ref.ravel())[0, 1] > 0.98
+
+
+def test_bundle_run_3d_channel_files(tmp_path):
+    """A 2-modality model reads nnU-Net channel files ``CASE_0000`` / ``CASE_0001`` as one case (stacked as
+    channels in that order) and segments it like mambaseg predict."""
+    torch.manual_seed(0)
+    net = build_model("dm_segnet_tiny", in_channels=2)
+    plan = dict(MR_PLAN, modality=["MR", "MR"], normalization=[{"scheme": "zscore_nonzero"}] * 2)
+    ckpt = tmp_path / "c.pt"
+    save_checkpoint({"model_name": "dm_segnet_tiny", "model_kwargs": {"in_channels": 2},
+                     "state_dict": net.state_dict(), "config": {"infer": {"overlap": 0.25}},
+                     "data": {"spatial_dims": 3, "plan": plan, "channel_names": ["T1", "T2"]}}, ckpt)
+    bundle = Path(export_bundle(ckpt, tmp_path / "b")["path"])
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["inputs"]["image"]["channel_def"] == {"0": "T1", "1": "T2"}
+    data = tmp_path / "data"
+    data.mkdir()
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])
+    nib.save(nib.Nifti1Image(_volume(0), affine), data / "case1_0000.nii.gz")
+    nib.save(nib.Nifti1Image(_volume(1) * 0.5, affine), data / "case1_0001.nii.gz")
+    _run_bundle(bundle, data, tmp_path / "monai")
+    predict(ckpt, data, tmp_path / "ours", progress=False)
+    got = np.asarray(nib.load(tmp_path / "monai" / "case1_0000_seg.nii.gz").dataobj)
+    ref = np.asarray(nib.load(tmp_path / "ours" / "case1.nii.gz").dataobj)
+    assert got.shape == ref.shape and set(np.unique(ref)) == {0, 1}
+    assert (got == ref).mean() >= 0.999
