@@ -11,7 +11,7 @@ from ..data.case_store import LazyCase
 from ..data.io import DataError
 from ..data.layouts3d import Case3D, channel_modalities, list_cases3d, load_case3d
 from ..data.nifti import check_label_values, check_resample_size, volume_header
-from ..data.preprocess import PreprocessCache, fingerprint, plan
+from ..data.preprocess import PreprocessCache, cached_fingerprint, plan
 
 __all__ = ["load_dataset_3d"]
 
@@ -38,7 +38,8 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     by_id = {c.case_id: c for c in records}
     train_ids, val_ids = split_ids(list(by_id), cfg.val_fraction, seed)
     logger.info("3D dataset %s: %d training / %d validation cases (seed %d)", root, len(train_ids), len(val_ids), seed)
-    fp = fingerprint([by_id[i] for i in train_ids])
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir or Path(".")) / "cache"
+    fp = cached_fingerprint([by_id[i] for i in train_ids], cache_dir)  # reads every case only once per dataset
     modality = channel_modalities(records[0].channel_names, cfg.modality, cfg.layout)  # auto: from dataset.json
     the_plan = plan(fp, modality=modality, patch_size=list(cfg.patch_size) if cfg.patch_size else None,
                     target_spacing=list(cfg.target_spacing) if cfg.target_spacing else None,
@@ -47,8 +48,7 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
         if head is not None:
             check_resample_size(head["path"], head["shape"], head["affine"], the_plan["target_spacing"],
                                 head["n_channels"])
-    cache = PreprocessCache(Path(cfg.cache_dir) if cfg.cache_dir else (run_dir or Path(".")) / "cache",
-                            compressed=bool(getattr(cfg, "cache_compression", False)))
+    cache = PreprocessCache(cache_dir, compressed=bool(getattr(cfg, "cache_compression", False)))
 
     def load(cid: str, mmap: bool = True) -> LazyCase:
         """The case's cache entry, read on demand (training holds paths, not voxels); validation cases (``mmap``
