@@ -427,8 +427,10 @@ def _readme(model_name: str, s: dict, meta: dict) -> str:
                                                f"`CASE_{s['in_channels'] - 1:04d}.nii.gz`)"
                                                if s["in_channels"] > 1 else "")) if sdims == 3 else \
         "images `data/*.png` (`--input_ext .jpg` etc. for other formats Pillow reads)"
-    out = "`eval/<case>_seg.nii.gz` (uint8 labels on the input's grid)" if sdims == 3 else \
-        ("`eval/<image>_seg.png` (0/255)" if s["out_channels"] == 1 else "`eval/<image>_seg.png` (label values)")
+    if sdims == 3:
+        out = f"`eval/<case>{'_0000' if s['in_channels'] > 1 else ''}_seg.nii.gz` (uint8 labels on the input's grid)"
+    else:
+        out = f"`eval/<image>_seg.png` ({'0/255' if s['out_channels'] == 1 else 'label values'})"
     diffs = _differences(s)
     lines = [
         f"# mambaseg {model_name} (MONAI bundle)", "",
