@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 
 from .config import Config, config_to_dict, load_config
+from .utils.atomic import atomic_path, atomic_write_text
 
 __all__ = [
     "PRIMARY_METRIC",
@@ -486,7 +487,7 @@ def _append_segment(run_dir: Path, segment: dict) -> None:
     """Record one training subprocess (exit code, wall time, peak RSS) in ``benchmark_train.json``."""
     path = run_dir / "benchmark_train.json"
     segments = (_read_json(path) or {}).get("segments", [])
-    path.write_text(json.dumps({"segments": [*segments, segment]}, indent=2))
+    atomic_write_text(path, json.dumps({"segments": [*segments, segment]}, indent=2))
 
 
 def _training_record(spec: RunSpec) -> dict:
@@ -648,9 +649,9 @@ def _evaluate_all(plan: BenchmarkPlan, states: dict, proc: dict, log: Callable[[
             record = _training_record(spec)
             log(f"{spec.name}: predicting and evaluating {plan.test.images}")
             result = _evaluate_run(spec, plan.test)
-            (spec.run_dir / DONE_MARKER).write_text(json.dumps({"record": record, "test": plan.test.to_dict(),
-                                                                "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
-                                                               indent=2, default=float))
+            atomic_write_text(spec.run_dir / DONE_MARKER, json.dumps(
+                {"record": record, "test": plan.test.to_dict(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")},
+                indent=2, default=float))
         records.append(record)
         for case, metric, value in case_metrics(result):
             rows.append({"model": spec.label, "seed": spec.seed, "case": case, "metric": metric, "value": value})
@@ -683,11 +684,7 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
         records, rows, failed = _evaluate_all(plan, states, proc, log)
     finally:
         torch.set_num_threads(threads_before)
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["model", "seed", "case", "metric", "value"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "value": repr(float(r["value"]))})
+    write_results_csv(out / "results.csv", rows)
     stats = summarize(rows, plan.labels, n_boot=n_boot)
     for label in plan.labels:
         recs = [r for r in records if r["model"] == label]
@@ -714,7 +711,7 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
         "checkpoint": "checkpoint_best.pt of each run (best validation Dice, chosen by train on its validation split)",
         "comparisons": stats["comparisons"], "runs": records, "failed": failed, "warnings": plan.warnings,
     }
-    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=2))
     from .benchmark_html import write_html
 
     write_html(summary, rows, plan, out / "index.html")
@@ -723,6 +720,17 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
     if failed:
         raise BenchmarkError(f"{len(failed)} run(s) failed: {'; '.join(failed)}; rerun the same command to resume.")
     return summary
+
+
+def write_results_csv(path: Path, rows: list[dict]) -> Path:
+    """``results.csv`` (model, seed, case, metric, value), written to a temporary name and renamed: complete or
+    absent under its name."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["model", "seed", "case", "metric", "value"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "value": repr(float(r["value"]))})
+    return Path(path)
 
 
 def _json_safe(obj):

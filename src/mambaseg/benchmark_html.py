@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .report import CSS, JS, _table
+from .utils.atomic import atomic_write_text
 
 __all__ = ["render_html", "write_html"]
 
@@ -183,5 +184,5 @@ def render_html(summary: dict, rows: list[dict]) -> str:
 def write_html(summary: dict, rows: list[dict], plan, path: Path) -> Path:
     """Write ``index.html``."""
     path = Path(path)
-    path.write_text(render_html(summary, rows), encoding="utf-8")
+    atomic_write_text(path, render_html(summary, rows))  # complete or absent under its name
     return path

@@ -25,20 +25,25 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from .engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
-from .utils.atomic import set_default_mode
+from .engine.checkpoint import (
+    CheckpointError,
+    check_fields,
+    load_checkpoint,
+    model_from_checkpoint,
+    resolve_checkpoint_path,
+)
+from .utils.atomic import atomic_path
 from .utils.optional import require
 
-__all__ = ["export_onnx", "onnx_predictor", "read_onnx_metadata", "is_mamba_model", "default_export_size",
-           "META_KEY", "OPSET"]
+__all__ = ["META_KEY", "OPSET", "check_onnx_metadata", "default_export_size", "export_onnx", "is_mamba_model",
+           "onnx_predictor", "read_onnx_metadata"]
 
 logger = logging.getLogger(__name__)
 META_KEY = "mambaseg"
@@ -218,11 +223,9 @@ def export_onnx(model: str | Path, out: str | Path, size: Sequence[int] | None =
     variants = [(True, False, [x2]), (False, False, [x1])]
     if not mamba:
         variants.insert(0, (True, True, [x2, x3]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # written to a hidden temporary name next to ``out`` and renamed once complete (mambaseg.utils.atomic): a kill
+    # or a full disk never leaves a partial .onnx under the final name
+    with atomic_path(out) as tmp:
         chosen = None
         for dyn_batch, dyn_spatial, inputs in variants:
             _export_once(net, x1, tmp, dyn_batch, dyn_spatial)
@@ -246,11 +249,6 @@ def export_onnx(model: str | Path, out: str | Path, size: Sequence[int] | None =
         proto = onnx.load(str(tmp))
         onnx.helper.set_model_props(proto, {META_KEY: json.dumps(meta)})
         onnx.save(proto, str(tmp))
-        set_default_mode(tmp)  # mkstemp made it 0600
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     logger.info("exported %s to %s (fixed size %s, dynamic batch %s, max abs diff %.2g)", ckpt["model_name"], out,
                 meta["fixed_size"], dyn_batch, diff)
     return dict(meta, path=str(out))
@@ -270,7 +268,50 @@ def read_onnx_metadata(path: str | Path) -> dict:
     if META_KEY not in props:
         raise ValueError(f"{path}: not a mambaseg export (no '{META_KEY}' metadata property); export models with "
                          f"`mambaseg export`.")
-    return json.loads(props[META_KEY])
+    try:
+        meta = json.loads(props[META_KEY])
+    except ValueError as e:
+        raise ValueError(f"{path}: the '{META_KEY}' metadata property is not valid JSON ({e}).") from None
+    check_onnx_metadata(meta, path)
+    return meta
+
+
+def _bad(path, key: str, expected: str, value) -> CheckpointError:
+    text = repr(value)
+    return CheckpointError(f"{path}: ONNX metadata key '{key}' must be {expected}, got "
+                           f"{text if len(text) <= 60 else text[:57] + '...'}.")
+
+
+def check_onnx_metadata(meta, path) -> None:
+    """Check an export's ``mambaseg`` metadata before it is used: a JSON object with ``model_name``, ``in_channels``
+    (positive int), ``spatial_dims`` (2 or 3), ``fixed_size`` (null or ``spatial_dims`` positive ints),
+    ``dynamic_batch`` (bool, optional), and ``config``/``data``/``model_kwargs`` of the types a checkpoint holds.
+
+    Raises:
+        CheckpointError (a ValueError): one line naming the file and the key.
+    """
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the '{META_KEY}' ONNX metadata must be a JSON object, got "
+                              f"{type(meta).__name__}.")
+    for key in ("model_name", "in_channels", "spatial_dims"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: ONNX metadata key '{key}' is missing (re-export the model with "
+                                  f"`mambaseg export`).")
+    ok_int = (lambda v: isinstance(v, int) and not isinstance(v, bool))
+    if not (ok_int(meta["in_channels"]) and meta["in_channels"] >= 1):
+        raise _bad(path, "in_channels", "a positive integer", meta["in_channels"])
+    if not (ok_int(meta["spatial_dims"]) and meta["spatial_dims"] in (2, 3)):
+        raise _bad(path, "spatial_dims", "2 or 3", meta["spatial_dims"])
+    fixed = meta.get("fixed_size")
+    if fixed is not None and not (isinstance(fixed, list) and len(fixed) == meta["spatial_dims"]
+                                  and all(ok_int(s) and s > 0 for s in fixed)):
+        raise _bad(path, "fixed_size", f"null or {meta['spatial_dims']} positive integers", fixed)
+    if "dynamic_batch" in meta and not isinstance(meta["dynamic_batch"], bool):
+        raise _bad(path, "dynamic_batch", "true or false", meta["dynamic_batch"])
+    out_ch = meta.get("out_channels")
+    if out_ch is not None and not (ok_int(out_ch) and out_ch >= 1):
+        raise _bad(path, "out_channels", "null or a positive integer", out_ch)
+    check_fields(meta, path, what="ONNX metadata key")  # model_name, config, data, model_kwargs as in checkpoints
 
 
 def onnx_predictor(path: str | Path, threads: int | None = None

@@ -32,6 +32,7 @@ import yaml
 from .config import ConfigError, safe_yaml
 from .data.io import OVERLAY_COLOURS
 from .report_overlays import _fig_uri, _plt, overlay_2d, overlay_2d_full, overlay_3d
+from .utils.atomic import atomic_write_text
 
 __all__ = ["PAPER_3D", "PAPER_DRIVE", "Cell", "collect_report", "render_html", "summary_stats", "write_report"]
 
@@ -598,5 +599,5 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out else Path(info["path"]) / "report.html"
     page = render_html(info)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    atomic_write_text(out, page)  # complete or absent under its name (an earlier report stays until replaced)
     return out

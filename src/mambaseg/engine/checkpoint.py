@@ -8,6 +8,7 @@ provenance. A file carrying a pickled object is refused before anything in it ru
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import tempfile
@@ -18,7 +19,18 @@ import torch
 
 from ..models import build_model
 
-__all__ = ["CheckpointError", "resolve_checkpoint_path", "to_plain", "save_checkpoint", "slim_checkpoint", "load_checkpoint", "model_from_checkpoint", "CHECKPOINT_VERSION"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "check_fields",
+    "check_finite_weights",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "resolve_checkpoint_path",
+    "save_checkpoint",
+    "slim_checkpoint",
+    "to_plain",
+]
 
 CHECKPOINT_VERSION = 1
 
@@ -98,7 +110,119 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0][:160]}).") from None
     if not isinstance(ckpt, dict) or "model_name" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a mambaseg checkpoint (expected keys model_name, state_dict).")
+    check_fields(ckpt, path)
     return ckpt
+
+
+# ------------------------------------------------------------------------------ fields read by predict / export
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _ints(lengths: tuple[int, ...]):
+    return lambda v: isinstance(v, (list, tuple)) and len(v) in lengths and all(_is_int(x) and x > 0 for x in v)
+
+
+def _mapping_or_none(v) -> bool:
+    return v is None or isinstance(v, dict)
+
+
+_NORM_SCHEMES = ("zscore_nonzero", "ct", "ct_window")
+
+
+def _norm_entries(v) -> bool:
+    if not isinstance(v, (list, tuple)) or not v:
+        return False
+    for e in v:
+        if not isinstance(e, dict) or e.get("scheme") not in _NORM_SCHEMES:
+            return False
+        if e["scheme"] != "zscore_nonzero" and not all(_is_num(e.get(k)) for k in ("lower", "upper")):
+            return False
+        if e["scheme"] == "ct" and not (_is_num(e.get("mean")) and _is_num(e.get("std")) and e["std"] > 0):
+            return False
+    return True
+
+
+# dotted key -> (check, what is expected); a key that is absent is not checked (defaults apply), None counts as absent
+# for the optional values. These are the values predict, predict3d and export read from a checkpoint or ONNX file.
+_FIELDS: dict[str, tuple] = {
+    "model_name": (lambda v: isinstance(v, str) and bool(v.strip()), "a model name (string)"),
+    "model_kwargs": (_mapping_or_none, "a mapping"),
+    "model_kwargs.in_channels": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "model_kwargs.out_channels": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "config": (_mapping_or_none, "a mapping (the resolved training config)"),
+    "config.data": (lambda v: isinstance(v, dict), "a mapping"),
+    "config.infer": (lambda v: isinstance(v, dict), "a mapping"),
+    "config.data.patch_size": (lambda v: v is None or _ints((0, 2, 3))(v), "2 or 3 positive integers"),
+    "config.data.fov": (lambda v: isinstance(v, bool), "true or false"),
+    "config.data.fundus_norm": (lambda v: isinstance(v, str), "a string (none, fov_zscore or green_clahe)"),
+    "config.data.num_classes": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    "config.infer.patch_size": (lambda v: v is None or _ints((0, 2, 3))(v), "[] or 2 or 3 positive integers"),
+    "config.infer.overlap": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "config.infer.mode": (lambda v: v in ("gaussian", "constant"), "gaussian or constant"),
+    "config.infer.batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "config.infer.threshold": (lambda v: (isinstance(v, str) and v.strip().lower() == "auto")
+                               or (_is_num(v) and 0 <= v <= 1), "a number in [0, 1] or auto"),
+    "config.infer.tta": (lambda v: isinstance(v, bool), "true or false"),
+    "data": (_mapping_or_none, "a mapping"),
+    "data.spatial_dims": (lambda v: v in (2, 3) and _is_int(v), "2 or 3"),
+    "data.fov_diameter": (lambda v: v is None or (_is_num(v) and v > 0), "a positive number"),
+    "data.threshold": (lambda v: v is None or (_is_num(v) and 0 <= v <= 1), "a number in [0, 1]"),
+    "data.labels": (lambda v: v is None or (isinstance(v, dict) and all(isinstance(k, str) and _is_int(x)
+                                                                         for k, x in v.items())),
+                    "a mapping of class names to integer label values"),
+    "data.plan": (_mapping_or_none, "a mapping (the 3D preprocessing plan)"),
+    "data.plan.patch_size": (_ints((3,)), "3 positive integers"),
+    "data.plan.target_spacing": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3
+                                 and all(_is_num(x) and x > 0 for x in v), "3 positive numbers (mm)"),
+    "data.plan.normalization": (_norm_entries, "a list of {scheme: zscore_nonzero | ct | ct_window, ...} entries"),
+    "data.plan.crop_nonzero": (lambda v: isinstance(v, bool), "true or false"),
+    "data.plan.image_order": (lambda v: _is_int(v) and 0 <= v <= 5, "an integer in [0, 5]"),
+}
+_REQUIRED_IN_PLAN = ("patch_size", "target_spacing", "normalization")
+
+
+def _shown(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_fields(meta: dict, path, what: str = "checkpoint key") -> None:
+    """Check the types and ranges of the values predict/export read from a checkpoint (or an ONNX file's metadata:
+    ``what='ONNX metadata key'``), so an untrusted file gives one line naming it and the key instead of an
+    ``AttributeError``/``KeyError`` deep inside inference.
+
+    Raises:
+        CheckpointError: ``"<path>: <what> 'config.infer' must be a mapping, got 'abc'."``
+    """
+    for key, (ok, expected) in _FIELDS.items():
+        parent, _, leaf = key.rpartition(".")
+        node = meta
+        for part in parent.split(".") if parent else []:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        if not ok(node[leaf]):
+            raise CheckpointError(f"{path}: {what} '{key}' must be {expected}, got {_shown(node[leaf])}.")
+    plan = (meta.get("data") or {}).get("plan")
+    if isinstance(plan, dict):
+        for k in _REQUIRED_IN_PLAN:
+            if k not in plan:
+                raise CheckpointError(f"{path}: {what} 'data.plan.{k}' is missing (the 3D preprocessing plan needs "
+                                      f"{', '.join(_REQUIRED_IN_PLAN)}).")
+
+
+def check_finite_weights(state: dict, path) -> None:
+    """Refuse weights holding NaN/Inf (a diverged training): they would predict garbage without any error."""
+    for key, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            n = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{path}: the weights contain non-finite values (NaN/Inf: {n} in {key!r}); the "
+                                  f"training diverged - use an earlier checkpoint.")
 
 
 def resolve_checkpoint_path(model: str | Path, allow_onnx: bool = True) -> Path:
@@ -149,6 +273,7 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> torch.
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: 'state_dict' must be a mapping of tensors, got {type(state).__name__}.")
     _check_shapes_before_building(ckpt["model_name"], kwargs, state, path)
+    check_finite_weights(state, path)
     try:
         model = build_model(ckpt["model_name"], **dict(kwargs))
     except (ValueError, TypeError) as e:

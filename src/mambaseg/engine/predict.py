@@ -37,12 +37,15 @@ class Predictor:
 
     def __init__(self, run, ckpt: dict, source: Path, device: torch.device):
         self.run = run  # callable (n, C, *S) tensor -> (n, K, *S) logits
+        # fields checked by checkpoint.check_fields (types) when the file was read; absent/None sections are {}
+        ckpt = dict(ckpt, config=ckpt.get("config") or {}, data=ckpt.get("data") or {},
+                    model_kwargs=ckpt.get("model_kwargs") or {})
         self.ckpt = ckpt
         self.source = source
         self.device = device
-        self.config = ckpt.get("config", {})
-        self.in_channels = int(ckpt.get("model_kwargs", {}).get("in_channels", 1))
-        self.spatial_dims = int(ckpt.get("data", {}).get("spatial_dims", 2))
+        self.config = ckpt["config"]
+        self.in_channels = int(ckpt["model_kwargs"].get("in_channels", 1))
+        self.spatial_dims = int(ckpt["data"].get("spatial_dims", 2))
 
 
 def load_predictor(model: str | Path, device: str = "auto") -> Predictor:
@@ -55,8 +58,8 @@ def load_predictor(model: str | Path, device: str = "auto") -> Predictor:
 
         run, ckpt = onnx_predictor(path)
         return Predictor(run, ckpt, path, torch.device("cpu"))
-    ckpt = load_checkpoint(path)
-    net = model_from_checkpoint(ckpt, path).to(dev)
+    ckpt = load_checkpoint(path)  # field types checked (one line naming the file and key)
+    net = model_from_checkpoint(ckpt, path).to(dev)  # weights with NaN/Inf refused
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return net(x.to(dev)).float()
