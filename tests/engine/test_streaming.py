@@ -485,3 +485,70 @@ def test_fingerprint_cached_until_a_source_changes(tmp_path, monkeypatch):
     os.utime(cases[1].images[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a changed file: computed again
     pp.cached_fingerprint(cases, tmp_path / "cache")
     assert len(reads) == 3 and len(list((tmp_path / "cache").glob("fingerprint_*.json"))) == 2
+
+
+DDP_STEP = """
+seed: 3
+model: {name: unet_tiny}
+data: {layout: drive, root: "%s", val_fraction: 0.0, patch_size: [48, 48], fov: false, augment: light}
+loss: {name: ce}
+optim: {name: sgd, lr: 1.0, momentum: 0.0, weight_decay: 0.0, schedule: constant}
+train: {epochs: 1, iters_per_epoch: 2, batch_size: 4, num_threads: 1, grad_clip: 0, num_workers: 1}
+"""
+
+# mambaseg.engine.train.train() with the model computing in float64 (as tests/engine/test_distributed.py does)
+F64 = """
+import sys
+from pathlib import Path
+
+import torch
+
+import mambaseg.engine.train as T
+from mambaseg.config import load_config
+
+build = T.build_model
+
+
+class Float64(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net.double()
+
+    def forward(self, x):
+        return self.net(x.double())
+
+
+T.build_model = lambda name, **kw: Float64(build(name, **kw))
+T.train(load_config(sys.argv[1]), Path(sys.argv[2]), progress=False)
+"""
+
+
+def test_ddp_ranks_with_workers_train_on_their_share(tmp_path):
+    """torchrun with 2 processes, each drawing only its half of the global batch in a DataLoader worker: two float64
+    SGD steps equal those of one process drawing the whole batch (a rank that sliced its half again, or drew the
+    other rank's half, would train on other patches and miss the tolerance by far)."""
+    import subprocess
+    import sys
+
+    from mambaseg.data.synthetic import write_synthetic_drive
+    from mambaseg.engine.checkpoint import load_checkpoint
+
+    data = write_synthetic_drive(tmp_path / "data", n_train=4, n_test=1, size=(64, 72), seed=4)
+    cfg, script = tmp_path / "step.yaml", tmp_path / "f64.py"
+    cfg.write_text(DDP_STEP % data)
+    script.write_text(F64)
+    out = {}
+    for nproc in (1, 2):
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] \
+            if nproc > 1 else [sys.executable]
+        p = subprocess.run(launch + [str(script), str(cfg), str(tmp_path / f"p{nproc}")], capture_output=True,
+                           text=True, timeout=900, check=False)
+        assert p.returncode == 0, p.stderr[-3000:]
+        out[nproc] = load_checkpoint(tmp_path / f"p{nproc}" / "checkpoint_last.pt")
+    single, ddp = out[1], out[2]
+    assert ddp["provenance"]["world_size"] == 2 and ddp["rng"]["sampler"] == {"kind": "patch_stream", "step": 2}
+    for k, w in single["state_dict"].items():
+        assert w.dtype == torch.float64
+        assert torch.allclose(ddp["state_dict"][k], w, rtol=1e-7, atol=1e-8), k
+    assert abs(ddp["history"][0]["train_loss"] - single["history"][0]["train_loss"]) <= \
+        1e-5 * abs(single["history"][0]["train_loss"])
