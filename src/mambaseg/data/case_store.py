@@ -10,7 +10,8 @@ Format 2 (written by :class:`~mambaseg.data.preprocess.PreprocessCache`), per ca
 - compressed (``data.cache_compression: true``): ``<case>.v2.npz`` with the same three arrays, deflated
   (``np.savez_compressed``). Several times smaller on disk for label maps and background-heavy images, but not
   mappable: every patch decompresses the whole case (tens to hundreds of ms for a BraTS case, done in the
-  DataLoader workers when ``train.num_workers > 0``). RAM stays one case per reader either way.
+  DataLoader workers when ``train.num_workers > 0``). RAM stays one case per reader either way. Measured on a 128³
+  phantom (background zero outside the head), 1 thread: 12.0 MB -> 2.7 MB on disk, 1.2 ms -> 24.4 ms per 64³ patch.
 
 ``<case>.json`` (the props of :func:`~mambaseg.data.preprocess.preprocess_case`) is written last and marks a complete
 entry; it records ``cache_format: 2``, the storage (``npy`` | ``npz``) and the label value range, so building a
