@@ -187,7 +187,7 @@ def _all_finite(tensors) -> bool:
 class StepGuard:
     """Undo a training step that went non-finite.
 
-    :meth:`save` copies the weights, floating buffers (e.g. normalisation running statistics, which a forward pass
+    :meth:`save` copies the weights, buffers (e.g. normalisation running statistics, which a forward pass
     updates) and the optimiser's tensor state into buffers allocated once; :meth:`restore` puts them back and drops
     optimiser state created by the failed step, so a skipped step leaves the model and optimiser exactly as before.
     """
@@ -199,7 +199,7 @@ class StepGuard:
         self._extra: dict = {}
 
     def _live(self) -> tuple[list[torch.Tensor], list]:
-        live = list(self.module.parameters()) + [b for b in self.module.buffers() if b.is_floating_point()]
+        live = list(self.module.parameters()) + list(self.module.buffers())  # incl. BN num_batches_tracked
         layout = [("module", i) for i in range(len(live))]
         for p, st in self.opt.state.items():
             for k, v in st.items():
@@ -229,7 +229,7 @@ class StepGuard:
         had_state = {id(p) for p in self._extra}
         for p in [p for p in self.opt.state if id(p) not in had_state]:
             del self.opt.state[p]  # state the failed step created
-        live = list(self.module.parameters()) + [b for b in self.module.buffers() if b.is_floating_point()]
+        live = list(self.module.parameters()) + list(self.module.buffers())
         with torch.no_grad():
             for (where, key), buf in zip(self._layout, self._saved):
                 if where == "module":
