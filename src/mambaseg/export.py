@@ -332,8 +332,9 @@ def onnx_predictor(path: str | Path, threads: int | None = None
             channels or axes, or differs from the fixed export size (the message names the expected size).
     """
     path = Path(path)
-    meta = read_onnx_metadata(path)
+    require("onnx", purpose=f"{path}: reading an ONNX model")  # the missing extra first, then the file's content
     require("onnxruntime", purpose=f"{path}: running an ONNX model")
+    meta = read_onnx_metadata(path)
     try:
         sess = _session(path, threads)
     except Exception as e:  # noqa: BLE001
