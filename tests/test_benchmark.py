@@ -364,3 +364,15 @@ def test_html_without_matplotlib(monkeypatch):
                "checkpoint": "best"}
     page = render_html(summary, rows)
     assert "matplotlib is not installed" in page and "data:image/png" not in page and "<table" in page
+
+
+def test_saved_config_with_modality_mr_matches_auto_outside_nnunet():
+    """Runs saved before data.modality defaulted to auto (they say MR) still resume: auto means MR there."""
+    from mambaseg.benchmark import _comparable
+
+    saved = {"seed": 0, "data": {"layout": "drive", "modality": "MR"}}
+    now = {"seed": 0, "data": {"layout": "drive", "modality": "auto"}}
+    assert _comparable(saved) == _comparable(now)
+    nn = {"seed": 0, "data": {"layout": "nnunet", "modality": "auto"}}
+    assert _comparable(nn) != _comparable({"seed": 0, "data": {"layout": "nnunet", "modality": "MR"}})
+    assert _comparable(dict(saved, seed=1)) != _comparable(now)

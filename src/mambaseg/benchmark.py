@@ -413,6 +413,17 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def _comparable(cfg: dict | None) -> dict | None:
+    """A saved config as compared on rerun: ``data.modality`` ``auto`` (the default since nnU-Net layouts) means MR
+    outside ``layout: nnunet``, so a run saved before the key had that default still matches."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
+        return cfg
+    data = dict(cfg["data"])
+    if str(data.get("modality", "")).lower() in ("auto", "mr") and data.get("layout") != "nnunet":
+        data["modality"] = "MR"
+    return {**cfg, "data": data}
+
+
 def _run_state(spec: RunSpec, test: BenchmarkTestSet) -> tuple[str, str]:
     """('done' | 'evaluate' | 'resume' | 'new', reason)."""
     d = spec.run_dir
@@ -422,7 +433,7 @@ def _run_state(spec: RunSpec, test: BenchmarkTestSet) -> tuple[str, str]:
             old = yaml.safe_load(cfg_file.read_text())
         except (OSError, yaml.YAMLError):
             old = None
-        if old != config_to_dict(spec.cfg):
+        if _comparable(old) != _comparable(config_to_dict(spec.cfg)):
             raise BenchmarkError(f"{d}: this run was started with a different configuration (budget, threads, seed or "
                                  f"config changed); rerun the same command or choose another --out.")
     marker = _read_json(d / DONE_MARKER)
