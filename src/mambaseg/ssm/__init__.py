@@ -64,7 +64,8 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
                   f"selective_scan: backend 'cpu' unavailable ({why}); falling back to 'chunked'.")
         name = "chunked"
     if name == "cuda" and (_cuda_scan is None or device.type != "cuda"):
-        why = "mamba_ssm is not installed" if _cuda_scan is None else f"tensors are on {device.type}"
+        why = ("mamba_ssm is not installed: pip install 'mambaseg[cuda]'" if _cuda_scan is None
+               else f"tensors are on {device.type}")
         _log_once("fallback-" + why, logging.WARNING,
                   f"selective_scan: backend 'cuda' unavailable ({why}); falling back to 'chunked'.")
         name = "chunked"
