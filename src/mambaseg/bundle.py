@@ -50,6 +50,7 @@ import torch
 
 from .engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from .utils.atomic import set_default_mode
+from .utils.jsonable import to_jsonable
 
 __all__ = ["REQUIRED_METADATA_KEYS", "REQUIRED_TENSOR_KEYS", "bundle_inference_config", "bundle_metadata",
            "check_metadata", "export_bundle"]
@@ -87,20 +88,6 @@ args=(sys.stdout,)
 [formatter_fullFormatter]
 format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
 """
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.integer, np.floating, np.bool_)):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -175,19 +162,19 @@ def _model_setup(ckpt: dict, net: torch.nn.Module) -> dict:
     cfg, data = ckpt.get("config") or {}, ckpt.get("data") or {}
     infer, data_cfg = cfg.get("infer") or {}, cfg.get("data") or {}
     sdims = int(data.get("spatial_dims") or model_entry(ckpt["model_name"])[1])
-    kwargs = _jsonable(dict(ckpt.get("model_kwargs") or {}))
+    kwargs = to_jsonable(dict(ckpt.get("model_kwargs") or {}))
     plan = data.get("plan") if sdims == 3 else None
     if sdims == 3 and not plan:
         raise ValueError("checkpoint of a 3D model has no preprocessing plan (data.plan); cannot write the bundle's "
                          "preprocessing.")
     tile = infer.get("patch_size") or ((plan or {}).get("patch_size") if sdims == 3 else data_cfg.get("patch_size"))
-    tile = [int(t) for t in _jsonable(tile or [256, 256])]
+    tile = [int(t) for t in to_jsonable(tile or [256, 256])]
     if sdims == 3:
         threshold = float(infer.get("threshold", 0.5)) if not isinstance(infer.get("threshold"), str) else 0.5
     else:
         threshold = resolve_threshold(cfg, data)
     return {
-        "spatial_dims": sdims, "kwargs": kwargs, "plan": _jsonable(plan) if plan else None, "tile": tile,
+        "spatial_dims": sdims, "kwargs": kwargs, "plan": to_jsonable(plan) if plan else None, "tile": tile,
         "overlap": float(infer.get("overlap", 0.5)), "mode": str(infer.get("mode", "gaussian")),
         "batch_size": int(infer.get("batch_size", 2 if sdims == 3 else 4)), "threshold": float(threshold),
         "in_channels": int(getattr(net, "in_channels", None) or kwargs.get("in_channels", 1)),

@@ -40,6 +40,7 @@ from .engine.checkpoint import (
     resolve_checkpoint_path,
 )
 from .utils.atomic import atomic_path
+from .utils.jsonable import to_jsonable
 from .utils.optional import require
 
 __all__ = ["META_KEY", "OPSET", "check_onnx_metadata", "default_export_size", "export_onnx", "is_mamba_model",
@@ -49,23 +50,6 @@ logger = logging.getLogger(__name__)
 META_KEY = "mambaseg"
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
-
-
-def _jsonable(obj):
-    """Tensors / numpy values / tuples -> plain JSON types (recursively)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.integer, np.floating, np.bool_)):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def is_mamba_model(net: torch.nn.Module) -> bool:
@@ -95,7 +79,7 @@ def default_export_size(ckpt: dict) -> list[int] | None:
         [(cfg.get("data") or {}).get("patch_size")]
     for size in order:
         if size:
-            return [int(s) for s in _jsonable(size)]
+            return [int(s) for s in to_jsonable(size)]
     return None
 
 
@@ -240,8 +224,8 @@ def export_onnx(model: str | Path, out: str | Path, size: Sequence[int] | None =
         dyn_batch, dyn_spatial, diff = chosen
         out_channels = int(kwargs.get("out_channels", 0)) or None
         meta = {
-            "model_name": ckpt["model_name"], "model_kwargs": _jsonable(kwargs),
-            "config": _jsonable(ckpt.get("config") or {}), "data": _jsonable(ckpt.get("data") or {}),
+            "model_name": ckpt["model_name"], "model_kwargs": to_jsonable(kwargs),
+            "config": to_jsonable(ckpt.get("config") or {}), "data": to_jsonable(ckpt.get("data") or {}),
             "fixed_size": None if dyn_spatial else size, "in_channels": in_ch, "out_channels": out_channels,
             "spatial_dims": sdims, "dynamic_batch": dyn_batch, "export_size": size, "opset": OPSET,
             "mamba": mamba, "check_max_abs_diff": diff, "source": str(ckpt_path),

@@ -30,8 +30,9 @@ import logging
 import os
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -42,8 +43,19 @@ from mambaseg.data.layouts3d import Case3D, load_case3d
 from mambaseg.data.nifti import meta_to_json
 from mambaseg.utils.atomic import set_default_mode
 
-__all__ = ["fingerprint", "plan", "plan_hash", "preprocess_case", "invert_prediction", "PreprocessCache",
-           "resample_image", "resample_label", "ras_transform"]
+from ..utils.jsonable import to_jsonable
+
+__all__ = [
+    "PreprocessCache",
+    "fingerprint",
+    "invert_prediction",
+    "plan",
+    "plan_hash",
+    "preprocess_case",
+    "ras_transform",
+    "resample_image",
+    "resample_label",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,18 +119,6 @@ def resample_label(label: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
         out[better] = cls
         best[better] = score[better]
     return out
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 # -------------------------------------------------------------------------------------------------- fingerprint / plan
@@ -189,7 +189,7 @@ def cached_fingerprint(cases: Sequence[Case3D], cache_dir: str | os.PathLike, n_
             logger.warning("fingerprint cache %s unreadable (%s); recomputing", path, err)
     fp = fingerprint(cases, n_samples=n_samples, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda fh: fh.write(json.dumps(_jsonable(fp)).encode()))
+    _atomic_write(path, lambda fh: fh.write(json.dumps(to_jsonable(fp)).encode()))
     return fp
 
 
@@ -254,7 +254,7 @@ def plan(fp: dict[str, Any], modality: str | Sequence[str] = "MR", patch_size: S
 
 def plan_hash(p: dict[str, Any]) -> str:
     """Stable 16-hex-digit hash of a plan (keys sorted)."""
-    return hashlib.sha256(json.dumps(_jsonable(p), sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(to_jsonable(p), sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------------------ preprocessing
@@ -332,7 +332,7 @@ def preprocess_case(case: dict[str, Any], plan: dict[str, Any]) -> tuple[np.ndar
         affine_preprocessed=(affine_ras @ grid).tolist(),
         normalization_stats=norm_stats, plan_hash=plan_hash(plan),
     )
-    props["original_meta"] = _jsonable(meta_to_json(props["original_meta"]))
+    props["original_meta"] = to_jsonable(meta_to_json(props["original_meta"]))
     return image, label, props
 
 
@@ -423,7 +423,7 @@ class PreprocessCache:
         d.mkdir(parents=True, exist_ok=True)
         pj = d / "plan.json"
         if not pj.exists():
-            _atomic_write(pj, lambda fh: fh.write(json.dumps(_jsonable(plan), indent=1).encode()))
+            _atomic_write(pj, lambda fh: fh.write(json.dumps(to_jsonable(plan), indent=1).encode()))
         return d
 
     def entry(self, case: Case3D | dict[str, Any], plan: dict[str, Any]) -> LazyCase:
@@ -465,7 +465,7 @@ class PreprocessCache:
         loaded = load_case3d(case) if isinstance(case, Case3D) else case
         image, label, props = preprocess_case(loaded, plan)
         props["source_signature"] = sig
-        props = write_entry(folder, case_id, image, label, _jsonable(props), self.compressed)
+        props = write_entry(folder, case_id, image, label, to_jsonable(props), self.compressed)
         (folder / f"{case_id}.npz").unlink(missing_ok=True)  # a first-format entry it replaces
         return folder, case_id, props, {"image": image, "label": label}
 
