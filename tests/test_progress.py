@@ -277,3 +277,27 @@ def test_predict_3d_progress_per_case_and_tiles(tmp_path, capsys, monkeypatch):
         total = seq[0][1]
         assert total > 3 and seq[0] == (0, total) and seq[-1] == (total, total)
         assert [d for d, _ in seq] == [min(k * 3, total) for k in range(len(seq))]  # every batch of 3 tiles
+
+
+def test_cpu_budget_clock_counts_process_time_not_wall_time(drive, tmp_path, monkeypatch):
+    import time
+    import types
+
+    import mambaseg.engine.train as engine_train
+
+    calls = []
+
+    def fake_process_time():  # every read: 10 s more CPU time, whatever the wall clock says
+        calls.append(1)
+        return 10.0 * len(calls)
+
+    monkeypatch.setattr(engine_train, "time", types.SimpleNamespace(time=time.time, process_time=fake_process_time))
+    t0 = time.time()
+    summary = engine_train.train(_tiny_cfg(drive, time_limit_min=0.5, budget_clock="cpu"), tmp_path / "cpu",
+                                 progress=False)
+    assert time.time() - t0 < 25  # the budget (30 s) was not spent on the wall clock
+    assert summary["budget_clock"] == "cpu" and calls
+    assert summary["epochs_done"] <= 3 and summary["train_seconds"] >= 30  # the fake CPU clock ended the run
+    monkeypatch.undo()
+    summary = engine_train.train(_tiny_cfg(drive, epochs=3, time_limit_min=0.5), tmp_path / "wall", progress=False)
+    assert summary["budget_clock"] == "wall" and summary["epochs_done"] == 3 and summary["train_seconds"] < 30

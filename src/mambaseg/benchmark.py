@@ -292,11 +292,14 @@ def _budget_overrides(cfg: Config, minutes: float, steps: int) -> list[str]:
 def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str | float | None = None,
                    steps: str | int | None = None, seeds: str = "0", out: str | Path = "",
                    threads: str | int | None = 0, parallel: str | int | None = 1, sets: Sequence[str] = (),
-                   test: BenchmarkTestSet | dict | None = None) -> BenchmarkPlan:
+                   test: BenchmarkTestSet | dict | None = None, budget_clock: str = "wall") -> BenchmarkPlan:
     """Check every input and build the list of runs (nothing is trained or written).
 
     ``test`` is a :class:`BenchmarkTestSet` or the keyword arguments of :func:`resolve_test_set` (checked after the
-    configs, budget and seeds)."""
+    configs, budget and seeds). ``budget_clock`` is what a minutes budget counts: ``wall`` (elapsed time) or ``cpu``
+    (each run's CPU time, which other work on the machine does not shrink)."""
+    if budget_clock not in ("wall", "cpu"):
+        raise BenchmarkError(f"--budget-clock: expected wall or cpu, got {budget_clock!r}.")
     if not configs:
         raise BenchmarkError("no training config given (expected one or more YAML files, e.g. "
                              "configs/drive/unet_cpu.yaml).")
@@ -352,7 +355,7 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
         for seed in seed_list:
             pre = load_config(path, extra + list(sets))
             over = [*extra, *sets, f"seed={seed}", *_budget_overrides(pre, minutes, n_steps),
-                    f"train.num_threads={thr}"]
+                    f"train.num_threads={thr}", f"train.budget_clock={budget_clock}"]
             cfg = load_config(path, over)
             if cfg.data.layout == "synthetic_drive":
                 raise BenchmarkError(f"{path}: data.layout 'synthetic_drive' generates its data inside each run; "
@@ -390,7 +393,8 @@ def train_env(threads: int, base: dict | None = None) -> dict:
 
 def format_plan(plan: BenchmarkPlan) -> str:
     """A human-readable plan: budget, runs and their command lines."""
-    budget = " and ".join(x for x in (f"{plan.budget_minutes:g} min" if plan.budget_minutes else "",
+    clock = plan.runs[0].cfg.train.budget_clock if plan.runs else "wall"
+    budget = " and ".join(x for x in (f"{plan.budget_minutes:g} min ({clock} clock)" if plan.budget_minutes else "",
                                        f"{plan.steps} steps" if plan.steps else "") if x)
     lines = [(f"benchmark: {len(plan.labels)} model(s) x {len(plan.seeds)} seed(s) = {len(plan.runs)} run(s); budget "
              f"{budget} per run; {plan.threads} thread(s) per run, {plan.parallel} run(s) side by side"),
@@ -415,13 +419,17 @@ def _read_json(path: Path) -> dict | None:
 
 def _comparable(cfg: dict | None) -> dict | None:
     """A saved config as compared on rerun: ``data.modality`` ``auto`` (the default since nnU-Net layouts) means MR
-    outside ``layout: nnunet``, so a run saved before the key had that default still matches."""
+    outside ``layout: nnunet``, and a run saved before ``train.budget_clock`` existed counted wall time, so runs saved
+    before those keys had their defaults still match."""
     if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict):
         return cfg
     data = dict(cfg["data"])
     if str(data.get("modality", "")).lower() in ("auto", "mr") and data.get("layout") != "nnunet":
         data["modality"] = "MR"
-    return {**cfg, "data": data}
+    out = {**cfg, "data": data}
+    if isinstance(cfg.get("train"), dict):
+        out["train"] = {"budget_clock": "wall", **cfg["train"]}
+    return out
 
 
 def _run_state(spec: RunSpec, test: BenchmarkTestSet) -> tuple[str, str]:
@@ -709,7 +717,8 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
         })
     summary = {
         "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "budget": {"minutes": plan.budget_minutes or None, "steps": plan.steps or None},
+        "budget": {"minutes": plan.budget_minutes or None, "steps": plan.steps or None,
+                   "clock": plan.runs[0].cfg.train.budget_clock if plan.runs else "wall"},
         "threads_per_run": plan.threads, "parallel": plan.parallel, "seeds": plan.seeds, "models": stats["models"],
         "test": plan.test.to_dict(), "primary_metric": PRIMARY_METRIC, "metrics": stats["metrics"],
         "statistics": {"over_cases": "each case's value is first averaged over seeds; mean, SD (ddof 1), median and a "

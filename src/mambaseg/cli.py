@@ -155,7 +155,7 @@ def _cmd_benchmark(args) -> int:
 
     test = {"test": args.test, "images": args.test_images, "labels": args.test_labels, "mask": args.test_mask}
     plan = plan_benchmark(args.configs, args.models, args.budget_minutes, args.steps, args.seeds, args.out,
-                          args.threads, args.parallel, args.set, test)
+                          args.threads, args.parallel, args.set, test, args.budget_clock)
     if args.dry_run:
         print(format_plan(plan))
         return 0
@@ -224,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="equal-budget benchmark: train models x seeds, test, statistics, HTML")
     p.add_argument("configs", nargs="*", help="training config YAML file(s), one per model")
     p.add_argument("--models", default="", help="comma-separated model names replacing the model of one config")
-    p.add_argument("--budget-minutes", default=None, help="wall-clock training budget per run (train.time_limit_min)")
+    p.add_argument("--budget-minutes", default=None, help="training budget per run in minutes (train.time_limit_min)")
+    p.add_argument("--budget-clock", default="wall", choices=("wall", "cpu"),
+                   help="what --budget-minutes counts: wall (elapsed) or cpu (each run's CPU time, all its threads; "
+                        "not shrunk by other work on the machine)")
     p.add_argument("--steps", default=None, help="training-step budget per run (rounded up to whole epochs)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1")
     p.add_argument("--test", default="", help="test folder (DRIVE split, MSD imagesTs/labelsTs, or images/labels)")

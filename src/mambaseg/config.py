@@ -99,6 +99,9 @@ class TrainCfg:
     deterministic: bool = False
     num_threads: int = 0  # 0 = torch default
     time_limit_min: float = 0.0  # stop (and finish cleanly) after this many minutes; 0 = no limit
+    # what time_limit_min counts: wall (elapsed time) or cpu (this process's CPU time, all its threads: an equal
+    # compute budget that a busy machine does not shrink; DataLoader workers' time is not counted)
+    budget_clock: str = "wall"
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops with an error
     device: str = "auto"
     num_workers: int = 0  # 0 = batches drawn in the training process; N = DataLoader worker processes (engine.stream)
@@ -295,6 +298,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.grad_clip": (lambda v: v >= 0, "a number >= 0 (0 or null = no clipping)"),
     "train.num_threads": (lambda v: v >= 0, "an integer >= 0 (0 = torch default)"),
     "train.time_limit_min": (lambda v: v >= 0, "a number >= 0 (0 = no limit)"),
+    "train.budget_clock": (lambda v: v in ("wall", "cpu"), "wall or cpu (what train.time_limit_min counts)"),
     "train.max_bad_steps": (lambda v: v >= 1, "an integer >= 1"),
     "train.num_workers": (lambda v: 0 <= v <= 256, "an integer in [0, 256] (0 = no worker processes)"),
     "train.device": (lambda v: _parse_device(v) is not None, "auto, cpu, cuda, cuda:N or mps"),

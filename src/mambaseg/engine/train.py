@@ -324,11 +324,13 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
     n_params = sum(p.numel() for p in model.parameters())
     opt = build_optimizer(model, cfg.optim)
     total_iters = cfg.train.epochs * cfg.train.iters_per_epoch
-    clock = {"start": time.time(), "offset": 0.0}
+    # the budget's clock: elapsed time, or this process's CPU time (train.budget_clock cpu)
+    now = time.process_time if cfg.train.budget_clock == "cpu" else time.time
+    clock = {"start": now(), "offset": 0.0}
     limit_s = 60 * cfg.train.time_limit_min
 
     def budget_fraction() -> float:
-        return (time.time() - clock["start"] + clock["offset"]) / limit_s
+        return (now() - clock["start"] + clock["offset"]) / limit_s
 
     sched = build_scheduler(opt, cfg.optim, total_iters, budget_fraction if limit_s else None)
     loss_fn = SegLoss(kwargs["out_channels"], cfg.loss.name, cfg.loss.dice_weight, cfg.loss.ce_weight,
@@ -379,15 +381,16 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
             "data": data_info, "provenance": prov, "train_seconds": elapsed,
         }
 
-    t_start = time.time() - elapsed0
-    clock["start"] = time.time()
+    t_start = now() - elapsed0
+    wall_start = time.time()
+    clock["start"] = now()
     bad_streak, metrics = 0, {}
     guard = StepGuard(net, opt)
     check_grads = not scaler.is_enabled()  # fp16 GradScaler skips steps with non-finite gradients itself
     bad_words = {"loss": "losses", "gradients": "gradients", "weights": "weight updates"}
     epoch = start_epoch - 1
     # time budget (train.time_limit_min) or epochs, the step within the epoch, validation cases and tiles
-    status = TrainProgress(line, cfg.train.epochs, cfg.train.iters_per_epoch, limit_s, t_start, start_epoch)
+    status = TrainProgress(line, cfg.train.epochs, cfg.train.iters_per_epoch, limit_s, t_start, start_epoch, now)
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
         losses, skipped = [], 0
@@ -435,7 +438,7 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
             sched.step()
             losses.append(ctx.mean(loss.item()))
             status.step(epoch, step_no, float(np.mean(losses)))
-        elapsed = time.time() - t_start
+        elapsed = now() - t_start
         out_of_time = ctx.broadcast(bool(cfg.train.time_limit_min and elapsed > 60 * cfg.train.time_limit_min))
         last_epoch = epoch == cfg.train.epochs - 1 or out_of_time
         metrics = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -477,7 +480,8 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
             logger.warning("no epoch had a finite validation Dice; checkpoint_best.pt is the last epoch's model")
             save_checkpoint(last_ck, best_path)
     summary = {"run_dir": str(run_dir), "epochs_done": epoch + 1, "best_val_dice": best, "last": metrics,
-               "train_seconds": round(time.time() - t_start, 1), "parameters": n_params,
+               "train_seconds": round(now() - t_start, 1), "budget_clock": cfg.train.budget_clock,
+               "wall_seconds_this_process": round(time.time() - wall_start, 1), "parameters": n_params,
                "checkpoint_best": str(best_path), "checkpoint_last": str(last_path)}
     if ctx.main:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
