@@ -16,7 +16,8 @@ nothing is resampled) is written as NIfTI to a temporary folder. Each measuremen
 Peak RSS is ``ru_maxrss`` of the measuring process (after the imports and after the batches) and, for workers, the
 largest worker's. Then (``--model``, not for ``in_ram``) ``--batches`` training steps of that model (Adam, Dice+CE,
 this process's threads) on the same batch source give training steps/s: with workers the next batches are drawn
-while the model trains. Results with the command, the machine and the versions go to ``benchmarks/results/data_scaling.json``.
+while the model trains. Results with the command, the machine and the versions go to
+``benchmarks/results/data_scaling.json``.
 """
 
 from __future__ import annotations

@@ -26,14 +26,16 @@ def main(root: Path) -> None:
         prov = json.loads((run / "provenance.json").read_text())
         result = json.loads(ev.read_text())
         rows.append({
-            "model": name, "variant": f"{name.split('_5min')[0]}_cpu" + (" (5 min)" if name.endswith("5min") else ""), "parameters": summary["parameters"],
+            "model": name, "variant": f"{name.split('_5min')[0]}_cpu" + (" (5 min)" if name.endswith("5min") else ""),
+            "parameters": summary["parameters"],
             "per_class": {c: {k: m[k] for k in ("Dice", "IoU", "HD95")} for c, m in result["mean"].items()},
             "mean": {k: result["foreground_mean"][k] for k in ("Dice", "IoU", "HD95")},
             "n_cases": result["n_cases"], "empty_policy": result["empty_policy"],
             "train_seconds": summary["train_seconds"], "epochs": summary["epochs_done"],
             "best_val_dice_during_training": summary["best_val_dice"], "seed": prov["seed"],
             "commit": prov["git_commit"], "scan_backend": prov["scan_backend"],
-            "config": f"configs/hippocampus/{name.split('_5min')[0]}_cpu.yaml", "config_resolved": (run / "config.yaml").read_text(),
+            "config": f"configs/hippocampus/{name.split('_5min')[0]}_cpu.yaml",
+            "config_resolved": (run / "config.yaml").read_text(),
         })
     out = Path("benchmarks/results")
     out.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     for m in args.model:
         r = bench_one(m, args.threads, args.warmup, args.repeats, args.size)
         results.append(r)
-        print(f"{r['model_name']:24s} tile {'x'.join(map(str, r['tile'])):>12s}  PyTorch {r['torch_seconds']*1e3:9.1f} ms"
+        tile = "x".join(map(str, r["tile"]))
+        print(f"{r['model_name']:24s} tile {tile:>12s}  PyTorch {r['torch_seconds']*1e3:9.1f} ms"
               f"  onnxruntime {r['onnx_seconds']*1e3:9.1f} ms  ratio PyTorch/ONNX {r['torch_over_onnx']:.2f}"
               f"  (max abs diff {r['max_abs_diff']:.1e})", flush=True)
     report = {

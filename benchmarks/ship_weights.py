@@ -42,7 +42,8 @@ def main(drive_run: Path, hippo_run: Path) -> None:
              "and are rebuilt through the model registry. Use them by name, `mambaseg predict --model "
              "akmamba_net_drive -i INPUT -o OUT` (or `--model weights/<file>.pt`); `mambaseg models` lists them with "
              "their SHA-256, which is checked before loading (manifest: `src/mambaseg/shipped_models.json`, "
-             "rewritten by `benchmarks/ship_weights.py`). A wheel carries them as package data; `MAMBASEG_WEIGHTS=DIR` is looked "
+             "rewritten by `benchmarks/ship_weights.py`). A wheel carries them as package data; "
+             "`MAMBASEG_WEIGHTS=DIR` is looked "
              "up first.", ""]
     if (drive_run / "checkpoint_best.pt").is_file():
         ev = _eval(drive_run, "test_eval").get("mean", {})
@@ -58,7 +59,8 @@ def main(drive_run: Path, hippo_run: Path) -> None:
             "- Data: DRIVE training set (`../shared/data/DRIVE/training`, 20 images; 17 used for training, 3 for "
             "validation, split seeded), FOV masks restrict loss and metrics.",
             f"- Recipe: `configs/drive/akmamba_net_cpu.yaml` (Adam, lr 2e-3 cosine under a time budget, weight decay "
-            f"1e-4, batch 8 of 128x128 patches, flips/rotations/scaling/intensity augmentation), seed {ck['config']['seed']}, "
+            "1e-4, batch 8 of 128x128 patches, flips/rotations/scaling/intensity augmentation), "
+            f"seed {ck['config']['seed']}, "
             f"{s['train_seconds'] / 60:.1f} min on 2 CPU cores ({s['epochs_done']} epochs x 20 iterations), "
             f"commit {ck['provenance']['git_commit']}.",
             "- Made by: `bash benchmarks/drive_train.sh akmamba_net:12` then "
@@ -89,7 +91,8 @@ def main(drive_run: Path, hippo_run: Path) -> None:
             f"batch 2 of {ck['data']['plan']['patch_size']} patches), seed {ck['config']['seed']}, "
             f"{s['train_seconds'] / 60:.1f} min on 2 CPU cores ({s['epochs_done']} epochs), "
             f"commit {ck['provenance']['git_commit']}.",
-            "- Made by: `bash benchmarks/hippocampus_train.sh dm_segnet:10` then `python benchmarks/ship_weights.py ...`.",
+            "- Made by: `bash benchmarks/hippocampus_train.sh dm_segnet:10` then "
+            "`python benchmarks/ship_weights.py ...`.",
             "- Held-out validation cases (predicted in the original geometry, `mambaseg evaluate`, policy nan): "
             + "; ".join(f"{c}: Dice {m['Dice']:.4f}, HD95 {m['HD95']:.2f} mm" for c, m in per.items()) + ".", ""]
     (OUT / "README.md").write_text("\n".join(lines))

@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mambaseg.metrics.volumetric import (BRATS_HD95_PENALTY, binary_metrics, case_metrics, evaluate_cases,
-                                         hausdorff_distance, write_metrics_csv, write_summary_json)
+from mambaseg.metrics.volumetric import (
+    BRATS_HD95_PENALTY,
+    binary_metrics,
+    case_metrics,
+    evaluate_cases,
+    hausdorff_distance,
+    write_metrics_csv,
+    write_summary_json,
+)
 
 SPACING = (0.5, 0.7, 2.5)
 

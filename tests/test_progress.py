@@ -143,7 +143,8 @@ def test_item_progress_text():
     assert "~0:16 left" in last  # 1.5 of 4 cases in 10 s
 
 
-@pytest.mark.parametrize("shape,tile,batch", [((40, 33), (16, 16), 3), ((20, 20, 20), (8, 8, 8), 4), ((5, 5), (8, 8), 2)])
+@pytest.mark.parametrize("shape,tile,batch",
+                         [((40, 33), (16, 16), 3), ((20, 20, 20), (8, 8, 8), 4), ((5, 5), (8, 8), 2)])
 def test_sliding_window_callback_totals(shape, tile, batch):
     calls = []
     image = torch.rand((1,) + shape)

@@ -82,7 +82,8 @@ def test_installed_wheel_works_from_an_empty_folder(wheel, tmp_path):
     target = fresh_site
     blocked = tmp_path / "blocked"  # onnx made unimportable, as if not installed
     (blocked / "onnx").mkdir(parents=True)
-    (blocked / "onnx" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'onnx'\", name='onnx')\n")
+    (blocked / "onnx" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'onnx'\", name='onnx')\n")
     empty = tmp_path / "empty"
     empty.mkdir()
     env = dict(os.environ, PYTHONPATH=str(blocked), OMP_NUM_THREADS="1")

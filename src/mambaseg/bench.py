@@ -316,7 +316,8 @@ def run_models2d_bench(threads: int = 2, out: Path | None = None, command: str =
 
         shipped = model_from_checkpoint(load_checkpoint(weights), weights).eval()
     img = torch.randn(1, 3, 584, 565)
-    infer_nets = {"unet_cpu": nets["unet_cpu"].eval(), "akmamba_net_cpu": shipped if shipped is not None else nets["akmamba_net_cpu"].eval()}
+    infer_nets = {"unet_cpu": nets["unet_cpu"].eval(),
+                  "akmamba_net_cpu": shipped if shipped is not None else nets["akmamba_net_cpu"].eval()}
     infer_nets[ref] = infer_nets["akmamba_net_cpu"]
     with torch.no_grad():
         fns = {name: (lambda m=m: m(img)) for name, m in infer_nets.items()}
@@ -342,7 +343,8 @@ def run_models2d_bench(threads: int = 2, out: Path | None = None, command: str =
 
     u = rows["unet_cpu"]
     report = dict(benchmark="models2d", command=command, torch=torch.__version__, threads=threads, rounds=rounds,
-                  machine=dict(platform=platform.platform(), cpus=os.cpu_count()), time=time.strftime("%Y-%m-%d %H:%M:%S"),
+                  machine=dict(platform=platform.platform(), cpus=os.cpu_count()),
+                  time=time.strftime("%Y-%m-%d %H:%M:%S"),
                   weights=weights or None, timing="alternated, best of each", results=rows,
                   ratios={"akmamba_train_step_over_unet": rows["akmamba_net_cpu"]["train_step_s_8x3x128x128"]
                           / u["train_step_s_8x3x128x128"],
@@ -413,7 +415,8 @@ def run_models3d_bench(threads: int = 2, out: Path | None = None, command: str =
         base = rows["dm_segnet"]["fwd_bwd_s_1x1x64^3"]
         ratios.update({f"dm_segnet_over_{n}": base / rows[n]["fwd_bwd_s_1x1x64^3"] for n in ("swin_unetr", "unetr")})
     report = dict(benchmark="models3d", command=command, torch=torch.__version__, threads=threads, rounds=rounds,
-                  machine=dict(platform=platform.platform(), cpus=os.cpu_count()), time=time.strftime("%Y-%m-%d %H:%M:%S"),
+                  machine=dict(platform=platform.platform(), cpus=os.cpu_count()),
+                  time=time.strftime("%Y-%m-%d %H:%M:%S"),
                   timing="cpu-width steps alternated, best of each", results=rows, ratios=ratios, profiles=profiles,
                   goals={"dm_segnet_cpu_over_unet3d_cpu (48^3-64^3)": "<= 1.5",
                          "96^3 training step peak memory, batch 1": "< 24 GB"})

@@ -351,7 +351,7 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
     runs = []
     first_data = None
     warn = []
-    for (name, path, extra), label in zip(entries, labels):
+    for (_, path, extra), label in zip(entries, labels):
         for seed in seed_list:
             pre = load_config(path, extra + list(sets))
             over = [*extra, *sets, f"seed={seed}", *_budget_overrides(pre, minutes, n_steps),
@@ -492,7 +492,7 @@ def _run_trainings(jobs: list[tuple[RunSpec, bool]], parallel: int, threads: int
                 log(f"{spec.name}: training {'finished' if proc.returncode == 0 else 'FAILED'} "
                     f"({res['wall_seconds']:.0f} s, peak RSS {res['peak_rss_mb']:.0f} MB)")
     finally:
-        for spec, proc, _, logf, _ in running.values():  # interrupted: stop our children, keep their checkpoints
+        for _, proc, _, logf, _ in running.values():  # interrupted: stop our children, keep their checkpoints
             proc.terminate()
             try:
                 proc.wait(timeout=30)

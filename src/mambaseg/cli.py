@@ -21,9 +21,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_bench(args) -> int:
-    from .bench import format_scan_table, run_scan_bench
-
     import json
+
+    from .bench import format_scan_table, run_scan_bench
 
     if args.what in ("models2d", "models3d"):
         from .bench import run_models2d_bench, run_models3d_bench
@@ -205,7 +205,8 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mambaseg", description="Mamba medical image segmentation that runs anywhere.")
+    parser = argparse.ArgumentParser(prog="mambaseg",
+                                     description="Mamba medical image segmentation that runs anywhere.")
     parser.add_argument("--version", action="version", version=f"mambaseg {package_version()}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -253,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "data.root, looked up under $MAMBASEG_DATA when that is set)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint_last.pt")
     p.add_argument("--no-progress", action="store_true",
-                   help="no progress line on stderr (shown by default: redrawn on a terminal, one line per 30 s in a log)")
+                   help="no progress line on stderr (shown by default: redrawn on a terminal, one line per 30 s "
+                        "in a log)")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume on CPU)")
     _add_common(p)
     p.set_defaults(func=_cmd_train)

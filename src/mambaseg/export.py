@@ -281,7 +281,9 @@ def check_onnx_metadata(meta, path) -> None:
         if key not in meta:
             raise CheckpointError(f"{path}: ONNX metadata key '{key}' is missing (re-export the model with "
                                   f"`mambaseg export`).")
-    ok_int = (lambda v: isinstance(v, int) and not isinstance(v, bool))
+    def ok_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
     if not (ok_int(meta["in_channels"]) and meta["in_channels"] >= 1):
         raise _bad(path, "in_channels", "a positive integer", meta["in_channels"])
     if not (ok_int(meta["spatial_dims"]) and meta["spatial_dims"] in (2, 3)):

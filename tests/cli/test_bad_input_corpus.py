@@ -53,7 +53,8 @@ def _img_dir(root: Path, name: str, files: dict[str, bytes]) -> Path:
     return d
 
 
-def _nifti_bytes(arr, affine=np.eye(4)) -> bytes:
+def _nifti_bytes(arr, affine=None) -> bytes:
+    affine = np.eye(4) if affine is None else affine
     img = nib.Nifti1Image(arr, affine)
     return gzip.compress(img.to_bytes())
 
@@ -167,8 +168,9 @@ def _corpus_14(root: Path, data: Path, out: Path):
         ("train 3D: dataset.json modality key", ["train", str(c_key), "--out", str(out / "r2")], "'zero'"),
         ("train 3D: dataset.json label key", ["train", str(c_lab), "--out", str(out / "r3")], "'one'"),
         ("train 3D: pixdim 0", ["train", str(c_pix), "--out", str(out / "r4")], img.name),
-        ("predict: --continue with --overwrite", ["predict", "-m", str(root / "run"), "-i", str(data / "test" / "images"),
-                                                  "-o", str(out / "r5"), "--continue", "--overwrite"],
+        ("predict: --continue with --overwrite",
+         ["predict", "-m", str(root / "run"), "-i", str(data / "test" / "images"), "-o", str(out / "r5"), "--continue",
+          "--overwrite"],
          "exclude each other"),
         ("train: run folder locked", t + [str(locked), str(root / "ok.yaml")], f"pid {os.getpid()}"),
     ]

@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 from mambaseg.data.io import DataError
-from mambaseg.data.layouts3d import (BTCV_TO_SYNAPSE8, SYNAPSE_TEST_CASES, SYNAPSE_TRAIN_CASES, brats_region_masks,
-                                     detect_layout, list_cases3d, load_case3d, split_cases)
+from mambaseg.data.layouts3d import (
+    BTCV_TO_SYNAPSE8,
+    SYNAPSE_TEST_CASES,
+    SYNAPSE_TRAIN_CASES,
+    brats_region_masks,
+    detect_layout,
+    list_cases3d,
+    load_case3d,
+    split_cases,
+)
 
 DATA = Path("/work/shared/data")
 SHAPE = (6, 5, 4)

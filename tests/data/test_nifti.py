@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 
 from mambaseg.data.io import DataError
-from mambaseg.data.nifti import (meta_from_json, meta_to_json, read_nifti, read_nifti_label, read_volume,
-                                 read_volume_label, write_nifti)
+from mambaseg.data.nifti import (
+    meta_from_json,
+    meta_to_json,
+    read_nifti,
+    read_nifti_label,
+    read_volume,
+    read_volume_label,
+    write_nifti,
+)
 
 HIPPO = Path("/work/shared/data/Task04_Hippocampus")
 

@@ -121,7 +121,8 @@ def test_resample_size_computed_before_resampling(tmp_path):
     flipped = np.array([[0, -1.0, 0, 0], [2.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # voxel i -> A, j -> R
     assert resampled_shape((10, 20, 30), flipped, (1.0, 1.0, 1.0)) == (20, 20, 30)
     assert check_resample_size("a.nii", (10, 20, 30), aff, (1.0, 1.0, 1.0)) == (20, 20, 3000)
-    with pytest.raises(DataError, match=r"big\.nii: resampling its 100x100x100 voxels .* 100000x100x1000 .* 37\.3 GiB") as ei:
+    msg = r"big\.nii: resampling its 100x100x100 voxels .* 100000x100x1000 .* 37\.3 GiB"
+    with pytest.raises(DataError, match=msg) as ei:
         check_resample_size("big.nii", (100, 100, 100), np.diag([1e3, 1.0, 1.0, 1.0]), (1.0, 1.0, 0.1), 1)
     assert "\n" not in str(ei.value)
 

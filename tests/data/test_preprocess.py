@@ -148,7 +148,7 @@ def _write_dataset(root):
     (root / "labelsTr").mkdir()
     for cid in ("x", "y"):
         nib.save(nib.Nifti1Image(case["image"][0], affine_ila()), str(root / "imagesTr" / f"{cid}_0000.nii.gz"))
-        nib.save(nib.Nifti1Image(case["label"].astype(np.uint8), affine_ila()), 
+        nib.save(nib.Nifti1Image(case["label"].astype(np.uint8), affine_ila()),
                  str(root / "labelsTr" / f"{cid}.nii.gz"))
     (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MR"}, "file_ending": ".nii.gz",
                                                    "labels": {"background": 0, "a": 1, "b": 2}}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shlex
 
 import pytest
 import torch
@@ -12,8 +13,20 @@ from mambaseg.engine.checkpoint import CheckpointError, load_checkpoint, save_ch
 
 
 class _Evil:
+    """A pickle payload that creates ``marker`` (an absolute path) when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (os.system, ("touch PWNED_BY_CHECKPOINT",))
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+def test_the_payload_runs_when_unpickled(tmp_path):
+    """The control: plain pickle runs the payload, so the checks below can fail."""
+    marker = tmp_path / "control"
+    pickle.loads(pickle.dumps(_Evil(marker)))
+    assert marker.exists()
 
 
 def _good(tmp_path):
@@ -30,21 +43,22 @@ def test_roundtrip_and_no_temp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
 
 
-def test_pickled_object_is_refused_and_not_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_pickled_object_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "PWNED_BY_CHECKPOINT"
     path = tmp_path / "evil.pt"
-    torch.save({"model_name": "x", "state_dict": {}, "payload": _Evil()}, path)
+    torch.save({"model_name": "x", "state_dict": {}, "payload": _Evil(marker)}, path)
     with pytest.raises(CheckpointError, match="pickled object"):
         load_checkpoint(path)
-    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
+    assert not marker.exists()
 
 
 def test_raw_pickle_file_is_refused(tmp_path):
+    marker = tmp_path / "PWNED_BY_CHECKPOINT"
     path = tmp_path / "raw.pt"
-    path.write_bytes(pickle.dumps(_Evil()))
+    path.write_bytes(pickle.dumps(_Evil(marker)))
     with pytest.raises(CheckpointError, match="not a torch zip"):
         load_checkpoint(path)
-    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
+    assert not marker.exists()
 
 
 def test_truncated_empty_missing(tmp_path):
@@ -65,7 +79,7 @@ def test_truncated_empty_missing(tmp_path):
 def test_failed_write_keeps_previous_file(tmp_path):
     path = _good(tmp_path)
     before = path.read_bytes()
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError, match="_Unsaveable is not a tensor"):
         save_checkpoint({"model_name": "x", "state_dict": {}, "bad": _Unsaveable()}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]

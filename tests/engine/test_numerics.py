@@ -59,6 +59,7 @@ def test_k_nonfinite_in_a_row_stop_and_keep_last_good(data, tmp_path, monkeypatc
 
 
 def test_bf16_autocast_training_runs(data, tmp_path):
-    cfg = apply_overrides(config_from_dict(BASE), [f"data.root={data}", "train.amp=true", "model.name=akmamba_net_tiny"])
+    cfg = apply_overrides(config_from_dict(BASE),
+                          [f"data.root={data}", "train.amp=true", "model.name=akmamba_net_tiny"])
     summary = train_mod.train(cfg, tmp_path / "run", progress=False)
     assert summary["epochs_done"] == 2 and summary["last"]["train_loss"] == summary["last"]["train_loss"]  # not NaN

@@ -66,7 +66,9 @@ def test_compressed_entry_reads_the_same_arrays(tmp_path):
         assert not isinstance(b["image"], np.memmap)  # decompressed on each read
         for key in ("image", "label", "fg"):
             np.testing.assert_array_equal(a[key], b[key])
-    size = lambda folder: sum(p.stat().st_size for p in folder.iterdir())
+    def size(folder):
+        return sum(p.stat().st_size for p in folder.iterdir())
+
     assert size(tmp_path / "npz") < size(tmp_path / "npy")
 
 
@@ -138,7 +140,9 @@ def _same(a, b) -> bool:
 
 def test_workers_give_the_same_batches_for_a_seed(tmp_path):
     lazy = _lazy(tmp_path, _cases(4))
-    make = lambda seed, workers: LoaderBatches(lazy, PATCH, 4, 0.5, "default", seed, num_workers=workers)
+    def make(seed, workers):
+        return LoaderBatches(lazy, PATCH, 4, 0.5, "default", seed, num_workers=workers)
+
     first, again = _batches(make(7, 2), 3), _batches(make(7, 2), 3)
     assert _same(first, again)
     assert first[0][0].shape == (4, 1, *PATCH) and first[0][1].dtype == torch.int64 and first[0][2] is None

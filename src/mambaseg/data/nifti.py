@@ -297,7 +297,8 @@ def volume_header(path: str | os.PathLike, label: bool = False) -> dict[str, Any
     check_nifti_header(img, path, label)
     affine = np.asarray(img.affine, dtype=np.float64)
     shape = tuple(int(s) for s in img.header.get_data_shape())
-    return {"path": str(path), "shape": shape[:3], "spacing": np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), "affine": affine,
+    return {"path": str(path), "shape": shape[:3], "spacing": np.sqrt((affine[:3, :3] ** 2).sum(axis=0)),
+            "affine": affine,
                 "n_channels": _nifti_channels(shape)}
 
 

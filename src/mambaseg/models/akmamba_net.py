@@ -11,7 +11,7 @@ decoder 512×64² → 256×128² → 128×256² → 64×512² → logits. Parame
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -80,7 +80,8 @@ class AkmambaNet(AnySizeMixin, nn.Module):
         chans = (in_channels,) + widths
         self.encoder = nn.ModuleList(AKDoubleConv(chans[i], chans[i + 1], num_param, centred) for i in range(5))
         self.pool = nn.MaxPool2d(2)
-        self.skips = nn.ModuleList(MambaOut(w, residual=mamba_residual, d_state=d_state, expand=ss2d_expand) for w in widths[:4])
+        self.skips = nn.ModuleList(MambaOut(w, residual=mamba_residual, d_state=d_state, expand=ss2d_expand)
+                                   for w in widths[:4])
         # decoder level k (deep → shallow): up widths[k+1] → widths[k], cat skip, DoubleConv(2·widths[k] → widths[k])
         self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2) for k in range(4))
         self.decoder = nn.ModuleList(AKDoubleConv(2 * widths[k], widths[k], num_param, centred) for k in range(4))

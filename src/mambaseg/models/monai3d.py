@@ -15,7 +15,7 @@ Each has ``_cpu`` and ``_tiny`` variants; all take ``in_channels`` and ``out_cha
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

@@ -14,7 +14,7 @@ for 128³), and any input size works (padded to a multiple of 16, cropped back).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn

@@ -15,7 +15,7 @@ baseline of *equal width* to Akmamba-Net is ``unet(widths=(64, 128, 256, 512, 10
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

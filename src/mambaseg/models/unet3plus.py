@@ -13,7 +13,7 @@ Deep supervision and the classification-guided module of the paper are not imple
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

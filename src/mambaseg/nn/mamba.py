@@ -13,7 +13,7 @@ Every scan goes through :func:`mambaseg.ssm.selective_scan` (fp32 inside, CUDA k
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

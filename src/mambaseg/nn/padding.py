@@ -12,7 +12,7 @@ implement ``forward_padded``. Works for 2D (B, C, H, W) and 3D (B, C, D, H, W) t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -8,9 +8,9 @@
 
 The backend is chosen by the ``backend`` argument, else the ``MAMBASEG_SCAN_BACKEND`` environment variable, else
 ``auto`` (``cuda`` for CUDA tensors when mamba_ssm is installed, ``cpu`` for CPU tensors when the kernel builds,
-otherwise ``chunked``; always ``chunked`` while tracing or exporting to ONNX). An unavailable backend falls back to ``chunked`` with a
-logged warning; the backend in use is logged once per process. Computation is fp32 (fp64 for fp64 inputs), also
-under autocast; the output has u's dtype.
+otherwise ``chunked``; always ``chunked`` while tracing or exporting to ONNX). An unavailable backend falls back to
+``chunked`` with a logged warning; the backend in use is logged once per process. Computation is fp32 (fp64 for fp64
+inputs), also under autocast; the output has u's dtype.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@
 ``tty_interval`` seconds); anywhere else (a log file, a pipe, a CI job) it is printed as a new line at most every
 ``interval`` seconds (30 s by default), so a non-interactive log gets a few readable lines instead of one
 carriage-return refresh per step. On a terminal, log records printed to the same stream (warnings) first clear the
-status line, so they start on a clean line; the next update redraws it. :class:`TrainProgress` and :class:`ItemProgress` build the texts for training
-(the time budget when ``train.time_limit_min`` is set, else the epochs; steps within the epoch; validation cases and
-tiles) and for prediction (images or cases, and the sliding-window tiles of the current one).
+status line, so they start on a clean line; the next update redraws it. :class:`TrainProgress` and
+:class:`ItemProgress` build the texts for training (the time budget when ``train.time_limit_min`` is set, else the
+epochs; steps within the epoch; validation cases and tiles) and for prediction (images or cases, and the
+sliding-window tiles of the current one).
 """
 
 from __future__ import annotations
