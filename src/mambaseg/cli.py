@@ -212,11 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("bench", help="benchmarks: scan, models2d, models3d")
-    p.add_argument("what", choices=["scan", "models2d", "models3d"])
+    p.add_argument("what", choices=["scan", "models2d", "models3d"],
+                   help="scan: the selective-scan backends; models2d: Akmamba-Net vs U-Net steps and inference; "
+                        "models3d: DM-SegNet vs 3D U-Net steps")
     p.add_argument("--quick", action="store_true", help="scan: only the 2D case, no reference loop; models3d: only "
                    "the CPU-width DM-SegNet vs 3D U-Net steps")
     p.add_argument("--rounds", type=int, default=5, help="models2d/3d: alternated rounds (best of each is kept)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads for the timings (default 2)")
     p.add_argument("--weights", default="", help="models2d: checkpoint to time full-image inference with")
     p.add_argument("--out", default="", help="result file (default benchmarks/results/<what>.json)")
     _add_common(p)
@@ -277,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--continue", dest="skip_existing", action="store_true",
                    help="keep outputs that already exist (finished by an interrupted run) and write the rest")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress line on stderr (images or cases and tiles done; one line per 30 s in a log)")
     _add_common(p)
@@ -297,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing", action="store_true",
                    help="score only the cases that have a prediction (missing ones are listed, with a warning); "
                         "by default a reference without prediction is an error")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace existing result files in the output folder")
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -329,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("demo", help="train, predict and evaluate on built-in synthetic data")
-    p.add_argument("--out", default="demo_results")
+    p.add_argument("--out", default="demo_results", help="output folder (default demo_results)")
     p.add_argument("--minutes", type=float, default=2.0, help="2D training budget")
     p.add_argument("--no-3d", action="store_true", help="skip the 3D part")
     _add_common(p)
