@@ -115,6 +115,9 @@ class InferCfg:
     tta: bool = False
     threshold: float | str = 0.5  # a number, or auto: 2D binary, chosen on validation and stored in the checkpoint
     batch_size: int = 4
+    # where sliding-window logits are accumulated (engine.inference.resolve_stitch_device): same = the network's
+    # device, cpu, or auto = the CPU when the network is on a GPU and the buffers would exceed 1 GiB
+    stitch_device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,8 @@ FUNDUS_NORMS = ("none", "fov_zscore", "green_clahe")  # = mambaseg.data.fundus.F
 # keys added after runs were started: left out of config_to_dict at their default, so the saved config of a run
 # that does not use them is what it was before they existed (benchmark resume compares saved configs)
 _OMIT_AT_DEFAULT = {"data": {"fundus_norm": "none", "cache_compression": False},
-                    "loss": {"cldice_weight": 0.5, "cldice_iters": 10}, "train": {"num_workers": 0}}
+                    "loss": {"cldice_weight": 0.5, "cldice_iters": 10}, "train": {"num_workers": 0},
+                    "infer": {"stitch_device": "auto"}}
 INFER_MODES = ("gaussian", "constant")  # sliding-window blending (engine.inference)
 _NULL_IS_ZERO = {"train.grad_clip", "train.time_limit_min"}  # null = off = 0
 
@@ -308,6 +312,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "infer.mode": (lambda v: v in INFER_MODES, "one of " + ", ".join(INFER_MODES)),
     "infer.threshold": (lambda v: v == "auto" or 0 <= v <= 1, "a number in [0, 1] or auto"),
     "infer.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "infer.stitch_device": (lambda v: v in ("auto", "cpu", "same"), "auto, cpu or same (where sliding-window "
+                            "logits are accumulated)"),
 }
 
 

@@ -1,8 +1,16 @@
 """Tiled / sliding-window inference for 2D and 3D, as small pure functions (nnU-Net style).
 
-``sliding_window(predict, image, tile, overlap, mode, batch_size, mirror_axes, progress, callback)`` tiles an image
-``(C, *S)`` with overlapping windows, runs ``predict`` on batches of tiles and blends the logits with a Gaussian
-(or constant) weight map; images smaller than the tile are padded and cropped back.
+``sliding_window(predict, image, tile, overlap, mode, batch_size, mirror_axes, progress, callback, device,
+stitch_device)`` tiles an image ``(C, *S)`` with overlapping windows, runs ``predict`` on batches of tiles and blends
+the logits with a Gaussian (or constant) weight map; images smaller than the tile are padded and cropped back.
+
+Where the work happens: tiles are cut from ``image`` (on its device) and moved to ``device``, the network's device;
+the network's outputs are moved to ``stitch_device``, where the two accumulation buffers live (the logits sum,
+``K x S`` float32, and the weight map, ``S`` float32) and where the result is returned. ``stitch_device`` is ``same``
+(the network's device), ``cpu``, ``auto`` or a :class:`torch.device`; ``auto`` (the default, config key
+``infer.stitch_device``) stitches on the CPU when the network runs on another device (a GPU) and the two buffers
+would exceed :data:`STITCH_CPU_BYTES` (1 GiB): a large volume's logits then take host RAM instead of GPU memory,
+at the cost of one device-to-host copy of every tile's output. See :func:`resolve_stitch_device`.
 """
 
 from __future__ import annotations
@@ -16,7 +24,47 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-__all__ = ["compute_steps", "gaussian_weight", "logits_to_probs", "probs_to_labels", "sliding_window"]
+__all__ = ["STITCH_CPU_BYTES", "STITCH_DEVICES", "compute_steps", "gaussian_weight", "logits_to_probs",
+           "probs_to_labels", "resolve_stitch_device", "sliding_window"]
+
+STITCH_DEVICES = ("auto", "cpu", "same")  # infer.stitch_device
+STITCH_CPU_BYTES = 1 << 30  # auto: buffers above this size (logits sum + weight map) go to the CPU
+
+
+def resolve_stitch_device(setting: str | torch.device, net_device: str | torch.device, channels: int,
+                          spatial: Sequence[int], threshold: int = STITCH_CPU_BYTES) -> torch.device:
+    """The device of the sliding-window accumulation buffers.
+
+    Args:
+        setting: ``same`` (the network's device), ``cpu``, ``auto`` or a :class:`torch.device` (used as is).
+        net_device: the device the network runs on (``"cpu"``, ``"cuda:0"``, ...).
+        channels: output channels ``K``.
+        spatial: the (padded) spatial size ``S`` of the buffers.
+        threshold: ``auto`` stitches on the CPU above this many bytes of buffers.
+
+    Returns:
+        ``auto``: the CPU when ``net_device`` is not the CPU and the buffers, ``4 * (K + 1) * prod(S)`` bytes (float32
+        logits sum and weight map), exceed ``threshold``; otherwise ``net_device``.
+
+    Raises:
+        ValueError: ``setting`` is none of these.
+    """
+    if isinstance(setting, torch.device):
+        return setting
+    net = torch.device(net_device)
+    if setting == "same":
+        return net
+    if setting == "cpu":
+        return torch.device("cpu")
+    if setting == "auto":
+        nbytes = 4 * (int(channels) + 1) * math.prod(int(s) for s in spatial)
+        return torch.device("cpu") if net.type != "cpu" and nbytes > threshold else net
+    raise ValueError(f"infer.stitch_device must be one of {', '.join(STITCH_DEVICES)}, got {setting!r}.")
+
+
+def _buffers(channels: int, spatial: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The zeroed accumulation buffers: logits sum ``(K, *S)`` and weight map ``S`` (float32) on ``device``."""
+    return torch.zeros((channels,) + spatial, device=device), torch.zeros(spatial, device=device)
 
 
 def compute_steps(image_size: Sequence[int], tile: Sequence[int], overlap: float) -> list[list[int]]:
@@ -66,6 +114,8 @@ def sliding_window(
     mirror_axes: Sequence[int] = (),
     progress: bool = False,
     callback: Callable[[int, int], None] | None = None,
+    device: str | torch.device | None = None,
+    stitch_device: str | torch.device = "auto",
 ) -> torch.Tensor:
     """Blend ``predict`` over overlapping tiles.
 
@@ -79,9 +129,12 @@ def sliding_window(
         mirror_axes: spatial axes (0-based) to mirror for test-time augmentation (all combinations averaged).
         progress: show a tqdm bar.
         callback: called as ``callback(tiles_done, tiles_total)`` before the first batch and after each one.
+        device: the network's device, where tiles are moved before ``predict`` (None: ``image``'s device).
+        stitch_device: where the logits are accumulated and returned: ``auto`` | ``cpu`` | ``same`` (``device``) or
+            a :class:`torch.device`; see :func:`resolve_stitch_device`.
 
     Returns:
-        ``(K, *S)`` blended logits.
+        ``(K, *S)`` blended logits (float32) on the stitch device.
     """
     if mode not in ("gaussian", "constant"):
         raise ValueError(f"mode must be 'gaussian' or 'constant', got {mode!r}.")
@@ -95,11 +148,12 @@ def sliding_window(
         for s, p in reversed(list(zip(spatial, padded))):
             pad += [(p - s) // 2, p - s - (p - s) // 2]
         image = torch.nn.functional.pad(image[None], pad)[0]
+    net_device = image.device if device is None else torch.device(device)
+    if not isinstance(stitch_device, torch.device):
+        resolve_stitch_device(stitch_device, net_device, 1, padded)  # a bad setting fails before the first tile
     starts = list(itertools.product(*compute_steps(padded, tile, overlap)))
     weight = gaussian_weight(tile) if mode == "gaussian" else torch.ones(tile)
-    weight = weight.to(image.device)
-    out = None
-    norm = torch.zeros(padded, device=image.device)
+    out = norm = None
     flips = [()] + [c for r in range(1, len(mirror_axes) + 1) for c in itertools.combinations(mirror_axes, r)]
     bar = tqdm(total=len(starts), desc="tiles", disable=not progress, leave=False)
     if callback is not None:
@@ -107,15 +161,18 @@ def sliding_window(
     for i in range(0, len(starts), batch_size):
         group = starts[i:i + batch_size]
         slices = [tuple(slice(s, s + t) for s, t in zip(st, tile)) for st in group]
-        batch = torch.stack([image[(slice(None),) + sl] for sl in slices])
+        batch = torch.stack([image[(slice(None),) + sl] for sl in slices]).to(net_device)
         logits = 0
         for f in flips:
             dims = [a + 2 for a in f]
             pred = predict(batch.flip(dims) if dims else batch)
             logits = logits + (pred.flip(dims) if dims else pred)
         logits = logits / len(flips)
-        if out is None:
-            out = torch.zeros((logits.shape[1],) + padded, device=image.device)
+        if out is None:  # the output channels are known now
+            stitch = resolve_stitch_device(stitch_device, net_device, logits.shape[1], padded)
+            out, norm = _buffers(logits.shape[1], padded, stitch)
+            weight = weight.to(stitch)
+        logits = logits.to(out.device)
         for sl, lg in zip(slices, logits):
             out[(slice(None),) + sl] += lg.float() * weight
             norm[sl] += weight
