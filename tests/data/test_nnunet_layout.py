@@ -104,10 +104,10 @@ def test_num_training_mismatch_warns(tmp_path, caplog):
 
 def test_channel_names_choose_normalisation():
     assert channel_modalities(["CT"], "auto", "nnunet") == ["CT"]
-    assert channel_modalities(["ct", "T2"], "auto", "nnunet") == ["CT", "MR"]
+    assert channel_modalities(["ct", "T2"], "auto", "nnunet") == ["CT", "zscore"]  # other names: nnU-Net's zscore
     assert channel_modalities(["CT"], "MR", "nnunet") == "MR"  # an explicit data.modality wins
     assert channel_modalities(["CT"], "auto", "msd") == "MR"  # other layouts: the historical default
-    assert channel_modalities(["noNorm"], "auto", "nnunet") == ["MR"]
+    assert channel_modalities(["noNorm"], "auto", "nnunet") == ["noNorm"]
 
 
 def test_training_data_gets_ct_normalisation_without_modality(tmp_path):

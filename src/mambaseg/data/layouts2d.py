@@ -21,17 +21,26 @@ Two on-disk layouts are understood:
 
   One image file per case (an RGB ``_0000.png`` gives 3 channels, as nnU-Net's ``NaturalImage2DIO`` reads it);
   several channel files per case (``_0001`` ...) are refused. Labels hold the class values (0, 1, 2, ...).
+  ``channel_names`` choose each channel's normalisation as in nnU-Net v2
+  (:func:`mambaseg.data.layouts3d.nnunet_normalisation`): ``CT`` (clip to the foreground 0.5/99.5 percentiles of
+  all ``imagesTr`` cases, then z-score with their foreground mean/std), ``noNorm``, ``rescale_to_0_1``,
+  ``rgb_to_0_1`` (``x / 255``), and ``zscore`` / any other name: per-image z-score over every pixel (the 2D
+  pipeline does not crop to the non-zero region, so nnU-Net's non-zero-mask variant does not arise). The entries
+  (:attr:`Case2D.norm`, see :func:`mambaseg.data.preprocess.normalize_channels`) are stored with the model so
+  predict applies the same ones.
 
-:func:`load_case2d` reads one case and normalises the image: **per image and per channel z-score**,
-``(x - mean) / std`` with mean and std computed over the pixels inside the mask (the whole image when there is no
-mask); pixels outside the mask are then set to 0 (the normalised mean). ``std`` below 1e-8 is replaced by 1.
+:func:`load_case2d` reads one case and normalises the image: with :attr:`Case2D.norm` set (nnU-Net datasets) as
+those entries say; otherwise **per image and per channel z-score**, ``(x - mean) / std`` with mean and std computed
+over the pixels inside the mask (the whole image when there is no mask); pixels outside the mask are then set to 0
+(the normalised mean). ``std`` below 1e-8 is replaced by 1.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -48,6 +57,7 @@ __all__ = [
     "folder2d_cases",
     "load_case2d",
     "nnunet2d_cases",
+    "nnunet2d_normalization",
     "normalize_image",
 ]
 
@@ -59,12 +69,17 @@ DRIVE_SPLITS = ("training", "test")
 
 @dataclass(frozen=True)
 class Case2D:
-    """One 2D case: an image with an optional label map and an optional (FOV) mask."""
+    """One 2D case: an image with an optional label map and an optional (FOV) mask.
+
+    ``norm``: per-channel normalisation entries (:func:`mambaseg.data.preprocess.normalize_channels`) chosen by an
+    nnU-Net ``dataset.json``; empty = the default z-score of :func:`normalize_image`.
+    """
 
     id: str
     image: Path
     label: Path | None = None
     mask: Path | None = None
+    norm: tuple[dict[str, Any], ...] = field(default=(), compare=False)
 
 
 def _stem(path: Path) -> str:
@@ -181,7 +196,50 @@ def nnunet2d_cases(root: str | Path, split: str = "train") -> list[Case2D]:
             raise DataError(f"case {case!r}: {len(images)} channel files ({images[1].name} ...); 2D nnU-Net datasets "
                             f"with several channel files per case are not supported yet (one {case}_0000{ending})")
         cases.append(Case2D(case, images[0], label))
-    return cases
+    norm = nnunet2d_normalization(root, ds)
+    return [Case2D(c.id, c.image, c.label, c.mask, norm) for c in cases]
+
+
+def nnunet2d_normalization(root: str | Path, ds: dict[str, Any] | None = None, n_samples: int = 10000,
+                           seed: int = 1234) -> tuple[dict[str, Any], ...]:
+    """Per-channel normalisation entries of a 2D nnU-Net dataset from its ``channel_names`` (see the module
+    docstring). ``CT`` channels get the foreground statistics (label > 0; every pixel of a case without foreground) of
+    at most ``n_samples`` seeded random pixels per ``imagesTr`` case, as nnU-Net's fingerprint.
+
+    Args:
+        root: the dataset folder.
+        ds: :func:`mambaseg.data.layouts3d.read_dataset_json` of ``root`` (read when None).
+    """
+    from mambaseg.data.layouts3d import nnunet_files, nnunet_normalisation, read_dataset_json
+    from mambaseg.data.preprocess import normalization_entries
+
+    root = Path(root)
+    ds = ds or read_dataset_json(root)
+    names = [nnunet_normalisation(n) for n in ds["channel_names"]]
+    fp = None
+    if "CT" in names:
+        rng = np.random.default_rng(seed)
+        samples: list[list[np.ndarray]] = [[] for _ in names]
+        for _, images, label in nnunet_files(root, "train", ds, one_file_per_channel=False)[0]:
+            image, _ = read_image(images[0])
+            if image.shape[0] != len(names):
+                raise DataError(f"{images[0]}: {image.shape[0]} channel(s), {root / 'dataset.json'} "
+                                f"'channel_names' lists {len(names)}")
+            lab = read_label(label, None)[0] if label is not None else None
+            fg = lab > 0 if lab is not None and np.any(lab > 0) else np.ones(image.shape[1:], dtype=bool)
+            n_fg = int(fg.sum())
+            pick = rng.choice(n_fg, size=min(n_samples, n_fg), replace=False)
+            for c in range(image.shape[0]):
+                samples[c].append(image[c][fg][pick].astype(np.float64))
+        intensity = {}
+        for c, chunks in enumerate(samples):
+            v = np.concatenate(chunks) if chunks else np.zeros(1)
+            intensity[str(c)] = dict(mean=float(v.mean()), std=float(v.std()),
+                                     percentile_00_5=float(np.percentile(v, 0.5)),
+                                     percentile_99_5=float(np.percentile(v, 99.5)))
+        fp = {"intensity": intensity}
+    # no "shapes" in fp: the 2D pipeline does not crop, so zscore is over every pixel
+    return tuple(normalization_entries(names, fp))
 
 
 def detect_layout(root: str | Path) -> str:
@@ -264,7 +322,15 @@ def load_case2d(case: Case2D, num_classes: int | None = 2, normalize: bool = Tru
     meta.update(id=case.id, label_path=None if case.label is None else str(case.label),
                 mask_path=None if case.mask is None else str(case.mask),
                 mask_estimated=case.mask is None and mask is not None)
-    if normalize:
+    if normalize and case.norm:
+        from mambaseg.data.preprocess import normalize_channels
+
+        if len(case.norm) != image.shape[0]:
+            raise DataError(f"{case.image}: {image.shape[0]} channel(s), the dataset's 'channel_names' list "
+                            f"{len(case.norm)}")
+        image, stats = normalize_channels(image, case.norm, str(case.image))
+        meta.update(normalization=[dict(e) for e in case.norm], normalization_stats=stats)
+    elif normalize:
         image, stats = normalize_image(image, mask)
         meta.update(stats)
     return {"image": image, "label": label, "mask": mask, "meta": meta}

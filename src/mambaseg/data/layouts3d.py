@@ -11,8 +11,10 @@ Conventions (sources in brackets):
   labels ``labelsTr/CASE<file_ending>``, test images ``imagesTs``; ``dataset.json`` has ``channel_names``, ``labels``
   (name -> int, or a list for regions; the MSD/v1 index -> name form is accepted too), ``file_ending`` (only files
   with that ending are read), ``numTraining`` (a mismatch is warned about). ``channel_names`` choose the
-  normalisation when ``data.modality`` is ``auto`` (:func:`channel_modalities`). A ``file_ending`` of a 2D format
-  (``.png`` ...) is a 2D dataset: read by :func:`mambaseg.data.layouts2d.nnunet2d_cases`, refused here. MSD: ``modality`` (index -> name), ``labels`` (index -> name), ``training: [{image, label}]``,
+  normalisation as nnU-Net v2 does (CT / zscore / noNorm / rescale_to_0_1 / rgb_to_0_1, case-insensitive, other
+  names z-scored) when ``data.modality`` is ``auto`` (:func:`channel_modalities`). A ``file_ending`` of a 2D format
+  (``.png`` ...) is a 2D dataset: read by :func:`mambaseg.data.layouts2d.nnunet2d_cases`, refused here.
+  MSD: ``modality`` (index -> name), ``labels`` (index -> name), ``training: [{image, label}]``,
   one file per case that is 4D when there are several modalities. macOS ``._*`` files are ignored.
 - BraTS 2023: ``<case>/<case>-{t1n,t1c,t2w,t2f}.nii.gz`` (+ ``-seg``); 2020/21: ``_{t1,t1ce,t2,flair}`` (+ ``_seg``,
   label 4 -> 3). Channel order [T2w, T2-FLAIR, T1n, T1c] (spec §1.4). Regions WT {1,2,3}, TC {1,3}, ET {3}.
@@ -58,6 +60,7 @@ __all__ = [
     "msd_cases",
     "nnunet_cases",
     "nnunet_is_2d",
+    "nnunet_normalisation",
     "read_dataset_json",
     "remap_labels",
     "split_cases",
@@ -153,8 +156,9 @@ def _declared_label_values(labels: Any, path: Path | str = "dataset.json") -> di
         DataError: naming ``path`` and the offending key when a label value is not an integer >= 0.
     """
     if not isinstance(labels, dict) or not labels:
-        raise DataError(f"{path}: 'labels' must be a non-empty mapping, e.g. {{\"0\": \"background\", \"1\": \"tumour\"}} "
-                        f"(MSD) or {{\"background\": 0, \"tumour\": 1}} (nnU-Net v2)")
+        raise DataError(f"{path}: 'labels' must be a non-empty mapping, e.g. "
+                        f"{{\"0\": \"background\", \"1\": \"tumour\"}} (MSD) or "
+                        f"{{\"background\": 0, \"tumour\": 1}} (nnU-Net v2)")
     out: dict[str, int] = {}
     for key, val in labels.items():
         if isinstance(val, str):  # MSD: index -> name; the key must be the integer label value
@@ -233,10 +237,17 @@ def read_dataset_json(root: str | os.PathLike) -> dict[str, Any]:
             "training": training, "raw": raw}
 
 
-# nnU-Net v2 normalisation by channel name (nnunetv2/preprocessing/normalization/map_channel_name_to_normalization.py,
-# case-folded); everything else is z-scored. Only CT and z-score exist in our preprocessing (data.preprocess).
-_NNUNET_NORMALISATION = {"ct": "CT", "nonorm": "noNorm", "zscore": "MR", "rescale_to_0_1": "rescale_to_0_1",
+# nnU-Net v2 normalisation by channel name (nnunetv2/preprocessing/normalization/map_channel_name_to_normalization.py):
+# the name is case-folded (str.casefold, no stripping) and looked up; every other name gets the default, zscore.
+_NNUNET_NORMALISATION = {"ct": "CT", "nonorm": "noNorm", "zscore": "zscore", "rescale_to_0_1": "rescale_to_0_1",
                          "rgb_to_0_1": "rgb_to_0_1"}
+
+
+def nnunet_normalisation(channel_name: str) -> str:
+    """nnU-Net v2's normalisation for a ``channel_names`` entry: ``CT``, ``noNorm``, ``zscore``, ``rescale_to_0_1``
+    or ``rgb_to_0_1``, matched case-insensitively as nnU-Net's ``get_normalization_scheme`` does
+    (``channel_name.casefold()``); any other name (``T2``, ``MRI``, ``" CT"`` with a space, ...) -> ``zscore``."""
+    return _NNUNET_NORMALISATION.get(str(channel_name).casefold(), "zscore")
 
 
 def channel_modalities(channel_names: Sequence[str], modality: str = "auto",
@@ -245,24 +256,17 @@ def channel_modalities(channel_names: Sequence[str], modality: str = "auto",
 
     ``modality`` ``"MR"``/``"CT"`` (``data.modality``) applies to every channel as before. ``"auto"`` (the default):
     with ``layout: nnunet`` each channel's name in ``dataset.json`` (``channel_names``, or MSD ``modality``) decides
-    as in nnU-Net v2 - ``CT`` (any case) -> CT normalisation (clip to the foreground 0.5-99.5 percentiles, z-score
-    with the foreground mean/std), any other name -> z-score; ``noNorm`` / ``rescale_to_0_1`` / ``rgb_to_0_1`` are
-    not implemented and are z-scored, with a warning. Every other layout: ``"MR"`` (what ``auto`` replaced, so
-    existing configs keep their behaviour).
+    as in nnU-Net v2 (:func:`nnunet_normalisation`): ``CT`` -> CT normalisation (clip to the dataset's foreground
+    0.5-99.5 percentiles, z-score with the foreground mean/std), ``noNorm`` -> none, ``rescale_to_0_1`` -> per-case
+    min-max, ``rgb_to_0_1`` -> ``x / 255``, ``zscore`` and every other name -> per-case z-score (on the non-zero
+    voxels when cropping to them shrinks the cases, see :func:`mambaseg.data.preprocess.normalization_entries`).
+    Every other layout: ``"MR"`` (what ``auto`` replaced, so existing configs keep their behaviour).
     """
     if str(modality).lower() != "auto":
         return modality
     if layout != "nnunet" or not channel_names:
         return "MR"
-    out = []
-    for name in channel_names:
-        scheme = _NNUNET_NORMALISATION.get(str(name).strip().casefold(), "MR")
-        if scheme not in ("CT", "MR"):
-            logger.warning("channel %r asks for nnU-Net's %s normalisation, which mambaseg does not implement; "
-                           "z-scoring it instead", name, scheme)
-            scheme = "MR"
-        out.append(scheme)
-    return out
+    return [nnunet_normalisation(name) for name in channel_names]
 
 
 def nnunet_is_2d(root: str | os.PathLike) -> bool:
@@ -591,9 +595,10 @@ def _load_npz_slices(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, An
 
 
 def _array_meta(case: Case3D, shape: tuple[int, ...]) -> dict[str, Any]:
-    return {"path": str(case.images[0]), "shape": tuple(int(s) for s in shape), "spacing": np.ones(3), "affine": np.eye(4),
-                "orientation": ("R", "A", "S"), "qform": None, "qform_code": 0, "sform": np.eye(4), "sform_code": 1,
-                "xyzt_units": ("mm", "sec"), "n_channels": 1, "source": case.layout, "spacing_known": False}
+    return {"path": str(case.images[0]), "shape": tuple(int(s) for s in shape), "spacing": np.ones(3),
+            "affine": np.eye(4), "orientation": ("R", "A", "S"), "qform": None, "qform_code": 0, "sform": np.eye(4),
+            "sform_code": 1, "xyzt_units": ("mm", "sec"), "n_channels": 1, "source": case.layout,
+            "spacing_known": False}
 
 
 def _same_geometry(m1: dict, m2: dict, atol: float = 1e-3) -> bool:

@@ -8,7 +8,9 @@ Stages (each a plain function; stages hand over JSON-friendly dicts):
 2. :func:`plan` — target spacing = per-axis median spacing; normalisation per channel: ``"MR"`` = per-case z-score on
    the non-zero voxels (outside set to 0); ``"CT"`` = clip to the foreground 0.5/99.5 percentiles, then z-score with
    the foreground mean/std (nnU-Net ``CTNormalization``), or with ``ct_window=(lo, hi)`` clip to the HU window and
-   scale to [0, 1] (TransUNet style); patch size from the median resampled shape.
+   scale to [0, 1] (TransUNet style); the nnU-Net v2 names ``zscore``, ``noNorm``, ``rescale_to_0_1`` and
+   ``rgb_to_0_1`` (``layout: nnunet`` picks them from ``channel_names``; see :data:`NORM_SCHEMES` and
+   :func:`normalize_channels`); patch size from the median resampled shape.
 3. :func:`preprocess_case` — reorient to RAS (nibabel orientation transforms, exact voxel permutation/flip), crop to
    the non-zero bounding box, normalise (before resampling, as nnU-Net does, so the non-zero mask is exact),
    resample to the target spacing (scipy ``zoom``, ``grid_mode=True`` i.e. voxel extents aligned: cubic for images,
@@ -46,9 +48,13 @@ from mambaseg.utils.atomic import set_default_mode
 from ..utils.jsonable import to_jsonable
 
 __all__ = [
+    "NORM_SCHEMES",
     "PreprocessCache",
     "fingerprint",
     "invert_prediction",
+    "median_relative_size_after_crop",
+    "normalization_entries",
+    "normalize_channels",
     "plan",
     "plan_hash",
     "preprocess_case",
@@ -60,6 +66,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MODALITIES = {"MR": "MR", "MRI": "MR", "CT": "CT"}
+# nnU-Net v2 normalisation names accepted as a channel's modality (matched case-insensitively) -> canonical name
+_NNUNET_NAMES = {"zscore": "zscore", "nonorm": "noNorm", "rescale_to_0_1": "rescale_to_0_1",
+                 "rgb_to_0_1": "rgb_to_0_1"}
+# the ``scheme`` of a plan's normalisation entry: how :func:`normalize_channels` maps a channel's intensities.
+NORM_SCHEMES = ("zscore_nonzero", "zscore", "ct", "ct_window", "none", "rescale_to_0_1", "rgb_to_0_1")
+# nnU-Net uses the non-zero mask for z-scoring when cropping to it leaves less than this median fraction of a case
+_MASK_FOR_NORM_BELOW = 0.75
 _GEOM_KEYS = ("path", "shape", "spacing", "affine", "orientation", "qform", "qform_code", "sform", "sform_code",
               "xyzt_units")
 
@@ -201,6 +214,74 @@ def _to_ras_order(values: Sequence[int], perm: np.ndarray) -> list[int]:
     return out
 
 
+def _modality_name(m: Any) -> str:
+    """``"MR"``/``"CT"`` (legacy, upper-case aliases) or the canonical nnU-Net name; ValueError otherwise."""
+    key = _MODALITIES.get(str(m).upper()) or _NNUNET_NAMES.get(str(m).casefold())
+    if key is None:
+        raise ValueError(f"modality must be 'MR', 'CT' or an nnU-Net normalisation name (zscore, noNorm, "
+                         f"rescale_to_0_1, rgb_to_0_1), got {m!r}")
+    return key
+
+
+def median_relative_size_after_crop(fp: dict[str, Any]) -> float:
+    """Median over the cases of (voxels in the non-zero bounding box) / (voxels in the case), as nnU-Net's
+    fingerprint ``median_relative_size_after_cropping``; 1.0 when the fingerprint has no shapes."""
+    shapes, cropped = fp.get("shapes") or [], fp.get("shapes_after_crop") or []
+    if not shapes or len(shapes) != len(cropped):
+        return 1.0
+    rel = [float(np.prod(c, dtype=np.float64) / max(np.prod(s, dtype=np.float64), 1.0))
+           for s, c in zip(shapes, cropped)]
+    return float(np.median(rel))
+
+
+def normalization_entries(modalities: Sequence[str], fp: dict[str, Any] | None = None,
+                          ct_window: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+    """The plan's ``normalization`` list: one ``{scheme, ...}`` entry per channel (see :func:`normalize_channels`).
+
+    Per channel ``modalities[c]``:
+
+    - ``MR`` / ``MRI`` -> ``zscore_nonzero`` (mambaseg's historical 3D default: z-score on the non-zero voxels);
+    - ``CT`` -> ``ct`` with the fingerprint's foreground ``percentile_00_5``/``percentile_99_5``/``mean``/``std`` of
+      that channel (nnU-Net ``CTNormalization``: the same clip and z-score for every case), or ``ct_window``;
+    - ``zscore`` -> per-case z-score, as nnU-Net's ``ZScoreNormalization``: over the non-zero voxels only
+      (``zscore_nonzero``) when cropping to the non-zero box left less than 3/4 of the median case
+      (:func:`median_relative_size_after_crop` < 0.75: brain-like data, nnU-Net's ``use_mask_for_norm``), otherwise
+      over every voxel (``zscore``);
+    - ``noNorm`` -> ``none``; ``rescale_to_0_1`` -> per-case min-max; ``rgb_to_0_1`` -> ``x / 255``.
+
+    Names are matched case-insensitively (``str.casefold``); an unknown name is a ValueError here - the
+    nnU-Net fallback of unknown *channel names* to ``zscore`` happens in
+    :func:`mambaseg.data.layouts3d.channel_modalities`.
+
+    Args:
+        modalities: one name per channel.
+        fp: fingerprint (:func:`fingerprint`); needed for ``CT`` (intensity statistics) and ``zscore`` (crop size).
+        ct_window: ``(lo, hi)`` HU window for CT channels instead of the statistics.
+    """
+    out: list[dict[str, Any]] = []
+    for c, m in enumerate(modalities):
+        key = _modality_name(m)
+        if key == "MR":
+            out.append(dict(scheme="zscore_nonzero"))
+        elif key == "CT" and ct_window is not None:
+            lo, hi = (float(v) for v in ct_window)
+            if not hi > lo:
+                raise ValueError(f"ct_window must be (lo, hi) with hi > lo, got {ct_window}")
+            out.append(dict(scheme="ct_window", lower=lo, upper=hi))
+        elif key == "CT":
+            if fp is None or str(c) not in fp.get("intensity", {}):
+                raise ValueError(f"channel {c}: CT normalisation needs the fingerprint's intensity statistics")
+            st = fp["intensity"][str(c)]
+            out.append(dict(scheme="ct", lower=st["percentile_00_5"], upper=st["percentile_99_5"], mean=st["mean"],
+                            std=max(st["std"], 1e-8)))
+        elif key == "zscore":
+            masked = fp is not None and median_relative_size_after_crop(fp) < _MASK_FOR_NORM_BELOW
+            out.append(dict(scheme="zscore_nonzero" if masked else "zscore"))
+        else:
+            out.append(dict(scheme={"noNorm": "none"}.get(key, key)))
+    return out
+
+
 def plan(fp: dict[str, Any], modality: str | Sequence[str] = "MR", patch_size: Sequence[int] | None = None, *,
          target_spacing: Sequence[float] | None = None, ct_window: tuple[float, float] | None = None,
          max_patch: int = 128) -> dict[str, Any]:
@@ -208,7 +289,9 @@ def plan(fp: dict[str, Any], modality: str | Sequence[str] = "MR", patch_size: S
 
     Args:
         fp: the fingerprint.
-        modality: ``"MR"`` or ``"CT"`` for every channel, or one per channel.
+        modality: for every channel, or one per channel: ``"MR"`` or ``"CT"``, or an nnU-Net v2 normalisation name
+            (``zscore``, ``noNorm``, ``rescale_to_0_1``, ``rgb_to_0_1``; any case) - see
+            :func:`normalization_entries`.
         patch_size: training patch (3 ints); default = median resampled (cropped) shape floored to a multiple of 16,
             clamped to [16, ``max_patch``] per axis.
         target_spacing: override of the median spacing (mm, RAS axis order).
@@ -220,22 +303,7 @@ def plan(fp: dict[str, Any], modality: str | Sequence[str] = "MR", patch_size: S
     mods = [modality] * n_ch if isinstance(modality, str) else list(modality)
     if len(mods) != n_ch:
         raise ValueError(f"modality must be one string or {n_ch} strings (one per channel), got {modality!r}")
-    norm = []
-    for c, m in enumerate(mods):
-        key = _MODALITIES.get(str(m).upper())
-        if key is None:
-            raise ValueError(f"modality must be 'MR' or 'CT', got {m!r}")
-        if key == "MR":
-            norm.append(dict(scheme="zscore_nonzero"))
-        elif ct_window is not None:
-            lo, hi = (float(v) for v in ct_window)
-            if not hi > lo:
-                raise ValueError(f"ct_window must be (lo, hi) with hi > lo, got {ct_window}")
-            norm.append(dict(scheme="ct_window", lower=lo, upper=hi))
-        else:
-            st = fp["intensity"][str(c)]
-            norm.append(dict(scheme="ct", lower=st["percentile_00_5"], upper=st["percentile_99_5"], mean=st["mean"],
-                             std=max(st["std"], 1e-8)))
+    norm = normalization_entries(mods, fp, ct_window)
     spacing = np.asarray(target_spacing if target_spacing is not None else fp["median_spacing"], dtype=np.float64)
     if spacing.shape != (3,) or not np.all(spacing > 0):
         raise ValueError(f"target_spacing must be 3 positive numbers, got {spacing.tolist()}")
@@ -247,7 +315,7 @@ def plan(fp: dict[str, Any], modality: str | Sequence[str] = "MR", patch_size: S
         patch = [int(p) for p in patch_size]
         if len(patch) != 3 or min(patch) < 1:
             raise ValueError(f"patch_size must be 3 positive ints, got {patch_size}")
-    return dict(version=1, modality=[_MODALITIES[str(m).upper()] for m in mods], normalization=norm,
+    return dict(version=1, modality=[_modality_name(m) for m in mods], normalization=norm,
                 target_spacing=spacing.tolist(), patch_size=patch, median_shape=np.round(median_shape, 2).tolist(),
                 crop_nonzero=True, image_order=3, label_resampling="onehot_linear", orientation="RAS")
 
@@ -258,28 +326,70 @@ def plan_hash(p: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ preprocessing
-def _normalise(image: np.ndarray, schemes: list[dict]) -> tuple[np.ndarray, list[dict]]:
+def normalize_channels(image: np.ndarray, schemes: Sequence[dict],
+                       where: str = "plan") -> tuple[np.ndarray, list[dict]]:
+    """Normalise each channel of ``image`` ``(C, *S)`` as its entry of ``schemes`` says (computed in float64).
+
+    Schemes (``entry["scheme"]``; nnU-Net v2 class in brackets):
+
+    - ``zscore_nonzero``: ``(x - mean) / std`` over the non-zero voxels, the others set to 0 [``ZScoreNormalization``
+      with ``use_mask_for_norm``];
+    - ``zscore``: ``(x - mean) / std`` over every voxel [``ZScoreNormalization``];
+    - ``ct``: ``(clip(x, lower, upper) - mean) / std`` with the dataset-wide values stored in the entry
+      [``CTNormalization``];
+    - ``ct_window``: ``(clip(x, lower, upper) - lower) / (upper - lower)`` (TransUNet-style HU window);
+    - ``none``: unchanged [``NoNormalization``];
+    - ``rescale_to_0_1``: ``(x - min) / (max - min)`` per case [``RescaleTo01Normalization``];
+    - ``rgb_to_0_1``: ``x / 255`` clipped to [0, 1] [``RGBTo01Normalization``, which asserts 0..255 instead].
+
+    Standard deviations and ranges below 1e-8 are replaced by 1e-8, as nnU-Net does.
+
+    Returns:
+        ``(float32 image, per-channel statistics used: {mean, std} or {min, max} or {})``.
+
+    Raises:
+        ValueError: the entry count differs from the channel count, or an unknown scheme (naming ``where``).
+    """
     if len(schemes) != image.shape[0]:
-        raise ValueError(f"plan has {len(schemes)} normalisation entries, image has {image.shape[0]} channels")
-    out, stats = np.empty_like(image, dtype=np.float32), []
+        raise ValueError(f"{where} has {len(schemes)} normalisation entries, image has {image.shape[0]} channels")
+    out, stats = np.empty(image.shape, dtype=np.float32), []
     for c, sch in enumerate(schemes):
-        x = image[c].astype(np.float64)
-        if sch["scheme"] == "zscore_nonzero":
+        x = np.asarray(image[c], dtype=np.float64)
+        name = sch.get("scheme") if isinstance(sch, dict) else None
+        if name == "zscore_nonzero":
             mask = x != 0
             vals = x[mask] if mask.any() else x.ravel()
             mean, std = float(vals.mean()), float(max(vals.std(), 1e-8))
             x = np.where(mask, (x - mean) / std, 0.0)
             stats.append(dict(mean=mean, std=std))
-        elif sch["scheme"] == "ct":
+        elif name == "zscore":
+            mean, std = float(x.mean()), float(max(x.std(), 1e-8))
+            x = (x - mean) / std
+            stats.append(dict(mean=mean, std=std))
+        elif name == "ct":
             x = (np.clip(x, sch["lower"], sch["upper"]) - sch["mean"]) / sch["std"]
             stats.append({})
-        elif sch["scheme"] == "ct_window":
+        elif name == "ct_window":
             x = (np.clip(x, sch["lower"], sch["upper"]) - sch["lower"]) / (sch["upper"] - sch["lower"])
             stats.append({})
+        elif name == "none":
+            stats.append({})
+        elif name == "rescale_to_0_1":
+            lo, hi = float(x.min()), float(x.max())
+            x = (x - lo) / max(hi - lo, 1e-8)
+            stats.append(dict(min=lo, max=hi))
+        elif name == "rgb_to_0_1":
+            x = np.clip(x / 255.0, 0.0, 1.0)
+            stats.append({})
         else:
-            raise ValueError(f"unknown normalisation scheme {sch['scheme']!r}")
+            raise ValueError(f"{where}: unknown normalisation scheme {name!r} for channel {c}, expected one of "
+                             f"{', '.join(NORM_SCHEMES)}")
         out[c] = x
     return out, stats
+
+
+def _normalise(image: np.ndarray, schemes: list[dict]) -> tuple[np.ndarray, list[dict]]:
+    return normalize_channels(image, schemes, "plan")
 
 
 def preprocess_case(case: dict[str, Any], plan: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None, dict]:

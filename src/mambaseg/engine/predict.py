@@ -121,8 +121,13 @@ def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, 
     data_cfg, infer_cfg = cfg.get("data", {}), cfg.get("infer", {})
     use_fov = bool(data_cfg.get("fov"))
     norm = data_cfg.get("fundus_norm", "none")
+    entries = pred.ckpt.get("data", {}).get("normalization")
     if norm != "none":  # as at training time (mambaseg.data.fundus), FOV estimated when there is no --mask
         image, mask, _ = fundus_normalize(raw, mask, norm)
+    elif entries:  # per-channel schemes chosen by an nnU-Net dataset.json at training time (layouts2d)
+        from ..data.preprocess import normalize_channels
+
+        image, _ = normalize_channels(raw, entries, f"{pred.source}: checkpoint key 'data.normalization'")
     else:
         if use_fov and mask is None:
             mask = estimate_fov(raw)
