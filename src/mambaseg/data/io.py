@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 
+from .errors import DataError
+
 __all__ = [
     "DataError",
     "SUPPORTED_2D",
@@ -58,16 +60,6 @@ SUPPORTED_2D = PIL_SUFFIXES + NIFTI_SUFFIXES
 
 #: RGB colours used by :func:`write_overlay`.
 OVERLAY_COLOURS = {"pred": (255, 255, 0), "tp": (0, 200, 0), "fp": (255, 0, 0), "fn": (0, 96, 255)}
-
-
-class DataError(ValueError):
-    """A data file is missing, unreadable or does not hold what was expected.
-
-    The message is a single line naming the file and what was expected.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
 
 
 def suffix_of(path: str | Path) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.utils.atomic import atomic_path
 from mambaseg.utils.limits import MAX_SPACING_MM, MIN_SPACING_MM, format_bytes, max_volume_bytes
 from mambaseg.utils.optional import MissingDependency, require

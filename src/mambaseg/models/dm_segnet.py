@@ -20,11 +20,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from mambaseg.nn.blocks import up_block
 from mambaseg.nn.gsc import GSC
+from mambaseg.nn.mamba_unetr3d import MambaUNETR3d
 from mambaseg.nn.scan3d import QSMambaLayer
 
 from .registry import register_model
-from .segmamba import SegMamba, up_block
 
 __all__ = ["MFMambaUpBlock", "DMSegNet"]
 
@@ -53,7 +54,7 @@ class MFMambaUpBlock(nn.Module):
         return self.mamba(self.gsc(self.up(x, skip)))
 
 
-class DMSegNet(SegMamba):
+class DMSegNet(MambaUNETR3d):
     """DM-SegNet (spec §1.2 reconstruction).
 
     Args:

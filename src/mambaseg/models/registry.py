@@ -33,19 +33,13 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, spatial_dims: 
     return deco(fn) if fn is not None else deco
 
 
-def _ensure_loaded() -> None:
-    from . import _load_all  # noqa: F401  (imports every model module once)
-
-
 def list_models(spatial_dims: int | None = None) -> list[str]:
     """Names of the registered models, optionally only 2D or 3D ones."""
-    _ensure_loaded()
     return sorted(n for n in _MODELS if spatial_dims is None or _SPATIAL_DIMS[n] == spatial_dims)
 
 
 def model_entry(name: str) -> tuple[Callable[..., nn.Module], int]:
     """The variant function and its spatial dimensionality; unknown names raise with the known ones listed."""
-    _ensure_loaded()
     if name not in _MODELS:
         close = difflib.get_close_matches(name, _MODELS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""

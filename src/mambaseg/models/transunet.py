@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -21,19 +20,16 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from mambaseg.models.registry import register_model
+from mambaseg.nn.blocks import conv_norm_act, norm_layer
 from mambaseg.nn.padding import AnySizeMixin
 
 __all__ = ["TransUNet"]
 
 
-def _gn(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
-def _cbr(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3×3 conv + BatchNorm + ReLU (decoder)."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
-                         nn.ReLU(inplace=True))
+def group_norm(channels: int) -> nn.Module:
+    return norm_layer("group", channels)
 
 
 class Bottleneck(nn.Module):
@@ -43,13 +39,13 @@ class Bottleneck(nn.Module):
         super().__init__()
         mid = out_channels // 4
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, mid, 1, bias=False), _gn(mid), nn.ReLU(inplace=True),
-            nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False), _gn(mid), nn.ReLU(inplace=True),
-            nn.Conv2d(mid, out_channels, 1, bias=False), _gn(out_channels),
+            nn.Conv2d(in_channels, mid, 1, bias=False), group_norm(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False), group_norm(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, out_channels, 1, bias=False), group_norm(out_channels),
         )
         self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels else
                          nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                                       _gn(out_channels)))
+                                       group_norm(out_channels)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.body(x) + self.shortcut(x))
@@ -126,7 +122,7 @@ class TransUNet(AnySizeMixin, nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.spatial_dims, self.size_multiple = 2, 16
 
-        self.root = nn.Sequential(nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False), _gn(width),
+        self.root = nn.Sequential(nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False), group_norm(width),
                                   nn.ReLU(inplace=True))
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
         stages, c_in = [], width
@@ -145,11 +141,12 @@ class TransUNet(AnySizeMixin, nn.Module):
                                     for _ in range(num_layers))
         self.encoder_norm = nn.LayerNorm(hidden_size, eps=1e-6)
 
-        self.conv_more = _cbr(hidden_size, head_channels)
+        self.conv_more = conv_norm_act(hidden_size, head_channels)
         skips = (8 * width, 4 * width, width, 0)  # 1/8, 1/4, 1/2, none at full resolution
         dec_in = (head_channels,) + tuple(decoder_channels[:-1])
         self.decoder = nn.ModuleList(
-            nn.Sequential(_cbr(i + s, o), _cbr(o, o)) for i, s, o in zip(dec_in, skips, decoder_channels))
+            nn.Sequential(conv_norm_act(i + s, o), conv_norm_act(o, o))
+            for i, s, o in zip(dec_in, skips, decoder_channels))
         self.head = nn.Conv2d(decoder_channels[-1], out_channels, 3, padding=1)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:

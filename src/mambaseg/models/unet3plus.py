@@ -20,15 +20,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mambaseg.models.registry import register_model
+from mambaseg.nn.blocks import conv_norm_act
 from mambaseg.nn.padding import AnySizeMixin
 
 __all__ = ["UNet3Plus"]
 
 
-def _cbr(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3×3 conv + BatchNorm + ReLU."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
-                         nn.ReLU(inplace=True))
 
 
 class UNet3Plus(AnySizeMixin, nn.Module):
@@ -61,14 +58,15 @@ class UNet3Plus(AnySizeMixin, nn.Module):
         self.spatial_dims, self.size_multiple = 2, 16
         up = 5 * cat_channels
         chans = (in_channels,) + widths
-        self.encoder = nn.ModuleList(nn.Sequential(_cbr(chans[i], chans[i + 1]), _cbr(chans[i + 1], chans[i + 1]))
-                                     for i in range(5))
+        self.encoder = nn.ModuleList(
+            nn.Sequential(conv_norm_act(chans[i], chans[i + 1]), conv_norm_act(chans[i + 1], chans[i + 1]))
+            for i in range(5))
         # lateral[i][j]: conv bringing source level j (encoder if j <= i, decoder if j > i) to decoder level i
         self.lateral = nn.ModuleList()
         for i in range(4):
             src = [widths[j] if j <= i or j == 4 else up for j in range(5)]
-            self.lateral.append(nn.ModuleList(_cbr(c, cat_channels) for c in src))
-        self.fuse = nn.ModuleList(_cbr(up, up) for _ in range(4))
+            self.lateral.append(nn.ModuleList(conv_norm_act(c, cat_channels) for c in src))
+        self.fuse = nn.ModuleList(conv_norm_act(up, up) for _ in range(4))
         self.head = nn.Conv2d(up, out_channels, 3, padding=1)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
