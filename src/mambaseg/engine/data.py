@@ -116,8 +116,8 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
 class PatchSampler:
     """Draws batches of augmented, foreground-biased patches; all randomness comes from one numpy Generator
     whose state is saved in checkpoints (so a resumed run draws the same patches). The in-process batch source of
-    ``train.num_workers: 0``; cases may be in-memory dicts or lazy (memory-mapped) cache entries, which give the same
-    patches. See :mod:`mambaseg.engine.stream` for the DataLoader path.
+    ``train.num_workers: 0`` in one process; cases may be in-memory dicts or lazy (memory-mapped) cache entries,
+    which give the same patches. See :mod:`mambaseg.engine.stream` for the DataLoader path and DDP ranks' shares.
 
     Args:
         cases: training cases.
@@ -145,8 +145,8 @@ class PatchSampler:
 
     def set_state(self, state: dict) -> None:
         if not isinstance(state, dict) or "bit_generator" not in state:
-            raise DataError("the checkpoint's batches came from DataLoader workers (train.num_workers >= 1); resume "
-                            "it with the same train.num_workers setting, or start a new run.")
+            raise DataError("the checkpoint's batches were drawn per sample (train.num_workers >= 1, or several DDP "
+                            "processes); resume it with train.num_workers >= 1 or under torchrun, or start a new run.")
         self.rng.bit_generator.state = state
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -147,8 +147,8 @@ def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, 
     tile = infer_cfg.get("patch_size") or data_cfg.get("patch_size") or [256, 256]
     axes = (0, 1) if tta else ()
     logits = sliding_window(pred.run, x, tile, overlap, infer_cfg.get("mode", "gaussian"),
-                            int(infer_cfg.get("batch_size", 4)), axes, progress, callback, pred.device,
-                            infer_cfg.get("stitch_device", "auto")).cpu()
+                            int(infer_cfg.get("batch_size", 4)), axes, progress, callback,
+                            getattr(pred, "device", None), infer_cfg.get("stitch_device", "auto")).cpu()
     if scale != 1.0:
         logits = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     probs = logits_to_probs(logits)

@@ -269,7 +269,7 @@ def _predict_case(pred, case: dict, target: Path, plan: dict, tile, ov: float, i
     image, _, props = preprocess_case(case, plan)
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     logits = sliding_window(pred.run, x, tile, ov, infer.get("mode", "gaussian"), int(infer.get("batch_size", 2)),
-                            (0, 1, 2) if tta else (), callback=callback, device=pred.device,
+                            (0, 1, 2) if tta else (), callback=callback, device=getattr(pred, "device", None),
                             stitch_device=infer.get("stitch_device", "auto")).cpu()
     p = logits_to_probs(logits)
     labels = probs_to_labels(p, float(infer.get("threshold", 0.5))).numpy()

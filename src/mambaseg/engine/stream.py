@@ -1,8 +1,10 @@
 """Training batches from a ``torch.utils.data`` pipeline: worker processes, per-rank shares, per-sample seeds.
 
-``train.num_workers: 0`` (default) keeps the in-process :class:`~mambaseg.engine.data.PatchSampler` (one numpy
-Generator draws every batch in order; under DDP every rank draws the global batch and keeps its slice) - the batches
-of earlier versions, bit for bit. ``train.num_workers: N >= 1`` uses :class:`LoaderBatches`:
+``train.num_workers: 0`` (default) in one process keeps the in-process :class:`~mambaseg.engine.data.PatchSampler`
+(one numpy Generator draws every batch in order) - the batches of earlier versions, bit for bit. Every other case uses
+:class:`LoaderBatches`: ``train.num_workers: N >= 1``, and ``train.num_workers: 0`` under DDP, where each rank builds
+only its share in its own process, with no worker processes (earlier versions drew the whole global batch on every
+rank and kept a slice):
 
 - sample ``j`` of global batch ``s`` is drawn with its own generator ``default_rng([seed, s, j])`` (case choice,
   patch position, augmentation), so a batch does not depend on which process draws it: the same for any
@@ -13,7 +15,14 @@ of earlier versions, bit for bit. ``train.num_workers: N >= 1`` uses :class:`Loa
   worker to one thread), although no draw depends on them;
 - cases may be :class:`~mambaseg.data.case_store.LazyCase` (3D, memory-mapped): workers receive paths, not voxels.
 
-The two modes draw different (equally distributed) batches for the same seed.
+The two modes draw different (equally distributed) batches for the same seed. Per-rank shares cannot reproduce the
+single generator's batches: the generator's position after a patch depends on the data (rejection sampling in
+``integers``, data-dependent branches of the augmentation), so rank ``r`` could find its starting state only by
+drawing the patches of the ranks before it - the cost this avoids. Instead every DDP rank draws the samples of the
+per-sample stream above, so the union over ranks of one step is the batch that one process draws with
+``train.num_workers >= 1``; the checkpoint's state (batches consumed) is the same on every rank, so the rank-0
+checkpoint resumes every rank exactly. A checkpoint of a DDP run of an earlier version (one generator's state) is
+continued as it was drawn: the global batch on every rank, each keeping its slice.
 """
 
 from __future__ import annotations
@@ -139,8 +148,10 @@ def worker_init(worker_id: int) -> None:
 
 
 class LoaderBatches:
-    """Batches of this rank's share from a ``DataLoader`` over :class:`PatchStream` (the interface of
-    :class:`~mambaseg.engine.data.PatchSampler`: ``next_batch``, ``state``, ``set_state``; plus ``close``).
+    """Batches of this rank's share of :class:`PatchStream` (the interface of
+    :class:`~mambaseg.engine.data.PatchSampler`: ``next_batch``, ``state``, ``set_state``; plus ``close``): from a
+    ``DataLoader`` with ``num_workers`` worker processes, or, for ``num_workers`` 0, drawn in this process (the same
+    batches).
 
     Args:
         cases, patch_size, batch_size, fg_prob, augment, seed: as :class:`PatchStream` (``batch_size`` global).
@@ -159,8 +170,10 @@ class LoaderBatches:
         self.num_workers = int(num_workers)
         self.prefetch = int(prefetch)
         self.seed = int(seed)
+        self.augment = augment
         self.step = 0  # global batches consumed
         self._it = None
+        self._legacy = None  # a PatchSampler continuing an earlier version's DDP checkpoint (see set_state)
 
     def _loader(self) -> DataLoader:
         sampler = ShareSampler(self.dataset.batch_size, self.world, self.rank, self.step)
@@ -172,21 +185,41 @@ class LoaderBatches:
                           collate_fn=collate_patches, generator=gen, **kw)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        if self._it is None:
-            self._it = iter(self._loader())
-        batch = next(self._it)
+        if self._legacy is not None:
+            x, y, m = self._legacy.next_batch()
+            part = slice(self.share.start, self.share.stop)
+            return x[part], y[part], None if m is None else m[part]
+        if self.num_workers == 0:  # in this process: the DataLoader's batch without its machinery
+            batch = collate_patches([self.dataset[self.step * self.dataset.batch_size + j] for j in self.share])
+        else:
+            if self._it is None:
+                self._it = iter(self._loader())
+            batch = next(self._it)
         self.step += 1
         return batch
 
     def state(self) -> dict:
+        """``{'kind': 'patch_stream', 'step': global batches consumed}``: the same on every rank."""
+        if self._legacy is not None:
+            return self._legacy.state()
         return {"kind": STATE_KIND, "step": self.step}
 
     def set_state(self, state: dict) -> None:
-        """Continue after ``state['step']`` consumed batches (a checkpoint's ``rng.sampler``)."""
+        """Continue after ``state['step']`` consumed batches (a checkpoint's ``rng.sampler``). With ``num_workers``
+        0, a one-generator state (a checkpoint of ``train.num_workers: 0`` in one process, or of a DDP run of an
+        earlier version) is continued as it was drawn: the global batch, of which this rank keeps its share."""
+        if isinstance(state, dict) and "bit_generator" in state and self.num_workers == 0:
+            from .data import PatchSampler
+
+            self._legacy = PatchSampler(self.dataset.cases, self.dataset.patch_size, self.dataset.batch_size,
+                                        self.dataset.fg_prob, self.augment, self.seed)
+            self._legacy.set_state(state)
+            return
         if not isinstance(state, dict) or state.get("kind") != STATE_KIND:
             raise DataError("the checkpoint's batches were drawn in process (train.num_workers: 0); resume it with "
                             "train.num_workers: 0, or start a new run.")
         self.close()
+        self._legacy = None
         self.step = int(state["step"])
 
     def close(self) -> None:
@@ -198,10 +231,12 @@ class LoaderBatches:
 
 def make_batches(cases: Sequence, patch_size, batch_size: int, fg_prob: float, augment: str, seed: int,
                  num_workers: int = 0, world: int = 1, rank: int = 0):
-    """The training loop's batch source: :class:`~mambaseg.engine.data.PatchSampler` for ``num_workers == 0``
-    (global batch; the loop slices it under DDP), otherwise :class:`LoaderBatches` (this rank's share)."""
-    if num_workers <= 0:
+    """The training loop's batch source: :class:`~mambaseg.engine.data.PatchSampler` for ``num_workers == 0`` in
+    one process (``world == 1``; the batches of earlier versions), otherwise :class:`LoaderBatches`, which builds only
+    this rank's share (``per_rank``): in ``num_workers`` worker processes, or in this process for ``num_workers`` 0
+    under DDP."""
+    if num_workers <= 0 and world == 1:
         from .data import PatchSampler
 
         return PatchSampler(list(cases), patch_size, batch_size, fg_prob, augment, seed)
-    return LoaderBatches(cases, patch_size, batch_size, fg_prob, augment, seed, num_workers, world, rank)
+    return LoaderBatches(cases, patch_size, batch_size, fg_prob, augment, seed, max(int(num_workers), 0), world, rank)
