@@ -176,14 +176,15 @@ def test_plan_survives_a_checkpoint_file(tmp_path):
     np.testing.assert_array_equal(preprocess_case(case, back)[0], preprocess_case(case, p)[0])
 
 
-@pytest.mark.xfail(strict=True, reason="engine/checkpoint.py (not owned here) accepts only zscore_nonzero|ct|"
-                                        "ct_window in data.plan.normalization; extend _NORM_SCHEMES / _norm_entries")
-def test_checkpoint_field_check_accepts_every_scheme():
-    from mambaseg.engine.checkpoint import check_fields
+def test_checkpoint_field_check_accepts_every_scheme_and_refuses_others():
+    from mambaseg.engine.checkpoint import CheckpointError, check_fields
 
     p = plan(fingerprint([_mixed_case()]), ["CT", "noNorm"], (4, 4, 4))
     for entries in (p["normalization"], [{"scheme": s} for s in ("zscore", "rescale_to_0_1", "rgb_to_0_1")]):
         check_fields({"data": {"plan": dict(p, normalization=entries)}}, "ck.pt")
+    for bad in ([{"scheme": "gamma"}], [{"scheme": "ct", "lower": 0.0}], [{"scheme": "ct_window"}]):
+        with pytest.raises(CheckpointError, match="data.plan.normalization"):
+            check_fields({"data": {"plan": dict(p, normalization=bad)}}, "ck.pt")
 
 
 # ---------------------------------------------------------------------------------------- 3D dataset -> training plan

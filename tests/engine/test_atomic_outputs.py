@@ -18,6 +18,7 @@ from mambaseg.cli import main
 from mambaseg.data.nifti import write_nifti
 from mambaseg.data.phantom3d import write_phantom_msd
 from mambaseg.data.synthetic import write_synthetic_drive
+from mambaseg.engine.predict_provenance import PROVENANCE_NAME
 from mambaseg.utils.atomic import atomic_path, atomic_write_text, clean_stale_temp, is_temp_name
 
 CFG2D = """
@@ -122,7 +123,7 @@ def test_predict_crash_then_continue(world2d, tmp_path, monkeypatch, capsys):
     code = main(["predict", "-m", str(run), "-i", str(images), "-o", str(out), "--probs", "--no-progress"])
     assert code == 2 and "No space left" in capsys.readouterr().err
     stems = sorted(p.name.split(".")[0] for p in images.iterdir())
-    assert _visible(out) == [f"{stems[0]}.png"]  # no 0-byte / partial file under a final name
+    assert _visible(out) == [f"{stems[0]}.png", PROVENANCE_NAME]  # no 0-byte / partial file under a final name
     assert not [p for p in out.rglob("*") if is_temp_name(p.name)]
     monkeypatch.setattr(predict_mod, "write_png", real)
 
@@ -142,7 +143,8 @@ def test_predict_crash_then_continue(world2d, tmp_path, monkeypatch, capsys):
                  "--no-progress"]) == 0
     assert "wrote 2 prediction(s)" in capsys.readouterr().out
     assert first.stat().st_mtime_ns == 1_000_000_000 and first.read_bytes() == before  # skipped, untouched
-    assert _visible(out) == [f"{s}.png" for s in stems] and _visible(out / "probs") == [f"{s}.png" for s in stems]
+    assert _visible(out) == [*(f"{s}.png" for s in stems), PROVENANCE_NAME]
+    assert _visible(out / "probs") == [f"{s}.png" for s in stems]
     assert not stale.exists()
     # all done: --continue writes nothing
     assert main(["predict", "-m", str(run), "-i", str(images), "-o", str(out), "--probs", "--continue",
@@ -185,14 +187,14 @@ def test_predict_3d_crash_then_continue(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(nib, "save", dying_save)
     assert main(["predict", "-m", str(run), "-i", str(test / "imagesTr"), "-o", str(out), "--no-progress"]) == 2
     names = sorted(p.name for p in (test / "imagesTr").iterdir())
-    assert _visible(out) == names[:1] and os.listdir(out) == names[:1]
+    assert _visible(out) == sorted([*names[:1], PROVENANCE_NAME]) == sorted(os.listdir(out))
     monkeypatch.setattr(nib, "save", real)
     os.utime(out / names[0], ns=(2_000_000_000, 2_000_000_000))
     capsys.readouterr()
     assert main(["predict", "-m", str(run), "-i", str(test / "imagesTr"), "-o", str(out), "--continue",
                  "--no-progress"]) == 0
     assert "wrote 2 prediction(s)" in capsys.readouterr().out
-    assert _visible(out) == names and (out / names[0]).stat().st_mtime_ns == 2_000_000_000
+    assert _visible(out) == sorted([*names, PROVENANCE_NAME]) and (out / names[0]).stat().st_mtime_ns == 2_000_000_000
     for n in names:
         assert nib.load(out / n).shape == nib.load(test / "imagesTr" / n).shape
 

@@ -131,7 +131,7 @@ def _mapping_or_none(v) -> bool:
     return v is None or isinstance(v, dict)
 
 
-_NORM_SCHEMES = ("zscore_nonzero", "ct", "ct_window")
+_NORM_SCHEMES = ("zscore_nonzero", "zscore", "ct", "ct_window", "none", "rescale_to_0_1", "rgb_to_0_1")  # preprocess
 
 
 def _norm_entries(v) -> bool:
@@ -140,7 +140,7 @@ def _norm_entries(v) -> bool:
     for e in v:
         if not isinstance(e, dict) or e.get("scheme") not in _NORM_SCHEMES:
             return False
-        if e["scheme"] != "zscore_nonzero" and not all(_is_num(e.get(k)) for k in ("lower", "upper")):
+        if e["scheme"] in ("ct", "ct_window") and not all(_is_num(e.get(k)) for k in ("lower", "upper")):
             return False
         if e["scheme"] == "ct" and not (_is_num(e.get("mean")) and _is_num(e.get("std")) and e["std"] > 0):
             return False
@@ -179,7 +179,7 @@ _FIELDS: dict[str, tuple] = {
     "data.plan.patch_size": (_ints((3,)), "3 positive integers"),
     "data.plan.target_spacing": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3
                                  and all(_is_num(x) and x > 0 for x in v), "3 positive numbers (mm)"),
-    "data.plan.normalization": (_norm_entries, "a list of {scheme: zscore_nonzero | ct | ct_window, ...} entries"),
+    "data.plan.normalization": (_norm_entries, "a list of {scheme: " + " | ".join(_NORM_SCHEMES) + ", ...} entries"),
     "data.plan.crop_nonzero": (lambda v: isinstance(v, bool), "true or false"),
     "data.plan.image_order": (lambda v: _is_int(v) and 0 <= v <= 5, "an integer in [0, 5]"),
 }

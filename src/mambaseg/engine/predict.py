@@ -4,7 +4,9 @@
 otherwise), optional ``probs/<stem>.png`` (16-bit probability of foreground) and ``overlays/<stem>.png``. For
 models trained with a field of view (fundus), the FOV is read from ``--mask`` or estimated from the image, and
 photos from other cameras are rescaled so their FOV diameter matches the training data before inference.
-3D: see :mod:`mambaseg.engine.predict3d`.
+3D: see :mod:`mambaseg.engine.predict3d`. Both write ``predict_provenance.json`` next to the predictions (model,
+checkpoint SHA-256, training config, preprocessing, inference settings, versions, command line): see
+:mod:`mambaseg.engine.predict_provenance`.
 """
 
 from __future__ import annotations
@@ -181,11 +183,13 @@ def check_existing(targets: list[Path], overwrite: bool, skip_existing: bool,
 def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool = False, probs: bool = False,
             mask: str | Path | None = None, tta: bool = False, overlap: float | None = None,
             overwrite: bool = False, progress: bool = True, device: str = "auto",
-            skip_existing: bool = False) -> list[Path]:
+            skip_existing: bool = False, command: list[str] | None = None) -> list[Path]:
     """Segment every supported file in ``inp`` and write the results to ``out`` (never into the input folder).
 
     Every output is written to a temporary name in its folder and renamed, so a killed run leaves no partial file
     under a final name; ``skip_existing`` (``--continue``) skips the inputs whose outputs already exist.
+    ``out/predict_provenance.json`` records what made the predictions (``command``: the command line to record,
+    default ``sys.argv``); see :mod:`mambaseg.engine.predict_provenance`.
 
     Returns:
         The written label files (skipped ones are not listed).
@@ -198,7 +202,7 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
         from .predict3d import predict_volumes
 
         return predict_volumes(pred, inp, out, tta=tta, overlap=overlap, overwrite=overwrite, progress=progress,
-                               skip_existing=skip_existing, probs=probs, overlay=overlay, mask=mask)
+                               skip_existing=skip_existing, probs=probs, overlay=overlay, mask=mask, command=command)
     out, inp = Path(out), Path(inp)
     files = collect_inputs(inp, SUPPORTED_2D)
     _check_output_dir(out, files, inp)
@@ -227,9 +231,20 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
                             f"{' after data.fundus_norm ' + norm if norm != 'none' else ''}.")
         mpath = _find_mask(mask_dir, s)
         jobs.append((f, s, mpath))
+    from .predict_provenance import PROVENANCE_NAME, ProvenanceWriter, preprocessing_2d
+
+    infer_cfg, data_cfg = pred.config.get("infer", {}), pred.config.get("data", {})
+    settings = {"tile": list(infer_cfg.get("patch_size") or data_cfg.get("patch_size") or [256, 256]),
+                "overlap": float(ov), "mode": infer_cfg.get("mode", "gaussian"),
+                "batch_size": int(infer_cfg.get("batch_size", 4)), "tta": bool(tta),
+                "mask": str(mask_dir.resolve()) if mask_dir else None, "probs": bool(probs), "overlay": bool(overlay),
+                "device": str(pred.device), "input": str(inp.resolve())}
+    provenance = ProvenanceWriter(out, pred, preprocessing_2d(pred), settings, overwrite, skip_existing, command)
+    provenance.check()  # a foreign file of that name, or other predictions' description: refused before writing
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "probs", out / "overlays"):  # leftovers of a killed run
-        clean_stale_temp(folder, {t.name for t in targets})
+        clean_stale_temp(folder, {t.name for t in targets} | {PROVENANCE_NAME})
+    provenance.start([t.name for t in targets], [t.name for t in done])
     written = []
     # one status line on stderr: images and tiles done; redrawn on a terminal, a line per 30 s in a log
     status = ItemProgress(StatusLine(enabled=progress), len(jobs), "image")
@@ -239,6 +254,7 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
             written.append(_predict_one(pred, f, s, mpath, out, ov, tta, probs, overlay, status.tiles))
     finally:
         status.close()
+    provenance.finish(written)
     return written
 
 

@@ -11,10 +11,13 @@ Optional outputs, next to the label maps as nnU-Net's ``--save_probabilities`` p
   (non-zero) region the background probability is 1. The label map is computed on the preprocessed grid and
   resampled separately, so at boundaries it can differ from the argmax of the resampled probabilities.
 - ``overlay=True``: ``overlays/<case>.png``: axial, coronal and sagittal slices (labelled with the file's voxel
-  index) through the predicted foreground voxel nearest its centre (the volume's middle when nothing is predicted), the first channel in grey with the
-  classes coloured; reoriented to RAS and drawn with superior (coronal, sagittal) / anterior (axial) up, the
-  patient's right on the image's left (radiological convention), anterior on the left in the sagittal panel, voxel
-  spacing respected.
+  index) through the predicted foreground voxel nearest its centre (the volume's middle when nothing is predicted),
+  the first channel in grey with the classes coloured; reoriented to RAS and drawn with superior (coronal,
+  sagittal) / anterior (axial) up, the patient's right on the image's left (radiological convention), anterior on
+  the left in the sagittal panel, voxel spacing respected.
+
+``predict_provenance.json`` (model, checkpoint SHA-256, training config, the plan, inference settings, versions,
+command line) is written next to the label maps: see :mod:`mambaseg.engine.predict_provenance`.
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ def orthogonal_overlay(image: np.ndarray, labels: np.ndarray, affine: np.ndarray
         # (x grows towards the patient's right, so the right is on the image's left; sagittal: anterior on the left)
         g, m = g.T[::-1, ::-1], m.T[::-1, ::-1]
         rgb = np.repeat(_grey(g, lo, hi)[..., None], 3, -1)
-        for k, v in enumerate(sorted(int(u) for u in np.unique(m) if u > 0)):
+        for v in sorted(int(u) for u in np.unique(m) if u > 0):
             sel = m == v
             rgb[sel] = (1 - alpha) * rgb[sel] + alpha * _PALETTE[(v - 1) % len(_PALETTE)]
         h_mm, w_mm = g.shape[0] * spacing[rem[1]], g.shape[1] * spacing[rem[0]]
@@ -195,7 +198,7 @@ def _write_probabilities(target: Path, probs: np.ndarray, case: dict, pred, sigm
 
 def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = None, overwrite: bool = False,
                     progress: bool = True, skip_existing: bool = False, probs: bool = False, overlay: bool = False,
-                    mask: str | Path | None = None) -> list[Path]:
+                    mask: str | Path | None = None, command: list[str] | None = None) -> list[Path]:
     """Segment every case in ``inp`` with the 3D predictor ``pred`` and write ``out/<case>.nii.gz`` (atomically);
     ``skip_existing`` (``--continue``) skips the cases whose outputs exist. ``probs`` / ``overlay``: see the module
     docstring.
@@ -206,9 +209,12 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
     the earlier cases' outputs complete: ``--continue`` goes on from there.
 
     Raises:
-        DataError: ``mask`` given (field-of-view masks are for 2D fundus models), bad inputs (one line).
+        DataError: ``mask`` given (field-of-view masks are for 2D fundus models), bad inputs (one line), a file
+            ``predict_provenance.json`` in ``out`` that is not ours or describes other predictions
+            (:mod:`mambaseg.engine.predict_provenance`).
     """
     from .predict import _check_output_dir, check_existing
+    from .predict_provenance import PROVENANCE_NAME, ProvenanceWriter, preprocessing_3d
 
     if mask:
         raise DataError(f"--mask {mask}: --mask applies to 2D fundus models; {pred.source} is a 3D model (leave "
@@ -223,6 +229,11 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
     extra = {t: ([out / f"{cid}.npz", out / f"{cid}.json"] if probs else []) +
              ([out / "overlays" / f"{cid}.png"] if overlay else []) for t, (cid, _) in zip(targets, cases)}
     all_names = {t.name for t in targets} | {p.name for ps in extra.values() for p in ps}
+    if PROVENANCE_NAME in all_names:
+        raise DataError(f"{inp}: a case named {PROVENANCE_NAME[:-5]!r} would write its probabilities' JSON over "
+                        f"{out / PROVENANCE_NAME}; rename that input.")
+    all_names.add(PROVENANCE_NAME)
+    target_names = [t.name for t in targets]
     done = check_existing(targets, overwrite, skip_existing, extra)
     if done:
         logger.warning("--continue: %d of %d case(s) already have their output in %s; skipped", len(done),
@@ -238,9 +249,16 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
             n_ch = sum(int(h["n_channels"]) for h in heads)
             _check_channels(n_ch, pred, cid, files)  # every case's modality count before anything is written
             check_resample_size(files[0], heads[0]["shape"], heads[0]["affine"], plan["target_spacing"], n_ch)
+    settings = {"tile": [int(t) for t in tile], "overlap": float(ov), "mode": infer.get("mode", "gaussian"),
+                "batch_size": int(infer.get("batch_size", 2)), "tta": bool(tta), "probs": bool(probs),
+                "overlay": bool(overlay), "device": str(pred.device), "input": str(inp.resolve())}
+    provenance = ProvenanceWriter(out, pred, preprocessing_3d(pred, plan), settings, overwrite, skip_existing,
+                                  command)
+    provenance.check()  # a foreign file of that name, or other predictions' description: refused before writing
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, out / "overlays"):
         clean_stale_temp(folder, all_names)  # leftovers of a killed run
+    provenance.start(target_names, [t.name for t in done])
     written = []
     # one status line on stderr: cases and sliding-window tiles done; redrawn on a terminal, a line per 30 s in a log
     status = ItemProgress(StatusLine(enabled=progress), len(cases), "case")
@@ -254,6 +272,7 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
             del case
     finally:
         status.close()
+    provenance.finish(written)
     return written
 
 
