@@ -299,3 +299,53 @@ def test_2d_predict_applies_the_stored_entries():
     x = seen[0][0].numpy()
     np.testing.assert_allclose(x[0], raw[0] / 255.0, atol=TOL)
     np.testing.assert_array_equal(x[1], raw[1])
+
+
+# ------------------------------------------------------------------------------------- trained end to end (CLI)
+def test_2d_entries_stored_in_the_checkpoint_and_used_by_predict(tmp_path):
+    from mambaseg.cli import main
+    from mambaseg.engine.predict_provenance import PROVENANCE_NAME
+
+    root = _nnunet2d(tmp_path / "Dataset130_Rgb", ["rgb_to_0_1", "rgb_to_0_1", "noNorm"], rgb=True)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("seed: 0\nmodel: {name: unet_tiny, kwargs: {in_channels: 3}}\n"
+                   f"data: {{layout: nnunet, root: \"{root}\", num_classes: 2, patch_size: [8, 8], "
+                   "val_fraction: 0.34, augment: none}\n"
+                   "train: {epochs: 1, iters_per_epoch: 1, batch_size: 1, val_every: 1}\ninfer: {patch_size: [8, 8]}\n")
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    ck = torch.load(run / "checkpoint_last.pt", weights_only=False, map_location="cpu")
+    expected = [{"scheme": "rgb_to_0_1"}, {"scheme": "rgb_to_0_1"}, {"scheme": "none"}]
+    assert ck["data"]["normalization"] == expected
+    out = tmp_path / "pred"
+    assert main(["predict", "-m", str(run), "-i", str(root / "imagesTr"), "-o", str(out), "--no-progress"]) == 0
+    doc = json.loads((out / PROVENANCE_NAME).read_text())
+    assert doc["preprocessing"]["normalization_entries"] == expected
+    assert "nnU-Net" in doc["preprocessing"]["normalization"]
+
+
+def test_3d_mixed_ct_nonorm_trained_and_predicted(tmp_path):
+    from mambaseg.cli import main
+    from mambaseg.engine.predict_provenance import PROVENANCE_NAME
+
+    root = _nnunet3d(tmp_path / "Dataset131_Mixed", ["CT", "noNorm"])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("seed: 0\nmodel: {name: unet3d_tiny, kwargs: {in_channels: 2}}\n"
+                   f"data: {{layout: nnunet, root: \"{root}\", num_classes: 2, patch_size: [16, 16, 16], "
+                   "val_fraction: 0.34, augment: none}\n"
+                   "train: {epochs: 1, iters_per_epoch: 1, batch_size: 1, val_every: 1}\n"
+                   "infer: {overlap: 0.0, batch_size: 1}\n")
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    ck = torch.load(run / "checkpoint_last.pt", weights_only=False, map_location="cpu")
+    assert [e["scheme"] for e in ck["data"]["plan"]["normalization"]] == ["ct", "none"]
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for c in range(2):
+        name = f"c0_{c:04d}.nii.gz"
+        (inp / name).write_bytes((root / "imagesTr" / name).read_bytes())
+    out = tmp_path / "pred"
+    assert main(["predict", "-m", str(run), "-i", str(inp), "-o", str(out), "--no-progress"]) == 0
+    assert nib.load(out / "c0.nii.gz").shape == (10, 10, 8)
+    plan_used = json.loads((out / PROVENANCE_NAME).read_text())["preprocessing"]["plan"]
+    assert plan_used["modality"] == ["CT", "noNorm"] and plan_used["normalization"][1] == {"scheme": "none"}

@@ -102,6 +102,8 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
         for c, r in zip(val, val_records):
             c.setdefault("id", r.id)
         info = {"train_ids": [c["id"] for c in train], "val_ids": [c["id"] for c in val], "spatial_dims": 2}
+        if getattr(records[0], "norm", ()):  # nnU-Net channel_names schemes (layouts2d): predict applies the same
+            info["normalization"] = [dict(e) for e in records[0].norm]
         diam = [fov_diameter(c["mask"]) for c in train if c.get("mask") is not None]
         if diam:  # the scale the model learned vessels at; predict rescales other cameras' photos to it
             info["fov_diameter"] = float(np.median(diam))

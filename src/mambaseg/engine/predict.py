@@ -238,7 +238,7 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
                 "overlap": float(ov), "mode": infer_cfg.get("mode", "gaussian"),
                 "batch_size": int(infer_cfg.get("batch_size", 4)), "tta": bool(tta),
                 "mask": str(mask_dir.resolve()) if mask_dir else None, "probs": bool(probs), "overlay": bool(overlay),
-                "device": str(pred.device), "input": str(inp.resolve())}
+                "device": str(getattr(pred, "device", "unknown")), "input": str(inp.resolve())}
     provenance = ProvenanceWriter(out, pred, preprocessing_2d(pred), settings, overwrite, skip_existing, command)
     provenance.check()  # a foreign file of that name, or other predictions' description: refused before writing
     out.mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,8 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
     try:
         for i, (f, s, mpath) in enumerate(jobs):
             status.item(i, f.name)
-            written.append(_predict_one(pred, f, s, mpath, out, ov, tta, probs, overlay, status.tiles))
+            written.append(_predict_one(pred, f, s, mpath, out, ov, tta, probs, overlay, status.tiles,
+                                        provenance.before_write))
     finally:
         status.close()
     provenance.finish(written)
@@ -259,8 +260,9 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
 
 
 def _predict_one(pred: Predictor, f: Path, s: str, mpath: Path | None, out: Path, ov: float, tta: bool, probs: bool,
-                 overlay: bool, callback) -> Path:
-    """Predict one 2D image ``f`` and write ``out/<s>.png`` (and its probabilities / overlay); returns that path."""
+                 overlay: bool, callback, before_write=None) -> Path:
+    """Predict one 2D image ``f`` and write ``out/<s>.png`` (and its probabilities / overlay); returns that path.
+    ``before_write()``: called once the prediction is computed, before its files are written."""
     raw, _ = read_image(f)
     m = None
     if mpath is not None:
@@ -268,6 +270,8 @@ def _predict_one(pred: Predictor, f: Path, s: str, mpath: Path | None, out: Path
         if m.shape != raw.shape[1:]:
             raise DataError(f"{mpath}: mask shape {m.shape} differs from image {f} shape {raw.shape[1:]}.")
     p, labels = predict_image_2d(pred, raw, m, ov, tta, callback=callback)
+    if before_write is not None:
+        before_write()
     binary = p.shape[0] == 1
     # each file appears complete or not at all; the label map last, so it marks a finished case
     if probs:

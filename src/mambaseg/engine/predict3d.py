@@ -251,7 +251,8 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
             check_resample_size(files[0], heads[0]["shape"], heads[0]["affine"], plan["target_spacing"], n_ch)
     settings = {"tile": [int(t) for t in tile], "overlap": float(ov), "mode": infer.get("mode", "gaussian"),
                 "batch_size": int(infer.get("batch_size", 2)), "tta": bool(tta), "probs": bool(probs),
-                "overlay": bool(overlay), "device": str(pred.device), "input": str(inp.resolve())}
+                "overlay": bool(overlay), "device": str(getattr(pred, "device", "unknown")),
+                "input": str(inp.resolve())}
     provenance = ProvenanceWriter(out, pred, preprocessing_3d(pred, plan), settings, overwrite, skip_existing,
                                   command)
     provenance.check()  # a foreign file of that name, or other predictions' description: refused before writing
@@ -268,7 +269,7 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
             _check_channels(case["image"].shape[0], pred, cid, files)
             status.item(i, cid)
             written.append(_predict_case(pred, case, target, plan, tile, ov, infer, tta, probs, overlay, out,
-                                         status.tiles))
+                                         status.tiles, provenance.before_write))
             del case
     finally:
         status.close()
@@ -283,8 +284,9 @@ def _check_channels(n: int, pred, cid: str, files: list[Path]) -> None:
 
 
 def _predict_case(pred, case: dict, target: Path, plan: dict, tile, ov: float, infer: dict, tta: bool, probs: bool,
-                  overlay: bool, out: Path, callback) -> Path:
-    """Predict one loaded case and write ``target`` (and its probabilities / overlay); returns ``target``."""
+                  overlay: bool, out: Path, callback, before_write=None) -> Path:
+    """Predict one loaded case and write ``target`` (and its probabilities / overlay); returns ``target``.
+    ``before_write()``: called once the prediction is computed, before its files are written."""
     image, _, props = preprocess_case(case, plan)
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     logits = sliding_window(pred.run, x, tile, ov, infer.get("mode", "gaussian"), int(infer.get("batch_size", 2)),
@@ -293,6 +295,8 @@ def _predict_case(pred, case: dict, target: Path, plan: dict, tile, ov: float, i
     p = logits_to_probs(logits)
     labels = probs_to_labels(p, float(infer.get("threshold", 0.5))).numpy()
     labels = invert_prediction(labels, props)
+    if before_write is not None:
+        before_write()
     # outputs appear complete or not at all; the label map last, so it marks a finished case
     if probs:
         p = p.numpy()

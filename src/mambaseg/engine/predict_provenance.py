@@ -12,12 +12,13 @@ is unambiguous, lets predict recognise its own file (a user's file of that name 
 exit 2) and keeps everything a reader needs in one place; the 3D ``plan`` inside it is the exact preprocessing
 record the checkpoint carries.
 
-Life cycle: written (atomically, mode 0644 under the usual umask) before the first prediction with
+Life cycle: written (atomically, mode 0644 under the usual umask) just before the first prediction file with
 ``complete: false``, and again when the run ends with ``complete: true``, so an interrupted run's partial outputs
-have their provenance too. ``predict --continue`` (and a later run into the same folder without ``--overwrite``)
-checks that the model, preprocessing and prediction-affecting settings are the same as the file's - predictions of
-two models never end up in one folder under one description - then rewrites the file with the outputs of both runs
-and the new run appended to ``runs``. ``--overwrite`` starts a new description.
+have their provenance too (a run stopped by a bad first input leaves the folder as empty as before).
+``predict --continue`` (and a later run into the same folder without ``--overwrite``) checks that the model,
+preprocessing and prediction-affecting settings are the same as the file's - predictions of two models never end up
+in one folder under one description - then rewrites the file with the outputs of both runs and the new run appended
+to ``runs``. ``--overwrite`` starts a new description.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ class ProvenanceWriter:
         command: the command line (default ``sys.argv``).
 
     :meth:`check` (before anything is written) refuses a foreign file of that name and, unless ``overwrite``, an
-    earlier description whose model or settings differ; :meth:`start` and :meth:`finish` write it.
+    earlier description whose model or settings differ; :meth:`start` records the outputs, :meth:`before_write`
+    (called before each prediction file is written; writes once) and :meth:`finish` write it.
     """
 
     def __init__(self, out: Path, pred, preprocessing: dict, inference: dict, overwrite: bool = False,
@@ -174,6 +176,7 @@ class ProvenanceWriter:
                     "continue": self.skip_existing, "overwrite": self.overwrite, "inference": self.doc["inference"],
                     "versions": self.doc["versions"], "predicted": []}
         self.earlier: dict[str, Any] | None = None
+        self._written = True  # nothing to write before start()
 
     @staticmethod
     def _key(doc: dict) -> dict:
@@ -198,7 +201,7 @@ class ProvenanceWriter:
         self.earlier = earlier
 
     def start(self, outputs: list[str], skipped: list[str] = ()) -> None:
-        """Write the file before the first prediction (``complete: false``).
+        """Record this run's outputs (written to the file by :meth:`before_write` or :meth:`finish`).
 
         Args:
             outputs: the label-map names of this run's inputs (those it writes and those ``--continue`` keeps).
@@ -215,7 +218,12 @@ class ProvenanceWriter:
         if skipped and self.earlier is None:
             self.run["skipped_existing_origin"] = "unknown: no provenance file described them"
         self.doc["runs"].append(self.run)
-        self._write()
+        self._written = False
+
+    def before_write(self) -> None:
+        """Write the file (``complete: false``) the first time a prediction file is about to be written."""
+        if not self._written:
+            self._write()
 
     def finish(self, written: list[Path]) -> None:
         """Rewrite the file once the run has written everything (``complete: true``)."""
@@ -225,5 +233,6 @@ class ProvenanceWriter:
         self._write()
 
     def _write(self) -> None:
+        self._written = True
         self.doc["updated_utc"] = _now()
         atomic_write_text(self.path, json.dumps(self.doc, indent=1) + "\n")
