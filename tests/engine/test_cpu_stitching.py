@@ -52,6 +52,36 @@ def test_cpu_and_same_stitching_are_bit_identical(tta):
     assert not torch.allclose(same, net(image[None])[0], atol=1e-3)
 
 
+def _reference_blend(predict, image, tile, overlap, flips):
+    """The Gaussian blend written out tile by tile (one tile per call, the mirrored predictions averaged)."""
+    import itertools
+
+    from mambaseg.engine.inference import compute_steps, gaussian_weight
+
+    weight = gaussian_weight(tuple(tile))
+    out, norm = None, torch.zeros(image.shape[1:])
+    for start in itertools.product(*compute_steps(image.shape[1:], tile, overlap)):
+        sl = tuple(slice(s, s + t) for s, t in zip(start, tile))
+        x = image[(slice(None),) + sl][None]
+        logits = 0
+        for f in flips:
+            dims = [a + 2 for a in f]
+            logits = logits + (predict(x.flip(dims)).flip(dims) if dims else predict(x))
+        logits = logits / len(flips)
+        out = torch.zeros((logits.shape[1],) + tuple(image.shape[1:])) if out is None else out
+        out[(slice(None),) + sl] += logits[0] * weight
+        norm[sl] += weight
+    return out / norm
+
+
+@pytest.mark.parametrize("stitch", ["cpu", "same"])
+def test_blend_equals_the_tile_by_tile_reference(stitch):
+    net, image = _net(), _image()
+    flips = [(), (1,)]
+    got = sliding_window(net, image, (8, 8, 8), 0.5, "gaussian", 1, (1,), stitch_device=stitch)
+    assert torch.equal(got, _reference_blend(net, image, (8, 8, 8), 0.5, flips))
+
+
 def test_buffers_are_allocated_on_the_stitch_device(monkeypatch):
     made = []
     real = inf._buffers

@@ -180,7 +180,7 @@ def sliding_window(
         if callback is not None:
             callback(min(i + batch_size, len(starts)), len(starts))
     bar.close()
-    out = out / norm
+    out = out.div_(norm)  # in place: a large volume's logits are not held twice
     if padded != spatial:
         crop = tuple(slice((p - s) // 2, (p - s) // 2 + s) for s, p in zip(spatial, padded))
         out = out[(slice(None),) + crop]
