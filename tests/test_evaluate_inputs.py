@@ -77,7 +77,7 @@ def test_2d_label_mask_0_k_is_foreground_where_non_zero(tmp_path, k):
     pred.mkdir()
     Image.fromarray(ref.astype(np.uint8) * k).save(pred / "a.png")
     res = evaluate(pred, gt, tmp_path / "ev")
-    assert res["mean"]["dice"] == pytest.approx(1.0)
+    assert res["mean_2d"]["dice"] == pytest.approx(1.0)
     assert res["metric_per_case"][0]["read_as"] == "label mask"
 
 
@@ -100,13 +100,13 @@ def test_threshold_cuts_probability_maps(tmp_path, capsys, kind):
     img.save(pred / f"a{suffix}")
     # p = 0.7 on B, 0.3 on A, 0 elsewhere; the reference is A and B
     res = evaluate(pred, gt, tmp_path / "ev05", threshold=0.5)
-    assert res["mean"]["dice"] == pytest.approx(2 * 16 / (16 + 32))  # only B
+    assert res["mean_2d"]["dice"] == pytest.approx(2 * 16 / (16 + 32))  # only B
     assert res["metric_per_case"][0]["read_as"] == "probabilities > 0.5"
     res = evaluate(pred, gt, tmp_path / "ev02", threshold=0.2)
-    assert res["mean"]["dice"] == pytest.approx(1.0)  # A and B
+    assert res["mean_2d"]["dice"] == pytest.approx(1.0)  # A and B
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "ev08"),
                  "--threshold", "0.8"]) == 0
-    assert json.loads((tmp_path / "ev08" / "summary.json").read_text())["mean"]["dice"] == 0.0
+    assert json.loads((tmp_path / "ev08" / "summary.json").read_text())["mean_2d"]["dice"] == 0.0
 
 
 def test_bad_prediction_values_and_threshold_one_line(tmp_path, capsys):
@@ -121,3 +121,76 @@ def test_bad_prediction_values_and_threshold_one_line(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "ev"),
                  "--threshold", "1.5"]) == 2
     _one_line(capsys, "--threshold must be in [0, 1)")
+
+
+# ------------------------------------------------------------------------ labels outside the class set (#14 item 4)
+def test_2d_labels_outside_the_class_set_are_an_error(tmp_path, capsys):
+    """2D evaluation is binary: a reference holding 0/1/2 or a prediction holding the labels 0/1/2 is an error naming
+    the file and the values (not silently background, not read as a faint probability map)."""
+    gt, ref = _ref(tmp_path, ("a", "b"))
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    lab = ref.astype(np.uint8)
+    Image.fromarray(lab * 255).save(pred / "a.png")
+    three = lab.copy()
+    three[0, :4] = 2
+    Image.fromarray(three).save(pred / "b.png")  # labels 0, 1, 2
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "ev")]) == 2
+    _one_line(capsys, str(pred / "b.png"), "labels 1, 2", "outside the class set")
+    assert not (tmp_path / "ev").exists()
+    Image.fromarray(lab * 255).save(pred / "b.png")
+    Image.fromarray(three).save(gt / "b.png")  # reference 0, 1, 2
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "ev"), "--workers",
+                 "2"]) == 2
+    _one_line(capsys, str(gt / "b.png"), "label values 2 outside")
+    Image.fromarray(lab * 255).save(gt / "b.png")
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "ev")]) == 0
+
+
+def _labels_3d(tmp_path, declared):
+    root = tmp_path / "Dataset002_Toy"
+    gt, pred = root / "labelsTr", tmp_path / "pred3d"
+    gt.mkdir(parents=True)
+    pred.mkdir()
+    if declared is not None:
+        (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": declared}))
+    lab = np.zeros((8, 8, 8), np.uint8)
+    lab[1:4, 1:4, 1:4] = 1
+    lab[5:7, 5:7, 5:7] = 2
+    for i in range(3):
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), gt / f"case_{i}.nii.gz")
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), pred / f"case_{i}.nii.gz")
+    return gt, pred, lab
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_3d_labels_outside_dataset_json_are_an_error(tmp_path, capsys, workers):
+    gt, pred, lab = _labels_3d(tmp_path, {"background": 0, "A": 1, "B": 2})
+    bad = lab.copy()
+    bad[0, 0, :2] = (5, 7)
+    nib.save(nib.Nifti1Image(bad, np.eye(4)), pred / "case_1.nii.gz")  # prediction with labels 5 and 7
+    args = ["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "ev"), "--workers", workers]
+    assert main(args) == 2
+    _one_line(capsys, str(pred / "case_1.nii.gz"), "label values 5, 7", "outside the class set [0, 1, 2]",
+              "dataset.json")
+    assert not (tmp_path / "ev").exists()
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), pred / "case_1.nii.gz")
+    nib.save(nib.Nifti1Image(bad, np.eye(4)), gt / "case_2.nii.gz")  # reference with labels 5 and 7
+    assert main(args) == 2
+    _one_line(capsys, str(gt / "case_2.nii.gz"), "label values 5, 7")
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), gt / "case_2.nii.gz")
+    assert main(args) == 0
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text())["foreground_mean"]["Dice"] == 1.0
+
+
+def test_3d_labels_outside_brats_regions_and_without_class_set(tmp_path, capsys):
+    gt, pred, lab = _labels_3d(tmp_path, None)
+    bad = lab.copy()
+    bad[0, 0, 0] = 4  # BraTS 2021's raw enhancing-tumour label: ET (3,) would silently miss it
+    nib.save(nib.Nifti1Image(bad, np.eye(4)), gt / "case_0.nii.gz")
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "ev"), "--regions",
+                 "brats"]) == 2
+    _one_line(capsys, str(gt / "case_0.nii.gz"), "label values 4", "[0, 1, 2, 3]", "--regions brats")
+    # no dataset.json and no regions: no class set, every label found is scored (label 4 included)
+    res = evaluate(pred, gt, tmp_path / "ev2")
+    assert set(res["mean"]) == {"1", "2", "4"}

@@ -72,7 +72,7 @@ def test_predict_and_evaluate(trained, tmp_path, capsys):
     assert main(["evaluate", "--pred", str(out), "--gt", str(data / "test"), "-o", str(ev)]) == 0
     summary = json.loads((ev / "summary.json").read_text())
     assert summary["n_cases"] == 2 and summary["region"] == "inside the FOV mask"
-    assert {"dice", "iou", "precision", "recall", "specificity", "accuracy", "auc"} <= set(summary["mean"])
+    assert {"dice", "iou", "precision", "recall", "specificity", "accuracy", "auc"} <= set(summary["mean_2d"])
     assert "Precision" in summary["definitions"]["precision"]
     assert (ev / "metrics.csv").read_text().count("\n") == 3
     assert snapshot(data) == before  # inputs untouched

@@ -86,7 +86,7 @@ def test_predict_and_evaluate_stare_files(tmp_path, tiny_2d_model, capsys):
     assert sorted(p.name for p in out.glob("*.png")) == ["im0001.png", "im0002.png"]
     # evaluate the reference against itself (perfect Dice) and the prediction against the reference
     assert main(["evaluate", "--pred", str(labs), "--gt", str(labs), "-o", str(tmp_path / "self")]) == 0
-    assert json.loads((tmp_path / "self" / "summary.json").read_text())["mean"]["dice"] == pytest.approx(1.0)
+    assert json.loads((tmp_path / "self" / "summary.json").read_text())["mean_2d"]["dice"] == pytest.approx(1.0)
     assert main(["evaluate", "--pred", str(out), "--gt", str(labs), "-o", str(tmp_path / "ev")]) == 0
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert {r["reference"].rsplit("/", 1)[-1] for r in summary["metric_per_case"]} == {"im0001.ah.ppm",
@@ -97,4 +97,4 @@ def test_predict_and_evaluate_stare_files(tmp_path, tiny_2d_model, capsys):
     for i in (1, 2):
         Image.fromarray(_vessels()).save(pgm / f"im000{i}.pgm")
     assert main(["evaluate", "--pred", str(pgm), "--gt", str(labs), "-o", str(tmp_path / "ev2")]) == 0
-    assert json.loads((tmp_path / "ev2" / "summary.json").read_text())["mean"]["dice"] == pytest.approx(1.0)
+    assert json.loads((tmp_path / "ev2" / "summary.json").read_text())["mean_2d"]["dice"] == pytest.approx(1.0)

@@ -103,8 +103,8 @@ def test_v1_labels_and_report_reads_names(hippo, tmp_path):
                                                    "labels": {"0": "background", "1": "Anterior", "2": "Posterior"}}))
     res = evaluate(pred, root / "labelsTr", tmp_path / "ev")
     assert set(res["mean"]) == {"1", "2"} and res["class_names"]["2"] == "Posterior"
-    from mambaseg.benchmark import case_metrics
-    from mambaseg.report import _case_rows, collect_report
+    from mambaseg.apps.benchmark import case_metrics
+    from mambaseg.apps.report import _case_rows, collect_report
 
     info = collect_report(tmp_path / "ev")
     assert set(info["evaluation"]["mean"]) == {"Anterior", "Posterior"}
@@ -129,7 +129,7 @@ def test_brats_regions_keyed_like_nnunet(tmp_path):
     s = load_summary_json(str(tmp_path / "ev" / "summary.json"))
     assert set(s["mean"]) == {(1, 2, 3), (1, 3), (3,)}
     assert s["mean"][(1, 2, 3)]["Dice"] == 1.0 and s["mean"][(3,)]["Dice"] == 1.0
-    from mambaseg.report import collect_report
+    from mambaseg.apps.report import collect_report
 
     assert set(collect_report(tmp_path / "ev")["evaluation"]["mean"]) == {"WT", "TC", "ET"}
 
@@ -146,7 +146,7 @@ def test_old_name_keyed_summary_still_reported(hippo, tmp_path):
         c["metrics"] = {names[k]: v for k, v in c["metrics"].items()}
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "summary.json").write_text(json.dumps(old))
-    from mambaseg.report import collect_report
+    from mambaseg.apps.report import collect_report
 
     assert set(collect_report(tmp_path / "old")["evaluation"]["mean"]) == {"Anterior", "Posterior"}
 
@@ -165,7 +165,7 @@ def test_2d_paths_absolute(tmp_path, monkeypatch):
     row = res["metric_per_case"][0]
     assert Path(row["prediction"]).is_absolute() and Path(row["prediction"]) == tmp_path / "p" / "a.png"
     assert Path(row["reference"]).is_absolute() and Path(res["reference_folder"]).is_absolute()
-    assert res["mean"]["dice"] == pytest.approx(1.0)
+    assert res["mean_2d"]["dice"] == pytest.approx(1.0)
 
 
 def test_2d_nnunet_names_pair(tmp_path):
@@ -181,4 +181,4 @@ def test_2d_nnunet_names_pair(tmp_path):
         Image.fromarray(lab * 255).save(tmp_path / "p" / f"{case}_0000.png")
     res = evaluate(tmp_path / "p", tmp_path / "g", tmp_path / "ev")
     assert {Path(r["reference"]).name for r in res["metric_per_case"]} == {"road_1.png", "road_2.png"}
-    assert res["mean"]["dice"] == pytest.approx(1.0)
+    assert res["mean_2d"]["dice"] == pytest.approx(1.0)

@@ -10,6 +10,20 @@ Every reference needs a prediction: missing ones are an error naming how many an
 ``summary.json`` under ``missing_predictions``, as nnU-Net does with ``chill``). 3D (NIfTI): per-case and per-class
 Dice, IoU, HD95 in mm, see :mod:`mambaseg.metrics.volumetric`. Both write ``metrics.csv`` and ``summary.json``
 with the definition of every metric next to the numbers.
+
+Labels outside the class set are an error naming the file and the values: 2D references must be 0/1 or 0/255, a 2D
+prediction with three or more integer values all below 16 (no 8-bit probability map reaches p = 0.06 there) is a
+multi-label map, not a binary one; 3D label maps must hold only the labels of ``dataset.json`` (or of the BraTS
+regions, ``--regions brats``).
+
+``summary.json`` has nnU-Net v2's shape (``nnunetv2.evaluation.evaluate_predictions``) in 2D as in 3D, so nnU-Net's
+``load_summary_json`` reads it: 2D rows of ``metric_per_case`` carry ``prediction_file`` / ``reference_file``
+(absolute) and ``metrics`` keyed by the label value (``{"1": {Dice, IoU, FP, TP, FN, TN, n_pred, n_ref}}``), ``mean``
+is keyed the same way, ``foreground_mean`` averages the foreground labels and ``class_names`` names them. The 2D
+per-image metrics (``dice``, ``iou``, ``precision``, ...) stay in each row and their means are in ``mean_2d``.
+
+Cases are scored one at a time, in this process (``workers=1``) or in a pool of ``workers`` spawned processes (one
+case in memory per worker, one thread each); results are gathered in case order, so the outputs are byte-identical.
 """
 
 from __future__ import annotations
@@ -18,8 +32,15 @@ import csv
 import json
 import logging
 import math
+import multiprocessing
+import os
 import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,12 +48,68 @@ from ..data.io import SUPPORTED_2D, DataError, _read_raw, _to_single_channel, re
 from ..metrics.binary import METRIC_DEFINITIONS, auc, binary_metrics
 from ..utils.atomic import atomic_path, atomic_write_text, clean_stale_temp
 
-__all__ = ["evaluate", "format_table", "match_files"]
+__all__ = ["evaluate", "format_table", "match_files", "ordered_map", "check_workers"]
 
 logger = logging.getLogger(__name__)
 
 METRICS_2D = ("dice", "iou", "precision", "recall", "specificity", "accuracy", "auc")
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+#: per-label metrics of nnU-Net v2's summary.json (``compute_metrics``), in its order
+NNUNET_METRICS = ("Dice", "IoU", "FP", "TP", "FN", "TN", "n_pred", "n_ref")
+#: an integer 2D prediction whose values all lie below this is a label map, never an 8-bit probability map
+_MAX_LABEL_VALUE_2D = 16
+
+
+# ------------------------------------------------------------------------------------------------ process pool
+def check_workers(workers: Any) -> int:
+    """``--workers``: an integer >= 1 (1 = score in this process).
+
+    Raises:
+        DataError: naming the option and the value.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DataError(f"--workers must be an integer >= 1 (1 = score in this process), got {workers!r}.")
+    return workers
+
+
+def _worker_init() -> None:
+    """A pool worker computes with one thread: the pool is the parallelism."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def ordered_map(fn: Callable, tasks: Sequence, workers: int = 1,
+                describe: Callable[[Any], str] = str) -> Iterator:
+    """``fn(task)`` for every task, yielded in task order.
+
+    ``workers == 1`` (or a single task): in this process, one task at a time. Otherwise a
+    ``ProcessPoolExecutor`` of ``min(workers, len(tasks))`` *spawned* processes (safe with torch and threads), each
+    with one thread; a task carries only file names, so a worker holds one case in memory at a time. The first
+    error (in task order) is raised unchanged (a :class:`DataError` keeps its one-line message naming the file);
+    queued tasks are cancelled. A worker that dies (killed, out of memory) is a :class:`DataError` naming
+    ``describe(task)`` of the task it was running.
+    """
+    workers = check_workers(workers)
+    if workers == 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield fn(task)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_worker_init)
+    try:
+        futures = [pool.submit(fn, task) for task in tasks]
+        for task, fut in zip(tasks, futures):
+            try:
+                result = fut.result()
+            except BrokenProcessPool:
+                raise DataError(f"{describe(task)}: an evaluation worker process died while scoring it (killed or "
+                                f"out of memory?); try fewer --workers.") from None
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _stem(p: Path) -> str:
@@ -126,8 +203,14 @@ def read_prediction_2d(path: Path, threshold: float = 0.5) -> tuple[np.ndarray, 
     arr = _to_single_channel(arr, str(path), "prediction")
     values = np.unique(arr)
     nonzero = values[values != 0]
-    if nonzero.size <= 1 and np.all(values == np.round(values)):
+    integral = bool(np.all(values == np.round(values)))
+    if nonzero.size <= 1 and integral:
         return arr > 0, "label mask"
+    if integral and values.min() >= 0 and values.max() < _MAX_LABEL_VALUE_2D:
+        shown = ", ".join(f"{v:g}" for v in nonzero[:10].tolist()) + (" ..." if nonzero.size > 10 else "")
+        raise DataError(f"{path}: prediction holds the labels {shown}, outside the class set of a binary 2D "
+                        f"evaluation (0 and one foreground value, e.g. 0/1 or 0/255); a probability map with every "
+                        f"value below {_MAX_LABEL_VALUE_2D}/255 is ambiguous: store it as float in [0, 1].")
     scale = _probability_scale(arr, meta, path)
     return arr.astype(np.float64) / scale > threshold, f"probabilities > {threshold:g}"
 
@@ -152,8 +235,64 @@ def _check_out(out: Path, overwrite: bool) -> None:
             raise DataError(f"{out / name}: output already exists (use --overwrite to replace it).")
 
 
+def _label_names_2d(gt_dir: Path) -> dict[str, str]:
+    """nnU-Net key -> name of the 2D foreground label: from ``dataset.json`` beside the references (nnU-Net 2D
+    dataset, ``labelsTr/`` in it) when it names label 1, else ``"foreground"``."""
+    for f in (gt_dir.parent / "dataset.json", gt_dir / "dataset.json"):
+        if not f.is_file():
+            continue
+        from ..data.layouts3d import _declared_label_values
+
+        try:
+            raw = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise DataError(f"{f}: invalid JSON ({getattr(err, 'msg', err)}), expected a dataset.json object") \
+                from None
+        labels = raw.get("labels") if isinstance(raw, dict) else None
+        if labels:
+            names = [n for n, v in _declared_label_values(labels, f).items() if v == 1 and ":" not in n]
+            if names:
+                return {"1": names[0]}
+    return {"1": "foreground"}
+
+
+def _nnunet_metrics_2d(row: dict) -> dict[str, dict[str, float | int]]:
+    """nnU-Net v2's per-label entry of one 2D row (label ``"1"``, counts inside the FOV mask when given)."""
+    tp, fp, fn, tn = (int(row[k]) for k in ("tp", "fp", "fn", "tn"))
+    return {"1": {"Dice": row["dice"], "IoU": row["iou"], "FP": fp, "TP": tp, "FN": fn, "TN": tn,
+                  "n_pred": tp + fp, "n_ref": tp + fn}}
+
+
+def _score_2d(task: tuple) -> tuple[dict, str]:
+    """Score one 2D case (a pool task: only file names travel): ``(row, how the prediction was read)``."""
+    p, g, mask_file, prob_file, threshold = task
+    pred, kind = read_prediction_2d(p, threshold)
+    ref, _ = read_label(g, num_classes=2)
+    if pred.shape != ref.shape:
+        raise DataError(f"{p}: prediction shape {pred.shape} differs from ground truth {g} shape {ref.shape}.")
+    m = None
+    if mask_file is not None:
+        m, _ = read_mask(mask_file)
+        if m.shape != ref.shape:
+            raise DataError(f"{mask_file}: mask shape {m.shape} differs from ground truth {g} shape {ref.shape}.")
+    row: dict[str, Any] = {"case": _stem(p), "prediction": str(p.absolute()), "reference": str(g.absolute()),
+                           "read_as": kind}
+    row.update(binary_metrics(pred, ref > 0, m))
+    if prob_file is not None:
+        row["auc"] = auc(read_probabilities_2d(prob_file), ref > 0, m)
+    row["prediction_file"], row["reference_file"] = row["prediction"], row["reference"]
+    row["metrics"] = _nnunet_metrics_2d(row)
+    return row, kind
+
+
+def _nanmean(values: list) -> float:
+    vals = [float(v) for v in values if not math.isnan(float(v))]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = None, threshold: float = 0.5,
-                overwrite: bool = False, allow_missing: bool = False) -> dict:
+                overwrite: bool = False, allow_missing: bool = False, workers: int = 1) -> dict:
+    """Score 2D predictions (see the module docstring); returns the summary (nnU-Net v2's shape plus ours)."""
     if not 0.0 <= threshold < 1.0:
         raise DataError(f"--threshold must be in [0, 1), got {threshold:g}.")
     gt_dir, auto_mask = _drive_split(gt_dir)
@@ -163,32 +302,25 @@ def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = Non
     pairs = match_files(preds, refs)
     missing = missing_references(refs, [g for _, g in pairs], pred_dir, allow_missing)
     mask_pairs = dict(match_files(preds, _files(mask, SUPPORTED_2D, "mask"), "mask")) if mask else {}
+    names = _label_names_2d(gt_dir)
     prob_dir = pred_dir / "probs"
     _check_out(out, overwrite)
-    rows, kinds = [], set()
+    tasks = []
     for p, g in pairs:
-        pred, kind = read_prediction_2d(p, threshold)
-        kinds.add(kind)
-        ref, _ = read_label(g, num_classes=2)
-        if pred.shape != ref.shape:
-            raise DataError(f"{p}: prediction shape {pred.shape} differs from ground truth {g} shape {ref.shape}.")
-        m = None
-        if p in mask_pairs:
-            m, _ = read_mask(mask_pairs[p])
-            if m.shape != ref.shape:
-                raise DataError(f"{mask_pairs[p]}: mask shape {m.shape} differs from ground truth {g} "
-                                f"shape {ref.shape}.")
-        row = {"case": _stem(p), "prediction": str(p.absolute()), "reference": str(g.absolute()), "read_as": kind}
-        row.update(binary_metrics(pred, ref > 0, m))
         prob_file = prob_dir / f"{_stem(p)}.png"
-        if prob_file.is_file():
-            row["auc"] = auc(read_probabilities_2d(prob_file), ref > 0, m)
+        tasks.append((p, g, mask_pairs.get(p), prob_file if prob_file.is_file() else None, threshold))
+    rows, kinds = [], set()
+    for row, kind in ordered_map(_score_2d, tasks, workers, describe=lambda t: str(t[0])):
         rows.append(row)
+        kinds.add(kind)
     means = {}
     for k in METRICS_2D:
         vals = [r[k] for r in rows if k in r and not math.isnan(r[k])]
         if vals:
             means[k] = float(np.mean(vals))
+    label_mean = {key: {k: _nanmean([r["metrics"][key][k] for r in rows]) for k in NNUNET_METRICS}
+                  for key in names} if rows else {}
+    foreground_mean = {k: _nanmean([m[k] for m in label_mean.values()]) for k in NNUNET_METRICS}
     return {
         "kind": "2d",
         "prediction_folder": str(pred_dir.absolute()), "reference_folder": str(gt_dir.absolute()),
@@ -203,20 +335,29 @@ def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = Non
                         if missing else ""),
         "region": "inside the FOV mask" if mask else "whole image",
         "definitions": METRIC_DEFINITIONS,
+        "class_names": names,
+        "classes": {name: [int(key)] for key, name in names.items()},
         "metric_per_case": rows,
-        "mean": means,
+        "mean": label_mean,
+        "foreground_mean": foreground_mean,
+        "mean_2d": means,
     }
 
 
 def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path | None = None,
              empty_policy: str = "nan", regions: str = "", overwrite: bool = False, threshold: float = 0.5,
-             allow_missing: bool = False) -> dict:
+             allow_missing: bool = False, workers: int = 1) -> dict:
     """Evaluate and write ``metrics.csv`` + ``summary.json`` into ``out``; returns the summary.
+
+    Args:
+        workers: cases scored in parallel: 1 = in this process, N > 1 = a pool of N processes (same outputs).
 
     Raises:
         DataError: a reference without prediction (unless ``allow_missing``), a prediction without reference,
-            unreadable files, shape mismatches (one line naming the file).
+            unreadable files, shape mismatches, labels outside the class set, ``workers`` < 1 (one line naming the
+            file or the option).
     """
+    check_workers(workers)
     pred, gt, out = Path(pred), Path(gt), Path(out)
     if not pred.is_dir():
         raise DataError(f"{pred}: prediction folder not found.")
@@ -225,9 +366,11 @@ def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path
         from .evaluate3d import evaluate_3d
 
         _check_out(out, overwrite)
-        result = evaluate_3d(pred, gt, empty_policy=empty_policy, regions=regions, allow_missing=allow_missing)
+        result = evaluate_3d(pred, gt, empty_policy=empty_policy, regions=regions, allow_missing=allow_missing,
+                             workers=workers)
     else:
-        result = evaluate_2d(pred, gt, out, Path(mask) if mask else None, threshold, overwrite, allow_missing)
+        result = evaluate_2d(pred, gt, out, Path(mask) if mask else None, threshold, overwrite, allow_missing,
+                             workers)
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_temp(out, {"summary.json", "metrics.csv"})  # leftovers of a killed run
     # each file is complete or absent: temporary name in the same folder, then rename
@@ -239,8 +382,9 @@ def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path
 def _write_csv(result: dict, path: Path) -> None:
     rows = result.get("csv_rows") or result["metric_per_case"]
     keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys and not isinstance(r[k], dict)]
+    for r in rows:  # 2D: the nnU-Net copies of the paths (prediction_file, reference_file) stay out of the CSV
+        keys += [k for k in r if k not in keys and not isinstance(r[k], dict)
+                 and not (result.get("kind") == "2d" and k in ("prediction_file", "reference_file"))]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -251,11 +395,12 @@ def format_table(result: dict) -> str:
     """A plain-text table of the per-case rows and the means, with how the metrics are computed."""
     if result.get("kind") != "2d":
         return result.get("table", json.dumps(result.get("mean", {}), indent=1))
-    cols = [k for k in METRICS_2D if k in result["mean"]]
+    mean = result.get("mean_2d", result["mean"])
+    cols = [k for k in METRICS_2D if k in mean]
     lines = [f"{'case':16s}" + "".join(f"{c:>12s}" for c in cols)]
     for r in result["metric_per_case"]:
         lines.append(f"{r['case'][:16]:16s}" + "".join(f"{r.get(c, float('nan')):12.4f}" for c in cols))
-    lines.append(f"{'mean':16s}" + "".join(f"{result['mean'][c]:12.4f}" for c in cols))
+    lines.append(f"{'mean':16s}" + "".join(f"{mean[c]:12.4f}" for c in cols))
     lines.append(f"({result['averaging']}; {result['region']}; {result['prediction_reading']})")
     for c in cols:
         lines.append(f"  {c}: {result['definitions'].get(c, '')}")

@@ -8,11 +8,17 @@ string (``"1"``, ``"2"``) or, for regions, by the string of the member tuple (``
 classes. The names sit alongside in ``class_names`` (key -> name, e.g. ``{"1": "Anterior"}``) and ``classes``
 (name -> member labels). ``prediction_file`` / ``reference_file`` are absolute paths, so a report made in another
 folder still finds the volumes for its overlays.
+
+Labels outside the class set are an error naming the file and the values: with a ``dataset.json`` beside the
+references every label value must be declared there, with ``--regions brats`` be one of 0-3. Without either, every
+label found is scored (nothing can be outside). Cases are scored one at a time, in this process or in a process pool
+(:func:`mambaseg.engine.evaluate.ordered_map`), gathered in case order.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -22,7 +28,9 @@ from ..data.io import DataError
 from ..data.nifti import read_volume_label
 from ..metrics.volumetric import METRIC_KEYS, _nanmean, evaluate_cases
 
-__all__ = ["evaluate_3d", "evaluate_pairs", "label_key", "nnunet_keyed"]
+__all__ = ["evaluate_3d", "evaluate_pairs", "label_key", "nnunet_keyed", "check_label_set"]
+
+logger = logging.getLogger(__name__)
 
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
@@ -56,22 +64,69 @@ def nnunet_keyed(result: dict, regions: bool = False) -> dict:
     return out
 
 
-def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes, empty_policy: str = "nan") -> dict:
+def check_label_set(arr: np.ndarray, path: Path | str, allowed: set[int] | None, source: str = "") -> None:
+    """Raise a one-line :class:`DataError` naming ``path`` and the values of ``arr`` outside ``allowed`` (None:
+    no class set, nothing to check)."""
+    if allowed is None:
+        return
+    values = np.unique(arr)
+    bad = [int(v) for v in values.tolist() if int(v) not in allowed]
+    if bad:
+        shown = ", ".join(str(v) for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise DataError(f"{path}: label values {shown} are outside the class set {sorted(allowed)}"
+                        f"{f' ({source})' if source else ''}; expected only these labels.")
+
+
+def _label_values(task: tuple) -> set[int]:
+    """Label values of a prediction and its reference (pool task of the first pass when no classes are declared)."""
+    _cid, p, r = task
+    return {int(v) for f in (p, r) for v in np.unique(read_volume_label(f)[0]).tolist()}
+
+
+def _score_3d(task: tuple) -> dict:
+    """Score one case (a pool task: only file names travel): each file is read once, its labels checked against
+    the class set, then :func:`evaluate_cases` of the pair (identical to passing it the files)."""
+    cid, p, r, classes, empty_policy, allowed, source = task
+    pa, pm = read_volume_label(p)
+    check_label_set(pa, p, allowed, source)
+    ra, rm = read_volume_label(r)
+    check_label_set(ra, r, allowed, source)
+    if pa.shape != ra.shape:
+        raise DataError(f"{p}: prediction shape {pa.shape} differs from reference {r} shape {ra.shape}.")
+    if not np.allclose(pm["affine"], rm["affine"], rtol=0, atol=1e-3):
+        logger.warning("prediction %s and reference %s have different affines", p, r)
+    res = evaluate_cases([pa], [ra], classes, spacing=[float(x) for x in rm["spacing"]], empty_policy=empty_policy,
+                         case_ids=[cid])
+    for c in res["metric_per_case"]:
+        c["prediction_file"], c["reference_file"] = str(p), str(r)
+    return res
+
+
+def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes, empty_policy: str = "nan", workers: int = 1,
+                   allowed: set[int] | None = None, source: str = "") -> dict:
     """:func:`~mambaseg.metrics.volumetric.evaluate_cases` of ``(case id, prediction, reference)`` pairs, one case
     in memory at a time (it would read every pair first): scored pair by pair with the classes fixed beforehand
     (``None``: every non-zero label of any file, collected in a first pass that keeps only the label values), then
-    averaged as it averages (nan-mean per class, then over classes)."""
+    averaged as it averages (nan-mean per class, then over classes).
+
+    Args:
+        workers: 1 = in this process; N > 1 = a pool of N processes (:func:`~mambaseg.engine.evaluate.ordered_map`),
+            results in pair order, identical outputs.
+        allowed: the class set (label values, 0 included): a file holding another value is an error naming it;
+            ``source`` says where the set comes from. None: no check.
+    """
+    from .evaluate import ordered_map
+
     if not pairs:
         return evaluate_cases([], [], classes, empty_policy=empty_policy)
     if classes is None:
         values: set[int] = set()
-        for _, p, r in pairs:
-            for f in (p, r):
-                values.update(np.unique(read_volume_label(f)[0]).tolist())
+        for vals in ordered_map(_label_values, pairs, workers, describe=lambda t: str(t[1])):
+            values.update(vals)
         classes = {str(v): (int(v),) for v in sorted(values - {0})}  # = evaluate_cases' own choice
+    tasks = [(cid, p, r, classes, empty_policy, allowed, source) for cid, p, r in pairs]
     per_case, result = [], {}
-    for cid, p, r in pairs:
-        result = evaluate_cases([p], [r], classes, empty_policy=empty_policy, case_ids=[cid])
+    for result in ordered_map(_score_3d, tasks, workers, describe=lambda t: str(t[1])):
         per_case.extend(result["metric_per_case"])
     names = list(result["classes"])
     mean = {n: {k: _nanmean([c["metrics"][n][k] for c in per_case]) for k in METRIC_KEYS} for n in names}
@@ -80,9 +135,11 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes, empty_policy: s
     return result
 
 
-def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = "", allow_missing: bool = False) -> dict:
+def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = "", allow_missing: bool = False,
+                workers: int = 1) -> dict:
     """Score every prediction against its reference; references without a prediction are an error unless
-    ``allow_missing`` (see :func:`mambaseg.engine.evaluate.missing_references`)."""
+    ``allow_missing`` (see :func:`mambaseg.engine.evaluate.missing_references`); label values outside the class set
+    (``dataset.json``, BraTS regions) are an error naming the file. ``workers``: see :func:`evaluate_pairs`."""
     from .evaluate import missing_references
 
     if not gt.is_dir():
@@ -97,10 +154,13 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
             raise DataError(f"{p}: no reference {cid}.nii.gz in {gt}.")
         pairs.append((cid, p, refs[cid]))
     missing = missing_references(list(refs.values()), [r for _, _, r in pairs], pred, allow_missing)
-    classes = None
+    classes, allowed, source = None, None, ""
     labels_json = gt.parent / "dataset.json"
     if regions == "brats":
-        classes = "brats"
+        from ..data.layouts3d import BRATS_REGIONS
+
+        classes, source = "brats", "BraTS regions, --regions brats"
+        allowed = {0} | {v for members in BRATS_REGIONS.values() for v in members}
     elif labels_json.is_file():
         from ..data.layouts3d import _declared_label_values
 
@@ -111,12 +171,13 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
                             f"object") from None
         labels = raw.get("labels", {}) if isinstance(raw, dict) else {}
         if labels:
-            _declared_label_values(labels, labels_json)  # one-line error naming the file and the bad key
+            declared = _declared_label_values(labels, labels_json)  # one-line error naming the file and bad key
+            allowed, source = {0} | set(declared.values()), f"labels of {labels_json}"
             # MSD: {"0": "background", "1": "Anterior"}; nnU-Net v2: {"background": 0, "Anterior": 1}
             items = [(v, int(k)) for k, v in labels.items()] if all(k.isdigit() for k in labels) else \
                 [(k, int(v)) for k, v in labels.items() if isinstance(v, int)]
             classes = {name: (val,) for name, val in items if val != 0} or None
-    result = evaluate_pairs(pairs, classes, empty_policy)
+    result = evaluate_pairs(pairs, classes, empty_policy, workers=workers, allowed=allowed, source=source)
     result = nnunet_keyed(result, regions=classes == "brats")
     names = result["class_names"]
     result["kind"] = "3d"
@@ -138,5 +199,5 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
     if missing:
         lines.append(f"({len(missing)} of {len(refs)} references have no prediction and are not scored: "
                      f"--allow-missing)")
-    result["table"] = "\n".join(l for l in lines if not (isinstance(l, float) and math.isnan(l)))
+    result["table"] = "\n".join(line for line in lines if not (isinstance(line, float) and math.isnan(line)))
     return result
