@@ -2,7 +2,8 @@
 
     python benchmarks/onnx_bench.py --model weights/akmamba_net_drive.pt --model weights/dm_segnet_hippocampus.pt
 
-Each checkpoint (or run folder) is exported to a temporary .onnx file with :func:`mambaseg.export.export_onnx`, then
+Each checkpoint (or run folder) is exported to a temporary .onnx file with
+:func:`mambaseg.apps.export.export_onnx`, then
 both runtimes are timed on the same random tile (batch 1, the export size): ``--threads`` threads (default 2),
 ``--warmup`` untimed runs, median of ``--repeats`` timed runs (default 5). Results, the exact command, the machine
 and the library versions go to ``benchmarks/results/onnx.json`` (``--out``); the PyTorch/ONNX time ratio is printed.
@@ -36,8 +37,8 @@ def _median_seconds(fn, warmup: int, repeats: int) -> float:
 def bench_one(model: str, threads: int, warmup: int, repeats: int, size=None) -> dict:
     import torch
 
+    from mambaseg.apps.export import _resolve_checkpoint, export_onnx, onnx_predictor
     from mambaseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
-    from mambaseg.export import _resolve_checkpoint, export_onnx, onnx_predictor
 
     ckpt_path = _resolve_checkpoint(model)
     ckpt = load_checkpoint(ckpt_path)

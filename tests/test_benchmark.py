@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mambaseg.benchmark import (
+from mambaseg.apps.benchmark import (
     BenchmarkError,
     BenchmarkTestSet,
     bootstrap_ci,
@@ -25,7 +25,7 @@ from mambaseg.benchmark import (
     summarize,
     train_command,
 )
-from mambaseg.benchmark_html import render_html
+from mambaseg.apps.benchmark_html import render_html
 from mambaseg.cli import main
 from mambaseg.data.synthetic import write_synthetic_drive
 
@@ -164,7 +164,7 @@ def test_plan_budgets_and_parallel_command_lines(data, tmp_path):
     assert {"seed=1", "model.name=akmamba_net_tiny", "train.num_threads=1", "train.epochs=3",
             "train.iters_per_epoch=2", "train.time_limit_min=0"} <= set(sets)
     assert "--resume" in train_command(spec, resume=True)
-    from mambaseg.benchmark import train_env
+    from mambaseg.apps.benchmark import train_env
 
     env = train_env(1, {"PATH": "/bin"})
     assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1" and env["PATH"] == "/bin"
@@ -216,10 +216,22 @@ def test_dry_run_prints_plan(data, tmp_path, capsys):
     assert main(["benchmark", str(cfg), "--models", MODELS, "--budget-minutes", "60", "--seeds", "0,1",
                  "--parallel", "2", "--threads", "1", "--test", str(d / "test"), "--out", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "2 model(s) x 2 seed(s) = 4 run(s); budget 60 min per run; 1 thread(s) per run, 2 run(s) side by side" \
-        in text
+    assert ("2 model(s) x 2 seed(s) = 4 run(s); budget 60 min (wall clock) per run; 1 thread(s) per run, 2 run(s) "
+            "side by side") in text
     assert text.count("OMP_NUM_THREADS=1") == 4 and "akmamba_net_tiny_seed1 [new]" in text
+    assert text.count("train.budget_clock=wall") == 4
     assert not out.exists()
+
+
+def test_cpu_budget_clock_reaches_every_run(data, tmp_path, capsys):
+    _, d, cfg = data
+    assert main(["benchmark", str(cfg), "--models", MODELS, "--budget-minutes", "30", "--budget-clock", "cpu",
+                 "--seeds", "0", "--test", str(d / "test"), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "budget 30 min (cpu clock) per run" in text and text.count("train.budget_clock=cpu") == 2
+    with pytest.raises(BenchmarkError, match="--budget-clock: expected wall or cpu"):
+        plan_benchmark([str(cfg)], MODELS, 30, None, "0", tmp_path / "o", test={"test": str(d / "test")},
+                       budget_clock="gpu")
 
 
 def test_drive_benchmark_script_parses(capsys):
@@ -266,7 +278,7 @@ def test_end_to_end_2d_rerun_skips_and_resumes(data, tmp_path, capsys, monkeypat
 
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["models"]) == ["unet_tiny", "akmamba_net_tiny"]
-    assert summary["budget"] == {"minutes": None, "steps": 4} and summary["threads_per_run"] == 1
+    assert summary["budget"] == {"minutes": None, "steps": 4, "clock": None} and summary["threads_per_run"] == 1
     for label, info in summary["models"].items():
         assert info["runs"] == 2 and info["steps"]["mean"] == 4 and info["epochs"]["mean"] == 2
         oc = info["metrics"]["dice"]["over_cases"]
@@ -368,7 +380,7 @@ def test_html_without_matplotlib(monkeypatch):
 
 def test_saved_config_with_modality_mr_matches_auto_outside_nnunet():
     """Runs saved before data.modality defaulted to auto (they say MR) still resume: auto means MR there."""
-    from mambaseg.benchmark import _comparable
+    from mambaseg.apps.benchmark import _comparable
 
     saved = {"seed": 0, "data": {"layout": "drive", "modality": "MR"}}
     now = {"seed": 0, "data": {"layout": "drive", "modality": "auto"}}
@@ -376,3 +388,12 @@ def test_saved_config_with_modality_mr_matches_auto_outside_nnunet():
     nn = {"seed": 0, "data": {"layout": "nnunet", "modality": "auto"}}
     assert _comparable(nn) != _comparable({"seed": 0, "data": {"layout": "nnunet", "modality": "MR"}})
     assert _comparable(dict(saved, seed=1)) != _comparable(now)
+
+
+def test_saved_config_without_budget_clock_matches_wall_only():
+    """Runs saved before train.budget_clock existed counted wall time: they match wall, not cpu."""
+    from mambaseg.apps.benchmark import _comparable
+
+    saved = {"seed": 0, "data": {"layout": "drive"}, "train": {"epochs": 3}}
+    assert _comparable(saved) == _comparable({**saved, "train": {"epochs": 3, "budget_clock": "wall"}})
+    assert _comparable(saved) != _comparable({**saved, "train": {"epochs": 3, "budget_clock": "cpu"}})

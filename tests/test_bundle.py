@@ -16,7 +16,7 @@ import torch
 from monai.bundle import ConfigParser
 from PIL import Image
 
-from mambaseg.bundle import REQUIRED_METADATA_KEYS, check_metadata, export_bundle
+from mambaseg.apps.bundle import REQUIRED_METADATA_KEYS, check_metadata, export_bundle
 from mambaseg.cli import main
 from mambaseg.data.preprocess import preprocess_case
 from mambaseg.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint

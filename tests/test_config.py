@@ -205,7 +205,7 @@ def test_a_few_anchors_still_work(tmp_path):
 
 
 def test_report_reads_a_run_config_within_the_alias_budget(tmp_path, caplog):
-    from mambaseg.report import collect_report
+    from mambaseg.apps.report import collect_report
 
     run = tmp_path / "run"
     run.mkdir()

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mambaseg.apps.report import _unit_header, summary_stats, write_report
+from mambaseg.apps.report_overlays import orthogonal_error_figure, ras_panels
 from mambaseg.data.io import OVERLAY_COLOURS
-from mambaseg.report import _unit_header, summary_stats, write_report
-from mambaseg.report_overlays import orthogonal_error_figure, ras_panels
 from tests.test_report import CFG_2D, CFG_3D, _run
 
 
@@ -136,10 +136,10 @@ def test_report_2d_numbers_order_and_full_resolution(run2d, tmp_path):
     # mean, SD, median, 95 % CI and n beside every mean
     assert page.headers["means"] == ["metric", "mean", "SD", "median", "95% CI of the mean", "n"]
     means = {r[0][0]: r for r in page.rows["means"]}
-    assert set(means) == {f"{k} %" for k in summary["mean"]}
+    assert set(means) == {f"{k} %" for k in summary["mean_2d"]}
     dice = np.array([c["dice"] for c in summary["metric_per_case"]])
     row = means["dice %"]
-    assert float(row[1][1]) == pytest.approx(summary["mean"]["dice"])  # the evaluation's mean
+    assert float(row[1][1]) == pytest.approx(summary["mean_2d"]["dice"])  # the evaluation's mean
     assert row[1][0] == f"{100 * dice.mean():.2f}" and row[2][0] == f"{100 * dice.std(ddof=1):.2f}"
     assert row[3][0] == f"{100 * np.median(dice):.2f}" and row[5][0] == str(len(dice))
     lo, hi = (float(x) for x in row[4][0].split(" – "))
@@ -226,7 +226,7 @@ def test_ras_panels_orientation_of_a_known_affine():
 
 
 def test_demo_3d_overlay_is_not_a_strip(tmp_path):
-    from mambaseg.demo3d import _overlay_slices
+    from mambaseg.apps.demo3d import _overlay_slices
 
     rng = np.random.default_rng(0)
     ref = np.zeros((40, 48, 36), np.uint8)

@@ -197,8 +197,8 @@ def test_weights_environment_folder_is_used(tmp_path, monkeypatch):
 def test_predict_and_export_take_a_shipped_model_name(tmp_path, monkeypatch):
     """The CLI hands the checked file to predict/export (inference by name runs in the slow wheel test and in
     test_shipped_weights by path)."""
+    import mambaseg.apps.export as export_mod
     import mambaseg.engine.predict as predict_mod
-    import mambaseg.export as export_mod
 
     got = {}
     monkeypatch.setattr(predict_mod, "predict", lambda model, *a, **k: got.setdefault("predict", model) and [])
@@ -291,8 +291,8 @@ def test_cache_and_atomic_outputs_are_0644(tmp_path, umask022):
 def test_exported_onnx_is_0644(tmp_path, umask022):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
+    from mambaseg.apps.export import export_onnx
     from mambaseg.engine.checkpoint import save_checkpoint
-    from mambaseg.export import export_onnx
     from mambaseg.models import build_model
 
     torch.manual_seed(0)

@@ -176,7 +176,7 @@ BAD_ONNX = [
 
 @pytest.mark.parametrize("name,text,expected", BAD_ONNX, ids=[b[0] for b in BAD_ONNX])
 def test_malformed_onnx_metadata(tmp_path, name, text, expected):
-    from mambaseg.export import onnx_predictor, read_onnx_metadata
+    from mambaseg.apps.export import onnx_predictor, read_onnx_metadata
 
     path = _onnx_file(tmp_path / "bad.onnx", text)
     with pytest.raises(ValueError) as e:
@@ -191,7 +191,7 @@ def test_good_onnx_metadata_runs(tmp_path):
     pytest.importorskip("onnxruntime")
     import torch
 
-    from mambaseg.export import onnx_predictor
+    from mambaseg.apps.export import onnx_predictor
 
     run, ck = onnx_predictor(_onnx_file(tmp_path / "ok.onnx", _meta()))
     x = torch.randn(1, 3, 32, 32)

@@ -23,10 +23,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _cmd_bench(args) -> int:
     import json
 
-    from .bench import format_scan_table, run_scan_bench
+    from .apps.bench import format_scan_table, run_scan_bench
 
     if args.what in ("models2d", "models3d"):
-        from .bench import run_models2d_bench, run_models3d_bench
+        from .apps.bench import run_models2d_bench, run_models3d_bench
 
         out = Path(args.out or f"benchmarks/results/{args.what}.json")
         command = (f"mambaseg bench {args.what} --threads {args.threads} --rounds {args.rounds}"
@@ -100,7 +100,7 @@ def _cmd_evaluate(args) -> int:
 
     result = evaluate(args.pred, args.gt, args.output, mask=args.mask, empty_policy=args.empty_policy,
                       regions=args.regions, overwrite=args.overwrite, threshold=args.threshold,
-                      allow_missing=args.allow_missing)
+                      allow_missing=args.allow_missing, workers=args.workers)
     print(format_table(result))
     print(f"results written to {args.output}")
     print(f"report: mambaseg report {args.output} -o {Path(args.output) / 'report.html'}")
@@ -108,7 +108,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import write_report
+    from .apps.report import write_report
 
     src = Path(args.path)
     out = Path(args.output) if args.output else (src if src.is_dir() else src.parent) / "report.html"
@@ -123,14 +123,14 @@ def _cmd_export(args) -> int:
     if args.bundle:
         if args.size:
             raise ValueError("--size applies to --onnx; a MONAI bundle takes any input size (sliding window).")
-        from .bundle import export_bundle
+        from .apps.bundle import export_bundle
 
         res = export_bundle(resolve_model(args.model), args.bundle, overwrite=args.overwrite)
         print(f"MONAI bundle of {res['model_name']} written to {res['path']} ({', '.join(res['files'])})")
         print(f"run: cd {res['path']} && python -m monai.bundle run --config_file configs/inference.json "
               f"--dataset_dir IMAGES --output_dir OUTPUT")
         return 0
-    from .export import export_onnx
+    from .apps.export import export_onnx
 
     meta = export_onnx(resolve_model(args.model), args.onnx, size=args.size, overwrite=args.overwrite)
     shape = "fixed size " + "x".join(str(s) for s in meta["fixed_size"]) if meta["fixed_size"] else \
@@ -142,7 +142,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .apps.demo import run_demo
 
     out = run_demo(Path(args.out), minutes=args.minutes, with_3d=not args.no_3d,
                    log=lambda m: print(m, flush=True))
@@ -151,7 +151,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_benchmark(args) -> int:
-    from .benchmark import format_plan, plan_benchmark, run_benchmark
+    from .apps.benchmark import format_plan, plan_benchmark, run_benchmark
 
     test = {"test": args.test, "images": args.test_images, "labels": args.test_labels, "mask": args.test_mask}
     plan = plan_benchmark(args.configs, args.models, args.budget_minutes, args.steps, args.seeds, args.out,
@@ -299,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing", action="store_true",
                    help="score only the cases that have a prediction (missing ones are listed, with a warning); "
                         "by default a reference without prediction is an error")
+    p.add_argument("--workers", "-np", type=int, default=1, metavar="N",
+                   help="cases scored in parallel: 1 = in this process (default), N > 1 = a pool of N processes, "
+                        "one case in memory and one thread each; same outputs (nnU-Net: -np)")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files in the output folder")
     _add_common(p)
     p.set_defaults(func=_cmd_evaluate)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -13,8 +12,6 @@ import pytest
 
 from mambaseg.cli import main
 from mambaseg.data.phantom3d import write_phantom_msd
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 CONFIG = """
 seed: 0
@@ -113,11 +110,10 @@ def test_missing_brats_modality(trained, tmp_path, capsys):
     assert "t2f" in err
 
 
-@pytest.mark.skipif(not (SHARED / "BraTS2023_GLI_sample").is_dir(), reason="shared BraTS sample not present")
-def test_real_brats_sample_loads():
+def test_real_brats_sample_loads(shared_data):
     from mambaseg.data.layouts3d import brats_cases, load_case3d
 
-    cases = brats_cases(SHARED / "BraTS2023_GLI_sample")
+    cases = brats_cases(shared_data("BraTS2023_GLI_sample"))
     assert len(cases) == 1
     case = load_case3d(cases[0], check_labels=False)
     assert case["image"].shape == (4, 240, 240, 155) and case["label"] is None

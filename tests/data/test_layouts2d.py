@@ -22,8 +22,6 @@ from mambaseg.data.layouts2d import (
 )
 from mambaseg.data.synthetic import write_synthetic_drive
 
-DRIVE = Path("/work/shared/data/DRIVE")
-
 
 @pytest.fixture(scope="module")
 def drive_root(tmp_path_factory) -> Path:
@@ -149,8 +147,8 @@ def test_estimate_fov_synthetic_fundus(drive_root):
     assert sample["meta"]["mask_estimated"] and _iou(sample["mask"], gt) > 0.95
 
 
-@pytest.mark.skipif(not (DRIVE / "training/images").is_dir(), reason="real DRIVE data not available")
-def test_real_drive_layout_and_fov():
+def test_real_drive_layout_and_fov(shared_data):
+    DRIVE = shared_data("DRIVE")
     train, test = drive_cases(DRIVE, "training"), drive_cases(DRIVE, "test")
     assert len(train) == 20 and len(test) == 20
     assert all(c.label is not None and c.mask is not None for c in train + test)

@@ -21,7 +21,6 @@ from mambaseg.data.layouts3d import (
     split_cases,
 )
 
-DATA = Path("/work/shared/data")
 SHAPE = (6, 5, 4)
 
 
@@ -258,9 +257,8 @@ def test_unknown_layout(tmp_path):
         detect_layout(tmp_path)
 
 
-@pytest.mark.skipif(not (DATA / "Task04_Hippocampus").is_dir(), reason="real MSD data not available")
-def test_real_hippocampus_layout():
-    root = DATA / "Task04_Hippocampus"
+def test_real_hippocampus_layout(shared_data):
+    root = shared_data("Task04_Hippocampus")
     assert detect_layout(root) == "msd"
     cases = list_cases3d(root)
     assert len(cases) == 208
@@ -268,8 +266,7 @@ def test_real_hippocampus_layout():
     assert d["image"].shape[0] == 1 and d["image"].shape[1:] == d["label"].shape
 
 
-@pytest.mark.skipif(not (DATA / "BraTS2023_GLI_sample").is_dir(), reason="real BraTS sample not available")
-def test_real_brats_sample_without_label():
-    (case,) = list_cases3d(DATA / "BraTS2023_GLI_sample")
+def test_real_brats_sample_without_label(shared_data):
+    (case,) = list_cases3d(shared_data("BraTS2023_GLI_sample"))
     assert [p.name.split("-")[-1] for p in case.images] == ["t2w.nii.gz", "t2f.nii.gz", "t1n.nii.gz", "t1c.nii.gz"]
     assert case.label is None

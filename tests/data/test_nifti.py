@@ -21,8 +21,6 @@ from mambaseg.data.nifti import (
     write_nifti,
 )
 
-HIPPO = Path("/work/shared/data/Task04_Hippocampus")
-
 
 def oblique_affine() -> np.ndarray:
     """Permuted + flipped axes (axcodes I, L, A), anisotropic spacing (3.0, 0.8, 1.1) and an offset."""
@@ -171,8 +169,8 @@ def test_itk_suffix_without_simpleitk_is_a_clear_error(tmp_path, monkeypatch):
         read_volume(p)
 
 
-@pytest.mark.skipif(not HIPPO.is_dir(), reason="real Task04_Hippocampus data not available")
-def test_real_hippocampus_case():
+def test_real_hippocampus_case(shared_data):
+    HIPPO = shared_data("Task04_Hippocampus")
     image, meta = read_nifti(HIPPO / "imagesTr" / "hippocampus_001.nii.gz")
     label, lmeta = read_nifti_label(HIPPO / "labelsTr" / "hippocampus_001.nii.gz")
     assert image.shape[1:] == label.shape and image.shape[0] == 1

@@ -15,7 +15,6 @@ import yaml
 
 import mambaseg.engine.train as train_mod
 from mambaseg.config import apply_overrides, config_from_dict, config_to_dict
-from mambaseg.data.synthetic import write_synthetic_drive
 from mambaseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from mambaseg.utils.atomic import append_line, is_temp_name, read_jsonl, truncate_partial_line
 
@@ -29,9 +28,8 @@ SENTINEL = b"an earlier complete file\n"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_synthetic_drive(tmp_path_factory.mktemp("atomtrain") / "d", n_train=2, n_test=1, size=(40, 44),
-                                 seed=3)
+def data(tiny_drive):
+    return tiny_drive  # conftest: 2 training + 1 test image, 40x44
 
 
 def _cfg(data, *extra):
@@ -146,7 +144,7 @@ def test_resume_without_history_cuts_only_the_torn_line(data, tmp_path):
 def test_export_onnx_failure_leaves_no_partial_file(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    from mambaseg.export import export_onnx
+    from mambaseg.apps.export import export_onnx
     from mambaseg.models import build_model
 
     cfg = config_from_dict({"model": {"name": "unet_tiny"}, "data": {"patch_size": [32, 32]}})
@@ -172,7 +170,7 @@ def test_export_onnx_failure_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_report_html_failure_keeps_earlier_report(data, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    from mambaseg.report import write_report
+    from mambaseg.apps.report import write_report
 
     run = tmp_path / "run"
     train_mod.train(_cfg(data), run, progress=False)
@@ -184,7 +182,7 @@ def test_report_html_failure_keeps_earlier_report(data, tmp_path, monkeypatch):
 
 
 def test_benchmark_outputs_fail_without_partial_file(tmp_path, monkeypatch):
-    from mambaseg import benchmark, benchmark_html
+    from mambaseg.apps import benchmark, benchmark_html
 
     csv_path = tmp_path / "results.csv"
     csv_path.write_bytes(SENTINEL)

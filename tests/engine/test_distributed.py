@@ -45,7 +45,7 @@ model: {name: unet_tiny}
 data: {layout: drive, root: "%s", val_fraction: 0.0, patch_size: [48, 48], fov: false, augment: light}
 loss: {name: ce}
 optim: {name: sgd, lr: 1.0, momentum: 0.0, weight_decay: 0.0, schedule: constant}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 4, num_threads: 1, grad_clip: 0}
+train: {epochs: 1, iters_per_epoch: 1, batch_size: 4, num_threads: 1, grad_clip: 0, num_workers: %d}
 """
 
 # runs mambaseg.engine.train.train() unchanged, with the model wrapped to compute in float64
@@ -115,9 +115,10 @@ def _step_difference(a: dict, b: dict) -> float:
 def test_ddp_step_matches_single_process_in_float64(tmp_path):
     data = write_synthetic_drive(tmp_path / "data", n_train=4, n_test=1, size=(64, 72), seed=4)
     cfg, script = tmp_path / "step.yaml", tmp_path / "f64_train.py"
-    cfg.write_text(STEP_CONFIG % data)
+    cfg.write_text(STEP_CONFIG % (data, 1))
     script.write_text(F64_TRAIN)
     single = _step_f64(script, cfg, tmp_path / "single", 1)
+    cfg.write_text(STEP_CONFIG % (data, 0))
     ddp = _step_f64(script, cfg, tmp_path / "ddp", 2)
     assert ddp["provenance"]["world_size"] == 2 and single["provenance"]["world_size"] == 1
     assert single["state_dict"].keys() == ddp["state_dict"].keys()  # saved unwrapped (no 'module.' prefix)

@@ -13,7 +13,6 @@ import torch
 import mambaseg.engine.train as train_mod
 from mambaseg.cli import main
 from mambaseg.config import apply_overrides, config_from_dict, config_to_dict
-from mambaseg.data.synthetic import write_synthetic_drive
 from mambaseg.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from mambaseg.engine.train import StepGuard
 
@@ -26,8 +25,8 @@ BASE = {
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_synthetic_drive(tmp_path_factory.mktemp("nonfin") / "d", n_train=2, n_test=1, size=(40, 44), seed=3)
+def data(tiny_drive):
+    return tiny_drive  # conftest: 2 training + 1 test image, 40x44
 
 
 def _cfg(data, *extra):

@@ -10,7 +10,6 @@ import torch
 
 import mambaseg.engine.train as train_mod
 from mambaseg.config import apply_overrides, config_from_dict
-from mambaseg.data.synthetic import write_synthetic_drive
 from mambaseg.engine.checkpoint import load_checkpoint
 
 BASE = {
@@ -22,8 +21,8 @@ BASE = {
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_synthetic_drive(tmp_path_factory.mktemp("num") / "d", n_train=2, n_test=1, size=(40, 44), seed=3)
+def data(tiny_drive):
+    return tiny_drive  # conftest: 2 training + 1 test image, 40x44
 
 
 def _poisoned_loss(bad_calls):

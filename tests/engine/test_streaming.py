@@ -237,7 +237,9 @@ def test_make_batches_chooses_by_num_workers(tmp_path):
     from mambaseg.engine.stream import make_batches
 
     lazy = _lazy(tmp_path, _cases(2))
-    assert isinstance(make_batches(lazy, PATCH, 2, 0.5, "none", 0, num_workers=0, world=2, rank=1), PatchSampler)
+    assert isinstance(make_batches(lazy, PATCH, 2, 0.5, "none", 0, num_workers=0, world=1, rank=0), PatchSampler)
+    ddp0 = make_batches(lazy, PATCH, 2, 0.5, "none", 0, num_workers=0, world=2, rank=1)  # in process, own share
+    assert isinstance(ddp0, LoaderBatches) and ddp0.per_rank and ddp0.num_workers == 0 and ddp0.share == range(1, 2)
     src = make_batches(lazy, PATCH, 4, 0.5, "none", 0, num_workers=1, world=2, rank=1)
     assert isinstance(src, LoaderBatches) and src.per_rank and src.share == range(2, 4)
     assert src.next_batch()[0].shape[0] == 2
@@ -413,8 +415,10 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(p3, "_read_channels", lambda cid, files: events.append(("read", cid)) or read(cid, files))
     monkeypatch.setattr(p3, "_predict_case", lambda pred, case, *a: events.append(("write", case["case_id"]))
                         or run_case(pred, case, *a))
+    fake = tmp_path / "fake.pt"  # the predictor's source file: hashed into predict_provenance.json
+    fake.write_bytes(b"not read as a checkpoint here")
     pred = SimpleNamespace(ckpt={"data": {"plan": p}}, config={"infer": {"overlap": 0.0}}, in_channels=1,
-                           source="fake", run=lambda x: torch.zeros((x.shape[0], 3, *x.shape[2:])))
+                           spatial_dims=3, source=str(fake), run=lambda x: torch.zeros((x.shape[0], 3, *x.shape[2:])))
     written = p3.predict_volumes(pred, task / "imagesTr", tmp_path / "out", progress=False)
     ids = sorted(f.name[: -len(".nii.gz")] for f in (task / "imagesTr").glob("*.nii.gz"))
     assert events == [(kind, cid) for cid in ids for kind in ("read", "write")]

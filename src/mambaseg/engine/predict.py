@@ -56,7 +56,7 @@ def load_predictor(model: str | Path, device: str = "auto") -> Predictor:
                        ("cpu" if device == "auto" else device))
     path = resolve_checkpoint_path(model)
     if path.suffix == ".onnx":
-        from ..export import onnx_predictor
+        from .onnx_runner import onnx_predictor
 
         run, ckpt = onnx_predictor(path)
         return Predictor(run, ckpt, path, torch.device("cpu"))

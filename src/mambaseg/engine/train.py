@@ -109,12 +109,13 @@ def case_dice(pred: np.ndarray, label: np.ndarray, mask: np.ndarray | None, num_
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, image: np.ndarray, tile, overlap: float, device, tta: bool = False,
                    batch_size: int = 4, progress: bool = False, mode: str = "gaussian",
-                   callback=None) -> torch.Tensor:
-    """Sliding-window logits (K, *S) of one image (C, *S); ``callback(tiles_done, tiles)`` as in
-    :func:`~mambaseg.engine.inference.sliding_window`."""
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
+                   callback=None, stitch_device: str = "auto") -> torch.Tensor:
+    """Sliding-window logits (K, *S) of one image (C, *S) on ``stitch_device`` (``infer.stitch_device``: tiles run on
+    ``device``); ``callback(tiles_done, tiles)`` as in :func:`~mambaseg.engine.inference.sliding_window`."""
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
     axes = tuple(range(x.dim() - 1)) if tta else ()
-    return sliding_window(lambda b: model(b).float(), x, tile, overlap, mode, batch_size, axes, progress, callback)
+    return sliding_window(lambda b: model(b).float(), x, tile, overlap, mode, batch_size, axes, progress, callback,
+                          device=device, stitch_device=stitch_device)
 
 
 def validate(model, cases: list[dict], cfg: Config, device, progress=None) -> dict:
@@ -133,7 +134,8 @@ def validate(model, cases: list[dict], cfg: Config, device, progress=None) -> di
     for i, case in enumerate(cases):
         tiles_cb = None if progress is None else (lambda d, t, i=i: progress(i, len(cases), d, t))
         probs = logits_to_probs(predict_logits(model, case["image"], tile, cfg.infer.overlap, device,
-                                               batch_size=cfg.infer.batch_size, callback=tiles_cb))
+                                               batch_size=cfg.infer.batch_size, callback=tiles_cb,
+                                               stitch_device=cfg.infer.stitch_device))
         if auto and probs.shape[0] == 1:
             curves.append(dice_curve(probs[0].cpu().numpy(), case["label"], case.get("mask")))
         pred = probs_to_labels(probs, threshold).cpu().numpy()
@@ -335,7 +337,8 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
     sched = build_scheduler(opt, cfg.optim, total_iters, budget_fraction if limit_s else None)
     loss_fn = SegLoss(kwargs["out_channels"], cfg.loss.name, cfg.loss.dice_weight, cfg.loss.ce_weight,
                       cfg.loss.cldice_weight, cfg.loss.cldice_iters)
-    # num_workers 0: the in-process PatchSampler (global batch); else DataLoader workers, this rank's share only
+    # one process, num_workers 0: the in-process PatchSampler; else per-sample streams, this rank's share only
+    # (DataLoader workers, or in process under DDP with num_workers 0)
     sampler = make_batches(train_cases, cfg.data.patch_size, cfg.train.batch_size, cfg.data.fg_prob,
                            cfg.data.augment, cfg.seed, cfg.train.num_workers, ctx.world, ctx.rank)
     amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
@@ -395,8 +398,9 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx:
         model.train()
         losses, skipped = [], 0
         for step_no in range(1, cfg.train.iters_per_epoch + 1):
-            x, y, m = sampler.next_batch()  # the global batch; each rank trains on its slice
-            if ctx.enabled and not getattr(sampler, "per_rank", False):
+            x, y, m = sampler.next_batch()  # this rank's share of the global batch
+            if ctx.enabled and not getattr(sampler, "per_rank", False):  # a DDP run resumed from an older version's
+                # checkpoint continues its global-batch generator: each rank keeps its slice
                 part = slice(ctx.rank * len(x) // ctx.world, (ctx.rank + 1) * len(x) // ctx.world)
                 x, y, m = x[part], y[part], (None if m is None else m[part])
             x, y = x.to(device), y.to(device)

@@ -87,7 +87,13 @@ class MambaDirection(nn.Module):
         dt_min: smallest initial step size.
         dt_max: largest initial step size.
         dt_scale: scale of dt_proj's uniform weight init (± dt_scale · R^-0.5).
+
+    Attributes:
+        scan_backend: the ``selective_scan`` backend of this module (None: the default choice, see
+            :mod:`mambaseg.ssm`); set for a whole network with :func:`mambaseg.nn.backend.scan_backend`.
     """
+
+    scan_backend: str | None = None
 
     def __init__(self, d_inner: int, d_state: int = 16, d_conv: int = 4, dt_rank: int = 1,
                  dt_min: float = 1e-3, dt_max: float = 0.1, dt_scale: float = 1.0) -> None:
@@ -125,7 +131,7 @@ class MambaDirection(nn.Module):
         c_ssm = rearrange(c_ssm, "b l n -> b n l").contiguous()  # (B, N, L)
         a = -torch.exp(self.A_log.float())  # (d_inner, N)
         return selective_scan(x, delta, a, b_ssm, c_ssm, self.D.float(), z=z,
-                              delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+                              delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=self.scan_backend)
 
 
 class MultiDirMamba(nn.Module):

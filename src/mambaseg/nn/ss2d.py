@@ -42,7 +42,13 @@ class SS2D(nn.Module):
         dt_min: smallest initial Δ.
         dt_max: largest initial Δ.
         dt_scale: scale of the uniform dt_projs weight init (± dt_scale · R^−0.5).
+
+    Attributes:
+        scan_backend: the ``selective_scan`` backend of this module (None: the default choice, see
+            :mod:`mambaseg.ssm`); set for a whole network with :func:`mambaseg.nn.backend.scan_backend`.
     """
+
+    scan_backend: str | None = None
 
     def __init__(
         self,
@@ -112,6 +118,7 @@ class SS2D(nn.Module):
             z=None,
             delta_bias=self.dt_projs_bias.float().view(-1),
             delta_softplus=True,
+            backend=self.scan_backend,
         ).view(b, 4, d, -1)  # (B, 4, d, L)
         inv = out[:, 2:4].flip(-1)  # (B, 2, d, L): directions 2, 3 back to forward order
         y_row = out[:, 0] + inv[:, 0]  # row-major

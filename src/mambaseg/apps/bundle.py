@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
-from .utils.atomic import set_default_mode
-from .utils.jsonable import to_jsonable
+from ..engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+from ..utils.atomic import set_default_mode
+from ..utils.jsonable import to_jsonable
 
 __all__ = ["REQUIRED_METADATA_KEYS", "REQUIRED_TENSOR_KEYS", "bundle_inference_config", "bundle_metadata",
            "check_metadata", "export_bundle"]
@@ -109,7 +109,7 @@ def _package_version() -> str:
     try:
         return version("mambaseg")
     except PackageNotFoundError:
-        from . import __version__
+        from .. import __version__
 
         return __version__
 
@@ -143,7 +143,7 @@ def _license_text() -> str:
                 return text
     except PackageNotFoundError:
         pass
-    from .resources import source_checkout
+    from ..resources import source_checkout
 
     root = source_checkout()
     if root is not None and (root / "LICENSE").is_file():
@@ -156,8 +156,8 @@ def _license_text() -> str:
 def _model_setup(ckpt: dict, net: torch.nn.Module) -> dict:
     """Everything the bundle needs from a checkpoint and its model: dims, channels (the model's ``in_channels`` /
     ``out_channels``, else ``model_kwargs``), tile, overlap, threshold, plan, labels."""
-    from .engine.threshold import resolve_threshold
-    from .models.registry import model_entry
+    from ..engine.threshold import resolve_threshold
+    from ..models.registry import model_entry
 
     cfg, data = ckpt.get("config") or {}, ckpt.get("data") or {}
     infer, data_cfg = cfg.get("infer") or {}, cfg.get("data") or {}

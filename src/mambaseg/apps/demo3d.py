@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import config_from_dict
+from ..config import config_from_dict
 
 __all__ = ["DEMO_3D", "run_demo_3d"]
 
@@ -28,19 +28,19 @@ def _overlay_slices(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: 
                     title: str = "") -> None:
     """Axial, coronal and sagittal slices through the reference's centre, foreground errors coloured (TP/FP/FN),
     labelled with orientation letters; panels enlarged (nearest neighbour) to 256 px on their longer side."""
-    from .data.io import write_png
+    from ..data.io import write_png
     from .report_overlays import orthogonal_error_figure
 
     write_png(path, orthogonal_error_figure(image, pred, ref, affine, title, panel_px=256))
 
 
 def run_demo_3d(root: Path, minutes: float = 1.0, log: Callable[[str], None] = print) -> dict:
-    from .config import apply_overrides
-    from .data.nifti import read_nifti, read_nifti_label
-    from .data.phantom3d import write_phantom_msd
-    from .engine.evaluate import evaluate, format_table
-    from .engine.predict import predict
-    from .engine.train import train
+    from ..config import apply_overrides
+    from ..data.nifti import read_nifti, read_nifti_label
+    from ..data.phantom3d import write_phantom_msd
+    from ..engine.evaluate import evaluate, format_table
+    from ..engine.predict import predict
+    from ..engine.train import train
 
     data = write_phantom_msd(root / "3d_phantom_task", n_cases=10, shape=(40, 48, 36))
     test = write_phantom_msd(root / "3d_phantom_test", n_cases=2, shape=(44, 40, 38), seed=7)

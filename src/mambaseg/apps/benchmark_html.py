@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils.atomic import atomic_write_text
 from .report import CSS, JS, _table
-from .utils.atomic import atomic_write_text
 
 __all__ = ["render_html", "write_html"]
 
@@ -54,7 +54,7 @@ def _history(run_dir: str) -> list[dict]:
 
 def _figures(summary: dict, rows: list[dict]) -> tuple[list[str], str | None]:
     """(figure HTML blocks, note when matplotlib is missing)."""
-    from .utils.optional import MissingDependency
+    from ..utils.optional import MissingDependency
 
     try:
         from .report_overlays import _fig_uri, _plt

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .config import Config, config_to_dict, load_config
-from .utils.atomic import atomic_path, atomic_write_text
+from ..config import Config, config_to_dict, load_config
+from ..utils.atomic import atomic_path, atomic_write_text
 
 __all__ = [
     "PRIMARY_METRIC",
@@ -159,7 +159,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_models(text: str) -> list[str]:
     """``"unet_tiny,akmamba_net_tiny"`` -> names, each checked against the model registry."""
-    from .models import list_models
+    from ..models import list_models
 
     names = [s.strip() for s in str(text).split(",") if s.strip()]
     known = list_models()
@@ -324,7 +324,7 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
         raise BenchmarkError("no test set: give --test DIR or both --test-images and --test-labels.")
     if isinstance(test, dict):
         test = resolve_test_set(**test)
-    from .models import list_models
+    from ..models import list_models
 
     known = list_models()
     entries = []  # (model name, config path, extra overrides)
@@ -548,8 +548,8 @@ def _read_history(run_dir: Path) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------------- evaluation
 def _evaluate_run(spec: RunSpec, test: BenchmarkTestSet) -> dict:
-    from .engine.evaluate import evaluate
-    from .engine.predict import predict
+    from ..engine.evaluate import evaluate
+    from ..engine.predict import predict
 
     pred_dir, eval_dir = spec.run_dir / "test_pred", spec.run_dir / "test_eval"
     predict(spec.run_dir, test.images, pred_dir, probs=True, mask=test.mask, overwrite=True, progress=False)
@@ -566,7 +566,7 @@ def _float(v) -> float:
 def case_metrics(result: dict) -> list[tuple[str, str, float]]:
     """(case, metric, value) rows of an evaluation summary: 2D metrics as they are; 3D ``dice``/``iou``/``hd95``
     (mean over foreground classes of the case) plus ``dice:<class>`` and ``hd95:<class>``."""
-    from .engine.evaluate import METRICS_2D
+    from ..engine.evaluate import METRICS_2D
 
     rows = []
     if result.get("kind") == "2d":
@@ -718,7 +718,8 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
     summary = {
         "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "budget": {"minutes": plan.budget_minutes or None, "steps": plan.steps or None,
-                   "clock": plan.runs[0].cfg.train.budget_clock if plan.runs else "wall"},
+                   "clock": (plan.runs[0].cfg.train.budget_clock if plan.runs else "wall") if plan.budget_minutes
+                   else None},
         "threads_per_run": plan.threads, "parallel": plan.parallel, "seeds": plan.seeds, "models": stats["models"],
         "test": plan.test.to_dict(), "primary_metric": PRIMARY_METRIC, "metrics": stats["metrics"],
         "statistics": {"over_cases": "each case's value is first averaged over seeds; mean, SD (ddof 1), median and a "

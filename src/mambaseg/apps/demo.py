@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import apply_overrides, config_from_dict
+from ..config import apply_overrides, config_from_dict
 
 __all__ = ["run_demo", "DEMO_2D"]
 
@@ -30,9 +30,9 @@ DEMO_2D = {
 
 def run_demo(out: Path, minutes: float = 2.0, with_3d: bool = True, log: Callable[[str], None] = print) -> Path:
     """Run the demo into ``out`` (a fresh time-stamped subfolder); returns that folder."""
-    from .engine.evaluate import evaluate, format_table
-    from .engine.predict import predict
-    from .engine.train import train
+    from ..engine.evaluate import evaluate, format_table
+    from ..engine.predict import predict
+    from ..engine.train import train
 
     root = Path(out) / time.strftime("%Y%m%d-%H%M%S")
     root.mkdir(parents=True, exist_ok=False)

@@ -113,7 +113,7 @@ def _worker(spec: dict) -> dict:
 
 def _measure(case: str, backend: str, threads: int, repeats: int, timeout: float) -> dict:
     spec = dict(shape=SCAN_CASES[case], backend=backend, threads=threads, repeats=repeats)
-    cmd = [sys.executable, "-m", "mambaseg.bench", "--worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "mambaseg.apps.bench", "--worker", json.dumps(spec)]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -138,7 +138,7 @@ def run_scan_bench(quick: bool = False, threads: int = 2, out: Path | None = Non
     import torch
 
     cases = ["2d_skip_D128_L64x64"] if quick else list(SCAN_CASES)
-    from .ssm import cpu_kernel
+    from ..ssm import cpu_kernel
 
     backends = ["chunked"] + (["cpu"] if cpu_kernel.available() else []) + (["mambapy"] if _mambapy_available() else [])
     results = []
@@ -235,7 +235,7 @@ def _peak_worker(spec: dict) -> dict:
     """Peak RSS above the baseline of one training step (fresh process)."""
     import torch
 
-    from .models import build_model
+    from ..models import build_model
 
     torch.set_num_threads(spec["threads"])
     model = build_model(spec["model"], **spec.get("kwargs", {}))
@@ -290,8 +290,8 @@ def run_models2d_bench(threads: int = 2, out: Path | None = None, command: str =
     """
     import torch
 
-    from .models import build_model
-    from .nn import akconv
+    from ..models import build_model
+    from ..nn import akconv
 
     torch.set_num_threads(threads)
     x = torch.randn(8, 3, 128, 128)
@@ -312,7 +312,7 @@ def run_models2d_bench(threads: int = 2, out: Path | None = None, command: str =
 
     shipped = None
     if weights and Path(weights).is_file():
-        from .engine.checkpoint import load_checkpoint, model_from_checkpoint
+        from ..engine.checkpoint import load_checkpoint, model_from_checkpoint
 
         shipped = model_from_checkpoint(load_checkpoint(weights), weights).eval()
     img = torch.randn(1, 3, 584, 565)
@@ -374,8 +374,8 @@ def run_models3d_bench(threads: int = 2, out: Path | None = None, command: str =
     (dm_segnet_cpu) and the peak memory of a 96^3 training step (fresh processes)."""
     import torch
 
-    from .engine.inference import sliding_window
-    from .models import build_model
+    from ..engine.inference import sliding_window
+    from ..models import build_model
 
     torch.set_num_threads(threads)
     rows, ratios = {}, {}
@@ -407,7 +407,7 @@ def run_models3d_bench(threads: int = 2, out: Path | None = None, command: str =
         for ckpt in (False, True):
             spec = dict(model="dm_segnet", kwargs={"in_channels": 1, "out_channels": 2, "grad_checkpoint": ckpt},
                         input=[1, 1, 96, 96, 96], threads=threads)
-            cmd = [sys.executable, "-m", "mambaseg.bench", "--peak", json.dumps(spec)]
+            cmd = [sys.executable, "-m", "mambaseg.apps.bench", "--peak", json.dumps(spec)]
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
             key = f"train_step_96^3{'_checkpointed' if ckpt else ''}"
             rows["dm_segnet"][key] = (json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0

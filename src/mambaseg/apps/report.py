@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .config import ConfigError, safe_yaml
-from .data.io import OVERLAY_COLOURS
+from ..config import ConfigError, safe_yaml
+from ..data.io import OVERLAY_COLOURS
+from ..utils.atomic import atomic_write_text
 from .report_overlays import _fig_uri, _plt, overlay_2d, overlay_2d_full, overlay_3d
-from .utils.atomic import atomic_write_text
 
 __all__ = ["PAPER_3D", "PAPER_DRIVE", "Cell", "collect_report", "render_html", "summary_stats", "write_report"]
 
@@ -148,7 +148,13 @@ def _is_eval(summary) -> bool:
 
 def _by_name(ev: dict) -> dict:
     """A 3D summary keyed by label value (nnU-Net v2 shape, names in ``class_names``) as the report shows it: keyed by
-    class name. Summaries without ``class_names`` (2D, older 3D ones keyed by name) are returned unchanged."""
+    class name. Summaries without ``class_names`` (older 2D and 3D ones keyed by name) are returned unchanged. A 2D
+    summary in nnU-Net's shape is shown by its per-image metrics: their means (``mean_2d``) and the rows without the
+    per-label ``metrics``."""
+    if ev.get("kind") == "2d" and isinstance(ev.get("mean_2d"), dict):
+        rows = [{k: v for k, v in c.items() if k != "metrics"} if isinstance(c, dict) else c
+                for c in ev["metric_per_case"]]
+        return dict(ev, mean=ev["mean_2d"], metric_per_case=rows)
     names = ev.get("class_names")
     if not isinstance(names, dict) or not names:
         return ev
