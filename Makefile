@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mambaseg demo
 
 test: $(STAMP) browser
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 # headless Chromium for the report's rendering test (Debian package; skipped quietly where it cannot be installed)

@@ -17,10 +17,7 @@ SRC = Path(mambaseg.__file__).resolve().parent
 #: known exceptions ((importer, imported) module pairs) still being removed; the goal of issue 11 is an empty set
 ALLOWED: set[tuple[str, str]] = {
     # 2D/3D pairs that call back into each other (one predict / one evaluate / one data path will remove them)
-    ("mambaseg.engine.predict3d", "mambaseg.engine.predict"),
     ("mambaseg.engine.evaluate3d", "mambaseg.engine.evaluate"),
-    ("mambaseg.engine.data3d", "mambaseg.engine.data"),
-    ("mambaseg.engine.stream", "mambaseg.engine.data"),
     # metrics reading files; provenance (versions, scan backend, git) living in utils
     ("mambaseg.metrics.volumetric", "mambaseg.data.layouts3d"),
     ("mambaseg.metrics.volumetric", "mambaseg.data.nifti"),

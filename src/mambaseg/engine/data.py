@@ -10,11 +10,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config import DataCfg
 from ..data.io import DataError
-from ..data.transforms import default_augmentation
+from ..data.splits import split_ids
+from .stream import PatchSampler  # re-exported: the in-process batch source lives with the others
 
 __all__ = ["LAYOUTS_2D", "LAYOUTS_3D", "PatchSampler", "fov_diameter", "load_dataset", "split_ids"]
 
@@ -26,17 +26,6 @@ LAYOUTS_3D = ("msd", "brats", "synapse_npz", "btcv", "nnunet")  # nnunet: 2D whe
 def fov_diameter(mask: np.ndarray) -> float:
     """Diameter (pixels) of the disc with the area of a field-of-view mask."""
     return float(2.0 * np.sqrt(mask.sum() / np.pi))
-
-
-def split_ids(ids: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Seeded shuffle-and-split of case ids (at least one training case; no validation for fraction 0)."""
-    ids = sorted(ids)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n_val = round(len(ids) * val_fraction)
-    n_val = min(n_val, len(ids) - 1)
-    val = sorted(ids[i] for i in order[:n_val])
-    train = sorted(ids[i] for i in order[n_val:])
-    return train, val
 
 
 def _cases_2d(cfg: DataCfg, root: Path, run_dir: Path | None, seed: int):
@@ -113,54 +102,3 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
 
         return load_dataset_3d(cfg, seed, run_dir)
     raise DataError(f"data.layout must be one of {LAYOUTS_2D + LAYOUTS_3D}, got {cfg.layout!r}.")
-
-
-class PatchSampler:
-    """Draws batches of augmented, foreground-biased patches; all randomness comes from one numpy Generator
-    whose state is saved in checkpoints (so a resumed run draws the same patches). The in-process batch source of
-    ``train.num_workers: 0`` in one process; cases may be in-memory dicts or lazy (memory-mapped) cache entries,
-    which give the same patches. See :mod:`mambaseg.engine.stream` for the DataLoader path and DDP ranks' shares.
-
-    Args:
-        cases: training cases.
-        patch_size: spatial patch size.
-        batch_size: patches per batch.
-        fg_prob: probability of centring a patch on foreground.
-        augment: ``default`` | ``light`` | ``none`` | ``strong_fundus``.
-        seed: seed of the generator.
-    """
-
-    def __init__(self, cases: list[dict], patch_size, batch_size: int, fg_prob: float, augment: str, seed: int):
-        self.cases = cases
-        self.patch_size = tuple(int(p) for p in patch_size)
-        self.batch_size = batch_size
-        self.fg_prob = fg_prob
-        dims = cases[0]["image"].ndim - 1
-        if len(self.patch_size) != dims:
-            raise DataError(f"data.patch_size {self.patch_size} has {len(self.patch_size)} axes but the images "
-                            f"are {dims}D.")
-        self.transform = None if augment == "none" else default_augmentation(dims, strength=augment)
-        self.rng = np.random.default_rng(seed)
-
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def set_state(self, state: dict) -> None:
-        if not isinstance(state, dict) or "bit_generator" not in state:
-            raise DataError("the checkpoint's batches were drawn per sample (train.num_workers >= 1, or several DDP "
-                            "processes); resume it with train.num_workers >= 1 or under torchrun, or start a new run.")
-        self.rng.bit_generator.state = state
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        from .stream import draw_patch  # the per-sample steps shared with the DataLoader path
-
-        imgs, labels, masks = [], [], []
-        for _ in range(self.batch_size):
-            case = self.cases[int(self.rng.integers(len(self.cases)))]
-            patch = draw_patch(case, self.patch_size, self.fg_prob, self.transform, self.rng)
-            imgs.append(patch["image"])
-            labels.append(patch["label"])
-            if "mask" in patch:
-                masks.append(patch["mask"])
-        mask = torch.from_numpy(np.stack(masks)) if len(masks) == len(imgs) else None
-        return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(labels)), mask

@@ -12,6 +12,7 @@ from ..data.io import DataError
 from ..data.layouts3d import Case3D, channel_modalities, list_cases3d, load_case3d
 from ..data.nifti import check_label_values, check_resample_size, volume_header
 from ..data.preprocess import PreprocessCache, cached_fingerprint, plan
+from ..data.splits import split_ids
 
 __all__ = ["load_dataset_3d"]
 
@@ -24,7 +25,6 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
 
     The cases are :class:`~mambaseg.data.case_store.LazyCase` entries of the preprocessing cache: ``case['image']``
     and ``case['label']`` read the cached files on demand (memory maps), so RAM does not grow with the dataset."""
-    from .data import split_ids
 
     root = Path(cfg.root)
     if not root.exists():

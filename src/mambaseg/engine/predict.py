@@ -26,12 +26,12 @@ from ..utils.progress import ItemProgress, StatusLine
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
 from .data import fov_diameter
 from .inference import logits_to_probs, probs_to_labels, sliding_window
+from .outputs import check_existing, check_output_dir
 from .threshold import resolve_threshold
 
 __all__ = ["Predictor", "collect_inputs", "load_predictor", "predict"]
 
 logger = logging.getLogger(__name__)
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
 class Predictor:
@@ -87,15 +87,6 @@ def collect_inputs(inp: str | Path, suffixes) -> list[Path]:
 def _stem(path: Path) -> str:
     name = path.name
     return name[: -len(suffix_of(path))] if suffix_of(path) else path.stem
-
-
-def _check_output_dir(out: Path, inputs: list[Path], input_arg: Path) -> None:
-    out_r = out.resolve()
-    in_dir = (input_arg if input_arg.is_dir() else input_arg.parent).resolve()
-    if out_r == in_dir or in_dir in out_r.parents:
-        raise DataError(f"{out}: output folder is (inside) the input folder {in_dir}; choose another -o.")
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: output exists and is not a folder.")
 
 
 def _find_mask(mask_dir: Path | None, stem: str) -> Path | None:
@@ -162,24 +153,6 @@ def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, 
     return probs, labels
 
 
-def check_existing(targets: list[Path], overwrite: bool, skip_existing: bool,
-                   extra: dict[Path, list[Path]] | None = None) -> set[Path]:
-    """The targets to skip: with ``skip_existing`` (``--continue``) those whose outputs all exist (outputs are
-    written atomically, so an existing file is complete); otherwise none, and an existing target is an error unless
-    ``overwrite``. ``extra`` maps a target to its other outputs (probabilities, overlays) that must exist too."""
-    if overwrite and skip_existing:
-        raise DataError("--continue and --overwrite exclude each other: --continue keeps finished outputs, "
-                        "--overwrite replaces them.")
-    if skip_existing:
-        return {t for t in targets if t.exists() and all(p.exists() for p in (extra or {}).get(t, []))}
-    if not overwrite:
-        existing = [t for t in targets if t.exists()]
-        if existing:
-            raise DataError(f"{existing[0]}: output already exists (use --overwrite to replace it, or --continue "
-                            f"to keep finished outputs and write the rest).")
-    return set()
-
-
 def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool = False, probs: bool = False,
             mask: str | Path | None = None, tta: bool = False, overlap: float | None = None,
             overwrite: bool = False, progress: bool = True, device: str = "auto",
@@ -205,7 +178,7 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
                                skip_existing=skip_existing, probs=probs, overlay=overlay, mask=mask, command=command)
     out, inp = Path(out), Path(inp)
     files = collect_inputs(inp, SUPPORTED_2D)
-    _check_output_dir(out, files, inp)
+    check_output_dir(out, inp)
     stems = [_stem(f) for f in files]
     dup = {s for s in stems if stems.count(s) > 1}
     if dup:

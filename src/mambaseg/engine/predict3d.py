@@ -35,6 +35,7 @@ from ..data.preprocess import invert_prediction, preprocess_case
 from ..utils.atomic import clean_stale_temp
 from ..utils.progress import ItemProgress, StatusLine
 from .inference import logits_to_probs, probs_to_labels, sliding_window
+from .outputs import check_existing, check_output_dir
 
 __all__ = ["gather_volume_cases", "orthogonal_overlay", "predict_volumes"]
 
@@ -213,7 +214,6 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
             ``predict_provenance.json`` in ``out`` that is not ours or describes other predictions
             (:mod:`mambaseg.engine.predict_provenance`).
     """
-    from .predict import _check_output_dir, check_existing
     from .predict_provenance import PROVENANCE_NAME, ProvenanceWriter, preprocessing_3d
 
     if mask:
@@ -224,7 +224,7 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
     if plan is None:
         raise DataError(f"{pred.source}: checkpoint has no 3D preprocessing plan (not a 3D model?).")
     cases = gather_volume_cases(inp)
-    _check_output_dir(out, [], inp)
+    check_output_dir(out, inp)
     targets = [out / f"{cid}.nii.gz" for cid, _ in cases]
     extra = {t: ([out / f"{cid}.npz", out / f"{cid}.json"] if probs else []) +
              ([out / "overlays" / f"{cid}.png"] if overlay else []) for t, (cid, _) in zip(targets, cases)}

@@ -1,6 +1,6 @@
 """Training batches from a ``torch.utils.data`` pipeline: worker processes, per-rank shares, per-sample seeds.
 
-``train.num_workers: 0`` (default) in one process keeps the in-process :class:`~mambaseg.engine.data.PatchSampler`
+``train.num_workers: 0`` (default) in one process keeps the in-process :class:`PatchSampler`
 (one numpy Generator draws every batch in order) - the batches of earlier versions, bit for bit. Every other case uses
 :class:`LoaderBatches`: ``train.num_workers: N >= 1``, and ``train.num_workers: 0`` under DDP, where each rank builds
 only its share in its own process, with no worker processes (earlier versions drew the whole global batch on every
@@ -38,8 +38,8 @@ from ..data.io import DataError
 from ..data.sampling import sample_patch
 from ..data.transforms import default_augmentation
 
-__all__ = ["LoaderBatches", "PatchStream", "ShareSampler", "collate_patches", "draw_patch", "make_batches",
-           "rank_share", "worker_init"]
+__all__ = ["LoaderBatches", "PatchSampler", "PatchStream", "ShareSampler", "collate_patches", "draw_patch",
+           "make_batches", "rank_share", "worker_init"]
 
 STATE_KIND = "patch_stream"
 
@@ -130,7 +130,7 @@ class ShareSampler(Sampler[int]):
 
 def collate_patches(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(image (B, C, *P) float32, label (B, *P) int64, mask (B, *P) bool | None)``; the mask only when every
-    patch has one (as :class:`~mambaseg.engine.data.PatchSampler` does)."""
+    patch has one (as :class:`PatchSampler` does)."""
     x = torch.from_numpy(np.stack([it["image"] for it in items]))
     y = torch.from_numpy(np.stack([it["label"] for it in items]))
     m = torch.from_numpy(np.stack([it["mask"] for it in items])) if all("mask" in it for it in items) else None
@@ -149,7 +149,7 @@ def worker_init(worker_id: int) -> None:
 
 class LoaderBatches:
     """Batches of this rank's share of :class:`PatchStream` (the interface of
-    :class:`~mambaseg.engine.data.PatchSampler`: ``next_batch``, ``state``, ``set_state``; plus ``close``): from a
+    :class:`PatchSampler`: ``next_batch``, ``state``, ``set_state``; plus ``close``): from a
     ``DataLoader`` with ``num_workers`` worker processes, or, for ``num_workers`` 0, drawn in this process (the same
     batches).
 
@@ -209,7 +209,6 @@ class LoaderBatches:
         0, a one-generator state (a checkpoint of ``train.num_workers: 0`` in one process, or of a DDP run of an
         earlier version) is continued as it was drawn: the global batch, of which this rank keeps its share."""
         if isinstance(state, dict) and "bit_generator" in state and self.num_workers == 0:
-            from .data import PatchSampler
 
             self._legacy = PatchSampler(self.dataset.cases, self.dataset.patch_size, self.dataset.batch_size,
                                         self.dataset.fg_prob, self.augment, self.seed)
@@ -231,12 +230,60 @@ class LoaderBatches:
 
 def make_batches(cases: Sequence, patch_size, batch_size: int, fg_prob: float, augment: str, seed: int,
                  num_workers: int = 0, world: int = 1, rank: int = 0):
-    """The training loop's batch source: :class:`~mambaseg.engine.data.PatchSampler` for ``num_workers == 0`` in
+    """The training loop's batch source: :class:`PatchSampler` for ``num_workers == 0`` in
     one process (``world == 1``; the batches of earlier versions), otherwise :class:`LoaderBatches`, which builds only
     this rank's share (``per_rank``): in ``num_workers`` worker processes, or in this process for ``num_workers`` 0
     under DDP."""
     if num_workers <= 0 and world == 1:
-        from .data import PatchSampler
 
         return PatchSampler(list(cases), patch_size, batch_size, fg_prob, augment, seed)
     return LoaderBatches(cases, patch_size, batch_size, fg_prob, augment, seed, max(int(num_workers), 0), world, rank)
+
+
+class PatchSampler:
+    """Draws batches of augmented, foreground-biased patches; all randomness comes from one numpy Generator
+    whose state is saved in checkpoints (so a resumed run draws the same patches). The in-process batch source of
+    ``train.num_workers: 0`` in one process; cases may be in-memory dicts or lazy (memory-mapped) cache entries,
+    which give the same patches. See :mod:`mambaseg.engine.stream` for the DataLoader path and DDP ranks' shares.
+
+    Args:
+        cases: training cases.
+        patch_size: spatial patch size.
+        batch_size: patches per batch.
+        fg_prob: probability of centring a patch on foreground.
+        augment: ``default`` | ``light`` | ``none`` | ``strong_fundus``.
+        seed: seed of the generator.
+    """
+
+    def __init__(self, cases: list[dict], patch_size, batch_size: int, fg_prob: float, augment: str, seed: int):
+        self.cases = cases
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.batch_size = batch_size
+        self.fg_prob = fg_prob
+        dims = cases[0]["image"].ndim - 1
+        if len(self.patch_size) != dims:
+            raise DataError(f"data.patch_size {self.patch_size} has {len(self.patch_size)} axes but the images "
+                            f"are {dims}D.")
+        self.transform = None if augment == "none" else default_augmentation(dims, strength=augment)
+        self.rng = np.random.default_rng(seed)
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        if not isinstance(state, dict) or "bit_generator" not in state:
+            raise DataError("the checkpoint's batches were drawn per sample (train.num_workers >= 1, or several DDP "
+                            "processes); resume it with train.num_workers >= 1 or under torchrun, or start a new run.")
+        self.rng.bit_generator.state = state
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        imgs, labels, masks = [], [], []
+        for _ in range(self.batch_size):
+            case = self.cases[int(self.rng.integers(len(self.cases)))]
+            patch = draw_patch(case, self.patch_size, self.fg_prob, self.transform, self.rng)
+            imgs.append(patch["image"])
+            labels.append(patch["label"])
+            if "mask" in patch:
+                masks.append(patch["mask"])
+        mask = torch.from_numpy(np.stack(masks)) if len(masks) == len(imgs) else None
+        return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(labels)), mask
