@@ -18,11 +18,9 @@ SRC = Path(mambaseg.__file__).resolve().parent
 ALLOWED: set[tuple[str, str]] = {
     # 2D/3D pairs that call back into each other (one predict / one evaluate / one data path will remove them)
     ("mambaseg.engine.evaluate3d", "mambaseg.engine.evaluate"),
-    # metrics reading files; provenance (versions, scan backend, git) living in utils
+    # metrics reading files
     ("mambaseg.metrics.volumetric", "mambaseg.data.layouts3d"),
     ("mambaseg.metrics.volumetric", "mambaseg.data.nifti"),
-    ("mambaseg.utils.seed", "mambaseg.resources"),
-    ("mambaseg.utils.seed", "mambaseg.ssm"),
 }
 
 

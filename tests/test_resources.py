@@ -17,7 +17,7 @@ import torch
 
 import mambaseg.resources as res
 from mambaseg.cli import build_parser, main
-from mambaseg.utils import seed as seed_mod
+from mambaseg.engine.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "weights"
@@ -229,7 +229,7 @@ def test_write_manifest_round_trip(tmp_path):
 def test_provenance_version_from_metadata_and_commit_of_this_checkout(monkeypatch, no_kernel):
     assert res.source_checkout() == ROOT
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.9.9")
-    prov = seed_mod.provenance(0)
+    prov = provenance(0)
     assert prov["versions"]["mambaseg"] == "9.9.9"
     if (ROOT / ".git").exists():
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -256,10 +256,10 @@ def test_no_commit_outside_a_mambaseg_checkout(tmp_path, monkeypatch, no_kernel)
     subprocess.run([*git, "-C", str(other), "add", "f"], check=True)
     subprocess.run([*git, "-C", str(other), "commit", "-qm", "x"], check=True)
     monkeypatch.setattr(res, "PACKAGE_DIR", site)
-    assert res.source_checkout() is None and seed_mod.provenance(0)["git_commit"] is None
+    assert res.source_checkout() is None and provenance(0)["git_commit"] is None
     pkg = _fake_tree(other / "vendored", "mambaseg")  # a source tree, but not its own repository
     monkeypatch.setattr(res, "PACKAGE_DIR", pkg)
-    assert res.source_checkout() == other / "vendored" and seed_mod._git_commit() is None
+    assert res.source_checkout() == other / "vendored" and res.git_commit() is None
     pkg = _fake_tree(tmp_path / "elsewhere", "not-mambaseg")
     monkeypatch.setattr(res, "PACKAGE_DIR", pkg)
     assert res.source_checkout() is None

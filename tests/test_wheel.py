@@ -94,7 +94,7 @@ def test_installed_wheel_works_from_an_empty_folder(wheel, tmp_path):
         exe = [str(fresh / "bin" / "mambaseg"), *args[2:]] if args[:2] == ("-m", "mambaseg") else [str(py), *args]
         return subprocess.run(exe, cwd=empty, env=env, capture_output=True, text=True, timeout=600, check=False)
 
-    where = run("-c", "import mambaseg, mambaseg.resources as r, mambaseg.utils.seed as s; "
+    where = run("-c", "import mambaseg, mambaseg.resources as r, mambaseg.engine.provenance as s; "
                       "print(mambaseg.__file__); print(r.source_checkout()); print(s.provenance()['git_commit'])")
     assert where.returncode == 0, where.stderr
     pkg, checkout, commit = where.stdout.split()

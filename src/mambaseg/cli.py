@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from .resources import package_version
+
 __all__ = ["build_parser", "main", "package_version"]
 
 
@@ -190,18 +192,6 @@ def _cmd_models(args) -> int:
 
     print(format_models())
     return 0
-
-
-def package_version() -> str:
-    """The installed distribution's version (package metadata), else ``mambaseg.__version__`` (source tree)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mambaseg")
-    except PackageNotFoundError:
-        from . import __version__
-
-        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

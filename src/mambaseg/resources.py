@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -37,8 +38,10 @@ __all__ = [
     "data_root_overrides",
     "dataset_subpath",
     "format_models",
+    "git_commit",
     "list_configs",
     "load_manifest",
+    "package_version",
     "resolve_config",
     "resolve_model",
     "sha256_file",
@@ -313,3 +316,38 @@ def format_models(env: dict | None = None) -> str:
                   f"  file   {path if path else 'missing: ' + e['file'] + ' (set ' + WEIGHTS_ENV + ')'}"]
     lines.append("use: mambaseg predict --model NAME -i INPUT -o OUTPUT")
     return "\n".join(lines)
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], check=False, cwd=root, capture_output=True, text=True, timeout=5)
+
+
+def git_commit() -> str | None:
+    """``<sha>[+dirty]`` of the mambaseg checkout the package is imported from; None for an installed package
+    (or a source tree that is not its own git repository); "unknown" when git fails."""
+    root = source_checkout()
+    if root is None:
+        return None
+    try:
+        top = _git(root, "rev-parse", "--show-toplevel")
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
+            return None  # e.g. an unpacked sdist inside some other repository
+        out = _git(root, "rev-parse", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def package_version() -> str:
+    """The installed distribution's version (package metadata), else ``mambaseg.__version__`` (source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mambaseg")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from ..engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+from ..resources import package_version
 from ..utils.atomic import set_default_mode
 from ..utils.jsonable import to_jsonable
 
@@ -101,17 +102,6 @@ def _check_plain(value: Any, where: str) -> None:
     if isinstance(value, list):
         for i, v in enumerate(value):
             _check_plain(v, f"{where}[{i}]")
-
-
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mambaseg")
-    except PackageNotFoundError:
-        from .. import __version__
-
-        return __version__
 
 
 def _package_meta() -> dict[str, str]:
@@ -356,11 +346,11 @@ def bundle_metadata(model_name: str, setup: dict, source: str) -> dict:
 
     return {
         "version": BUNDLE_VERSION,
-        "changelog": {BUNDLE_VERSION: f"exported by mambaseg {_package_version()} from {Path(source).name}"},
+        "changelog": {BUNDLE_VERSION: f"exported by mambaseg {package_version()} from {Path(source).name}"},
         "monai_version": monai.__version__,
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": np.__version__,
-        "required_packages_version": {"mambaseg": _package_version(), "nibabel": nibabel.__version__,
+        "required_packages_version": {"mambaseg": package_version(), "nibabel": nibabel.__version__,
                                       "pillow": PIL.__version__},
         "name": f"mambaseg_{model_name}",
         "task": f"{sdims}D segmentation with mambaseg's {model_name}",

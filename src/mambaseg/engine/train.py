@@ -34,11 +34,12 @@ from ..utils.atomic import append_line, atomic_path, atomic_write_text, clean_st
 from ..utils.optional import MissingDependency, require
 from ..utils.progress import StatusLine, TrainProgress
 from ..utils.runlock import RunLock
-from ..utils.seed import provenance, seed_everything
+from ..utils.seed import seed_everything
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_dataset
 from .distributed import DistContext, init_distributed
 from .inference import logits_to_probs, probs_to_labels, sliding_window
+from .provenance import provenance
 from .stream import make_batches
 from .threshold import choose_threshold, dice_curve
 
