@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probs", action="store_true", help="also write probabilities (2D: probs/<name>.png, 16-bit "
                    "foreground; 3D: <case>.npz 'probabilities' (K, X, Y, Z) + <case>.json, as nnU-Net "
                    "--save_probabilities)")
-    p.add_argument("--tta", action="store_true", help="mirror test-time augmentation")
+    p.add_argument("--tta", action="store_true",
+                   help="mirror test-time augmentation (on by default when the model's config sets infer.tta: true)")
     p.add_argument("--overlap", type=float, default=None, help="tile overlap in [0, 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--continue", dest="skip_existing", action="store_true",

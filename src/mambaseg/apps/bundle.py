@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+from ..engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path, stored_config
 from ..resources import package_version
 from ..utils.atomic import set_default_mode
 from ..utils.jsonable import to_jsonable
@@ -143,35 +143,33 @@ def _license_text() -> str:
             "    http://www.apache.org/licenses/LICENSE-2.0\n")
 
 
-def _model_setup(ckpt: dict, net: torch.nn.Module) -> dict:
+def _model_setup(ckpt: dict, net: torch.nn.Module, source: str | Path = "checkpoint") -> dict:
     """Everything the bundle needs from a checkpoint and its model: dims, channels (the model's ``in_channels`` /
     ``out_channels``, else ``model_kwargs``), tile, overlap, threshold, plan, labels."""
     from ..engine.threshold import resolve_threshold
     from ..models.registry import model_entry
 
     cfg, data = ckpt.get("config") or {}, ckpt.get("data") or {}
-    infer, data_cfg = cfg.get("infer") or {}, cfg.get("data") or {}
+    typed = stored_config(ckpt, source)
+    infer, data_cfg = typed.infer, typed.data
     sdims = int(data.get("spatial_dims") or model_entry(ckpt["model_name"])[1])
     kwargs = to_jsonable(dict(ckpt.get("model_kwargs") or {}))
     plan = data.get("plan") if sdims == 3 else None
     if sdims == 3 and not plan:
         raise ValueError("checkpoint of a 3D model has no preprocessing plan (data.plan); cannot write the bundle's "
                          "preprocessing.")
-    tile = infer.get("patch_size") or ((plan or {}).get("patch_size") if sdims == 3 else data_cfg.get("patch_size"))
-    tile = [int(t) for t in to_jsonable(tile or [256, 256])]
-    if sdims == 3:
-        threshold = float(infer.get("threshold", 0.5)) if not isinstance(infer.get("threshold"), str) else 0.5
-    else:
-        threshold = resolve_threshold(cfg, data)
+    tile = infer.patch_size or ((plan or {}).get("patch_size") if sdims == 3 else data_cfg.patch_size)
+    tile = [int(t) for t in to_jsonable(tile or data_cfg.patch_size)]
+    threshold = resolve_threshold(cfg, data)
     return {
         "spatial_dims": sdims, "kwargs": kwargs, "plan": to_jsonable(plan) if plan else None, "tile": tile,
-        "overlap": float(infer.get("overlap", 0.5)), "mode": str(infer.get("mode", "gaussian")),
-        "batch_size": int(infer.get("batch_size", 2 if sdims == 3 else 4)), "threshold": float(threshold),
+        "overlap": float(infer.overlap), "mode": str(infer.mode), "batch_size": int(infer.batch_size),
+        "threshold": float(threshold),
         "in_channels": int(getattr(net, "in_channels", None) or kwargs.get("in_channels", 1)),
         "out_channels": int(getattr(net, "out_channels", None) or kwargs.get("out_channels", 1)),
         "labels": {str(k): int(v) for k, v in (data.get("labels") or {}).items()},
         "channel_names": [str(c) for c in (data.get("channel_names") or [])],
-        "fov": bool(data_cfg.get("fov")), "fundus_norm": str(data_cfg.get("fundus_norm", "none")),
+        "fov": bool(data_cfg.fov), "fundus_norm": str(data_cfg.fundus_norm),
     }
 
 
@@ -478,7 +476,7 @@ def export_bundle(model: str | Path, out: str | Path, overwrite: bool = False) -
     ckpt_path = resolve_checkpoint_path(model, allow_onnx=False)
     ckpt = load_checkpoint(ckpt_path)
     net = model_from_checkpoint(ckpt, ckpt_path).float()  # validates the weights against the model
-    setup = _model_setup(ckpt, net)
+    setup = _model_setup(ckpt, net, ckpt_path)
     name = str(ckpt["model_name"])
     inference = bundle_inference_config(name, setup)
     meta = bundle_metadata(name, setup, str(ckpt_path))

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+from ..engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path, stored_config
 from ..engine.onnx_runner import (
     INPUT_NAME,
     META_KEY,
@@ -71,14 +71,12 @@ def _spatial_dims(ckpt: dict) -> int:
     return int(sd)
 
 
-def default_export_size(ckpt: dict) -> list[int] | None:
+def default_export_size(ckpt: dict, path: str | Path = "checkpoint") -> list[int] | None:
     """The tile ``mambaseg predict`` uses for this checkpoint: ``config.infer.patch_size``, else the 3D plan's
-    ``patch_size`` (3D) or ``config.data.patch_size`` (2D); None when none is set."""
-    cfg = ckpt.get("config") or {}
+    ``patch_size`` (3D) or ``config.data.patch_size`` (2D; the config's default when the stored config has none)."""
+    cfg = stored_config(ckpt, path)
     plan = (ckpt.get("data") or {}).get("plan") or {}
-    order = [(cfg.get("infer") or {}).get("patch_size")]
-    order += [plan.get("patch_size"), (cfg.get("data") or {}).get("patch_size")] if plan else \
-        [(cfg.get("data") or {}).get("patch_size")]
+    order = [cfg.infer.patch_size] + ([plan.get("patch_size")] if plan else []) + [cfg.data.patch_size]
     for size in order:
         if size:
             return [int(s) for s in to_jsonable(size)]
@@ -174,7 +172,7 @@ def export_onnx(model: str | Path, out: str | Path, size: Sequence[int] | None =
     net = model_from_checkpoint(ckpt, ckpt_path).float().eval()
     sdims = _spatial_dims(ckpt)
     if size is None:
-        size = default_export_size(ckpt)
+        size = default_export_size(ckpt, ckpt_path)
         if size is None:
             raise ValueError(f"{ckpt_path}: checkpoint config has no infer.patch_size or data.patch_size; pass the "
                              f"export size with --size ({'H W' if sdims == 2 else 'D H W'}).")

@@ -20,6 +20,7 @@ import torch
 from ..models import build_model
 
 __all__ = [
+    "stored_config",
     "CHECKPOINT_VERSION",
     "CheckpointError",
     "check_fields",
@@ -189,6 +190,21 @@ _REQUIRED_IN_PLAN = ("patch_size", "target_spacing", "normalization")
 def _shown(v) -> str:
     text = repr(v)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def stored_config(ckpt: dict, path):
+    """The training config stored in a checkpoint (or ONNX metadata) as a :class:`~mambaseg.config.Config`, checked
+    key by key like a config file; missing keys take the dataclasses' defaults (the only place they are stated).
+
+    Raises:
+        CheckpointError: one line naming ``path`` and the key.
+    """
+    from ..config import ConfigError, config_from_dict
+
+    try:
+        return config_from_dict(ckpt.get("config") or {})
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: stored config: {e}") from None
 
 
 def check_fields(meta: dict, path, what: str = "checkpoint key") -> None:

@@ -23,7 +23,7 @@ from ..data.io import SUPPORTED_2D, DataError, read_image, read_mask, suffix_of,
 from ..data.layouts2d import estimate_fov, normalize_image
 from ..utils.atomic import atomic_path, clean_stale_temp
 from ..utils.progress import ItemProgress, StatusLine
-from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path
+from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path, stored_config
 from .data import fov_diameter
 from .inference import logits_to_probs, probs_to_labels, sliding_window
 from .outputs import check_existing, check_output_dir
@@ -45,7 +45,8 @@ class Predictor:
         self.ckpt = ckpt
         self.source = source
         self.device = device
-        self.config = ckpt["config"]
+        self.config = ckpt["config"]  # the stored dict, as recorded (provenance)
+        self.cfg = stored_config(ckpt, source)  # the same through the dataclasses: every default stated once there
         self.in_channels = int(ckpt["model_kwargs"].get("in_channels", 1))
         self.spatial_dims = int(ckpt["data"].get("spatial_dims", 2))
 
@@ -110,10 +111,9 @@ def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, 
                      progress: bool = False, callback=None) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (K, H, W) and labels (H, W) of one raw image (C, H, W) (un-normalised); ``callback(tiles_done,
     tiles)`` as in :func:`~mambaseg.engine.inference.sliding_window`."""
-    cfg = pred.config
-    data_cfg, infer_cfg = cfg.get("data", {}), cfg.get("infer", {})
-    use_fov = bool(data_cfg.get("fov"))
-    norm = data_cfg.get("fundus_norm", "none")
+    data_cfg, infer_cfg = pred.cfg.data, pred.cfg.infer
+    use_fov = bool(data_cfg.fov)
+    norm = data_cfg.fundus_norm
     entries = pred.ckpt.get("data", {}).get("normalization")
     if norm != "none":  # as at training time (mambaseg.data.fundus), FOV estimated when there is no --mask
         image, mask, _ = fundus_normalize(raw, mask, norm)
@@ -137,15 +137,14 @@ def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, 
         size = (max(8, round(h * scale)), max(8, round(w * scale)))
         x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
         logger.info("rescaled %dx%d by %.3f to match the training field of view", h, w, scale)
-    tile = infer_cfg.get("patch_size") or data_cfg.get("patch_size") or [256, 256]
+    tile = infer_cfg.patch_size or data_cfg.patch_size
     axes = (0, 1) if tta else ()
-    logits = sliding_window(pred.run, x, tile, overlap, infer_cfg.get("mode", "gaussian"),
-                            int(infer_cfg.get("batch_size", 4)), axes, progress, callback,
-                            getattr(pred, "device", None), infer_cfg.get("stitch_device", "auto")).cpu()
+    logits = sliding_window(pred.run, x, tile, overlap, infer_cfg.mode, infer_cfg.batch_size, axes, progress,
+                            callback, getattr(pred, "device", None), infer_cfg.stitch_device).cpu()
     if scale != 1.0:
         logits = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     probs = logits_to_probs(logits)
-    labels = probs_to_labels(probs, resolve_threshold(cfg, pred.ckpt.get("data"))).numpy()
+    labels = probs_to_labels(probs, resolve_threshold(pred.config, pred.ckpt.get("data"))).numpy()
     probs = probs.numpy()
     if use_fov and mask is not None:
         labels = labels * mask
@@ -171,6 +170,7 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
     if mask and not Path(mask).exists():
         raise DataError(f"{mask}: --mask folder not found.")
     pred = load_predictor(model, device)
+    tta = tta or pred.cfg.infer.tta  # mirroring TTA: asked for here, or set by the model's config (infer.tta)
     if pred.spatial_dims == 3:
         from .predict3d import predict_volumes
 
@@ -190,7 +190,7 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
     if done:
         logger.warning("--continue: %d of %d input(s) already have their outputs in %s; skipped", len(done),
                        len(targets), out)
-    ov = pred.config.get("infer", {}).get("overlap", 0.5) if overlap is None else overlap
+    ov = pred.cfg.infer.overlap if overlap is None else overlap
     mask_dir = Path(mask) if mask else None
     # read and check everything before writing anything
     jobs = []
@@ -198,7 +198,7 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
         if t in done:
             continue
         raw, _ = read_image(f)
-        norm = pred.config.get("data", {}).get("fundus_norm", "none")
+        norm = pred.cfg.data.fundus_norm
         if fundus_channels(raw.shape[0], norm) != pred.in_channels:
             raise DataError(f"{f}: image has {raw.shape[0]} channel(s), the model expects {pred.in_channels}"
                             f"{' after data.fundus_norm ' + norm if norm != 'none' else ''}.")
@@ -206,10 +206,9 @@ def predict(model: str | Path, inp: str | Path, out: str | Path, overlay: bool =
         jobs.append((f, s, mpath))
     from .predict_provenance import PROVENANCE_NAME, ProvenanceWriter, preprocessing_2d
 
-    infer_cfg, data_cfg = pred.config.get("infer", {}), pred.config.get("data", {})
-    settings = {"tile": list(infer_cfg.get("patch_size") or data_cfg.get("patch_size") or [256, 256]),
-                "overlap": float(ov), "mode": infer_cfg.get("mode", "gaussian"),
-                "batch_size": int(infer_cfg.get("batch_size", 4)), "tta": bool(tta),
+    infer_cfg = pred.cfg.infer
+    settings = {"tile": list(infer_cfg.patch_size or pred.cfg.data.patch_size), "overlap": float(ov),
+                "mode": infer_cfg.mode, "batch_size": infer_cfg.batch_size, "tta": bool(tta),
                 "mask": str(mask_dir.resolve()) if mask_dir else None, "probs": bool(probs), "overlay": bool(overlay),
                 "device": str(getattr(pred, "device", "unknown")), "input": str(inp.resolve())}
     provenance = ProvenanceWriter(out, pred, preprocessing_2d(pred), settings, overwrite, skip_existing, command)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import InferCfg
 from ..data.io import DataError
 from ..data.nifti import check_resample_size, read_volume, volume_header, write_nifti
 from ..data.preprocess import invert_prediction, preprocess_case
@@ -36,6 +37,7 @@ from ..utils.atomic import clean_stale_temp
 from ..utils.progress import ItemProgress, StatusLine
 from .inference import logits_to_probs, probs_to_labels, sliding_window
 from .outputs import check_existing, check_output_dir
+from .threshold import resolve_threshold
 
 __all__ = ["gather_volume_cases", "orthogonal_overlay", "predict_volumes"]
 
@@ -240,17 +242,17 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
                        len(targets), out)
         keep = [i for i, t in enumerate(targets) if t not in done]
         cases, targets = [cases[i] for i in keep], [targets[i] for i in keep]
-    infer = pred.config.get("infer", {})
-    tile = infer.get("patch_size") or plan["patch_size"]
-    ov = infer.get("overlap", 0.5) if overlap is None else overlap
+    infer = pred.cfg.infer
+    tile = infer.patch_size or plan["patch_size"]
+    ov = infer.overlap if overlap is None else overlap
     for cid, files in cases:  # headers first: nothing is allocated for a volume whose header or resampling is refused
         heads = [volume_header(f) for f in files]
         if heads[0]["affine"] is not None and len(heads[0]["shape"]) == 3:  # 2D files are refused when read
             n_ch = sum(int(h["n_channels"]) for h in heads)
             _check_channels(n_ch, pred, cid, files)  # every case's modality count before anything is written
             check_resample_size(files[0], heads[0]["shape"], heads[0]["affine"], plan["target_spacing"], n_ch)
-    settings = {"tile": [int(t) for t in tile], "overlap": float(ov), "mode": infer.get("mode", "gaussian"),
-                "batch_size": int(infer.get("batch_size", 2)), "tta": bool(tta), "probs": bool(probs),
+    settings = {"tile": [int(t) for t in tile], "overlap": float(ov), "mode": infer.mode,
+                "batch_size": infer.batch_size, "tta": bool(tta), "probs": bool(probs),
                 "overlay": bool(overlay), "device": str(getattr(pred, "device", "unknown")),
                 "input": str(inp.resolve())}
     provenance = ProvenanceWriter(out, pred, preprocessing_3d(pred, plan), settings, overwrite, skip_existing,
@@ -283,17 +285,17 @@ def _check_channels(n: int, pred, cid: str, files: list[Path]) -> None:
                         f"{pred.in_channels}.")
 
 
-def _predict_case(pred, case: dict, target: Path, plan: dict, tile, ov: float, infer: dict, tta: bool, probs: bool,
+def _predict_case(pred, case: dict, target: Path, plan: dict, tile, ov: float, infer: InferCfg, tta: bool, probs: bool,
                   overlay: bool, out: Path, callback, before_write=None) -> Path:
     """Predict one loaded case and write ``target`` (and its probabilities / overlay); returns ``target``.
     ``before_write()``: called once the prediction is computed, before its files are written."""
     image, _, props = preprocess_case(case, plan)
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    logits = sliding_window(pred.run, x, tile, ov, infer.get("mode", "gaussian"), int(infer.get("batch_size", 2)),
-                            (0, 1, 2) if tta else (), callback=callback, device=getattr(pred, "device", None),
-                            stitch_device=infer.get("stitch_device", "auto")).cpu()
+    logits = sliding_window(pred.run, x, tile, ov, infer.mode, infer.batch_size, (0, 1, 2) if tta else (),
+                            callback=callback, device=getattr(pred, "device", None),
+                            stitch_device=infer.stitch_device).cpu()
     p = logits_to_probs(logits)
-    labels = probs_to_labels(p, float(infer.get("threshold", 0.5))).numpy()
+    labels = probs_to_labels(p, resolve_threshold(pred.config, pred.ckpt.get("data"))).numpy()
     labels = invert_prediction(labels, props)
     if before_write is not None:
         before_write()
