@@ -47,7 +47,7 @@ def run_demo(out: Path, minutes: float = 2.0, with_3d: bool = True, log: Callabl
     log("[2D] evaluating")
     result = evaluate(pred_dir, test, root / "2d_evaluation")
     log(format_table(result))
-    report = {"2d": {"train": summary, "evaluation": result.get("mean", {})}}
+    report = {"2d": {"train": summary, "evaluation": result.get("mean_2d", {})}}
     if with_3d:
         from .demo3d import run_demo_3d
 
