@@ -18,8 +18,6 @@ from mambaseg.metrics.volumetric import (
     case_metrics,
     evaluate_cases,
     hausdorff_distance,
-    write_metrics_csv,
-    write_summary_json,
 )
 
 SPACING = (0.5, 0.7, 2.5)
@@ -143,11 +141,12 @@ def test_brats_regions():
 
 
 def _save(path, data, spacing):
+    path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(data.astype(np.uint8), np.diag([*spacing, 1.0])), str(path))
     return path
 
 
-def test_evaluate_cases_files_summary_and_csv(tmp_path):
+def _two_cases():
     ref1 = cube().astype(np.int64)
     ref1[5:15, 5:15, 14] = 2  # top layer of the cube is class 2
     pred1 = ref1.copy()
@@ -156,27 +155,50 @@ def test_evaluate_cases_files_summary_and_csv(tmp_path):
     ref2[3, :, :] = 1
     pred2 = np.zeros_like(ref2)
     pred2[5, :, :] = 1  # plane 2 voxels away along x (0.5 mm) -> HD95 1.0 mm
-    files = [(_save(tmp_path / f"p{i}.nii.gz", p, SPACING), _save(tmp_path / f"r{i}.nii.gz", r, SPACING))
-             for i, (p, r) in enumerate([(pred1, ref1), (pred2, ref2)])]
-    summary = evaluate_cases([p for p, _ in files], [r for _, r in files], classes={"organ": 1, "top": 2})
+    return [(pred1, ref1), (pred2, ref2)]
+
+
+D1 = 2 * 900 / (900 + 900)  # case 1, organ: the cube without its top layer, predicted exactly
+
+
+def test_evaluate_cases_summary_on_arrays():
+    cases = _two_cases()
+    summary = evaluate_cases([p for p, _ in cases], [r for _, r in cases], classes={"organ": 1, "top": 2},
+                             spacing=SPACING, case_ids=["a", "b"], reference_files=["ra.nii.gz", "rb.nii.gz"])
     c1, c2 = summary["metric_per_case"]
-    assert c1["reference_file"] == str(files[0][1]) and c1["spacing"] == pytest.approx(list(SPACING))
+    assert c1["case_id"] == "a" and c1["reference_file"] == "ra.nii.gz" and c1["prediction_file"] == "<array>"
+    assert c1["spacing"] == pytest.approx(list(SPACING))
     assert c1["metrics"]["top"]["Dice"] == 0.0 and math.isnan(c1["metrics"]["top"]["HD95"])
     assert math.isnan(c2["metrics"]["top"]["Dice"])
     assert c2["metrics"]["organ"]["HD95"] == pytest.approx(1.0) and c2["metrics"]["organ"]["Dice"] == 0.0
-    d1 = 2 * 900 / (900 + 900)
-    assert c1["metrics"]["organ"]["Dice"] == pytest.approx(d1)
-    assert summary["mean"]["organ"]["Dice"] == pytest.approx((d1 + 0.0) / 2)
+    assert c1["metrics"]["organ"]["Dice"] == pytest.approx(D1)
+    assert summary["mean"]["organ"]["Dice"] == pytest.approx((D1 + 0.0) / 2)
     assert summary["mean"]["top"]["Dice"] == 0.0  # nanmean ignores case 2's NaN
-    assert summary["foreground_mean"]["Dice"] == pytest.approx((d1 / 2 + 0.0) / 2)
+    assert summary["foreground_mean"]["Dice"] == pytest.approx((D1 / 2 + 0.0) / 2)
     assert summary["empty_policy"] == "nan" and "HD95" in summary["metric_definitions"]
-    js = write_summary_json(summary, tmp_path / "summary.json")
-    assert json.loads(js.read_text())["n_cases"] == 2
-    rows = list(csv.DictReader(write_metrics_csv(summary, tmp_path / "metrics.csv").open()))
-    assert len(rows) == 2 * 2 + 2
-    assert rows[0]["class"] == "organ" and float(rows[0]["Dice"]) == pytest.approx(d1)
-    assert rows[-1]["case_id"] == "mean" and rows[-1]["class"] == "top"
-    assert rows[3]["Dice"] == "nan"
+    per_case = evaluate_cases([p for p, _ in cases], [r for _, r in cases], {"organ": 1}, spacing=[SPACING, SPACING])
+    assert per_case["mean"]["organ"] == pytest.approx(summary["mean"]["organ"], nan_ok=True)
+
+
+def test_cli_writers_of_a_3d_evaluation(tmp_path):
+    """The files ``mambaseg evaluate`` writes (summary.json, metrics.csv) for the same two cases, read from NIfTI
+    with their spacing."""
+    from mambaseg.engine.evaluate import evaluate
+
+    for i, (p, r) in enumerate(_two_cases()):
+        _save(tmp_path / "pred" / f"c{i}.nii.gz", p, SPACING)
+        _save(tmp_path / "gt" / "labelsTr" / f"c{i}.nii.gz", r, SPACING)
+    (tmp_path / "gt" / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 1, "top": 2}}))
+    evaluate(tmp_path / "pred", tmp_path / "gt", tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_cases"] == 2 and summary["class_names"] == {"1": "organ", "2": "top"}
+    assert summary["metric_per_case"][0]["reference_file"] == str(tmp_path / "gt" / "labelsTr" / "c0.nii.gz")
+    assert summary["mean"]["1"]["Dice"] == pytest.approx((D1 + 0.0) / 2)
+    assert summary["metric_per_case"][1]["metrics"]["1"]["HD95"] == pytest.approx(1.0)  # spacing read from file
+    with open(tmp_path / "out" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 and [r["class"] for r in rows] == ["organ", "top"] * 2
+    assert float(rows[0]["Dice"]) == pytest.approx(D1) and rows[3]["Dice"] == "nan"
 
 
 def test_evaluate_cases_policy_and_default_classes_on_arrays():

@@ -8,14 +8,15 @@ checks this list, and that no imports form a cycle):
     6: apps
     5: engine
     4: models
-    3: nn, losses
-    2: ssm, data, metrics, config, resources
+    3: nn, losses, data
+    2: ssm, metrics, config, resources
     1: utils
     0: mambaseg (this file: the version only)
 
 ``apps`` holds the applications (ONNX export and MONAI bundles, benchmarks, the demo, the report) that only the
 command line uses; ``engine`` trains, predicts and evaluates; ``models`` are the registered networks built from the
-blocks in ``nn``; ``ssm`` is the selective scan; ``data`` reads and prepares images; ``metrics`` score arrays.
+blocks in ``nn``; ``ssm`` is the selective scan; ``data`` reads and prepares images; ``metrics`` score arrays
+(no files).
 """
 
 __version__ = "0.1.0"

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import mambaseg.engine.eval_common as pool_mod
 import mambaseg.engine.evaluate as ev_mod
 import mambaseg.engine.evaluate3d as ev3_mod
 from mambaseg.cli import main
 from mambaseg.data.io import DataError
-from mambaseg.engine.evaluate import evaluate, ordered_map
+from mambaseg.engine.eval_common import ordered_map
+from mambaseg.engine.evaluate import evaluate
 
 
 def _one_line(capsys, *needles):
@@ -71,7 +73,7 @@ def data3d(tmp_path):
     return pred, root / "labelsTr"
 
 
-class _Spy(ev_mod.ProcessPoolExecutor):
+class _Spy(pool_mod.ProcessPoolExecutor):
     used: list[int] = []
 
     def __init__(self, max_workers=None, **kw):
@@ -93,7 +95,7 @@ def test_2d_pool_outputs_byte_identical(data2d, tmp_path, monkeypatch):
     serial = evaluate(pred, gt, tmp_path / "ev1", mask=mask)
     assert serial["n_cases"] == 5 and "auc" in serial["mean_2d"]
     _Spy.used = []
-    monkeypatch.setattr(ev_mod, "ProcessPoolExecutor", _Spy)
+    monkeypatch.setattr(pool_mod, "ProcessPoolExecutor", _Spy)
     _no_case_in_parent(monkeypatch)
     pooled = evaluate(pred, gt, tmp_path / "ev2", mask=mask, workers=2)
     assert _Spy.used == [2]  # really a pool of 2
@@ -106,7 +108,7 @@ def test_3d_pool_outputs_byte_identical(data3d, tmp_path, monkeypatch, capsys):
     pred, gt = data3d
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "ev1")]) == 0
     _Spy.used = []
-    monkeypatch.setattr(ev_mod, "ProcessPoolExecutor", _Spy)
+    monkeypatch.setattr(pool_mod, "ProcessPoolExecutor", _Spy)
     _no_case_in_parent(monkeypatch)
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "ev2"), "--workers",
                  "2"]) == 0
@@ -168,7 +170,7 @@ def test_worker_init_one_thread(monkeypatch):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        ev_mod._worker_init()
+        pool_mod._worker_init()
         assert torch.get_num_threads() == 1
         assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "1"
     finally:

@@ -417,8 +417,11 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
                         or run_case(pred, case, *a))
     fake = tmp_path / "fake.pt"  # the predictor's source file: hashed into predict_provenance.json
     fake.write_bytes(b"not read as a checkpoint here")
+    from mambaseg.config import config_from_dict
+
     pred = SimpleNamespace(ckpt={"data": {"plan": p}}, config={"infer": {"overlap": 0.0}}, in_channels=1,
-                           spatial_dims=3, source=str(fake), run=lambda x: torch.zeros((x.shape[0], 3, *x.shape[2:])))
+                           cfg=config_from_dict({"infer": {"overlap": 0.0}}), spatial_dims=3, source=str(fake),
+                           run=lambda x: torch.zeros((x.shape[0], 3, *x.shape[2:])))
     written = p3.predict_volumes(pred, task / "imagesTr", tmp_path / "out", progress=False)
     ids = sorted(f.name[: -len(".nii.gz")] for f in (task / "imagesTr").glob("*.nii.gz"))
     assert events == [(kind, cid) for cid in ids for kind in ("read", "write")]
@@ -456,8 +459,13 @@ def test_evaluate_3d_scores_pair_by_pair(tmp_path, monkeypatch):
         nib.save(nib.Nifti1Image(ref, affine), ref_dir / f"c{i}.nii.gz")
         nib.save(nib.Nifti1Image(pred, affine), pred_dir / f"c{i}.nii.gz")
         pairs.append((f"c{i}", pred_dir / f"c{i}.nii.gz", ref_dir / f"c{i}.nii.gz"))
-    expected = evaluate_cases([p for _, p, _ in pairs], [r for _, _, r in pairs], None,
-                              case_ids=[c for c, _, _ in pairs])
+    from mambaseg.data.nifti import read_volume_label
+
+    loaded = [(read_volume_label(p), read_volume_label(r)) for _, p, r in pairs]  # all in memory: the reference
+    expected = evaluate_cases([pa for (pa, _), _ in loaded], [ra for _, (ra, _) in loaded], None,
+                              spacing=[[float(x) for x in rm["spacing"]] for _, (_, rm) in loaded],
+                              case_ids=[c for c, _, _ in pairs], prediction_files=[str(p) for _, p, _ in pairs],
+                              reference_files=[str(r) for _, _, r in pairs])
     sizes = []
 
     def one_pair_only(preds, refs, *a, **k):

@@ -40,6 +40,7 @@ import numpy as np
 
 from mambaseg.data.io import DataError
 from mambaseg.data.nifti import check_label_values, read_volume, read_volume_label, volume_suffix
+from mambaseg.metrics.volumetric import BRATS_REGIONS  # the label sets evaluation and training share
 from mambaseg.utils.optional import MissingDependency, require
 
 __all__ = [
@@ -70,7 +71,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BRATS_LABELS = {"background": 0, "NCR": 1, "ED": 2, "ET": 3}
-BRATS_REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 BRATS_CHANNELS = ("t2w", "t2f", "t1n", "t1c")
 _BRATS_NAMING = {  # scheme -> (separator, suffix per channel in BRATS_CHANNELS order, label suffix)
     "2023": ("-", ("t2w", "t2f", "t1n", "t1c"), "seg"),

@@ -32,84 +32,28 @@ import csv
 import json
 import logging
 import math
-import multiprocessing
-import os
 import re
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..data.io import SUPPORTED_2D, DataError, _read_raw, _to_single_channel, read_label, read_mask, suffix_of
+from ..data.nifti import volume_suffix
 from ..metrics.binary import METRIC_DEFINITIONS, auc, binary_metrics
+from ..metrics.volumetric import nanmean
 from ..utils.atomic import atomic_path, atomic_write_text, clean_stale_temp
+from .eval_common import check_workers, missing_references, ordered_map
 
 __all__ = ["evaluate", "format_table", "match_files", "ordered_map", "check_workers"]
 
 logger = logging.getLogger(__name__)
 
 METRICS_2D = ("dice", "iou", "precision", "recall", "specificity", "accuracy", "auc")
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 #: per-label metrics of nnU-Net v2's summary.json (``compute_metrics``), in its order
 NNUNET_METRICS = ("Dice", "IoU", "FP", "TP", "FN", "TN", "n_pred", "n_ref")
 #: an integer 2D prediction whose values all lie below this is a label map, never an 8-bit probability map
 _MAX_LABEL_VALUE_2D = 16
-
-
-# ------------------------------------------------------------------------------------------------ process pool
-def check_workers(workers: Any) -> int:
-    """``--workers``: an integer >= 1 (1 = score in this process).
-
-    Raises:
-        DataError: naming the option and the value.
-    """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise DataError(f"--workers must be an integer >= 1 (1 = score in this process), got {workers!r}.")
-    return workers
-
-
-def _worker_init() -> None:
-    """A pool worker computes with one thread: the pool is the parallelism."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
-
-
-def ordered_map(fn: Callable, tasks: Sequence, workers: int = 1,
-                describe: Callable[[Any], str] = str) -> Iterator:
-    """``fn(task)`` for every task, yielded in task order.
-
-    ``workers == 1`` (or a single task): in this process, one task at a time. Otherwise a
-    ``ProcessPoolExecutor`` of ``min(workers, len(tasks))`` *spawned* processes (safe with torch and threads), each
-    with one thread; a task carries only file names, so a worker holds one case in memory at a time. The first
-    error (in task order) is raised unchanged (a :class:`DataError` keeps its one-line message naming the file);
-    queued tasks are cancelled. A worker that dies (killed, out of memory) is a :class:`DataError` naming
-    ``describe(task)`` of the task it was running.
-    """
-    workers = check_workers(workers)
-    if workers == 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield fn(task)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_worker_init)
-    try:
-        futures = [pool.submit(fn, task) for task in tasks]
-        for task, fut in zip(tasks, futures):
-            try:
-                result = fut.result()
-            except BrokenProcessPool:
-                raise DataError(f"{describe(task)}: an evaluation worker process died while scoring it (killed or "
-                                f"out of memory?); try fewer --workers.") from None
-            yield result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _stem(p: Path) -> str:
@@ -155,20 +99,6 @@ def match_files(preds: list[Path], refs: list[Path], what: str = "ground truth")
                             f"{s.split('_')[0]}_* or {s.split('.')[0]}.*).")
         pairs.append((p, cands[0]))
     return pairs
-
-
-def missing_references(refs: list[Path], paired: list[Path], pred_dir: Path, allow_missing: bool) -> list[str]:
-    """References without a prediction: an error naming how many and one of them, or (``allow_missing``) a warning
-    and their list."""
-    seen = set(paired)
-    missing = [str(r) for r in refs if r not in seen]
-    if missing and not allow_missing:
-        raise DataError(f"{pred_dir}: {len(missing)} of {len(refs)} references have no prediction (e.g. "
-                        f"{missing[0]}); predict them, or score only the predicted cases with --allow-missing.")
-    if missing:
-        logger.warning("%d of %d references have no prediction in %s and are not scored (--allow-missing), e.g. %s",
-                       len(missing), len(refs), pred_dir, missing[0])
-    return missing
 
 
 def _probability_scale(arr: np.ndarray, meta: dict, path: Path) -> float:
@@ -285,11 +215,6 @@ def _score_2d(task: tuple) -> tuple[dict, str]:
     return row, kind
 
 
-def _nanmean(values: list) -> float:
-    vals = [float(v) for v in values if not math.isnan(float(v))]
-    return float(np.mean(vals)) if vals else float("nan")
-
-
 def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = None, threshold: float = 0.5,
                 overwrite: bool = False, allow_missing: bool = False, workers: int = 1) -> dict:
     """Score 2D predictions (see the module docstring); returns the summary (nnU-Net v2's shape plus ours)."""
@@ -318,9 +243,9 @@ def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = Non
         vals = [r[k] for r in rows if k in r and not math.isnan(r[k])]
         if vals:
             means[k] = float(np.mean(vals))
-    label_mean = {key: {k: _nanmean([r["metrics"][key][k] for r in rows]) for k in NNUNET_METRICS}
+    label_mean = {key: {k: nanmean([r["metrics"][key][k] for r in rows]) for k in NNUNET_METRICS}
                   for key in names} if rows else {}
-    foreground_mean = {k: _nanmean([m[k] for m in label_mean.values()]) for k in NNUNET_METRICS}
+    foreground_mean = {k: nanmean([m[k] for m in label_mean.values()]) for k in NNUNET_METRICS}
     return {
         "kind": "2d",
         "prediction_folder": str(pred_dir.absolute()), "reference_folder": str(gt_dir.absolute()),
@@ -361,7 +286,7 @@ def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path
     pred, gt, out = Path(pred), Path(gt), Path(out)
     if not pred.is_dir():
         raise DataError(f"{pred}: prediction folder not found.")
-    volumes = [f for f in pred.iterdir() if suffix_of(f) in VOLUME_SUFFIXES]
+    volumes = [f for f in pred.iterdir() if volume_suffix(f)]
     if volumes:
         from .evaluate3d import evaluate_3d
 

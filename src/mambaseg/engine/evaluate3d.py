@@ -12,7 +12,7 @@ folder still finds the volumes for its overlays.
 Labels outside the class set are an error naming the file and the values: with a ``dataset.json`` beside the
 references every label value must be declared there, with ``--regions brats`` be one of 0-3. Without either, every
 label found is scored (nothing can be outside). Cases are scored one at a time, in this process or in a process pool
-(:func:`mambaseg.engine.evaluate.ordered_map`), gathered in case order.
+(:func:`mambaseg.engine.eval_common.ordered_map`), gathered in case order.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import numpy as np
 
 from ..data.io import DataError
 from ..data.nifti import read_volume_label
-from ..metrics.volumetric import METRIC_KEYS, _nanmean, evaluate_cases
+from ..metrics.volumetric import METRIC_KEYS, evaluate_cases, nanmean
+from .eval_common import missing_references, ordered_map
 
 __all__ = ["evaluate_3d", "evaluate_pairs", "label_key", "nnunet_keyed", "check_label_set"]
 
@@ -110,13 +111,11 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes, empty_policy: s
     averaged as it averages (nan-mean per class, then over classes).
 
     Args:
-        workers: 1 = in this process; N > 1 = a pool of N processes (:func:`~mambaseg.engine.evaluate.ordered_map`),
+        workers: 1 = in this process; N > 1 = a pool of N processes (:func:`~mambaseg.engine.eval_common.ordered_map`),
             results in pair order, identical outputs.
         allowed: the class set (label values, 0 included): a file holding another value is an error naming it;
             ``source`` says where the set comes from. None: no check.
     """
-    from .evaluate import ordered_map
-
     if not pairs:
         return evaluate_cases([], [], classes, empty_policy=empty_policy)
     if classes is None:
@@ -129,19 +128,17 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes, empty_policy: s
     for result in ordered_map(_score_3d, tasks, workers, describe=lambda t: str(t[1])):
         per_case.extend(result["metric_per_case"])
     names = list(result["classes"])
-    mean = {n: {k: _nanmean([c["metrics"][n][k] for c in per_case]) for k in METRIC_KEYS} for n in names}
+    mean = {n: {k: nanmean([c["metrics"][n][k] for c in per_case]) for k in METRIC_KEYS} for n in names}
     result.update(metric_per_case=per_case, mean=mean, n_cases=len(per_case),
-                  foreground_mean={k: _nanmean([mean[n][k] for n in names]) for k in METRIC_KEYS})
+                  foreground_mean={k: nanmean([mean[n][k] for n in names]) for k in METRIC_KEYS})
     return result
 
 
 def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = "", allow_missing: bool = False,
                 workers: int = 1) -> dict:
     """Score every prediction against its reference; references without a prediction are an error unless
-    ``allow_missing`` (see :func:`mambaseg.engine.evaluate.missing_references`); label values outside the class set
+    ``allow_missing`` (see :func:`mambaseg.engine.eval_common.missing_references`); label values outside the class set
     (``dataset.json``, BraTS regions) are an error naming the file. ``workers``: see :func:`evaluate_pairs`."""
-    from .evaluate import missing_references
-
     if not gt.is_dir():
         raise DataError(f"{gt}: ground-truth folder not found.")
     if (gt / "labelsTr").is_dir():
@@ -157,7 +154,7 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
     classes, allowed, source = None, None, ""
     labels_json = gt.parent / "dataset.json"
     if regions == "brats":
-        from ..data.layouts3d import BRATS_REGIONS
+        from ..metrics.volumetric import BRATS_REGIONS
 
         classes, source = "brats", "BraTS regions, --regions brats"
         allowed = {0} | {v for members in BRATS_REGIONS.values() for v in members}

@@ -31,27 +31,20 @@ HD95 = sqrt(240² + 240² + 155²) = 373.13 mm. IoU follows Dice's convention. M
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import math
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from mambaseg.data.layouts3d import BRATS_REGIONS
-from mambaseg.data.nifti import read_volume_label
-
 __all__ = ["EMPTY_POLICIES", "BRATS_HD95_PENALTY", "SEGMAMBA_HD95_PENALTY", "BRATS_REGIONS", "surface_distances",
-           "hausdorff_distance", "binary_metrics", "case_metrics", "evaluate_cases", "write_summary_json",
-           "write_metrics_csv", "METRIC_KEYS"]
+           "hausdorff_distance", "binary_metrics", "case_metrics", "evaluate_cases", "nanmean", "METRIC_KEYS"]
 
 logger = logging.getLogger(__name__)
 
+#: BraTS evaluation regions as label sets: whole tumour, tumour core, enhancing tumour (labels 1 NCR, 2 ED, 3 ET)
+BRATS_REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 BRATS_HD95_PENALTY = 373.13
 SEGMAMBA_HD95_PENALTY = 50.0
 METRIC_KEYS = ("Dice", "IoU", "HD95", "TP", "FP", "FN", "TN", "n_pred", "n_ref")
@@ -199,32 +192,31 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, classes: Any = None, spacing
     return out
 
 
-def _read_label(item: Any) -> tuple[np.ndarray, dict | None, str]:
-    if isinstance(item, np.ndarray):
-        return item, None, "<array>"
-    arr, meta = read_volume_label(item)
-    return arr, meta, str(item)
-
-
-def _nanmean(values: list[float]) -> float:
+def nanmean(values: list[float]) -> float:
+    """Mean ignoring NaN (nnU-Net's averaging); NaN when there is no finite value."""
     vals = np.asarray(values, dtype=np.float64)
     if vals.size == 0 or np.all(np.isnan(vals)):
         return float("nan")
     return float(np.nanmean(vals))
 
 
-def evaluate_cases(predictions: Sequence[Any], references: Sequence[Any], classes: Any = None, *,
-                   spacing: Sequence[float] | None = None, empty_policy: str = "nan", hd_method: str = "medpy",
-                   case_ids: Sequence[str] | None = None) -> dict[str, Any]:
-    """Evaluate prediction/reference pairs into an nnU-Net ``summary.json``-shaped dict.
+def evaluate_cases(predictions: Sequence[np.ndarray], references: Sequence[np.ndarray], classes: Any = None, *,
+                   spacing: Sequence[float] | Sequence[Sequence[float]] | None = None, empty_policy: str = "nan",
+                   hd_method: str = "medpy", case_ids: Sequence[str] | None = None,
+                   prediction_files: Sequence[str] | None = None,
+                   reference_files: Sequence[str] | None = None) -> dict[str, Any]:
+    """Evaluate prediction/reference label maps into an nnU-Net ``summary.json``-shaped dict (arrays only: reading
+    files is :mod:`mambaseg.engine.evaluate3d`'s job).
 
     Args:
-        predictions, references: equal-length sequences of label-map files (any ``data.nifti`` suffix) or int arrays.
+        predictions, references: equal-length sequences of integer label maps.
         classes: see :func:`case_metrics`; None = every non-zero label found in any reference or prediction.
-        spacing: voxel size override (mm); default = the reference file's spacing (1 mm for arrays, logged).
+        spacing: voxel size (mm) of every case, or one per case; default 1 mm.
         empty_policy: ``"nan"`` | ``"transunet"`` | ``"segmamba"`` | ``"brats"`` (see module docstring).
         hd_method: ``"medpy"`` | ``"max_directed"``.
-        case_ids: names for the cases (default: reference file names or indices).
+        case_ids: names for the cases (default: their indices).
+        prediction_files, reference_files: where the maps came from, recorded in each case's row (default
+            ``"<array>"``).
 
     Returns:
         ``{metric_per_case: [{case_id, prediction_file, reference_file, metrics: {class: {...}}}], mean: {class:
@@ -237,22 +229,19 @@ def evaluate_cases(predictions: Sequence[Any], references: Sequence[Any], classe
         raise ValueError(f"empty_policy must be one of {sorted(EMPTY_POLICIES)}, got {empty_policy!r}")
     if hd_method not in HD_METHODS:
         raise ValueError(f"hd_method must be one of {HD_METHODS}, got {hd_method!r}")
+    per_case_spacing = spacing is not None and len(spacing) > 0 and np.ndim(spacing[0]) == 1
     loaded = []
     for i, (p, r) in enumerate(zip(predictions, references)):
-        pa, pm, pf = _read_label(p)
-        ra, rm, rf = _read_label(r)
+        pa, ra = np.asarray(p), np.asarray(r)
+        pf = prediction_files[i] if prediction_files is not None else "<array>"
+        rf = reference_files[i] if reference_files is not None else "<array>"
         if pa.shape != ra.shape:
             raise ValueError(f"prediction {pf} shape {pa.shape} != reference {rf} shape {ra.shape}")
-        if pm is not None and rm is not None and not np.allclose(pm["affine"], rm["affine"], rtol=0, atol=1e-3):
-            logger.warning("prediction %s and reference %s have different affines", pf, rf)
-        if spacing is not None:
-            sp = tuple(float(s) for s in spacing)
-        elif rm is not None:
-            sp = tuple(float(s) for s in rm["spacing"])
-        else:
-            logger.info("no spacing for array case %d; using 1 mm", i)
+        if spacing is None:
             sp = (1.0,) * ra.ndim
-        cid = case_ids[i] if case_ids is not None else (Path(rf).name if rm is not None else str(i))
+        else:
+            sp = tuple(float(x) for x in (spacing[i] if per_case_spacing else spacing))
+        cid = case_ids[i] if case_ids is not None else str(i)
         loaded.append((cid, pf, rf, pa, ra, sp))
     cls = _resolve_classes(classes, [a for c in loaded for a in (c[3], c[4])]) if classes is None else \
         _resolve_classes(classes)
@@ -260,41 +249,9 @@ def evaluate_cases(predictions: Sequence[Any], references: Sequence[Any], classe
     for cid, pf, rf, pa, ra, sp in loaded:
         per_case.append(dict(case_id=str(cid), prediction_file=pf, reference_file=rf, spacing=list(sp),
                              metrics=case_metrics(pa, ra, cls, sp, empty_policy, hd_method)))
-    mean = {name: {k: _nanmean([c["metrics"][name][k] for c in per_case]) for k in METRIC_KEYS} for name in cls}
-    fg_mean = {k: _nanmean([mean[name][k] for name in cls]) for k in METRIC_KEYS}
+    mean = {name: {k: nanmean([c["metrics"][name][k] for c in per_case]) for k in METRIC_KEYS} for name in cls}
+    fg_mean = {k: nanmean([mean[name][k] for name in cls]) for k in METRIC_KEYS}
     return dict(metric_per_case=per_case, mean=mean, foreground_mean=fg_mean, classes={k: list(v) for k, v in
                 cls.items()}, empty_policy=empty_policy, empty_policy_description=EMPTY_POLICIES[empty_policy],
                 hd_method=hd_method, hd_percentile=95, units={"HD95": "mm"}, metric_definitions=METRIC_DEFINITIONS,
                 n_cases=len(per_case))
-
-
-def write_summary_json(summary: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write the summary as JSON (NaN written as ``NaN``, like nnU-Net)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, allow_nan=True))
-    return path
-
-
-def write_metrics_csv(summary: dict[str, Any], path: str | os.PathLike) -> Path:
-    """One row per case x class, then one ``mean`` row per class: case_id, files, class and :data:`METRIC_KEYS`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols = ["case_id", "prediction_file", "reference_file", "class", *METRIC_KEYS]
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for case in summary["metric_per_case"]:
-            for name, m in case["metrics"].items():
-                w.writerow([case["case_id"], case["prediction_file"], case["reference_file"], name,
-                            *(_fmt(m[k]) for k in METRIC_KEYS)])
-        for name, m in summary["mean"].items():
-            w.writerow(["mean", "", "", name, *(_fmt(m[k]) for k in METRIC_KEYS)])
-    return path
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    v = float(v)
-    return "nan" if math.isnan(v) else f"{v:.10g}"
