@@ -7,7 +7,6 @@ provenance. A file carrying a pickled object is refused before anything in it ru
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import pickle
@@ -301,12 +300,6 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> torch.
         raise CheckpointError(f"{path}: weights do not match model {ckpt['model_name']!r} ({msg}).") from None
     model.eval()
     return model
-
-
-def state_dict_bytes(model: torch.nn.Module) -> int:
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.tell()
 
 
 SHIP_KEYS = ("model_name", "model_kwargs", "state_dict", "config", "data", "metrics", "best_val_dice", "history",

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import DataCfg
 from ..data.case_store import LazyCase
 from ..data.io import DataError
-from ..data.layouts3d import Case3D, channel_modalities, list_cases3d, load_case3d
+from ..data.layouts3d import Case3D, channel_modalities, list_cases3d
 from ..data.nifti import check_label_values, check_resample_size, volume_header
 from ..data.preprocess import PreprocessCache, cached_fingerprint, plan
 from ..data.splits import split_ids
@@ -83,8 +83,3 @@ def _check_headers(case: Case3D) -> dict | None:
     if head["affine"] is None or len(head["shape"]) != 3:
         return None  # not 3D: refused with its own message when read
     return head
-
-
-def read_case_for_inference(case) -> dict:
-    """A layout case record -> ``load_case3d`` dict without label checks (the label may be absent)."""
-    return load_case3d(case, check_labels=False)
