@@ -303,191 +303,270 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
 
 def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx: DistContext,
                 device: torch.device) -> dict:
-    last_path, best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
-    if not resume and last_path.exists():
-        raise TrainingError(f"{run_dir}: already holds a training run (checkpoint_last.pt); use --resume to continue "
-                            f"it or choose another --out.")
-    if cfg.train.batch_size % ctx.world:
-        raise TrainingError(f"train.batch_size={cfg.train.batch_size} must be divisible by the number of processes "
-                            f"({ctx.world}); it is the global batch.")
-    ctx.barrier()
-    if ctx.main:
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return _Trainer(cfg, run_dir, resume, line, ctx, device).run()
 
-    train_cases, val_cases, data_info = load_dataset(cfg.data, cfg.seed, run_dir)
-    in_ch = train_cases[0]["image"].shape[0]
-    kwargs = dict(cfg.model.kwargs)
-    kwargs.setdefault("in_channels", in_ch)
-    kwargs.setdefault("out_channels", 1 if cfg.data.num_classes == 2 else cfg.data.num_classes)
-    if kwargs["in_channels"] != in_ch:
-        raise TrainingError(f"model.kwargs.in_channels={kwargs['in_channels']} but the images have {in_ch} "
-                            f"channels ({train_cases[0]['id']}).")
-    net = build_model(cfg.model.name, **kwargs).to(device)
-    model = torch.nn.parallel.DistributedDataParallel(net) if ctx.enabled else net
-    n_params = sum(p.numel() for p in model.parameters())
-    opt = build_optimizer(model, cfg.optim)
-    total_iters = cfg.train.epochs * cfg.train.iters_per_epoch
-    # the budget's clock: elapsed time, or this process's CPU time (train.budget_clock cpu)
-    now = time.process_time if cfg.train.budget_clock == "cpu" else time.time
-    clock = {"start": now(), "offset": 0.0}
-    limit_s = 60 * cfg.train.time_limit_min
 
-    def budget_fraction() -> float:
-        return (now() - clock["start"] + clock["offset"]) / limit_s
+class _Trainer:
+    """One training run, as small named steps: :meth:`_prepare` (run folder, data, model, optimisation, resume,
+    provenance), then per epoch :meth:`_run_epoch` (each step by :meth:`_step`, a non-finite one undone by
+    :meth:`_skip_step`), :meth:`_validate`, :meth:`_save_epoch`, and :meth:`_finish`. The order in which things are
+    built and random numbers drawn is the one a resumed run relies on."""
 
-    sched = build_scheduler(opt, cfg.optim, total_iters, budget_fraction if limit_s else None)
-    loss_fn = SegLoss(kwargs["out_channels"], cfg.loss.name, cfg.loss.dice_weight, cfg.loss.ce_weight,
-                      cfg.loss.cldice_weight, cfg.loss.cldice_iters)
-    # one process, num_workers 0: the in-process PatchSampler; else per-sample streams, this rank's share only
-    # (DataLoader workers, or in process under DDP with num_workers 0)
-    sampler = make_batches(train_cases, cfg.data.patch_size, cfg.train.batch_size, cfg.data.fg_prob,
-                           cfg.data.augment, cfg.seed, cfg.train.num_workers, ctx.world, ctx.rank)
-    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp and amp_dtype == torch.float16)
+    _BAD_WORDS = {"loss": "losses", "gradients": "gradients", "weights": "weight updates"}
 
-    start_epoch, best, history, elapsed0 = 0, -1.0, [], 0.0
-    if resume:
-        if not last_path.exists():
-            raise TrainingError(f"{run_dir}: --resume given but there is no checkpoint_last.pt to resume from.")
-        ck = load_checkpoint(last_path)
-        net.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx: DistContext,
+                 device: torch.device) -> None:
+        self.cfg, self.run_dir, self.line, self.ctx, self.device = cfg, run_dir, line, ctx, device
+        self.last_path, self.best_path = run_dir / "checkpoint_last.pt", run_dir / "checkpoint_best.pt"
+        # the budget's clock: elapsed time, or this process's CPU time (train.budget_clock cpu)
+        self.now = time.process_time if cfg.train.budget_clock == "cpu" else time.time
+        self.limit_s = 60 * cfg.train.time_limit_min
+        self._prepare(resume)
+
+    # ------------------------------------------------------------------------------------------------ preparation
+    def _prepare(self, resume: bool) -> None:
+        self._check_run_folder(resume)
+        self._load_data()
+        self._build_model()
+        self._build_optimisation()
+        self.start_epoch, self.best, self.history, self.elapsed0 = 0, -1.0, [], 0.0
+        if resume:
+            self._resume()
+        self._record_provenance()
+
+    def _check_run_folder(self, resume: bool) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        if not resume and self.last_path.exists():
+            raise TrainingError(f"{self.run_dir}: already holds a training run (checkpoint_last.pt); use --resume to "
+                                f"continue it or choose another --out.")
+        if cfg.train.batch_size % ctx.world:
+            raise TrainingError(f"train.batch_size={cfg.train.batch_size} must be divisible by the number of "
+                                f"processes ({ctx.world}); it is the global batch.")
+        ctx.barrier()
+        if ctx.main:
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+    def _load_data(self) -> None:
+        self.train_cases, self.val_cases, self.data_info = load_dataset(self.cfg.data, self.cfg.seed, self.run_dir)
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        in_ch = self.train_cases[0]["image"].shape[0]
+        kwargs = dict(cfg.model.kwargs)
+        kwargs.setdefault("in_channels", in_ch)
+        kwargs.setdefault("out_channels", 1 if cfg.data.num_classes == 2 else cfg.data.num_classes)
+        if kwargs["in_channels"] != in_ch:
+            raise TrainingError(f"model.kwargs.in_channels={kwargs['in_channels']} but the images have {in_ch} "
+                                f"channels ({self.train_cases[0]['id']}).")
+        self.kwargs = kwargs
+        self.net = build_model(cfg.model.name, **kwargs).to(self.device)
+        self.model = torch.nn.parallel.DistributedDataParallel(self.net) if self.ctx.enabled else self.net
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+
+    def _build_optimisation(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        self.opt = build_optimizer(self.model, cfg.optim)
+        total_iters = cfg.train.epochs * cfg.train.iters_per_epoch
+        self.clock = {"start": self.now(), "offset": 0.0}
+        self.sched = build_scheduler(self.opt, cfg.optim, total_iters, self._budget_fraction if self.limit_s else None)
+        self.loss_fn = SegLoss(self.kwargs["out_channels"], cfg.loss.name, cfg.loss.dice_weight, cfg.loss.ce_weight,
+                               cfg.loss.cldice_weight, cfg.loss.cldice_iters)
+        # one process, num_workers 0: the in-process PatchSampler; else per-sample streams, this rank's share only
+        # (DataLoader workers, or in process under DDP with num_workers 0)
+        self.sampler = make_batches(self.train_cases, cfg.data.patch_size, cfg.train.batch_size, cfg.data.fg_prob,
+                                    cfg.data.augment, cfg.seed, cfg.train.num_workers, ctx.world, ctx.rank)
+        self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=cfg.train.amp and self.amp_dtype == torch.float16)
+
+    def _budget_fraction(self) -> float:
+        return (self.now() - self.clock["start"] + self.clock["offset"]) / self.limit_s
+
+    def _resume(self) -> None:
+        if not self.last_path.exists():
+            raise TrainingError(f"{self.run_dir}: --resume given but there is no checkpoint_last.pt to resume from.")
+        ck = load_checkpoint(self.last_path)
+        self.net.load_state_dict(ck["state_dict"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
         if ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
+            self.scaler.load_state_dict(ck["scaler"])
         torch.set_rng_state(ck["rng"]["torch"])
-        sampler.set_state(ck["rng"]["sampler"])
-        start_epoch, best, history = ck["epoch"] + 1, ck.get("best_val_dice", -1.0), list(ck.get("history", []))
-        elapsed0 = ck.get("train_seconds", 0.0)
+        self.sampler.set_state(ck["rng"]["sampler"])
+        self.start_epoch, self.best = ck["epoch"] + 1, ck.get("best_val_dice", -1.0)
+        self.history = list(ck.get("history", []))
+        self.elapsed0 = ck.get("train_seconds", 0.0)
         if "threshold" in (ck.get("data") or {}):  # infer.threshold auto: the last validated one
-            data_info["threshold"] = ck["data"]["threshold"]
-        clock["offset"] = elapsed0
+            self.data_info["threshold"] = ck["data"]["threshold"]
+        self.clock["offset"] = self.elapsed0
         # the checkpoint's history is the record: lines of an epoch interrupted after its line was written, or a line
         # torn by a kill mid-write, are dropped (atomically); without a history, only a torn last line is cut
-        if ctx.main:
+        metrics_file = self.run_dir / "metrics.jsonl"
+        if self.ctx.main:
             if "history" in ck:
-                atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-            elif truncate_partial_line(run_dir / "metrics.jsonl"):
-                logger.warning("%s: removed a partial last line left by an interrupted run", run_dir / "metrics.jsonl")
-        logger.info("resumed from %s at epoch %d", last_path, start_epoch)
-    prov = dict(provenance(cfg.seed, device.type), world_size=ctx.world)
-    if ctx.main:
-        atomic_write_text(run_dir / "provenance.json", json.dumps(prov, indent=2))
-    logger.info("model %s (%d parameters) on %s; %d training / %d validation cases; %s", cfg.model.name, n_params,
-                device, len(train_cases), len(val_cases), json.dumps(prov["versions"]))
+                atomic_write_text(metrics_file, "".join(json.dumps(h) + "\n" for h in self.history))
+            elif truncate_partial_line(metrics_file):
+                logger.warning("%s: removed a partial last line left by an interrupted run", metrics_file)
+        logger.info("resumed from %s at epoch %d", self.last_path, self.start_epoch)
 
-    def checkpoint(epoch: int, metrics: dict, elapsed: float) -> dict:
+    def _record_provenance(self) -> None:
+        self.prov = dict(provenance(self.cfg.seed, self.device.type), world_size=self.ctx.world)
+        if self.ctx.main:
+            atomic_write_text(self.run_dir / "provenance.json", json.dumps(self.prov, indent=2))
+        logger.info("model %s (%d parameters) on %s; %d training / %d validation cases; %s", self.cfg.model.name,
+                    self.n_params, self.device, len(self.train_cases), len(self.val_cases),
+                    json.dumps(self.prov["versions"]))
+
+    def _checkpoint(self, epoch: int, metrics: dict, elapsed: float) -> dict:
         return {
-            "model_name": cfg.model.name, "model_kwargs": kwargs, "state_dict": net.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "config": config_to_dict(cfg), "metrics": metrics, "best_val_dice": best,
-            "history": history, "rng": {"torch": torch.get_rng_state(), "sampler": sampler.state()},
-            "data": data_info, "provenance": prov, "train_seconds": elapsed,
+            "model_name": self.cfg.model.name, "model_kwargs": self.kwargs, "state_dict": self.net.state_dict(),
+            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": epoch, "config": config_to_dict(self.cfg),
+            "metrics": metrics, "best_val_dice": self.best, "history": self.history,
+            "rng": {"torch": torch.get_rng_state(), "sampler": self.sampler.state()},
+            "data": self.data_info, "provenance": self.prov, "train_seconds": elapsed,
         }
 
-    t_start = now() - elapsed0
-    wall_start = time.time()
-    clock["start"] = now()
-    bad_streak, metrics = 0, {}
-    guard = StepGuard(net, opt)
-    check_grads = not scaler.is_enabled()  # fp16 GradScaler skips steps with non-finite gradients itself
-    bad_words = {"loss": "losses", "gradients": "gradients", "weights": "weight updates"}
-    epoch = start_epoch - 1
-    # time budget (train.time_limit_min) or epochs, the step within the epoch, validation cases and tiles
-    status = TrainProgress(line, cfg.train.epochs, cfg.train.iters_per_epoch, limit_s, t_start, start_epoch, now)
-    for epoch in range(start_epoch, cfg.train.epochs):
-        model.train()
+    # ------------------------------------------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        cfg = self.cfg
+        self.t_start = self.now() - self.elapsed0
+        self.wall_start = time.time()
+        self.clock["start"] = self.now()
+        self.bad_streak, metrics = 0, {}
+        self.guard = StepGuard(self.net, self.opt)
+        self.check_grads = not self.scaler.is_enabled()  # fp16 GradScaler skips non-finite gradients itself
+        epoch = self.start_epoch - 1
+        # time budget (train.time_limit_min) or epochs, the step within the epoch, validation cases and tiles
+        self.status = TrainProgress(self.line, cfg.train.epochs, cfg.train.iters_per_epoch, self.limit_s,
+                                    self.t_start, self.start_epoch, self.now)
+        for epoch in range(self.start_epoch, cfg.train.epochs):
+            losses, skipped = self._run_epoch(epoch)
+            elapsed = self.now() - self.t_start
+            out_of_time = self.ctx.broadcast(bool(cfg.train.time_limit_min and elapsed > self.limit_s))
+            last_epoch = epoch == cfg.train.epochs - 1 or out_of_time
+            metrics = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                       "skipped_steps": skipped, "lr": self.opt.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
+            if self.ctx.main and self.val_cases and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch):
+                self._validate(epoch, metrics)
+            self.history.append(metrics)
+            if self.ctx.main:
+                self._save_epoch(epoch, metrics, elapsed, last_epoch)
+            self.ctx.barrier()
+            if out_of_time:
+                logger.info("time limit of %.1f min reached after epoch %d", cfg.train.time_limit_min, epoch + 1)
+                break
+        return self._finish(epoch, metrics)
+
+    def _run_epoch(self, epoch: int) -> tuple[list[float], int]:
+        """The steps of one epoch; returns the losses of the good steps and how many were skipped."""
+        self.model.train()
         losses, skipped = [], 0
-        for step_no in range(1, cfg.train.iters_per_epoch + 1):
-            x, y, m = sampler.next_batch()  # this rank's share of the global batch
-            if ctx.enabled and not getattr(sampler, "per_rank", False):  # a DDP run resumed from an older version's
-                # checkpoint continues its global-batch generator: each rank keeps its slice
-                part = slice(ctx.rank * len(x) // ctx.world, (ctx.rank + 1) * len(x) // ctx.world)
-                x, y, m = x[part], y[part], (None if m is None else m[part])
-            x, y = x.to(device), y.to(device)
-            m = m.to(device) if (m is not None and cfg.data.fov) else None
-            guard.save()  # weights, buffers and optimiser state before this step
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.train.amp):
-                logits = model(x)
-            loss = loss_fn(logits, y, m)
-            bad = "loss" if ctx.any(not torch.isfinite(loss).item()) else None
-            if bad is None:
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if check_grads and ctx.any(not _all_finite([p.grad for p in net.parameters() if p.grad is not None])):
-                    bad = "gradients"
-            if bad is None:
-                if cfg.train.grad_clip:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                if ctx.any(not guard.model_finite()):
-                    bad = "weights"
-            if bad is not None:  # the step is undone: weights, buffers and optimiser state as before it
-                guard.restore()
-                opt.zero_grad(set_to_none=True)
+        for step_no in range(1, self.cfg.train.iters_per_epoch + 1):
+            loss, bad = self._step()
+            if bad is not None:
+                self._skip_step(epoch, loss, bad)
                 skipped += 1
-                bad_streak += 1
-                what = f"non-finite loss ({loss.item()})" if bad == "loss" else (
-                    "non-finite gradients" if bad == "gradients" else "non-finite weights after the update")
-                logger.warning("epoch %d: %s, step skipped (%d in a row)", epoch + 1, what, bad_streak)
-                if bad_streak >= cfg.train.max_bad_steps:
-                    raise TrainingError(f"{bad_streak} non-finite {bad_words[bad]} in a row at epoch {epoch + 1} "
-                                        f"(train.max_bad_steps={cfg.train.max_bad_steps}); stopped. The last good "
-                                        f"checkpoint is {last_path}.")
-                sched.step()
-                status.step(epoch, step_no)
+                self.sched.step()
+                self.status.step(epoch, step_no)
                 continue
-            bad_streak = 0
-            sched.step()
-            losses.append(ctx.mean(loss.item()))
-            status.step(epoch, step_no, float(np.mean(losses)))
-        elapsed = now() - t_start
-        out_of_time = ctx.broadcast(bool(cfg.train.time_limit_min and elapsed > 60 * cfg.train.time_limit_min))
-        last_epoch = epoch == cfg.train.epochs - 1 or out_of_time
-        metrics = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                   "skipped_steps": skipped, "lr": opt.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
-        if ctx.main and val_cases and ((epoch + 1) % cfg.train.val_every == 0 or last_epoch):
-            metrics.update(validate(net, val_cases, cfg, device, status.validating if line.enabled else None))
-            if "threshold" in metrics:  # infer.threshold auto: stored in the checkpoints, used by predict
-                data_info["threshold"] = metrics["threshold"]
-                logger.info("epoch %d: validation threshold %.2f (Dice %.4f; at 0.5: %.4f)", epoch + 1,
-                            metrics["threshold"], metrics["val_dice"], metrics["val_dice_at_0_5"])
-            score = metrics["val_dice"]
-            if math.isnan(score):  # e.g. a diverged model: never the best checkpoint
-                logger.warning("epoch %d: validation Dice is NaN; this epoch cannot become the best checkpoint",
-                               epoch + 1)
-                score = -math.inf
-            elif not guard.model_finite():
-                logger.warning("epoch %d: the model has non-finite weights; it cannot become the best checkpoint",
-                               epoch + 1)
-                score = -math.inf
-            if score > best:
-                best = score
-                metrics["best"] = True
-        history.append(metrics)
-        if ctx.main:
-            logger.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
-            ck = checkpoint(epoch, metrics, elapsed)
-            if metrics.get("best") or (not val_cases and last_epoch):
-                save_checkpoint(ck, best_path)
-            save_checkpoint(ck, last_path)
-            append_line(run_dir / "metrics.jsonl", json.dumps(metrics))  # one write: a kill tears at most this line
-            _plot_progress(history, run_dir / "progress.png")
-        ctx.barrier()
-        if out_of_time:
-            logger.info("time limit of %.1f min reached after epoch %d", cfg.train.time_limit_min, epoch + 1)
-            break
-    if ctx.main and not best_path.exists() and last_path.exists():
-        last_ck = load_checkpoint(last_path)
-        if _all_finite([v for v in last_ck["state_dict"].values() if v.is_floating_point()]):
-            logger.warning("no epoch had a finite validation Dice; checkpoint_best.pt is the last epoch's model")
-            save_checkpoint(last_ck, best_path)
-    summary = {"run_dir": str(run_dir), "epochs_done": epoch + 1, "best_val_dice": best, "last": metrics,
-               "train_seconds": round(now() - t_start, 1), "budget_clock": cfg.train.budget_clock,
-               "wall_seconds_this_process": round(time.time() - wall_start, 1), "parameters": n_params,
-               "checkpoint_best": str(best_path), "checkpoint_last": str(last_path)}
-    if ctx.main:
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    return summary
+            self.bad_streak = 0
+            self.sched.step()
+            losses.append(self.ctx.mean(loss.item()))
+            self.status.step(epoch, step_no, float(np.mean(losses)))
+        return losses, skipped
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        ctx = self.ctx
+        x, y, m = self.sampler.next_batch()  # this rank's share of the global batch
+        if ctx.enabled and not getattr(self.sampler, "per_rank", False):  # a DDP run resumed from an older
+            # version's checkpoint continues its global-batch generator: each rank keeps its slice
+            part = slice(ctx.rank * len(x) // ctx.world, (ctx.rank + 1) * len(x) // ctx.world)
+            x, y, m = x[part], y[part], (None if m is None else m[part])
+        x, y = x.to(self.device), y.to(self.device)
+        m = m.to(self.device) if (m is not None and self.cfg.data.fov) else None
+        return x, y, m
+
+    def _step(self) -> tuple[torch.Tensor, str | None]:
+        """One optimiser step; returns the loss and what was non-finite (``loss``, ``gradients``, ``weights``) or
+        None. A non-finite step leaves the update to :meth:`_skip_step` to undo."""
+        ctx, opt, scaler = self.ctx, self.opt, self.scaler
+        x, y, m = self._next_batch()
+        self.guard.save()  # weights, buffers and optimiser state before this step
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.train.amp):
+            logits = self.model(x)
+        loss = self.loss_fn(logits, y, m)
+        if ctx.any(not torch.isfinite(loss).item()):
+            return loss, "loss"
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if self.check_grads and ctx.any(not _all_finite([p.grad for p in self.net.parameters()
+                                                          if p.grad is not None])):
+            return loss, "gradients"
+        if self.cfg.train.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        if ctx.any(not self.guard.model_finite()):
+            return loss, "weights"
+        return loss, None
+
+    def _skip_step(self, epoch: int, loss: torch.Tensor, bad: str) -> None:
+        """Undo a non-finite step (weights, buffers and optimiser state as before it); stop after
+        ``train.max_bad_steps`` in a row."""
+        self.guard.restore()
+        self.opt.zero_grad(set_to_none=True)
+        self.bad_streak += 1
+        what = f"non-finite loss ({loss.item()})" if bad == "loss" else (
+            "non-finite gradients" if bad == "gradients" else "non-finite weights after the update")
+        logger.warning("epoch %d: %s, step skipped (%d in a row)", epoch + 1, what, self.bad_streak)
+        if self.bad_streak >= self.cfg.train.max_bad_steps:
+            raise TrainingError(f"{self.bad_streak} non-finite {self._BAD_WORDS[bad]} in a row at epoch {epoch + 1} "
+                                f"(train.max_bad_steps={self.cfg.train.max_bad_steps}); stopped. The last good "
+                                f"checkpoint is {self.last_path}.")
+
+    def _validate(self, epoch: int, metrics: dict) -> None:
+        """Validation metrics into ``metrics``; marks the epoch ``best`` when its finite Dice beats the best so far."""
+        metrics.update(validate(self.net, self.val_cases, self.cfg, self.device,
+                                self.status.validating if self.line.enabled else None))
+        if "threshold" in metrics:  # infer.threshold auto: stored in the checkpoints, used by predict
+            self.data_info["threshold"] = metrics["threshold"]
+            logger.info("epoch %d: validation threshold %.2f (Dice %.4f; at 0.5: %.4f)", epoch + 1,
+                        metrics["threshold"], metrics["val_dice"], metrics["val_dice_at_0_5"])
+        score = metrics["val_dice"]
+        if math.isnan(score):  # e.g. a diverged model: never the best checkpoint
+            logger.warning("epoch %d: validation Dice is NaN; this epoch cannot become the best checkpoint", epoch + 1)
+            score = -math.inf
+        elif not self.guard.model_finite():
+            logger.warning("epoch %d: the model has non-finite weights; it cannot become the best checkpoint",
+                           epoch + 1)
+            score = -math.inf
+        if score > self.best:
+            self.best = score
+            metrics["best"] = True
+
+    def _save_epoch(self, epoch: int, metrics: dict, elapsed: float, last_epoch: bool) -> None:
+        logger.info("epoch %d: %s", epoch + 1, json.dumps(metrics))
+        ck = self._checkpoint(epoch, metrics, elapsed)
+        if metrics.get("best") or (not self.val_cases and last_epoch):
+            save_checkpoint(ck, self.best_path)
+        save_checkpoint(ck, self.last_path)
+        append_line(self.run_dir / "metrics.jsonl", json.dumps(metrics))  # one write: a kill tears at most this line
+        _plot_progress(self.history, self.run_dir / "progress.png")
+
+    def _finish(self, epoch: int, metrics: dict) -> dict:
+        if self.ctx.main and not self.best_path.exists() and self.last_path.exists():
+            last_ck = load_checkpoint(self.last_path)
+            if _all_finite([v for v in last_ck["state_dict"].values() if v.is_floating_point()]):
+                logger.warning("no epoch had a finite validation Dice; checkpoint_best.pt is the last epoch's model")
+                save_checkpoint(last_ck, self.best_path)
+        summary = {"run_dir": str(self.run_dir), "epochs_done": epoch + 1, "best_val_dice": self.best,
+                   "last": metrics, "train_seconds": round(self.now() - self.t_start, 1),
+                   "budget_clock": self.cfg.train.budget_clock,
+                   "wall_seconds_this_process": round(time.time() - self.wall_start, 1),
+                   "parameters": self.n_params, "checkpoint_best": str(self.best_path),
+                   "checkpoint_last": str(self.last_path)}
+        if self.ctx.main:
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        return summary
