@@ -19,6 +19,8 @@ import yaml
 __all__ = [
     "INFER_MODES",
     "LAYOUTS",
+    "LAYOUTS_2D",
+    "LAYOUTS_3D",
     "Config",
     "ConfigError",
     "DataCfg",
@@ -239,8 +241,10 @@ def safe_yaml(text: str, source: str) -> Any:
 
 
 # = engine.data's 2D + 3D; nnunet is 2D or 3D by its dataset.json file_ending
-LAYOUTS = ("drive", "folder2d", "synthetic_drive", "msd", "brats", "synapse_npz", "btcv", "nnunet")
-_LAYOUTS_2D = LAYOUTS[:3]
+#: data.layout values: 2D ones, then 3D ones (``nnunet`` is 2D when its file_ending is an image format)
+LAYOUTS_2D = ("drive", "folder2d", "synthetic_drive")
+LAYOUTS_3D = ("msd", "brats", "synapse_npz", "btcv", "nnunet")
+LAYOUTS = LAYOUTS_2D + LAYOUTS_3D
 FUNDUS_NORMS = ("none", "fov_zscore", "green_clahe")  # = mambaseg.data.fundus.FUNDUS_NORMS
 # keys added after runs were started: left out of config_to_dict at their default, so the saved config of a run
 # that does not use them is what it was before they existed (benchmark resume compares saved configs)
@@ -396,18 +400,18 @@ def config_from_dict(raw: dict) -> Config:
 
 def _cross_check(cfg: Config) -> Config:
     """Checks between keys of the fundus recipe options (all off by default)."""
-    two_d = cfg.data.layout in _LAYOUTS_2D
+    two_d = cfg.data.layout in LAYOUTS_2D
     binary = cfg.data.num_classes == 2
     if cfg.data.fundus_norm != "none" and not two_d:
         raise ConfigError(f"config key 'data.fundus_norm' is {cfg.data.fundus_norm!r} but data.layout "
-                          f"{cfg.data.layout!r} is 3D; fundus normalisation needs one of {', '.join(_LAYOUTS_2D)}.")
+                          f"{cfg.data.layout!r} is 3D; fundus normalisation needs one of {', '.join(LAYOUTS_2D)}.")
     in_ch = cfg.model.kwargs.get("in_channels")
     if cfg.data.fundus_norm == "green_clahe" and in_ch is not None and in_ch != 1:
         raise ConfigError(f"config key 'model.kwargs.in_channels' is {in_ch!r} but data.fundus_norm green_clahe "
                           f"gives 1-channel images; set it to 1 or leave it out.")
     if cfg.data.augment == "strong_fundus" and not two_d:
         raise ConfigError(f"config key 'data.augment' is strong_fundus but data.layout {cfg.data.layout!r} is 3D; "
-                          f"it needs one of {', '.join(_LAYOUTS_2D)}.")
+                          f"it needs one of {', '.join(LAYOUTS_2D)}.")
     if cfg.loss.name == "dice_ce_cldice" and not binary:
         raise ConfigError(f"config key 'loss.name' is dice_ce_cldice, which needs binary segmentation "
                           f"(data.num_classes: 2), got data.num_classes {cfg.data.num_classes}.")

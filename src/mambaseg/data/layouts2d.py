@@ -48,7 +48,6 @@ from scipy import ndimage as ndi
 from mambaseg.data.io import SUPPORTED_2D, DataError, read_image, read_label, read_mask, suffix_of
 
 __all__ = [
-    "LAYOUTS_2D",
     "Case2D",
     "cases_for",
     "detect_layout",
@@ -63,7 +62,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS_2D = ("drive", "folder2d")
 DRIVE_SPLITS = ("training", "test")
 
 

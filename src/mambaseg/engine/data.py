@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataCfg
+from ..config import LAYOUTS_2D, LAYOUTS_3D, DataCfg
 from ..data.io import DataError
 from ..data.splits import split_ids
 from .stream import PatchSampler  # re-exported: the in-process batch source lives with the others
@@ -19,8 +19,6 @@ from .stream import PatchSampler  # re-exported: the in-process batch source liv
 __all__ = ["LAYOUTS_2D", "LAYOUTS_3D", "PatchSampler", "fov_diameter", "load_dataset", "split_ids"]
 
 logger = logging.getLogger(__name__)
-LAYOUTS_2D = ("drive", "folder2d", "synthetic_drive")
-LAYOUTS_3D = ("msd", "brats", "synapse_npz", "btcv", "nnunet")  # nnunet: 2D when its file_ending is (.png ...)
 
 
 def fov_diameter(mask: np.ndarray) -> float:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.io import DataError
-from ..data.nifti import read_volume_label
+from ..data.nifti import read_volume_label, volume_suffix
 from ..metrics.volumetric import METRIC_KEYS, evaluate_cases, nanmean
 from .eval_common import missing_references, ordered_map
 
@@ -33,15 +33,12 @@ __all__ = ["evaluate_3d", "evaluate_pairs", "label_key", "nnunet_keyed", "check_
 
 logger = logging.getLogger(__name__)
 
-SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-
-
 def _volumes(folder: Path) -> dict[str, Path]:
     out = {}
     for f in sorted(folder.iterdir()):
-        for s in SUFFIXES:
-            if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(s):
-                out[f.name[: -len(s)]] = f
+        s = volume_suffix(f)
+        if s and f.is_file() and not f.name.startswith("."):
+            out[f.name[: -len(s)]] = f
     return out
 
 

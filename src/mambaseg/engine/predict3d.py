@@ -31,7 +31,7 @@ import torch
 
 from ..config import InferCfg
 from ..data.io import DataError
-from ..data.nifti import check_resample_size, read_volume, volume_header, write_nifti
+from ..data.nifti import SUPPORTED_SUFFIXES, check_resample_size, read_volume, volume_header, volume_suffix, write_nifti
 from ..data.preprocess import invert_prediction, preprocess_case
 from ..utils.atomic import clean_stale_temp
 from ..utils.progress import ItemProgress, StatusLine
@@ -42,15 +42,12 @@ from .threshold import resolve_threshold
 __all__ = ["gather_volume_cases", "orthogonal_overlay", "predict_volumes"]
 
 logger = logging.getLogger(__name__)
-SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
 def _stem(p: Path) -> str:
-    for s in SUFFIXES:
-        if p.name.lower().endswith(s):
-            return p.name[: -len(s)]
-    return p.stem
+    s = volume_suffix(p)
+    return p.name[: -len(s)] if s else p.stem
 
 
 def gather_volume_cases(inp: Path) -> list[tuple[str, list[Path]]]:
@@ -61,12 +58,12 @@ def gather_volume_cases(inp: Path) -> list[tuple[str, list[Path]]]:
     if not inp.exists():
         raise DataError(f"{inp}: input not found.")
     if inp.is_file():
-        if not any(inp.name.lower().endswith(s) for s in SUFFIXES):
-            raise DataError(f"{inp}: unsupported file type; expected one of {', '.join(SUFFIXES)}.")
+        if not volume_suffix(inp):
+            raise DataError(f"{inp}: unsupported file type; expected one of {', '.join(SUPPORTED_SUFFIXES)}.")
         return [(_stem(inp), [inp])]
     subdirs = [d for d in sorted(inp.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     files = [f for f in sorted(inp.iterdir()) if f.is_file() and not f.name.startswith(".")
-             and any(f.name.lower().endswith(s) for s in SUFFIXES)]
+             and volume_suffix(f)]
     if not files and subdirs:  # BraTS: folder of case folders
         cases = brats_cases(inp)
         return [(c.case_id, list(c.images)) for c in cases]
@@ -76,7 +73,7 @@ def gather_volume_cases(inp: Path) -> list[tuple[str, list[Path]]]:
         cases = [c for c in cases if c.case_id == inp.name]
         return [(c.case_id, list(c.images)) for c in cases]
     if not files:
-        raise DataError(f"{inp}: folder has no volumes ({', '.join(SUFFIXES)}) or BraTS case folders.")
+        raise DataError(f"{inp}: folder has no volumes ({', '.join(SUPPORTED_SUFFIXES)}) or BraTS case folders.")
     groups: dict[str, list[Path]] = {}
     for f in files:
         m = _CHANNEL.match(_stem(f))
