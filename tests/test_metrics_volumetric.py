@@ -14,10 +14,10 @@ from scipy import ndimage
 
 from mambaseg.metrics.volumetric import (
     BRATS_HD95_PENALTY,
-    binary_metrics,
     case_metrics,
     evaluate_cases,
     hausdorff_distance,
+    mask_metrics,
 )
 
 SPACING = (0.5, 0.7, 2.5)
@@ -32,7 +32,7 @@ def cube(shape=(20, 20, 20), lo=(5, 5, 5), size=10) -> np.ndarray:
 def test_shifted_cubes_dice_iou():
     ref = cube()
     pred = cube(lo=(5, 5, 7))  # shifted by 2 voxels along z: overlap 10*10*8
-    m = binary_metrics(pred, ref, SPACING)
+    m = mask_metrics(pred, ref, SPACING)
     assert m["TP"] == 800 and m["FP"] == 200 and m["FN"] == 200 and m["TN"] == 8000 - 1200
     assert m["Dice"] == pytest.approx(0.8) and m["IoU"] == pytest.approx(2 / 3)
 
@@ -49,7 +49,7 @@ def test_hd95_between_parallel_planes_in_mm(method, axis, gap, expected):
     idx[axis] = 3 + gap
     ref[tuple(idx)] = True
     assert hausdorff_distance(pred, ref, SPACING, method=method) == pytest.approx(expected)
-    assert binary_metrics(pred, ref, SPACING)["HD95"] == pytest.approx(expected)
+    assert mask_metrics(pred, ref, SPACING)["HD95"] == pytest.approx(expected)
 
 
 def _brute_force_surface_distances(a, b, spacing):
@@ -105,7 +105,7 @@ EMPTY_CASES = {  # policy: {(pred non-empty, ref non-empty): (Dice, IoU, HD95)}
 def test_empty_policies(policy, pred_on, ref_on):
     pred = cube() if pred_on else np.zeros((20, 20, 20), bool)
     ref = cube(lo=(2, 2, 2)) if ref_on else np.zeros((20, 20, 20), bool)
-    m = binary_metrics(pred, ref, SPACING, empty_policy=policy)
+    m = mask_metrics(pred, ref, SPACING, empty_policy=policy)
     got = (m["Dice"], m["IoU"], m["HD95"])
     for g, e in zip(got, EMPTY_CASES[policy][(pred_on, ref_on)]):
         assert (math.isnan(g) and math.isnan(e)) or g == pytest.approx(e), (policy, got)
@@ -114,16 +114,16 @@ def test_empty_policies(policy, pred_on, ref_on):
 
 @pytest.mark.parametrize("policy", list(EMPTY_CASES))
 def test_policies_agree_when_both_present(policy):
-    m = binary_metrics(cube(lo=(5, 5, 7)), cube(), SPACING, empty_policy=policy)
+    m = mask_metrics(cube(lo=(5, 5, 7)), cube(), SPACING, empty_policy=policy)
     assert m["Dice"] == pytest.approx(0.8) and m["HD95"] == pytest.approx(hausdorff_distance(cube(lo=(5, 5, 7)),
                                                                                               cube(), SPACING))
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="empty_policy"):
-        binary_metrics(cube(), cube(), empty_policy="zero")
+        mask_metrics(cube(), cube(), empty_policy="zero")
     with pytest.raises(ValueError, match="shape"):
-        binary_metrics(cube(), cube(shape=(20, 20, 21)))
+        mask_metrics(cube(), cube(shape=(20, 20, 21)))
     with pytest.raises(ValueError, match="spacing"):
         hausdorff_distance(cube(), cube(), spacing=(1, 1))
 

@@ -39,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["EMPTY_POLICIES", "BRATS_HD95_PENALTY", "SEGMAMBA_HD95_PENALTY", "BRATS_REGIONS", "surface_distances",
-           "hausdorff_distance", "binary_metrics", "case_metrics", "evaluate_cases", "nanmean", "METRIC_KEYS"]
+           "hausdorff_distance", "mask_metrics", "case_metrics", "evaluate_cases", "nanmean", "METRIC_KEYS"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def hausdorff_distance(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[floa
     return float(max(np.percentile(d1, percentile), np.percentile(d2, percentile)))
 
 
-def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+def mask_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                    empty_policy: str = "nan", hd_method: str = "medpy", percentile: float = 95.0) -> dict[str, float]:
     """Dice, IoU, HD95 (mm) and counts for one pair of binary masks, empty masks handled by ``empty_policy``."""
     if empty_policy not in EMPTY_POLICIES:
@@ -188,7 +188,7 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, classes: Any = None, spacing
         raise ValueError(f"pred shape {pred.shape} != ref shape {ref.shape}")
     out = {}
     for name, members in _resolve_classes(classes, (pred, ref)).items():
-        out[name] = binary_metrics(np.isin(pred, members), np.isin(ref, members), spacing, empty_policy, hd_method)
+        out[name] = mask_metrics(np.isin(pred, members), np.isin(ref, members), spacing, empty_policy, hd_method)
     return out
 
 
