@@ -47,7 +47,7 @@ class Page(HTMLParser):
         self.imgs: list[str] = []
         self.refs: list[str] = []
         self.body: dict = {}
-        self._table = None
+        self.html_table = None
         self._in_head = False
         self.feed(text)
 
@@ -57,24 +57,24 @@ class Page(HTMLParser):
         if tag == "body":
             self.body = a
         elif tag == "table":
-            self._table = a.get("id", f"t{len(self.tables)}")
-            self.tables[self._table], self.headers[self._table] = [], []
+            self.html_table = a.get("id", f"t{len(self.tables)}")
+            self.tables[self.html_table], self.headers[self.html_table] = [], []
         elif tag == "thead":
             self._in_head = True
         elif tag == "tbody":
             self._in_head = False
-        elif tag == "th" and self._table:
-            self.headers[self._table].append(a)
-        elif tag == "tr" and self._table and not self._in_head:
-            self.tables[self._table].append([])
-        elif tag == "td" and self._table:
-            self.tables[self._table][-1].append(a.get("data-v", ""))
+        elif tag == "th" and self.html_table:
+            self.headers[self.html_table].append(a)
+        elif tag == "tr" and self.html_table and not self._in_head:
+            self.tables[self.html_table].append([])
+        elif tag == "td" and self.html_table:
+            self.tables[self.html_table][-1].append(a.get("data-v", ""))
         elif tag == "img":
             self.imgs.append(a.get("src", ""))
 
     def handle_endtag(self, tag):
         if tag == "table":
-            self._table = None
+            self.html_table = None
 
 
 def _run(root: Path, cfg_text: str, data: Path, pred_in: Path, gt: Path) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.atomic import atomic_write_text
-from .report import CSS, JS, _table
+from .report import CSS, JS, html_table
 
 __all__ = ["render_html", "write_html"]
 
@@ -57,9 +57,9 @@ def _figures(summary: dict, rows: list[dict]) -> tuple[list[str], str | None]:
     from ..utils.optional import MissingDependency
 
     try:
-        from .report_overlays import _fig_uri, _plt
+        from .report_overlays import fig_uri, load_pyplot
 
-        plt = _plt()
+        plt = load_pyplot()
     except (ImportError, MissingDependency):
         return [], "matplotlib is not installed: tables only (pip install 'mambaseg[viz]' for the plots)."
     labels = list(summary["models"])
@@ -91,7 +91,7 @@ def _figures(summary: dict, rows: list[dict]) -> tuple[list[str], str | None]:
         ax.set_ylabel(f"test {m} per case")
         ax.set_title(f"{m}: box = seed-averaged per-case values, points = single runs (marker = seed)")
         ax.legend(fontsize=7, loc="best")
-        blocks.append(f'<img src="{_fig_uri(fig)}" alt="per-case {_esc(m)}">')
+        blocks.append(f'<img src="{fig_uri(fig)}" alt="per-case {_esc(m)}">')
     runs = summary["runs"]
     if runs:
         fig, axes = plt.subplots(1, 3, figsize=(16, 4))
@@ -115,7 +115,7 @@ def _figures(summary: dict, rows: list[dict]) -> tuple[list[str], str | None]:
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         fig.suptitle("learning curves of every run (colour = model, line style = seed)")
-        blocks.append(f'<img src="{_fig_uri(fig)}" alt="learning curves">')
+        blocks.append(f'<img src="{fig_uri(fig)}" alt="learning curves">')
     return blocks, None
 
 
@@ -148,13 +148,13 @@ def render_html(summary: dict, rows: list[dict]) -> str:
                      f"{_f(os_['mean'])} ± {_f(os_['sd'])}", _ci(os_["ci95"]), _range(info["steps"]),
                      _range(info["epochs"]), _range(info["train_seconds"]), _range(info["peak_rss_mb"]),
                      info.get("parameters") or ""])
-    parts.append(f"<h2>Test {_esc(m)} per model</h2>" + _table(head, body, "models", sortable=True))
+    parts.append(f"<h2>Test {_esc(m)} per model</h2>" + html_table(head, body, "models", sortable=True))
     parts.append("<p class='note'>" + _esc(summary["statistics"]["over_cases"]) + ". Seeds: "
                  + _esc(summary["statistics"]["over_seeds"]) + ".</p>")
     comp = [[c["a"], c["b"], c["metric"], c["n"], c["mean_difference"], _ci(c["ci95"]), c["wilcoxon_p"]]
             for c in summary["comparisons"]]
     if comp:
-        parts.append("<h2>Paired comparisons (b − a)</h2>" + _table(
+        parts.append("<h2>Paired comparisons (b − a)</h2>" + html_table(
             ["a", "b", "metric", "n cases", "mean difference", "95% CI", "Wilcoxon p"], comp, "pairs", sortable=True))
         parts.append("<p class='note'>" + _esc(summary["statistics"]["comparisons"])
                      + "; for hd95 lower is better.</p>")
@@ -166,7 +166,7 @@ def render_html(summary: dict, rows: list[dict]) -> str:
     run_rows = [[r["run"], r["seed"], r["steps"], r["epochs"], r.get("train_seconds"), r.get("wall_seconds"),
                  r.get("peak_rss_mb"), r["threads"], r.get("budget_minutes") or "", r.get("budget_steps") or "",
                  r.get("best_val_dice")] for r in summary["runs"]]
-    parts.append("<h2>Runs</h2>" + _table(["run", "seed", "steps", "epochs", "train s", "wall s", "peak RSS MB",
+    parts.append("<h2>Runs</h2>" + html_table(["run", "seed", "steps", "epochs", "train s", "wall s", "peak RSS MB",
                                            "threads", "budget min", "budget steps", "best val Dice"], run_rows,
                                           "runs", sortable=True))
     metrics = summary["metrics"]
@@ -175,7 +175,7 @@ def render_html(summary: dict, rows: list[dict]) -> str:
         all_rows.append([label] + [(info["metrics"].get(k) or {}).get("over_cases", {}).get("mean", float("nan"))
                                    for k in metrics])
     parts.append("<h2>All metrics (mean over cases of seed-averaged values)</h2>"
-                 + _table(["model", *metrics], all_rows, "all", sortable=True))
+                 + html_table(["model", *metrics], all_rows, "all", sortable=True))
     parts.append(f"<p class='note'>{_esc(summary['checkpoint'])}. Per-case values: results.csv; everything: "
                  f"summary.json.</p><script>{JS}</script></body></html>")
     return "\n".join(parts)

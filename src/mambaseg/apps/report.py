@@ -32,7 +32,7 @@ import yaml
 from ..config import ConfigError, safe_yaml
 from ..data.io import OVERLAY_COLOURS
 from ..utils.atomic import atomic_write_text
-from .report_overlays import _fig_uri, _plt, overlay_2d, overlay_2d_full, overlay_3d
+from .report_overlays import fig_uri, load_pyplot, overlay_2d, overlay_2d_full, overlay_3d
 
 __all__ = ["PAPER_3D", "PAPER_DRIVE", "Cell", "collect_report", "render_html", "summary_stats", "write_report"]
 
@@ -110,7 +110,7 @@ def _fmt(v) -> str:
     return f"{f:.4f}" if abs(f) < 1000 else f"{f:.1f}"
 
 
-def _table(headers, rows, table_id: str | None = None, sortable: bool = False, row_classes=None) -> str:
+def html_table(headers, rows, table_id: str | None = None, sortable: bool = False, row_classes=None) -> str:
     """HTML table; every cell carries ``data-v`` (its raw value) for the sort script."""
     attrs = (f' id="{_esc(table_id)}"' if table_id else "") + (' class="sortable"' if sortable else "")
     out = [f"<table{attrs}><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in headers) + "</tr></thead><tbody>"]
@@ -339,7 +339,7 @@ def _curves(history: list[dict]) -> str | None:
     ep = [h.get("epoch") for h in history if _num(h.get("train_loss")) is not None]
     if not ep:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4))
     a1.plot(ep, [h["train_loss"] for h in history if _num(h.get("train_loss")) is not None], "o-", ms=3)
     a1.set(xlabel="epoch", ylabel="training loss", title="loss")
@@ -347,7 +347,7 @@ def _curves(history: list[dict]) -> str | None:
     if val:
         a2.plot(*zip(*val), "o-", color="tab:orange", ms=3)
     a2.set(xlabel="epoch", ylabel="validation Dice", title="validation Dice", ylim=(0, 1))
-    return _fig_uri(fig)
+    return fig_uri(fig)
 
 
 def _dice_plot(ev: dict, headers: list[str], rows: list[list]) -> str | None:
@@ -365,7 +365,7 @@ def _dice_plot(ev: dict, headers: list[str], rows: list[list]) -> str | None:
     groups = {k: [100 * x for x in v] for k, v in groups.items() if v}  # in %, as in the tables
     if not groups:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(groups) + 2), 3.4))
     ax.boxplot(list(groups.values()), showfliers=False)
     ax.set_xticks(range(1, len(groups) + 1), list(groups))
@@ -373,7 +373,7 @@ def _dice_plot(ev: dict, headers: list[str], rows: list[list]) -> str | None:
     for i, v in enumerate(groups.values(), start=1):
         ax.plot(i + rng.uniform(-0.12, 0.12, len(v)), v, "o", alpha=0.6, ms=4, color="tab:blue")
     ax.set(ylabel="per-case score (%)", ylim=(0, 100), title="per-case distribution")
-    return _fig_uri(fig)
+    return fig_uri(fig)
 
 
 # -------------------------------------------------------------------------------------------- paper numbers
@@ -408,7 +408,7 @@ def _paper_section(info: dict) -> str:
             note += (" Our Precision is TP/(TP+FP) of the vessel class; the paper's 'Precision' may be pixel accuracy"
                      " (last column), see the metric definitions.")
         return (f"<h2>Published numbers</h2><p class='note'>{_esc(note)}</p>" +
-                _table(["model", "Precision", "Dice", "IoU", "pixel accuracy"], rows, "paper",
+                html_table(["model", "Precision", "Dice", "IoU", "pixel accuracy"], rows, "paper",
                        row_classes=[""] * len(PAPER_DRIVE) + ["ours"]))
     what, value = PAPER_3D[ds]
     rows, ours = [["DM-SegNet (paper)", what, f"{value:.2f}"]], None
@@ -421,7 +421,7 @@ def _paper_section(info: dict) -> str:
         rows.append(["ours (this evaluation)", "mean foreground Dice over cases" if ds == "synapse" or
                      "WT" not in ev["mean"] else "mean of WT/TC/ET Dice", f"{100 * float(ours):.2f}"])
     return (f"<h2>Published numbers</h2><p class='note'>DM-SegNet abstract ({_esc(ds)}), DSC in %. Only the "
-            f"headline number is available.</p>" + _table(["model", "metric", "DSC %"], rows, "paper",
+            f"headline number is available.</p>" + html_table(["model", "metric", "DSC %"], rows, "paper",
                                                           row_classes=[""] + ["ours"] * (len(rows) - 1)))
 
 
@@ -452,10 +452,10 @@ def _stats_section(ev: dict, headers: list[str], rows: list[list], dim: int) -> 
                 vals = [float(np.mean(v[k])) for v in by_case.values() if v.get(k)]
                 out.append(["mean over classes (per case)", _unit_header(k, dim)] + _stats_cells(k, vals))
         return ("<h3>Summary over cases</h3>" + note +
-                _table(["class", "metric"] + STATS_HEADERS, out, "means",
+                html_table(["class", "metric"] + STATS_HEADERS, out, "means",
                        row_classes=["" if r[0] != "mean over classes (per case)" else "ours" for r in out]))
     out = [[_unit_header(k, dim)] + _stats_cells(k, [r[headers.index(k)] for r in rows]) for k in headers[1:]]
-    return "<h3>Summary over cases</h3>" + note + _table(["metric"] + STATS_HEADERS, out, "means")
+    return "<h3>Summary over cases</h3>" + note + html_table(["metric"] + STATS_HEADERS, out, "means")
 
 
 def _display_rows(headers: list[str], rows: list[list], dim: int) -> tuple[list[str], list[list]]:
@@ -504,7 +504,7 @@ def _eval_sections(info: dict) -> list[str]:
     parts.append(f"<h3>Per case{' and class' if 'class' in headers else ''}</h3><p class='note'>Click a column "
                  f"header to sort. Overlap scores in %"
                  + ("; HD95 in mm; volumes in mL (voxel counts times the reference's voxel volume)" if dim == 3
-                    else "") + ".</p>" + _table(shown, cells, "cases", sortable=True))
+                    else "") + ".</p>" + html_table(shown, cells, "cases", sortable=True))
     uri = _dice_plot(ev, headers, rows)
     if uri:
         parts.append("<h3>Distribution</h3>" + _img(uri, "per-case Dice distribution"))
@@ -564,7 +564,7 @@ def render_html(info: dict) -> str:
                  "train_seconds": ("training time", lambda v: Cell(_duration(v), v)),
                  "parameters": ("parameters", lambda v: Cell(f"{v:,}" if isinstance(v, int) else str(v), v))}
         keys = [k for k in shown if k in ts]
-        parts.append("<h2>Training</h2>" + _table([shown[k][0] for k in keys], [[shown[k][1](ts[k]) for k in keys]],
+        parts.append("<h2>Training</h2>" + html_table([shown[k][0] for k in keys], [[shown[k][1](ts[k]) for k in keys]],
                                                   "training"))
     if info.get("evaluation"):  # the user's own results first, the published numbers after
         parts += _eval_sections(info)
@@ -601,7 +601,7 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
         MissingDependency: matplotlib is not installed.
     """
     info = collect_report(path)
-    _plt()  # the figures need matplotlib: a one-line error naming the extra (mambaseg[viz]) before any work
+    load_pyplot()  # the figures need matplotlib: a one-line error naming the extra (mambaseg[viz]) before any work
     out = Path(out) if out else Path(info["path"]) / "report.html"
     page = render_html(info)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,20 +21,20 @@ from ..utils.optional import require
 __all__ = ["orthogonal_error_figure", "overlay_2d", "overlay_2d_full", "overlay_3d", "ras_panels"]
 
 
-def _plt():
+def load_pyplot():
     matplotlib = require("matplotlib", purpose="mambaseg report (figures)")
     matplotlib.use("Agg")
     return require("matplotlib.pyplot", purpose="mambaseg report (figures)")
 
 
-def _fig_uri(fig) -> str:
+def fig_uri(fig) -> str:
     """Render a matplotlib figure as a PNG data URI (and close it)."""
     import base64
     import io
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    _plt().close(fig)
+    load_pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -86,7 +86,7 @@ def overlay_2d(row: dict, title: str) -> str | None:
         return None
     image, ref, pred = loaded
     errors = overlay_rgb(image, pred, ref)
-    plt = _plt()
+    plt = load_pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.8))
     rgb = np.moveaxis(image, 0, -1)
     rgb = (rgb - rgb.min()) / max(float(np.ptp(rgb)), 1e-6)
@@ -96,18 +96,18 @@ def overlay_2d(row: dict, title: str) -> str | None:
         ax.set_title(name)
         ax.axis("off")
     fig.suptitle(title)
-    return _fig_uri(fig)
+    return fig_uri(fig)
 
 
 def overlay_2d_full(row: dict) -> list[tuple[str, str]] | None:
     """The image and the error overlay (TP/FP/FN) of one 2D case at full resolution: ``[(name, data URI)]``."""
-    from ..data.io import _to_rgb_uint8
+    from ..data.io import to_rgb_uint8
 
     loaded = _load_2d(row)
     if loaded is None:
         return None
     image, ref, pred = loaded
-    return [("image", _png_uri(_to_rgb_uint8(image))), ("errors", _png_uri(overlay_rgb(image, pred, ref)))]
+    return [("image", _png_uri(to_rgb_uint8(image))), ("errors", _png_uri(overlay_rgb(image, pred, ref)))]
 
 
 def _find_volume_image(case: str, ref: Path) -> Path | None:
@@ -202,7 +202,7 @@ def overlay_3d(case: dict, classes: dict, title: str) -> str | None:
             structures.append((name, ras_panels(image, p, r, ref_img.affine, [round(float(c)) for c in pts.mean(0)])))
     if not structures:
         return None
-    plt = _plt()
+    plt = load_pyplot()
     fig, axes = plt.subplots(len(structures), 3, figsize=(12, 4.2 * len(structures)), squeeze=False)
     for row, (name, panels) in zip(axes, structures):
         for ax, pan in zip(row, panels):
@@ -217,7 +217,7 @@ def overlay_3d(case: dict, classes: dict, title: str) -> str | None:
             ax.text(0.02, 0.5, left, ha="left", va="center", **kw)
             ax.text(0.98, 0.5, right, ha="right", va="center", **kw)
     fig.suptitle(f"{title}\n{_ras_note(structures[0][1][0]['orientation'])}")
-    return _fig_uri(fig)
+    return fig_uri(fig)
 
 
 def orthogonal_error_figure(image: np.ndarray, pred: np.ndarray, ref: np.ndarray | None, affine: np.ndarray,

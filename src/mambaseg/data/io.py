@@ -184,7 +184,7 @@ _READERS: dict[str, Callable[[Path, str], tuple[np.ndarray, dict]]] = {
 }
 
 
-def _read_raw(path: str | Path, palette: str) -> tuple[np.ndarray, dict]:
+def read_raw(path: str | Path, palette: str) -> tuple[np.ndarray, dict]:
     path = _check_file(path)
     arr, extra = _READERS[suffix_of(path)](path, palette)
     if arr.ndim not in (2, 3):
@@ -214,14 +214,14 @@ def read_image(path: str | Path) -> tuple[np.ndarray, dict]:
     Raises:
         DataError: missing/empty/corrupt file, unsupported suffix, unsupported shape or NaN/Inf values.
     """
-    arr, meta = _read_raw(path, palette="apply")
+    arr, meta = read_raw(path, palette="apply")
     image = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
     image = np.ascontiguousarray(image, dtype=np.float32)
     meta["shape"] = tuple(image.shape)
     return image, meta
 
 
-def _to_single_channel(arr: np.ndarray, path: str, what: str) -> np.ndarray:
+def to_single_channel(arr: np.ndarray, path: str, what: str) -> np.ndarray:
     if arr.ndim == 2:
         return arr
     if all(np.array_equal(arr[..., 0], arr[..., c]) for c in range(1, arr.shape[-1])):
@@ -246,8 +246,8 @@ def read_label(path: str | Path, num_classes: int | None = None) -> tuple[np.nda
         DataError: unreadable file, colour (non-grey) labels, non-integer values, or values out of range (the message
             lists the offending values).
     """
-    arr, meta = _read_raw(path, palette="index")
-    arr = _to_single_channel(arr, meta["path"], "label map")
+    arr, meta = read_raw(path, palette="index")
+    arr = to_single_channel(arr, meta["path"], "label map")
     if arr.dtype.kind == "f":
         if not np.all(arr == np.round(arr)):
             raise DataError(f"{meta['path']}: label map holds non-integer values; expected class indices")
@@ -275,7 +275,7 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, dict]:
     Returns:
         ``(mask, meta)`` with ``mask: (H, W)`` bool.
     """
-    arr, meta = _read_raw(path, palette="index")
+    arr, meta = read_raw(path, palette="index")
     if arr.ndim == 3:
         arr = arr.max(axis=-1)
     mask = np.ascontiguousarray(arr > 0)
@@ -311,7 +311,7 @@ def write_png(path: str | Path, array: np.ndarray) -> Path:
     return path
 
 
-def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """(C, H, W) float / (H, W) / (H, W, 3) -> (H, W, 3) uint8, robustly min-max scaled for non-uint8 input."""
     image = np.asarray(image)
     channels_last = image.ndim == 3 and image.shape[-1] in (1, 3) and (image.dtype == np.uint8
@@ -351,7 +351,7 @@ def overlay_rgb(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = Non
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    rgb = _to_rgb_uint8(image).astype(np.float32)
+    rgb = to_rgb_uint8(image).astype(np.float32)
     pred = np.asarray(pred) > 0
     if pred.shape != rgb.shape[:2]:
         raise ValueError(f"pred shape {pred.shape} does not match image shape {rgb.shape[:2]}")

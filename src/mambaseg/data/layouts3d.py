@@ -149,7 +149,7 @@ def _int_value(val: Any) -> int | None:
     return None
 
 
-def _declared_label_values(labels: Any, path: Path | str = "dataset.json") -> dict[str, int]:
+def declared_label_values(labels: Any, path: Path | str = "dataset.json") -> dict[str, int]:
     """dataset.json labels, MSD (``{"0": "background"}``) or nnU-Net v2 (``{"background": 0, "WT": [1, 2, 3]}``).
 
     Raises:
@@ -232,7 +232,7 @@ def read_dataset_json(root: str | os.PathLike) -> dict[str, Any]:
     n_training = raw.get("numTraining")
     if n_training is not None and (_int_value(n_training) is None or _int_value(n_training) < 0):
         raise DataError(f"{path}: 'numTraining' {n_training!r} is not an integer >= 0")
-    return {"style": style, "channel_names": channel_names, "labels": _declared_label_values(raw["labels"], path),
+    return {"style": style, "channel_names": channel_names, "labels": declared_label_values(raw["labels"], path),
             "file_ending": ending, "num_training": None if n_training is None else _int_value(n_training),
             "training": training, "raw": raw}
 

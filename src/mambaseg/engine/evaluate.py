@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.io import SUPPORTED_2D, DataError, _read_raw, _to_single_channel, read_label, read_mask, suffix_of
+from ..data.io import SUPPORTED_2D, DataError, read_label, read_mask, read_raw, suffix_of, to_single_channel
 from ..data.nifti import volume_header, volume_suffix
 from ..metrics.binary import METRIC_DEFINITIONS, auc, binary_metrics
 from ..metrics.volumetric import nanmean
@@ -129,8 +129,8 @@ def read_prediction_2d(path: Path, threshold: float = 0.5) -> tuple[np.ndarray, 
     Returns:
         ``(foreground (H, W) bool, "label mask" | "probabilities > T")``.
     """
-    arr, meta = _read_raw(path, palette="index")
-    arr = _to_single_channel(arr, str(path), "prediction")
+    arr, meta = read_raw(path, palette="index")
+    arr = to_single_channel(arr, str(path), "prediction")
     values = np.unique(arr)
     nonzero = values[values != 0]
     integral = bool(np.all(values == np.round(values)))
@@ -147,8 +147,8 @@ def read_prediction_2d(path: Path, threshold: float = 0.5) -> tuple[np.ndarray, 
 
 def read_probabilities_2d(path: Path) -> np.ndarray:
     """A stored probability map as float64 in [0, 1] (see :func:`read_prediction_2d` for the scales)."""
-    arr, meta = _read_raw(path, palette="index")
-    arr = _to_single_channel(arr, str(path), "probability map")
+    arr, meta = read_raw(path, palette="index")
+    arr = to_single_channel(arr, str(path), "probability map")
     return arr.astype(np.float64) / _probability_scale(arr, meta, path)
 
 
@@ -171,7 +171,7 @@ def _label_names_2d(gt_dir: Path) -> dict[str, str]:
     for f in (gt_dir.parent / "dataset.json", gt_dir / "dataset.json"):
         if not f.is_file():
             continue
-        from ..data.layouts3d import _declared_label_values
+        from ..data.layouts3d import declared_label_values
 
         try:
             raw = json.loads(f.read_text())
@@ -180,7 +180,7 @@ def _label_names_2d(gt_dir: Path) -> dict[str, str]:
                 from None
         labels = raw.get("labels") if isinstance(raw, dict) else None
         if labels:
-            names = [n for n, v in _declared_label_values(labels, f).items() if v == 1 and ":" not in n]
+            names = [n for n, v in declared_label_values(labels, f).items() if v == 1 and ":" not in n]
             if names:
                 return {"1": names[0]}
     return {"1": "foreground"}

@@ -156,7 +156,7 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
         classes, source = "brats", "BraTS regions, --regions brats"
         allowed = {0} | {v for members in BRATS_REGIONS.values() for v in members}
     elif labels_json.is_file():
-        from ..data.layouts3d import _declared_label_values
+        from ..data.layouts3d import declared_label_values
 
         try:
             raw = json.loads(labels_json.read_text())
@@ -165,7 +165,7 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
                             f"object") from None
         labels = raw.get("labels", {}) if isinstance(raw, dict) else {}
         if labels:
-            declared = _declared_label_values(labels, labels_json)  # one-line error naming the file and bad key
+            declared = declared_label_values(labels, labels_json)  # one-line error naming the file and bad key
             allowed, source = {0} | set(declared.values()), f"labels of {labels_json}"
             # MSD: {"0": "background", "1": "Anterior"}; nnU-Net v2: {"background": 0, "Anterior": 1}
             items = [(v, int(k)) for k, v in labels.items()] if all(k.isdigit() for k in labels) else \
