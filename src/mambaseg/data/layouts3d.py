@@ -39,7 +39,13 @@ from typing import Any
 import numpy as np
 
 from mambaseg.data.io import DataError
-from mambaseg.data.nifti import check_label_values, read_volume, read_volume_label, volume_suffix
+from mambaseg.data.nifti import (
+    SUPPORTED_SUFFIXES,
+    check_label_values,
+    read_volume,
+    read_volume_label,
+    volume_suffix,
+)
 from mambaseg.metrics.volumetric import BRATS_REGIONS  # the label sets evaluation and training share
 from mambaseg.utils.optional import MissingDependency, require
 
@@ -55,6 +61,7 @@ __all__ = [
     "brats_cases",
     "brats_region_masks",
     "channel_modalities",
+    "group_channels",
     "detect_layout",
     "list_cases3d",
     "load_case3d",
@@ -357,14 +364,15 @@ def nnunet_cases(root: str | os.PathLike, split: str = "train") -> list[Case3D]:
                         f"the 2D pipeline (2D models), not as 3D volumes")
     if not volume_suffix(f"x{ending}"):
         raise DataError(f"{root / 'dataset.json'}: file_ending {ending!r} is not a supported volume format "
-                        f"(.nii.gz, .nii, .nrrd, .mha, .mhd)")
+                        f"({', '.join(SUPPORTED_SUFFIXES)})")
     channel_names = tuple(ds["channel_names"])
     return [Case3D(case, tuple(images), label, "nnunet", channel_names, ds["labels"])
             for case, images, label in nnunet_files(root, split, ds)[0]]
 
 
-def _group_channels(files: list[Path]) -> dict[str, list[Path]]:
-    """``CASE_0000.nii.gz, CASE_0001.nii.gz`` -> {CASE: [ch0, ch1]}; files without a channel suffix are 1-channel."""
+def group_channels(files: list[Path]) -> dict[str, list[Path]]:
+    """``CASE_0000.nii.gz, CASE_0001.nii.gz`` -> {CASE: [ch0, ch1]}; files without a channel suffix are 1-channel.
+    The one grouping rule of training and prediction: duplicate or non-contiguous channel indices are an error."""
     groups: dict[str, dict[int, Path]] = {}
     for f in files:
         m = _CHANNEL_RE.match(_strip_suffix(f))
@@ -393,7 +401,7 @@ def msd_cases(root: str | os.PathLike, split: str = "train") -> list[Case3D]:
     style = ds["style"] if ds else "nnunet"
     cases: list[Case3D] = []
     if ds and style == "msd" and split == "train" and ds["training"]:
-        grouped = _group_channels(_volume_files(img_dir))
+        grouped = group_channels(_volume_files(img_dir))
         for entry in ds["training"]:
             img = (root / entry["image"]).resolve()
             cid = _strip_suffix(img)
@@ -408,7 +416,7 @@ def msd_cases(root: str | os.PathLike, split: str = "train") -> list[Case3D]:
     files = _volume_files(img_dir)
     if not files:
         raise DataError(f"{img_dir}: no volumes found (expected CASE_0000{ds['file_ending'] if ds else '.nii.gz'})")
-    for cid, images in _group_channels(files).items():
+    for cid, images in group_channels(files).items():
         label = None
         if lab_dir is not None:
             matches = [p for p in _volume_files(lab_dir) if _strip_suffix(p) == cid]

@@ -42,7 +42,6 @@ from .threshold import resolve_threshold
 __all__ = ["gather_volume_cases", "orthogonal_overlay", "predict_volumes"]
 
 logger = logging.getLogger(__name__)
-_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
 def _stem(p: Path) -> str:
@@ -53,7 +52,7 @@ def _stem(p: Path) -> str:
 def gather_volume_cases(inp: Path) -> list[tuple[str, list[Path]]]:
     """(case id, channel files) for a file, a folder of volumes (``CASE_0000`` channel suffixes grouped) or a folder
     of BraTS case folders (or one BraTS case folder)."""
-    from ..data.layouts3d import brats_cases
+    from ..data.layouts3d import brats_cases, group_channels
 
     if not inp.exists():
         raise DataError(f"{inp}: input not found.")
@@ -74,11 +73,7 @@ def gather_volume_cases(inp: Path) -> list[tuple[str, list[Path]]]:
         return [(c.case_id, list(c.images)) for c in cases]
     if not files:
         raise DataError(f"{inp}: folder has no volumes ({', '.join(SUPPORTED_SUFFIXES)}) or BraTS case folders.")
-    groups: dict[str, list[Path]] = {}
-    for f in files:
-        m = _CHANNEL.match(_stem(f))
-        groups.setdefault(m.group("case") if m else _stem(f), []).append(f)
-    return sorted(groups.items())
+    return sorted(group_channels(files).items())  # the grouping training uses (contiguous channel indices)
 
 
 def _read_channels(case_id: str, files: list[Path]) -> dict:

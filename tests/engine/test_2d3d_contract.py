@@ -1,5 +1,5 @@
-"""Evaluate picks 2D or 3D scoring by the arrays' dimensionality, not by the file suffix (issue 11): a folder of 2D
-NIfTI predictions is scored like PNGs."""
+"""One rule for 2D and 3D (issue 11): evaluate picks 2D or 3D scoring by the arrays' dimensionality, not by the file
+suffix (a folder of 2D NIfTI predictions is scored like PNGs); predict groups channel files as training does."""
 
 from __future__ import annotations
 
@@ -36,3 +36,21 @@ def test_3d_nifti_predictions_stay_3d(tmp_path):
         nib.save(nib.Nifti1Image(ref, np.eye(4)), tmp_path / folder / "c.nii.gz")
     result = evaluate(tmp_path / "pred", tmp_path / "gt", tmp_path / "out")
     assert result["kind"] == "3d" and result["foreground_mean"]["Dice"] == 1.0
+
+
+def test_predict_groups_channel_files_as_training_does(tmp_path):
+    """c1_0000 + c1_0001 are one 2-channel case; c2_0000 + c2_0002 (channel 1 missing) is an error in predict as in
+    training (one grouping rule), naming the case."""
+    from mambaseg.data.errors import DataError
+    from mambaseg.engine.predict3d import gather_volume_cases
+
+    vol = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    for name in ("c1_0000", "c1_0001", "single"):
+        nib.save(vol, tmp_path / f"{name}.nii.gz")
+    cases = gather_volume_cases(tmp_path)
+    assert [(cid, [f.name for f in files]) for cid, files in cases] == [
+        ("c1", ["c1_0000.nii.gz", "c1_0001.nii.gz"]), ("single", ["single.nii.gz"])]
+    for name in ("c2_0000", "c2_0002"):
+        nib.save(vol, tmp_path / f"{name}.nii.gz")
+    with pytest.raises(DataError, match=r"case 'c2': channel files \[0, 2\] are not contiguous"):
+        gather_volume_cases(tmp_path)
