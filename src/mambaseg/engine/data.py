@@ -9,21 +9,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from ..config import LAYOUTS_2D, LAYOUTS_3D, DataCfg
 from ..data.io import DataError
+from ..data.plans import Plan2D, fov_diameter
 from ..data.splits import split_ids
 from .stream import PatchSampler  # re-exported: the in-process batch source lives with the others
 
 __all__ = ["LAYOUTS_2D", "LAYOUTS_3D", "PatchSampler", "fov_diameter", "load_dataset", "split_ids"]
 
 logger = logging.getLogger(__name__)
-
-
-def fov_diameter(mask: np.ndarray) -> float:
-    """Diameter (pixels) of the disc with the area of a field-of-view mask."""
-    return float(2.0 * np.sqrt(mask.sum() / np.pi))
 
 
 def _cases_2d(cfg: DataCfg, root: Path, run_dir: Path | None, seed: int):
@@ -89,11 +83,10 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
         for c, r in zip(val, val_records):
             c.setdefault("id", r.id)
         info = {"train_ids": [c["id"] for c in train], "val_ids": [c["id"] for c in val], "spatial_dims": 2}
-        if getattr(records[0], "norm", ()):  # nnU-Net channel_names schemes (layouts2d): predict applies the same
-            info["normalization"] = [dict(e) for e in records[0].norm]
-        diam = [fov_diameter(c["mask"]) for c in train if c.get("mask") is not None]
-        if diam:  # the scale the model learned vessels at; predict rescales other cameras' photos to it
-            info["fov_diameter"] = float(np.median(diam))
+        # the plan predict applies: nnU-Net channel_names schemes (layouts2d), and the FOV diameter the model
+        # learned vessels at (predict rescales other cameras' photos to it)
+        plan = Plan2D.fit(train, cfg.fov, cfg.fundus_norm, getattr(records[0], "norm", ()) or None)
+        info.update(plan.to_checkpoint())
         return train, val, info
     if cfg.layout in LAYOUTS_3D:
         from .data3d import load_dataset_3d

@@ -11,7 +11,8 @@ from ..data.case_store import LazyCase
 from ..data.io import DataError
 from ..data.layouts3d import Case3D, channel_modalities, list_cases3d
 from ..data.nifti import check_label_values, check_resample_size, volume_header
-from ..data.preprocess import PreprocessCache, cached_fingerprint, plan
+from ..data.plans import Plan3D
+from ..data.preprocess import PreprocessCache, cached_fingerprint
 from ..data.splits import split_ids
 
 __all__ = ["load_dataset_3d"]
@@ -41,9 +42,10 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir or Path(".")) / "cache"
     fp = cached_fingerprint([by_id[i] for i in train_ids], cache_dir)  # reads every case only once per dataset
     modality = channel_modalities(records[0].channel_names, cfg.modality, cfg.layout)  # auto: from dataset.json
-    the_plan = plan(fp, modality=modality, patch_size=list(cfg.patch_size) if cfg.patch_size else None,
-                    target_spacing=list(cfg.target_spacing) if cfg.target_spacing else None,
-                    ct_window=tuple(cfg.ct_window) if cfg.ct_window else None)
+    fitted = Plan3D.fit(fp, modality=modality, patch_size=list(cfg.patch_size) if cfg.patch_size else None,
+                        target_spacing=list(cfg.target_spacing) if cfg.target_spacing else None,
+                        ct_window=tuple(cfg.ct_window) if cfg.ct_window else None)
+    the_plan = fitted.plan
     for head in heads.values():  # the resampled size from the headers, before anything is resampled
         if head is not None:
             check_resample_size(head["path"], head["shape"], head["affine"], the_plan["target_spacing"],
@@ -66,7 +68,7 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     logger.info("preprocessing cache %s: %d hits (%d converted), %d computed", cache.cache_dir, cache.hits,
                 cache.converted, cache.misses)
     labels = getattr(records[0], "labels", None) or {}
-    info = {"train_ids": train_ids, "val_ids": val_ids, "spatial_dims": 3, "plan": the_plan,
+    info = {"train_ids": train_ids, "val_ids": val_ids, "spatial_dims": 3, **fitted.to_checkpoint(),
             "labels": dict(labels), "channel_names": list(records[0].channel_names), "layout": cfg.layout}
     return train, val, info
 

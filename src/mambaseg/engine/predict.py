@@ -16,15 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..data.fundus import fundus_channels, fundus_normalize
+from ..data.fundus import fundus_channels
 from ..data.io import SUPPORTED_2D, DataError, read_image, read_mask, suffix_of, write_overlay, write_png
-from ..data.layouts2d import estimate_fov, normalize_image
+from ..data.plans import Plan2D, Plan3D, plan_from_checkpoint
 from ..utils.atomic import atomic_path, clean_stale_temp
 from ..utils.progress import ItemProgress, StatusLine
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path, stored_config
-from .data import fov_diameter
 from .inference import logits_to_probs, probs_to_labels, sliding_window
 from .outputs import check_existing, check_output_dir
 from .threshold import resolve_threshold
@@ -49,6 +47,14 @@ class Predictor:
         self.cfg = stored_config(ckpt, source)  # the same through the dataclasses: every default stated once there
         self.in_channels = int(ckpt["model_kwargs"].get("in_channels", 1))
         self.spatial_dims = int(ckpt["data"].get("spatial_dims", 2))
+        self._plan = None
+
+    @property
+    def plan(self) -> Plan2D | Plan3D:
+        """The preprocessing plan the model was trained with (:func:`mambaseg.data.plans.plan_from_checkpoint`)."""
+        if self._plan is None:
+            self._plan = plan_from_checkpoint(self.cfg, self.ckpt["data"], str(self.source))
+        return self._plan
 
 
 def load_predictor(model: str | Path, device: str = "auto") -> Predictor:
@@ -109,44 +115,21 @@ def _find_mask(mask_dir: Path | None, stem: str) -> Path | None:
 
 def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, overlap: float, tta: bool,
                      progress: bool = False, callback=None) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (K, H, W) and labels (H, W) of one raw image (C, H, W) (un-normalised); ``callback(tiles_done,
-    tiles)`` as in :func:`~mambaseg.engine.inference.sliding_window`."""
-    data_cfg, infer_cfg = pred.cfg.data, pred.cfg.infer
-    use_fov = bool(data_cfg.fov)
-    norm = data_cfg.fundus_norm
-    entries = pred.ckpt.get("data", {}).get("normalization")
-    if norm != "none":  # as at training time (mambaseg.data.fundus), FOV estimated when there is no --mask
-        image, mask, _ = fundus_normalize(raw, mask, norm)
-    elif entries:  # per-channel schemes chosen by an nnU-Net dataset.json at training time (layouts2d)
-        from ..data.preprocess import normalize_channels
-
-        image, _ = normalize_channels(raw, entries, f"{pred.source}: checkpoint key 'data.normalization'")
-    else:
-        if use_fov and mask is None:
-            mask = estimate_fov(raw)
-        image, _ = normalize_image(raw, mask if (mask is not None and use_fov) else None)
-    h, w = image.shape[1:]
-    x = torch.from_numpy(image)
-    target = pred.ckpt.get("data", {}).get("fov_diameter")
-    scale = 1.0
-    if use_fov and target and mask is not None and mask.any():
-        scale = target / fov_diameter(mask)
-        if abs(scale - 1) < 0.1:
-            scale = 1.0
-    if scale != 1.0:
-        size = (max(8, round(h * scale)), max(8, round(w * scale)))
-        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
-        logger.info("rescaled %dx%d by %.3f to match the training field of view", h, w, scale)
-    tile = infer_cfg.patch_size or data_cfg.patch_size
+    """Probabilities (K, H, W) and labels (H, W) of one raw image (C, H, W) (un-normalised): the plan's forward,
+    the sliding window, the plan's inverse; ``callback(tiles_done, tiles)`` as in
+    :func:`~mambaseg.engine.inference.sliding_window`."""
+    infer_cfg = pred.cfg.infer
+    image, props = pred.plan.forward({"image": raw, "mask": mask})
+    tile = infer_cfg.patch_size or pred.cfg.data.patch_size
     axes = (0, 1) if tta else ()
-    logits = sliding_window(pred.run, x, tile, overlap, infer_cfg.mode, infer_cfg.batch_size, axes, progress,
-                            callback, getattr(pred, "device", None), infer_cfg.stitch_device).cpu()
-    if scale != 1.0:
-        logits = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    logits = sliding_window(pred.run, torch.from_numpy(image), tile, overlap, infer_cfg.mode, infer_cfg.batch_size,
+                            axes, progress, callback, getattr(pred, "device", None), infer_cfg.stitch_device).cpu()
+    logits = pred.plan.inverse(logits, props)
     probs = logits_to_probs(logits)
     labels = probs_to_labels(probs, resolve_threshold(pred.config, pred.ckpt.get("data"))).numpy()
     probs = probs.numpy()
-    if use_fov and mask is not None:
+    mask = props["mask"]  # the field of view (given or estimated) of a fundus model; None otherwise
+    if mask is not None:
         labels = labels * mask
         probs = probs * mask
     return probs, labels

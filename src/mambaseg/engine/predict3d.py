@@ -32,7 +32,7 @@ import torch
 from ..config import InferCfg
 from ..data.io import DataError
 from ..data.nifti import SUPPORTED_SUFFIXES, check_resample_size, read_volume, volume_header, volume_suffix, write_nifti
-from ..data.preprocess import invert_prediction, preprocess_case
+from ..data.plans import Plan3D
 from ..utils.atomic import clean_stale_temp
 from ..utils.progress import ItemProgress, StatusLine
 from .inference import logits_to_probs, probs_to_labels, sliding_window
@@ -214,9 +214,8 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
         raise DataError(f"--mask {mask}: --mask applies to 2D fundus models; {pred.source} is a 3D model (leave "
                         f"--mask out).")
     inp, out = Path(inp), Path(out)
-    plan = pred.ckpt.get("data", {}).get("plan")
-    if plan is None:
-        raise DataError(f"{pred.source}: checkpoint has no 3D preprocessing plan (not a 3D model?).")
+    plan3d = pred.plan  # DataError naming the checkpoint when it has no 3D plan
+    plan = plan3d.plan
     cases = gather_volume_cases(inp)
     check_output_dir(out, inp)
     targets = [out / f"{cid}.nii.gz" for cid, _ in cases]
@@ -262,7 +261,7 @@ def predict_volumes(pred, inp, out, tta: bool = False, overlap: float | None = N
             case = _read_channels(cid, files)  # one case in memory at a time: read, predict, write, free
             _check_channels(case["image"].shape[0], pred, cid, files)
             status.item(i, cid)
-            written.append(_predict_case(pred, case, target, plan, tile, ov, infer, tta, probs, overlay, out,
+            written.append(_predict_case(pred, case, target, plan3d, tile, ov, infer, tta, probs, overlay, out,
                                          status.tiles, provenance.before_write))
             del case
     finally:
@@ -277,18 +276,18 @@ def _check_channels(n: int, pred, cid: str, files: list[Path]) -> None:
                         f"{pred.in_channels}.")
 
 
-def _predict_case(pred, case: dict, target: Path, plan: dict, tile, ov: float, infer: InferCfg, tta: bool, probs: bool,
-                  overlay: bool, out: Path, callback, before_write=None) -> Path:
+def _predict_case(pred, case: dict, target: Path, plan: Plan3D, tile, ov: float, infer: InferCfg, tta: bool,
+                  probs: bool, overlay: bool, out: Path, callback, before_write=None) -> Path:
     """Predict one loaded case and write ``target`` (and its probabilities / overlay); returns ``target``.
     ``before_write()``: called once the prediction is computed, before its files are written."""
-    image, _, props = preprocess_case(case, plan)
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    image, props = plan.forward(case)
+    x = torch.from_numpy(image)
     logits = sliding_window(pred.run, x, tile, ov, infer.mode, infer.batch_size, (0, 1, 2) if tta else (),
                             callback=callback, device=getattr(pred, "device", None),
                             stitch_device=infer.stitch_device).cpu()
     p = logits_to_probs(logits)
     labels = probs_to_labels(p, resolve_threshold(pred.config, pred.ckpt.get("data"))).numpy()
-    labels = invert_prediction(labels, props)
+    labels = plan.inverse(labels, props)
     if before_write is not None:
         before_write()
     # outputs appear complete or not at all; the label map last, so it marks a finished case
@@ -297,7 +296,7 @@ def _predict_case(pred, case: dict, target: Path, plan: dict, tile, ov: float, i
         sigmoid = p.shape[0] == 1
         if sigmoid:
             p = np.concatenate([1.0 - p, p], 0)
-        _write_probabilities(target, invert_prediction(p, props), case, pred, sigmoid)
+        _write_probabilities(target, plan.inverse(p, props), case, pred, sigmoid)
     if overlay:
         from PIL import Image
 
