@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from ..config import LAYOUTS_2D, LAYOUTS_3D, DataCfg
+from ..data.cases import is_2d_layout, list_cases
 from ..data.io import DataError
 from ..data.plans import Plan2D, fov_diameter
 from ..data.splits import split_ids
@@ -21,8 +22,6 @@ logger = logging.getLogger(__name__)
 
 
 def _cases_2d(cfg: DataCfg, root: Path, run_dir: Path | None, seed: int):
-    from ..data import layouts2d
-
     if cfg.layout == "synthetic_drive":
         from ..data.synthetic import write_synthetic_drive
 
@@ -30,12 +29,8 @@ def _cases_2d(cfg: DataCfg, root: Path, run_dir: Path | None, seed: int):
         if not (root / "training").is_dir():
             write_synthetic_drive(root, n_train=cfg.synthetic_cases, n_test=4,
                                   size=(cfg.synthetic_size, cfg.synthetic_size), seed=seed)
-        return layouts2d.drive_cases(root, split="training")
-    if cfg.layout == "drive":
-        return layouts2d.drive_cases(root, split=cfg.split)
-    if cfg.layout == "nnunet":
-        return layouts2d.nnunet2d_cases(root)
-    return layouts2d.folder2d_cases(root)
+        return list_cases(root, "synthetic_drive")
+    return list_cases(root, cfg.layout, cfg.split if cfg.layout == "drive" else "train")
 
 
 def _load_case_2d(record, cfg: DataCfg) -> dict:
@@ -59,9 +54,7 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
     Returns:
         (train cases, validation cases, info) where info records the split and, for 3D, the preprocessing plan.
     """
-    from ..data.layouts3d import nnunet_is_2d
-
-    if cfg.layout in LAYOUTS_2D or (cfg.layout == "nnunet" and nnunet_is_2d(cfg.root or ".")):
+    if is_2d_layout(cfg.layout, cfg.root or "."):
         root = Path(cfg.root) if cfg.root else Path(".")
         if cfg.layout != "synthetic_drive" and not root.exists():
             raise DataError(f"{root}: data.root does not exist (layout {cfg.layout!r}).")

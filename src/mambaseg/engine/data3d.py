@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ..config import DataCfg
 from ..data.case_store import LazyCase
+from ..data.cases import list_cases
 from ..data.io import DataError
-from ..data.layouts3d import Case3D, channel_modalities, list_cases3d
+from ..data.layouts3d import Case3D, channel_modalities
 from ..data.nifti import check_label_values, check_resample_size, volume_header
 from ..data.plans import Plan3D
 from ..data.preprocess import PreprocessCache, cached_fingerprint
@@ -30,7 +31,7 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     root = Path(cfg.root)
     if not root.exists():
         raise DataError(f"{root}: data.root does not exist (layout {cfg.layout!r}).")
-    records = [c for c in list_cases3d(root, layout=cfg.layout, split="train") if c.label is not None]
+    records = [c for c in list_cases(root, cfg.layout, "train") if c.label is not None]
     if not records:
         raise DataError(f"{root}: no labelled cases found for layout {cfg.layout!r}.")
     # every case's labels are checked against data.num_classes when it is read (load_case3d), before training

@@ -1,0 +1,36 @@
+"""One entry point for listing a dataset's cases, 2D or 3D: :func:`list_cases` picks the layout's reader
+(:mod:`mambaseg.data.layouts2d` for ``drive`` / ``folder2d`` / 2D ``nnunet``, :mod:`mambaseg.data.layouts3d` for the
+volume layouts) and returns its case records (:class:`~mambaseg.data.layouts2d.Case2D` or
+:class:`~mambaseg.data.layouts3d.Case3D`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..config import LAYOUTS_2D
+from .layouts2d import Case2D, drive_cases, folder2d_cases, nnunet2d_cases
+from .layouts3d import Case3D, list_cases3d, nnunet_is_2d
+
+__all__ = ["is_2d_layout", "list_cases"]
+
+_TRAIN = ("train", "training")
+
+
+def is_2d_layout(layout: str, root: str | os.PathLike = ".") -> bool:
+    """True for the 2D layouts, and for ``nnunet`` when the dataset's ``file_ending`` is an image format."""
+    return layout in LAYOUTS_2D or (layout == "nnunet" and nnunet_is_2d(root))
+
+
+def list_cases(root: str | os.PathLike, layout: str, split: str = "train") -> list[Case2D] | list[Case3D]:
+    """The cases of ``root`` in ``layout``; ``split`` is ``train`` (``training``) or ``test`` (DRIVE: the folder)."""
+    if split not in (*_TRAIN, "test"):
+        raise ValueError(f"split must be train (training) or test, got {split!r}")
+    train = split in _TRAIN
+    if layout == "drive" or layout == "synthetic_drive":
+        return drive_cases(root, split="training" if train else "test")
+    if layout == "folder2d":
+        return folder2d_cases(root)
+    if layout == "nnunet" and nnunet_is_2d(root):
+        return nnunet2d_cases(root, split="train" if train else "test")
+    return list_cases3d(Path(root), layout=layout, split="train" if train else "test")
