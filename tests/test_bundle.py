@@ -313,3 +313,34 @@ def test_bundle_run_3d_channel_files(tmp_path):
     ref = np.asarray(nib.load(tmp_path / "ours" / "case1.nii.gz").dataobj)
     assert got.shape == ref.shape and set(np.unique(ref)) == {0, 1}
     assert (got == ref).mean() >= 0.999
+
+
+@pytest.mark.parametrize("scheme", ["zscore_nonzero", "zscore", "none", "rescale_to_0_1", "rgb_to_0_1", "ct",
+                                    "ct_window"])
+def test_bundle_normalisation_matches_normalize_channels(scheme):
+    """Every per-channel scheme maps to MONAI transforms that give normalize_channels' values (float32 round-off)."""
+    import monai.transforms as mt
+
+    from mambaseg.apps.bundle import normalization_steps
+    from mambaseg.data.preprocess import normalize_channels
+
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 255, (2, 6, 7, 5)).astype(np.float32)
+    image[:, :1] = 0  # zeros for the non-zero mask
+    entry = {"scheme": scheme}
+    if scheme in ("ct", "ct_window"):
+        entry.update(lower=20.0, upper=200.0, mean=90.0, std=40.0)
+    expected, _ = normalize_channels(image, [entry, entry])
+    data = {"image": image.copy()}
+    for step in normalization_steps([entry, entry]):
+        kwargs = {k: v for k, v in step.items() if k not in ("_target_", "keys")}
+        data = getattr(mt, step["_target_"])(keys="image", **kwargs)(data)
+    got = np.asarray(data["image"], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bundle_refuses_mixed_schemes():
+    from mambaseg.apps.bundle import normalization_steps
+
+    with pytest.raises(ValueError, match="mixes schemes"):
+        normalization_steps([{"scheme": "zscore"}, {"scheme": "none"}])

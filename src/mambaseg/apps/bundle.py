@@ -170,6 +170,7 @@ def _model_setup(ckpt: dict, net: torch.nn.Module, source: str | Path = "checkpo
         "labels": {str(k): int(v) for k, v in (data.get("labels") or {}).items()},
         "channel_names": [str(c) for c in (data.get("channel_names") or [])],
         "fov": bool(data_cfg.fov), "fundus_norm": str(data_cfg.fundus_norm),
+        "normalization": to_jsonable(data.get("normalization")) if sdims == 2 else None,
     }
 
 
@@ -195,6 +196,43 @@ def _differences(s: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------- inference.json
+def normalization_steps(norm: list[dict]) -> list[dict]:
+    """MONAI transforms (bundle config entries) for per-channel schemes of
+    :func:`mambaseg.data.preprocess.normalize_channels`; one scheme for all channels.
+
+    Raises:
+        ValueError: mixed schemes, per-channel ranges that differ, or a scheme without a MONAI equivalent.
+    """
+    schemes = [n["scheme"] for n in norm]
+    if len(set(schemes)) != 1:
+        raise ValueError(f"plan normalisation mixes schemes across channels ({schemes}); the bundle's MONAI "
+                         f"preprocessing supports one scheme for all channels.")
+    scheme = schemes[0]
+    if scheme in ("zscore_nonzero", "zscore"):
+        return [{"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": scheme == "zscore_nonzero",
+                 "channel_wise": True}]
+    if scheme == "none":
+        return []
+    if scheme == "rescale_to_0_1":
+        return [{"_target_": "ScaleIntensityd", "keys": "image", "minv": 0.0, "maxv": 1.0, "channel_wise": True}]
+    if scheme == "rgb_to_0_1":
+        return [{"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 255.0, "b_min": 0.0,
+                 "b_max": 1.0, "clip": True}]
+    if scheme in ("ct", "ct_window") and len({(n["lower"], n["upper"]) for n in norm}) != 1:
+        raise ValueError("plan CT normalisation clips the channels to different ranges; the bundle supports one "
+                         "range for all channels.")
+    if scheme == "ct":
+        lo, hi = float(norm[0]["lower"]), float(norm[0]["upper"])
+        return [{"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": lo, "a_max": hi, "b_min": lo,
+                 "b_max": hi, "clip": True},
+                {"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": False, "channel_wise": True,
+                 "subtrahend": [float(n["mean"]) for n in norm], "divisor": [float(n["std"]) for n in norm]}]
+    if scheme == "ct_window":
+        return [{"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": float(norm[0]["lower"]),
+                 "a_max": float(norm[0]["upper"]), "b_min": 0.0, "b_max": 1.0, "clip": True}]
+    raise ValueError(f"plan normalisation scheme {scheme!r} has no MONAI equivalent in the bundle.")
+
+
 def _preprocessing(s: dict) -> list[dict]:
     if s["spatial_dims"] == 2:
         steps: list[dict] = [
@@ -206,7 +244,10 @@ def _preprocessing(s: dict) -> list[dict]:
         if s["fundus_norm"] == "green_clahe":
             steps.append({"_target_": "Lambdad", "keys": "image",
                           "func": "$lambda x: x[1:2] if x.shape[0] >= 3 else x.mean(0, keepdim=True)"})
-        steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": False, "channel_wise": True})
+        if s.get("normalization"):  # an nnU-Net 2D dataset's channel_names schemes
+            steps += normalization_steps(s["normalization"])
+        else:
+            steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": False, "channel_wise": True})
         steps.append({"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"})
         return steps
     plan = s["plan"]
@@ -219,29 +260,7 @@ def _preprocessing(s: dict) -> list[dict]:
     if plan.get("crop_nonzero", True):
         steps.append({"_target_": "CropForegroundd", "keys": "image", "source_key": "image",
                       "select_fn": "$lambda x: x != 0", "margin": 0, "allow_smaller": True})
-    schemes = [n["scheme"] for n in plan["normalization"]]
-    if len(set(schemes)) != 1:
-        raise ValueError(f"plan normalisation mixes schemes across channels ({schemes}); the bundle's MONAI "
-                         f"preprocessing supports one scheme for all channels.")
-    norm = plan["normalization"]
-    if schemes[0] == "zscore_nonzero":
-        steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True, "channel_wise": True})
-    elif schemes[0] == "ct":
-        if len({(n["lower"], n["upper"]) for n in norm}) != 1:
-            raise ValueError("plan CT normalisation clips the channels to different ranges; the bundle supports "
-                             "one range for all channels.")
-        lo, hi = float(norm[0]["lower"]), float(norm[0]["upper"])
-        steps.append({"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": lo, "a_max": hi, "b_min": lo,
-                      "b_max": hi, "clip": True})
-        steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": False, "channel_wise": True,
-                      "subtrahend": [float(n["mean"]) for n in norm], "divisor": [float(n["std"]) for n in norm]})
-    elif schemes[0] == "ct_window":
-        if len({(n["lower"], n["upper"]) for n in norm}) != 1:
-            raise ValueError("plan CT windows differ across channels; the bundle supports one window.")
-        steps.append({"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": float(norm[0]["lower"]),
-                      "a_max": float(norm[0]["upper"]), "b_min": 0.0, "b_max": 1.0, "clip": True})
-    else:
-        raise ValueError(f"plan normalisation scheme {schemes[0]!r} has no MONAI equivalent in the bundle.")
+    steps += normalization_steps(plan["normalization"])
     steps.append({"_target_": "Spacingd", "keys": "image", "pixdim": [float(v) for v in plan["target_spacing"]],
                   "mode": int(plan.get("image_order", 3)), "padding_mode": "nearest", "scale_extent": True,
                   "align_corners": True})
