@@ -18,7 +18,6 @@ from mambaseg.data.layouts3d import (
     detect_layout,
     list_cases3d,
     load_case3d,
-    split_cases,
 )
 
 SHAPE = (6, 5, 4)
@@ -238,17 +237,17 @@ def test_synapse_split_lists():
     assert set(SYNAPSE_TRAIN_CASES) | set(SYNAPSE_TEST_CASES) == all30
 
 
-def test_split_cases_seeded_and_order_independent():
+def test_split_ids_seeded_and_order_independent():
+    """The one split function of 2D and 3D training (data.splits)."""
+    from mambaseg.data.splits import split_ids
+
     ids = [f"c{i:02d}" for i in range(20)]
-    train, val = split_cases(ids, 0.25, seed=7)
+    train, val = split_ids(ids, 0.25, seed=7)
     assert len(val) == 5 and len(train) == 15 and not set(train) & set(val) and set(train) | set(val) == set(ids)
-    assert split_cases(list(reversed(ids)), 0.25, seed=7) == (train, val)
-    assert split_cases(ids, 0.25, seed=8)[1] != val
-    assert len(split_cases(ids[:2], 0.1)[1]) == 1
-    with pytest.raises(ValueError, match="val_fraction"):
-        split_cases(ids, 1.0)
-    with pytest.raises(ValueError, match="unique"):
-        split_cases(["a", "a", "b"], 0.5)
+    assert split_ids(list(reversed(ids)), 0.25, seed=7) == (train, val)
+    assert split_ids(ids, 0.25, seed=8)[1] != val
+    assert split_ids(ids, 0.0, seed=7) == (ids, [])
+    assert split_ids(ids[:2], 0.99, seed=7)[0]  # at least one training case
 
 
 def test_unknown_layout(tmp_path):

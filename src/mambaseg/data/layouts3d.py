@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,7 +70,6 @@ __all__ = [
     "nnunet_normalisation",
     "read_dataset_json",
     "remap_labels",
-    "split_cases",
     "synapse_cases",
 ]
 
@@ -672,23 +670,3 @@ def load_case3d(case: Case3D, check_labels: bool = True) -> dict[str, Any]:
     meta = dict(meta, case_id=case.case_id, channel_names=list(case.channel_names),
                 files=[str(p) for p in case.images], label_file=str(case.label) if case.label else None)
     return {"case_id": case.case_id, "image": image, "label": label, "meta": meta}
-
-
-def split_cases(ids: Sequence[str], val_fraction: float = 0.2, seed: int = 12345) -> tuple[list[str], list[str]]:
-    """Seeded train/validation split, independent of the input order (ids are sorted first).
-
-    Returns:
-        ``(train_ids, val_ids)``; at least one validation case when ``val_fraction > 0`` and there are >= 2 ids.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"ids must be unique, got {len(ids) - len(set(ids))} duplicate(s)")
-    ids = sorted(ids)
-    shuffled = list(ids)
-    random.Random(seed).shuffle(shuffled)
-    n_val = round(len(ids) * val_fraction)
-    if val_fraction > 0 and len(ids) >= 2:
-        n_val = min(max(n_val, 1), len(ids) - 1)
-    val = sorted(shuffled[:n_val])
-    return sorted(shuffled[n_val:]), val
