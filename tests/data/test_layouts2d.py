@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mambaseg.data.cases import detect_layout, list_cases
 from mambaseg.data.io import DataError, read_image, read_mask
 from mambaseg.data.layouts2d import (
     Case2D,
-    cases_for,
-    detect_layout,
     drive_cases,
     estimate_fov,
     folder2d_cases,
@@ -40,7 +39,7 @@ def test_drive_cases_and_load(drive_root):
     assert train[0].label == drive_root / "training/1st_manual/21_manual1.gif"
     assert train[0].mask == drive_root / "training/mask/21_training_mask.gif"
     assert [c.id for c in drive_cases(drive_root, "test")] == ["01", "02"]
-    assert cases_for(drive_root, "test") == drive_cases(drive_root, "test")
+    assert list_cases(drive_root, split="test") == drive_cases(drive_root, "test")
     sample = load_case2d(train[0], num_classes=2)
     image, label, mask = sample["image"], sample["label"], sample["mask"]
     assert image.shape == (3, 64, 72) and image.dtype == np.float32
@@ -101,9 +100,9 @@ def test_folder2d_empty_and_unknown(tmp_path):
         folder2d_cases(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
-    with pytest.raises(DataError, match="unknown 2D layout"):
+    with pytest.raises(DataError, match="unknown layout, expected training/images"):
         detect_layout(other)
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(DataError, match="not found"):
         detect_layout(tmp_path / "missing")
 
 

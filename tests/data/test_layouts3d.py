@@ -9,13 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from mambaseg.data.cases import detect_layout
 from mambaseg.data.io import DataError
 from mambaseg.data.layouts3d import (
     BTCV_TO_SYNAPSE8,
     SYNAPSE_TEST_CASES,
     SYNAPSE_TRAIN_CASES,
     brats_region_masks,
-    detect_layout,
     list_cases3d,
     load_case3d,
 )

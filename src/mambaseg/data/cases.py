@@ -9,12 +9,30 @@ import os
 from pathlib import Path
 
 from ..config import LAYOUTS_2D
-from .layouts2d import Case2D, drive_cases, folder2d_cases, nnunet2d_cases
-from .layouts3d import Case3D, list_cases3d, nnunet_is_2d
+from .errors import DataError
+from .layouts2d import DRIVE_SPLITS, Case2D, drive_cases, folder2d_cases, nnunet2d_cases
+from .layouts3d import Case3D, detect_layout3d, list_cases3d, nnunet_is_2d
 
-__all__ = ["is_2d_layout", "list_cases"]
+__all__ = ["detect_layout", "is_2d_layout", "list_cases"]
 
 _TRAIN = ("train", "training")
+
+
+def detect_layout(root: str | os.PathLike) -> str:
+    """The layout of the dataset folder ``root``: ``drive`` (``training/images`` or ``test/images``), ``folder2d``
+    (``images/``), else a volume layout (``msd``, ``nnunet``, ``brats``, ``synapse``, ``btcv``).
+
+    Raises:
+        DataError: ``root`` is missing or matches no layout (one line naming it).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    if any((root / s / "images").is_dir() for s in DRIVE_SPLITS):
+        return "drive"
+    if (root / "images").is_dir():
+        return "folder2d"
+    return detect_layout3d(root)
 
 
 def is_2d_layout(layout: str, root: str | os.PathLike = ".") -> bool:
@@ -22,8 +40,11 @@ def is_2d_layout(layout: str, root: str | os.PathLike = ".") -> bool:
     return layout in LAYOUTS_2D or (layout == "nnunet" and nnunet_is_2d(root))
 
 
-def list_cases(root: str | os.PathLike, layout: str, split: str = "train") -> list[Case2D] | list[Case3D]:
-    """The cases of ``root`` in ``layout``; ``split`` is ``train`` (``training``) or ``test`` (DRIVE: the folder)."""
+def list_cases(root: str | os.PathLike, layout: str | None = None,
+               split: str = "train") -> list[Case2D] | list[Case3D]:
+    """The cases of ``root`` in ``layout`` (detected when None); ``split`` is ``train`` (``training``) or ``test``
+    (DRIVE: the folder)."""
+    layout = layout or detect_layout(root)
     if split not in (*_TRAIN, "test"):
         raise ValueError(f"split must be train (training) or test, got {split!r}")
     train = split in _TRAIN

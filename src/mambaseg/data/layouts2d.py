@@ -2,7 +2,7 @@
 
 Two on-disk layouts are understood:
 
-* **DRIVE** (``detect_layout`` -> ``"drive"``)::
+* **DRIVE** (:func:`mambaseg.data.cases.detect_layout` -> ``"drive"``)::
 
     root/training/images/21_training.tif, root/training/1st_manual/21_manual1.gif,
     root/training/mask/21_training_mask.gif; root/test/images/01_test.tif, root/test/1st_manual/01_manual1.gif,
@@ -49,8 +49,6 @@ from mambaseg.data.io import SUPPORTED_2D, DataError, read_image, read_label, re
 
 __all__ = [
     "Case2D",
-    "cases_for",
-    "detect_layout",
     "drive_cases",
     "estimate_fov",
     "folder2d_cases",
@@ -238,28 +236,6 @@ def nnunet2d_normalization(root: str | Path, ds: dict[str, Any] | None = None, n
         fp = {"intensity": intensity}
     # no "shapes" in fp: the 2D pipeline does not crop, so zscore is over every pixel
     return tuple(normalization_entries(names, fp))
-
-
-def detect_layout(root: str | Path) -> str:
-    """Return ``"drive"`` or ``"folder2d"`` for the dataset folder ``root``.
-
-    Raises:
-        DataError: ``root`` is missing or matches neither layout.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder does not exist")
-    if any((root / s / "images").is_dir() for s in DRIVE_SPLITS):
-        return "drive"
-    if (root / "images").is_dir():
-        return "folder2d"
-    raise DataError(f"{root}: unknown 2D layout; expected training/images (DRIVE) or images/ + labels/ (folder2d)")
-
-
-def cases_for(root: str | Path, split: str = "training") -> list[Case2D]:
-    """Cases of ``root`` in whichever layout it has; ``split`` only applies to DRIVE."""
-    layout = detect_layout(root)
-    return drive_cases(root, split) if layout == "drive" else folder2d_cases(root)
 
 
 def normalize_image(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, dict]:

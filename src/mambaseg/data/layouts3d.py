@@ -61,7 +61,7 @@ __all__ = [
     "brats_region_masks",
     "channel_modalities",
     "group_channels",
-    "detect_layout",
+    "detect_layout3d",
     "list_cases3d",
     "load_case3d",
     "msd_cases",
@@ -515,7 +515,7 @@ def synapse_cases(root: str | os.PathLike, split: str = "test", source: str | No
     return cases
 
 
-def detect_layout(root: str | os.PathLike) -> str:
+def detect_layout3d(root: str | os.PathLike) -> str:
     """``"msd"``, ``"nnunet"``, ``"brats"``, ``"synapse"`` or ``"btcv"`` for the dataset folder ``root``."""
     root = Path(root)
     if not root.is_dir():
@@ -530,13 +530,14 @@ def detect_layout(root: str | os.PathLike) -> str:
         return "brats"
     if next((p for p in root.rglob("img*.nii*") if re.match(r"^img\d+\.nii", p.name)), None) is not None:
         return "btcv"
-    raise DataError(f"{root}: unknown layout, expected dataset.json/imagesTr (MSD, nnU-Net), BraTS case folders, "
-                    "Synapse train_npz/test_vol_h5 or BTCV img*.nii.gz")
+    raise DataError(f"{root}: unknown layout, expected training/images (DRIVE), images/ + labels/ (folder2d), "
+                    "dataset.json/imagesTr (MSD, nnU-Net), BraTS case folders, Synapse train_npz/test_vol_h5 or BTCV "
+                    "img*.nii.gz")
 
 
 def list_cases3d(root: str | os.PathLike, layout: str | None = None, split: str = "train") -> list[Case3D]:
     """Cases of ``root`` for ``layout`` (auto-detected when None)."""
-    layout = layout or detect_layout(root)
+    layout = layout or detect_layout3d(root)
     if layout == "nnunet" and (Path(root) / "dataset.json").is_file():
         return nnunet_cases(root, split)
     if layout in ("msd", "nnunet"):
