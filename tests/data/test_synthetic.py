@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage as ndi
 
-from mambaseg.data.io import read_label, read_mask
 from mambaseg.data.cases import detect_layout
+from mambaseg.data.io import read_label, read_mask
 from mambaseg.data.layouts2d import drive_cases, load_case2d
 from mambaseg.data.synthetic import make_vessel_image, write_synthetic_drive
 
