@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from ..data.io import SUPPORTED_2D, DataError, read_label, read_mask, read_raw, suffix_of, to_single_channel
-from ..data.nifti import volume_header, volume_suffix
+from ..data.nifti import volume_suffix
+from ..data.readers import array_dims
 from ..metrics.binary import METRIC_DEFINITIONS, auc, binary_metrics
 from ..metrics.volumetric import nanmean
 from ..utils.atomic import atomic_path, atomic_write_text, clean_stale_temp
@@ -269,12 +270,6 @@ def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = Non
     }
 
 
-def _volume_dims(path: Path) -> int:
-    """2 for an image stored as NIfTI/NRRD/MHA (``H x W`` or ``H x W x 1`` in its header), else 3."""
-    shape = volume_header(path, label=True)["shape"]
-    return 2 if len(shape) == 2 or (len(shape) == 3 and shape[2] == 1) else 3
-
-
 def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path | None = None,
              empty_policy: str = "nan", regions: str = "", overwrite: bool = False, threshold: float = 0.5,
              allow_missing: bool = False, workers: int = 1) -> dict:
@@ -293,7 +288,7 @@ def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path
     if not pred.is_dir():
         raise DataError(f"{pred}: prediction folder not found.")
     volumes = sorted(f for f in pred.iterdir() if volume_suffix(f))
-    if volumes and _volume_dims(volumes[0]) == 3:  # by the arrays' dimensionality: 2D NIfTI is scored as 2D
+    if volumes and array_dims(volumes[0]) == 3:  # by the arrays' dimensionality: 2D NIfTI is scored as 2D
         from .evaluate3d import evaluate_3d
 
         _check_out(out, overwrite)
