@@ -1,7 +1,7 @@
-"""One entry point for listing a dataset's cases, 2D or 3D: :func:`list_cases` picks the layout's reader
-(:mod:`mambaseg.data.layouts2d` for ``drive`` / ``folder2d`` / 2D ``nnunet``, :mod:`mambaseg.data.layouts3d` for the
-volume layouts) and returns its case records (:class:`~mambaseg.data.layouts2d.Case2D` or
-:class:`~mambaseg.data.layouts3d.Case3D`)."""
+"""One entry point for listing a dataset's cases, 2D or 3D: :func:`list_cases` picks the layout's reader (one module
+per layout in :mod:`mambaseg.data.layouts`: ``drive``, ``folder2d``, ``nnunet`` (2D and 3D), ``msd``, ``brats``,
+``synapse``; the volume layouts through :func:`mambaseg.data.layouts.detect3d.list_cases3d`) and returns its case
+records (:class:`~mambaseg.data.layouts.records.Case2D` or :class:`~mambaseg.data.layouts.records.Case3D`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 
 from ..config import LAYOUTS_2D
 from .errors import DataError
-from .layouts2d import DRIVE_SPLITS, Case2D, drive_cases, folder2d_cases, nnunet2d_cases
-from .layouts3d import Case3D, detect_layout3d, list_cases3d, nnunet_is_2d
+from .layouts.detect3d import detect_layout3d, list_cases3d
+from .layouts.drive import DRIVE_SPLITS, drive_cases
+from .layouts.folder2d import folder2d_cases
+from .layouts.nnunet import nnunet2d_cases, nnunet_is_2d
+from .layouts.records import Case2D, Case3D
 
 __all__ = ["detect_layout", "is_2d_layout", "list_cases"]
 

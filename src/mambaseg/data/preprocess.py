@@ -41,7 +41,8 @@ import numpy as np
 from scipy import ndimage
 
 from mambaseg.data.case_store import CACHE_FORMAT, LazyCase, entry_files, read_arrays, write_entry
-from mambaseg.data.layouts3d import Case3D, load_case3d
+from mambaseg.data.layouts.load3d import load_case3d
+from mambaseg.data.layouts.records import Case3D
 from mambaseg.data.nifti import meta_to_json
 from mambaseg.utils.atomic import set_default_mode
 

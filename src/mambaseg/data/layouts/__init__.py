@@ -1,0 +1,14 @@
+"""Dataset layouts, one module per layout (issue 11).
+
+- :mod:`~mambaseg.data.layouts.drive`: DRIVE; :mod:`~mambaseg.data.layouts.folder2d`: ``images/`` + ``labels/``;
+- :mod:`~mambaseg.data.layouts.nnunet`: nnU-Net v2 raw, 3D and 2D;
+- :mod:`~mambaseg.data.layouts.msd`: Medical Segmentation Decathlon;
+- :mod:`~mambaseg.data.layouts.brats`: BraTS 2023 and 2020/21;
+- :mod:`~mambaseg.data.layouts.synapse`: Synapse (TransUNet npz/h5) and raw BTCV;
+
+shared by them: :mod:`~mambaseg.data.layouts.records` (``Case2D``, ``Case3D``, path helpers),
+:mod:`~mambaseg.data.layouts.dataset_json` (MSD / nnU-Net ``dataset.json``), :mod:`~mambaseg.data.layouts.load2d`
+and :mod:`~mambaseg.data.layouts.load3d` (reading one case), :mod:`~mambaseg.data.layouts.detect3d` (which volume
+layout a folder is, and its cases). The single entry points are in :mod:`mambaseg.data.cases`. This file imports
+nothing, so importing one layout module loads only what that module needs.
+"""
