@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mambaseg.data.io import DataError
-from mambaseg.data.layouts.records import Case3D, _visible
+from mambaseg.data.layouts.records import Case3D, is_visible
 from mambaseg.metrics.volumetric import BRATS_REGIONS  # the label sets evaluation and training share
 
 __all__ = ["BRATS_CHANNELS", "BRATS_LABELS", "BRATS_REGIONS", "brats_cases", "brats_region_masks"]
@@ -26,8 +26,8 @@ _BRATS_NAMING = {  # scheme -> (separator, suffix per channel in BRATS_CHANNELS 
 }
 
 
-def _brats_scheme(folder: Path) -> str | None:
-    names = [p.name.lower() for p in folder.iterdir() if _visible(p)]
+def brats_scheme(folder: Path) -> str | None:
+    names = [p.name.lower() for p in folder.iterdir() if is_visible(p)]
     if any(re.search(r"-t(1n|1c|2w|2f)\.nii(\.gz)?$", n) for n in names):
         return "2023"
     if any(re.search(r"_(t1|t1ce|t2|flair)\.nii(\.gz)?$", n) for n in names):
@@ -46,12 +46,12 @@ def _find(folder: Path, stem: str) -> Path | None:
 def brats_cases(root: str | os.PathLike, require_label: bool = False) -> list[Case3D]:
     """BraTS case folders (2023 ``-t1n`` or 2020/21 ``_t1`` naming) in channel order :data:`BRATS_CHANNELS`."""
     root = Path(root)
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p) and _brats_scheme(p))
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and is_visible(p) and brats_scheme(p))
     if not folders:
         raise DataError(f"{root}: no BraTS case folders (<case>/<case>-t1n.nii.gz or <case>/<case>_t1.nii.gz)")
     cases = []
     for folder in folders:
-        scheme = _brats_scheme(folder)
+        scheme = brats_scheme(folder)
         sep, suffixes, seg = _BRATS_NAMING[scheme]
         cid = folder.name
         images = []

@@ -11,11 +11,11 @@ import re
 from pathlib import Path
 
 from mambaseg.data.io import DataError
-from mambaseg.data.layouts.brats import _brats_scheme, brats_cases
+from mambaseg.data.layouts.brats import brats_cases, brats_scheme
 from mambaseg.data.layouts.dataset_json import read_dataset_json
 from mambaseg.data.layouts.msd import msd_cases
 from mambaseg.data.layouts.nnunet import nnunet_cases
-from mambaseg.data.layouts.records import Case3D, _visible
+from mambaseg.data.layouts.records import Case3D, is_visible
 from mambaseg.data.layouts.synapse import synapse_cases
 
 __all__ = ["detect_layout3d", "list_cases3d"]
@@ -32,7 +32,7 @@ def detect_layout3d(root: str | os.PathLike) -> str:
         return "nnunet"
     if (root / "test_vol_h5").is_dir() or (root / "train_npz").is_dir():
         return "synapse"
-    if any(p.is_dir() and _visible(p) and _brats_scheme(p) for p in root.iterdir()):
+    if any(p.is_dir() and is_visible(p) and brats_scheme(p) for p in root.iterdir()):
         return "brats"
     if next((p for p in root.rglob("img*.nii*") if re.match(r"^img\d+\.nii", p.name)), None) is not None:
         return "btcv"

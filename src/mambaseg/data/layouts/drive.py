@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from mambaseg.data.io import SUPPORTED_2D, DataError
-from mambaseg.data.layouts.records import Case2D, _index_dir
+from mambaseg.data.layouts.records import Case2D, index_dir
 
 __all__ = ["DRIVE_SPLITS", "drive_cases"]
 
@@ -44,9 +44,9 @@ def drive_cases(root: str | Path, split: str = "training") -> list[Case2D]:
     img_dir = base / "images"
     if not img_dir.is_dir():
         raise DataError(f"{img_dir}: folder not found; expected the DRIVE layout {split}/images/NN_{split}.tif")
-    images = _index_dir(img_dir)
-    labels = _index_dir(base / "1st_manual")
-    masks = _index_dir(base / "mask")
+    images = index_dir(img_dir)
+    labels = index_dir(base / "1st_manual")
+    masks = index_dir(base / "mask")
     cases = []
     for stem, image in images.items():
         if not stem.endswith(f"_{split}"):

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from mambaseg.data.io import SUPPORTED_2D, DataError
-from mambaseg.data.layouts.records import Case2D, _index_dir
+from mambaseg.data.layouts.records import Case2D, index_dir
 
 __all__ = ["folder2d_cases"]
 
@@ -29,11 +29,11 @@ def folder2d_cases(root: str | Path, require_labels: bool = True) -> list[Case2D
     img_dir = root / "images"
     if not img_dir.is_dir():
         raise DataError(f"{img_dir}: folder not found; expected images/ and labels/ with matching file stems")
-    images = _index_dir(img_dir)
+    images = index_dir(img_dir)
     if not images:
         raise DataError(f"{img_dir}: no images found; supported suffixes: {', '.join(SUPPORTED_2D)}")
-    labels = _index_dir(root / "labels")
-    masks = _index_dir(root / "masks")
+    labels = index_dir(root / "labels")
+    masks = index_dir(root / "masks")
     cases = []
     for stem, image in images.items():
         label = labels.get(stem)

@@ -15,7 +15,7 @@ import numpy as np
 
 from mambaseg.data.io import DataError
 from mambaseg.data.layouts.records import Case3D
-from mambaseg.data.layouts.synapse import _load_h5, _load_npz_slices
+from mambaseg.data.layouts.synapse import load_h5, load_npz_slices
 from mambaseg.data.nifti import check_label_values, read_volume, read_volume_label
 
 __all__ = ["load_case3d", "remap_labels"]
@@ -61,7 +61,7 @@ def load_case3d(case: Case3D, check_labels: bool = True) -> dict[str, Any]:
     """
     num_classes = case.extra.get("num_classes") if case.extra else None
     if case.layout in ("synapse_h5", "synapse_npz"):
-        image, label, _ = _load_h5(case) if case.layout == "synapse_h5" else _load_npz_slices(case)
+        image, label, _ = load_h5(case) if case.layout == "synapse_h5" else load_npz_slices(case)
         image = image.astype(np.float32)
         if not np.isfinite(image).all():
             raise DataError(f"{case.images[0]}: NaN/Inf voxels, expected finite intensities")

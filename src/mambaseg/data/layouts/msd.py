@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mambaseg.data.io import DataError
 from mambaseg.data.layouts.dataset_json import read_dataset_json
-from mambaseg.data.layouts.records import _CHANNEL_RE, Case3D, _strip_suffix, _visible, _volume_files
+from mambaseg.data.layouts.records import CHANNEL_RE, Case3D, is_visible, strip_suffix, volume_files
 from mambaseg.data.nifti import volume_suffix
 
 __all__ = ["group_channels", "msd_cases"]
@@ -23,8 +23,8 @@ def group_channels(files: list[Path]) -> dict[str, list[Path]]:
     The one grouping rule of training and prediction: duplicate or non-contiguous channel indices are an error."""
     groups: dict[str, dict[int, Path]] = {}
     for f in files:
-        m = _CHANNEL_RE.match(_strip_suffix(f))
-        case, ch = (m["case"], int(m["ch"])) if m else (_strip_suffix(f), 0)
+        m = CHANNEL_RE.match(strip_suffix(f))
+        case, ch = (m["case"], int(m["ch"])) if m else (strip_suffix(f), 0)
         if ch in groups.setdefault(case, {}):
             raise DataError(f"{f}: duplicate channel {ch} for case {case!r} (also {groups[case][ch]})")
         groups[case][ch] = f
@@ -49,11 +49,11 @@ def msd_cases(root: str | os.PathLike, split: str = "train") -> list[Case3D]:
     style = ds["style"] if ds else "nnunet"
     cases: list[Case3D] = []
     if ds and style == "msd" and split == "train" and ds["training"]:
-        grouped = group_channels(_volume_files(img_dir))
+        grouped = group_channels(volume_files(img_dir))
         for entry in ds["training"]:
             img = (root / entry["image"]).resolve()
-            cid = _strip_suffix(img)
-            if not _visible(img):
+            cid = strip_suffix(img)
+            if not is_visible(img):
                 continue
             images = [img] if img.is_file() else grouped.get(cid)
             if not images:
@@ -61,13 +61,13 @@ def msd_cases(root: str | os.PathLike, split: str = "train") -> list[Case3D]:
             label = (root / entry["label"]).resolve() if entry.get("label") else None
             cases.append(Case3D(cid, tuple(images), label, "msd", channel_names, labels))
         return cases
-    files = _volume_files(img_dir)
+    files = volume_files(img_dir)
     if not files:
         raise DataError(f"{img_dir}: no volumes found (expected CASE_0000{ds['file_ending'] if ds else '.nii.gz'})")
     for cid, images in group_channels(files).items():
         label = None
         if lab_dir is not None:
-            matches = [p for p in _volume_files(lab_dir) if _strip_suffix(p) == cid]
+            matches = [p for p in volume_files(lab_dir) if strip_suffix(p) == cid]
             label = matches[0] if matches else None
             if label is None:
                 raise DataError(f"case {cid!r}: no label file {cid}{volume_suffix(images[0])} in {lab_dir}")

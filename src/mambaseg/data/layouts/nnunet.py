@@ -35,7 +35,7 @@ import numpy as np
 from mambaseg.data.io import SUPPORTED_2D, DataError, read_image, read_label, suffix_of
 from mambaseg.data.layouts.dataset_json import nnunet_normalisation, read_dataset_json
 from mambaseg.data.layouts.msd import msd_cases
-from mambaseg.data.layouts.records import _CHANNEL_RE, Case2D, Case3D, _visible
+from mambaseg.data.layouts.records import CHANNEL_RE, Case2D, Case3D, is_visible
 from mambaseg.data.nifti import SUPPORTED_SUFFIXES, volume_suffix
 
 __all__ = ["nnunet2d_cases", "nnunet2d_normalization", "nnunet_cases", "nnunet_files", "nnunet_is_2d"]
@@ -77,9 +77,9 @@ def nnunet_files(root: Path, split: str, ds: dict[str, Any],
         raise DataError(f"{img_dir}: folder not found (nnU-Net dataset: imagesTr/CASE_0000{ending})")
     groups: dict[str, dict[int, Path]] = {}
     for f in sorted(img_dir.iterdir()):
-        if not (f.is_file() and _visible(f) and f.name.lower().endswith(ending.lower())):
+        if not (f.is_file() and is_visible(f) and f.name.lower().endswith(ending.lower())):
             continue
-        m = _CHANNEL_RE.match(f.name[: -len(ending)])
+        m = CHANNEL_RE.match(f.name[: -len(ending)])
         if m is None:
             raise DataError(f"{f}: no channel index, expected CASE_XXXX{ending} (e.g. {f.name[: -len(ending)]}_0000"
                             f"{ending}) in an nnU-Net dataset")

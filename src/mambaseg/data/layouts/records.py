@@ -20,7 +20,7 @@ from mambaseg.data.nifti import volume_suffix
 
 __all__ = ["Case2D", "Case3D"]
 
-_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
+CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _stem(path: Path) -> str:
     return path.name[: len(path.name) - len(suffix_of(path))]
 
 
-def _index_dir(folder: Path) -> dict[str, Path]:
+def index_dir(folder: Path) -> dict[str, Path]:
     """Map stem -> file for every supported file in ``folder`` (empty when the folder is missing)."""
     if not folder.is_dir():
         return {}
@@ -84,17 +84,17 @@ def _index_dir(folder: Path) -> dict[str, Path]:
     return out
 
 
-def _visible(p: Path) -> bool:
+def is_visible(p: Path) -> bool:
     return not p.name.startswith(".")  # macOS "._x.nii.gz" resource forks and other hidden files
 
 
-def _volume_files(folder: Path) -> list[Path]:
+def volume_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and _visible(p) and volume_suffix(p))
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_visible(p) and volume_suffix(p))
 
 
-def _strip_suffix(p: Path | str) -> str:
+def strip_suffix(p: Path | str) -> str:
     name = Path(p).name
     suf = volume_suffix(name)
     return name[: -len(suf)] if suf else name

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mambaseg.data.io import DataError
-from mambaseg.data.layouts.records import Case3D, _visible
+from mambaseg.data.layouts.records import Case3D, is_visible
 from mambaseg.utils.optional import MissingDependency, require
 
 __all__ = ["BTCV_TO_SYNAPSE8", "SYNAPSE8_LABELS", "SYNAPSE_TEST_CASES", "SYNAPSE_TRAIN_CASES", "synapse_cases"]
@@ -52,7 +52,7 @@ def synapse_cases(root: str | os.PathLike, split: str = "test", source: str | No
     labels = dict(SYNAPSE8_LABELS)
     h5_dir, npz_dir = root / "test_vol_h5", root / "train_npz"
     if source == "h5" or (source is None and split in ("test", "all") and h5_dir.is_dir()):
-        files = sorted(p for p in h5_dir.glob("*.h5") if _visible(p))
+        files = sorted(p for p in h5_dir.glob("*.h5") if is_visible(p))
         if not files:
             raise DataError(f"{h5_dir}: no caseXXXX.npy.h5 volumes found")
         return [Case3D(p.name.split(".")[0], (p,), p, "synapse_h5", ("CT",), labels) for p in files]
@@ -60,7 +60,7 @@ def synapse_cases(root: str | os.PathLike, split: str = "test", source: str | No
         groups: dict[str, list[tuple[int, Path]]] = {}
         for p in npz_dir.glob("*.npz"):
             m = re.match(r"^(?P<case>.+)_slice(?P<z>\d+)\.npz$", p.name)
-            if m and _visible(p):
+            if m and is_visible(p):
                 groups.setdefault(m["case"], []).append((int(m["z"]), p))
         if not groups:
             raise DataError(f"{npz_dir}: no caseXXXX_sliceYYY.npz slices found")
@@ -81,7 +81,7 @@ def synapse_cases(root: str | os.PathLike, split: str = "test", source: str | No
     return cases
 
 
-def _load_h5(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def load_h5(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     try:
         h5py = require("h5py", purpose=f"{case.images[0]}: reading .h5")
     except MissingDependency as e:
@@ -97,7 +97,7 @@ def _load_h5(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     return np.moveaxis(image, 0, -1)[None], np.moveaxis(label, 0, -1), {}
 
 
-def _load_npz_slices(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def load_npz_slices(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     imgs, labs = [], []
     for p in case.images:
         try:
