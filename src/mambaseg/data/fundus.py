@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mambaseg.data.layouts2d import estimate_fov, normalize_image
+from mambaseg.data.layouts.load2d import estimate_fov, normalize_image
 
 __all__ = ["CLAHE_CLIP_LIMIT", "FUNDUS_NORMS", "clahe", "fundus_channels", "fundus_normalize", "green_channel"]
 

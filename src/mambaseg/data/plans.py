@@ -79,7 +79,7 @@ class Plan2D:
         """``case``: ``image`` (C, H, W) raw, ``mask`` (H, W) or None. Returns the network input (C, h, w) float32
         and ``props`` (``shape``, ``scale``, ``mask``: the FOV used, or None)."""
         from .fundus import fundus_normalize
-        from .layouts2d import estimate_fov, normalize_image
+        from .layouts.load2d import estimate_fov, normalize_image
         from .preprocess import normalize_channels
 
         raw, mask = case["image"], case.get("mask")

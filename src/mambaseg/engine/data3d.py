@@ -10,7 +10,8 @@ from ..config import DataCfg
 from ..data.case_store import LazyCase
 from ..data.cases import list_cases
 from ..data.io import DataError
-from ..data.layouts3d import Case3D, channel_modalities
+from ..data.layouts.dataset_json import channel_modalities
+from ..data.layouts.records import Case3D
 from ..data.nifti import check_label_values, check_resample_size, volume_header
 from ..data.plans import Plan3D
 from ..data.preprocess import PreprocessCache, cached_fingerprint

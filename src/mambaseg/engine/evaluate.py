@@ -172,7 +172,7 @@ def _label_names_2d(gt_dir: Path) -> dict[str, str]:
     for f in (gt_dir.parent / "dataset.json", gt_dir / "dataset.json"):
         if not f.is_file():
             continue
-        from ..data.layouts3d import declared_label_values
+        from ..data.layouts.dataset_json import declared_label_values
 
         try:
             raw = json.loads(f.read_text())

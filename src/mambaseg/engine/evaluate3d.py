@@ -156,7 +156,7 @@ def evaluate_3d(pred: Path, gt: Path, empty_policy: str = "nan", regions: str = 
         classes, source = "brats", "BraTS regions, --regions brats"
         allowed = {0} | {v for members in BRATS_REGIONS.values() for v in members}
     elif labels_json.is_file():
-        from ..data.layouts3d import declared_label_values
+        from ..data.layouts.dataset_json import declared_label_values
 
         try:
             raw = json.loads(labels_json.read_text())

@@ -52,7 +52,8 @@ def _stem(p: Path) -> str:
 def gather_volume_cases(inp: Path) -> list[tuple[str, list[Path]]]:
     """(case id, channel files) for a file, a folder of volumes (``CASE_0000`` channel suffixes grouped) or a folder
     of BraTS case folders (or one BraTS case folder)."""
-    from ..data.layouts3d import brats_cases, group_channels
+    from ..data.layouts.brats import brats_cases
+    from ..data.layouts.msd import group_channels
 
     if not inp.exists():
         raise DataError(f"{inp}: input not found.")
