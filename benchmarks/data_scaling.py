@@ -138,7 +138,7 @@ def measure(task: str, cache: str, mode: str, batches: int, batch_size: int, pat
 
 
 def _record(task: str, case_id: str):
-    from mambaseg.data.layouts3d import list_cases3d
+    from mambaseg.data.layouts.detect3d import list_cases3d
 
     cache = getattr(_record, "cache", None)
     if cache is None or cache[0] != task:

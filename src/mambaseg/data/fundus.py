@@ -1,9 +1,9 @@
 """Fundus-photograph normalisation options (``data.fundus_norm``), applied identically at training and predict time.
 
-* ``none`` — today's behaviour (see :func:`mambaseg.data.layouts2d.normalize_image`): per-channel z-score inside the
+* ``none`` — today's behaviour (see :func:`mambaseg.data.layouts.load2d.normalize_image`): per-channel z-score inside the
   FOV mask when the case has one (the whole image otherwise); predict uses the mask only for ``data.fov`` models.
 * ``fov_zscore`` — per image and per channel z-score computed inside the field of view only, outside set to 0; the
-  FOV is the provided mask or, when there is none, estimated with :func:`~mambaseg.data.layouts2d.estimate_fov`
+  FOV is the provided mask or, when there is none, estimated with :func:`~mambaseg.data.layouts.load2d.estimate_fov`
   (at training and predict time alike, whatever ``data.fov`` says).
 * ``green_clahe`` — one channel: the green channel of a colour photo (the grey channel of a grey one), rescaled to
   [0, 1] between its 0.5/99.5 percentiles inside the FOV, contrast-limited adaptive histogram equalisation

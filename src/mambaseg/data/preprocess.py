@@ -252,7 +252,7 @@ def normalization_entries(modalities: Sequence[str], fp: dict[str, Any] | None =
 
     Names are matched case-insensitively (``str.casefold``); an unknown name is a ValueError here - the
     nnU-Net fallback of unknown *channel names* to ``zscore`` happens in
-    :func:`mambaseg.data.layouts3d.channel_modalities`.
+    :func:`mambaseg.data.layouts.dataset_json.channel_modalities`.
 
     Args:
         modalities: one name per channel.
