@@ -1,7 +1,8 @@
 """Fundus-photograph normalisation options (``data.fundus_norm``), applied identically at training and predict time.
 
-* ``none`` — today's behaviour (see :func:`mambaseg.data.layouts.load2d.normalize_image`): per-channel z-score inside the
-  FOV mask when the case has one (the whole image otherwise); predict uses the mask only for ``data.fov`` models.
+* ``none`` — today's behaviour (see :func:`mambaseg.data.layouts.load2d.normalize_image`): per-channel z-score
+  inside the FOV mask when the case has one (the whole image otherwise); predict uses the mask only for ``data.fov``
+  models.
 * ``fov_zscore`` — per image and per channel z-score computed inside the field of view only, outside set to 0; the
   FOV is the provided mask or, when there is none, estimated with :func:`~mambaseg.data.layouts.load2d.estimate_fov`
   (at training and predict time alike, whatever ``data.fov`` says).

@@ -34,8 +34,9 @@ def _cases_2d(cfg: DataCfg, root: Path, run_dir: Path | None, seed: int):
 
 
 def _load_case_2d(record, cfg: DataCfg) -> dict:
-    """One 2D case, normalised as ``data.fundus_norm`` says (``none``: :func:`~mambaseg.data.layouts.load2d.load_case2d`'s
-    own z-score; otherwise :func:`~mambaseg.data.fundus.fundus_normalize`, with the FOV estimated when missing)."""
+    """One 2D case, normalised as ``data.fundus_norm`` says (``none``:
+    :func:`~mambaseg.data.layouts.load2d.load_case2d`'s own z-score; otherwise
+    :func:`~mambaseg.data.fundus.fundus_normalize`, with the FOV estimated when missing)."""
     from ..data.layouts.load2d import load_case2d
 
     if cfg.fundus_norm == "none":
