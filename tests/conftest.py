@@ -60,3 +60,76 @@ def tiny_cfg(tiny_drive) -> Callable[..., object]:
         return apply_overrides(config_from_dict(base or TINY_2D), [f"data.root={tiny_drive}", *overrides])
 
     return make
+
+
+# --- nnunetv2/evaluation/evaluate_predictions.py (v2.x), the loader nnU-Net uses for its summary.json -------------
+def _key_to_label_or_region(key: str):
+    try:
+        return int(key)
+    except ValueError:
+        key = key.replace("(", "")
+        key = key.replace(")", "")
+        split = key.split(",")
+        return tuple([int(i) for i in split if len(i) > 0])
+
+
+def _nnunet_load_summary_json(filename: str):
+    import json
+
+    with open(filename) as f:
+        results = json.load(f)
+    results["mean"] = {_key_to_label_or_region(k): results["mean"][k] for k in results["mean"]}
+    for i in range(len(results["metric_per_case"])):
+        results["metric_per_case"][i]["metrics"] = \
+            {_key_to_label_or_region(k): results["metric_per_case"][i]["metrics"][k]
+             for k in results["metric_per_case"][i]["metrics"]}
+    return results
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def load_summary_json() -> Callable[[str], dict]:
+    """nnU-Net v2's own ``load_summary_json`` (its key conversion back to label values / region tuples)."""
+    return _nnunet_load_summary_json
+
+
+#: ``python SCRIPT CONFIG RUN_DIR`` (or under torchrun): mambaseg.engine.train.train() unchanged, with the model
+#: wrapped to compute in float64 and its initial weights saved as RUN_DIR/init.pt (the same on every rank)
+F64_TRAIN = """
+import sys
+from pathlib import Path
+
+import torch
+
+import mambaseg.engine.train as T
+from mambaseg.config import load_config
+
+build = T.build_model
+
+
+class Float64(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net.double()
+
+    def forward(self, x):
+        return self.net(x.double())
+
+
+def build64(name, **kw):
+    net = Float64(build(name, **kw))
+    torch.save(net.state_dict(), Path(sys.argv[2]) / "init.pt")
+    return net
+
+
+T.build_model = build64
+T.train(load_config(sys.argv[1]), Path(sys.argv[2]), progress=False)
+"""
+
+
+@pytest.fixture
+def f64_train_script(tmp_path) -> Path:
+    """:data:`F64_TRAIN` written to a file."""
+    path = tmp_path / "f64_train.py"
+    path.write_text(F64_TRAIN)
+    return path

@@ -16,7 +16,7 @@ from mambaseg.data.layouts2d import estimate_fov
 from mambaseg.data.synthetic import make_vessel_image, write_synthetic_drive
 from mambaseg.data.transforms import RandomIllumination, RandomRimDarkening, default_augmentation
 from mambaseg.engine.threshold import THRESHOLD_GRID, choose_threshold, dice_curve, resolve_threshold
-from mambaseg.engine.train import case_dice, validate
+from mambaseg.engine.validation import case_dice, validate
 
 
 def _raw(seed: int = 0, size=(96, 96)):

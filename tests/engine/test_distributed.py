@@ -48,38 +48,6 @@ optim: {name: sgd, lr: 1.0, momentum: 0.0, weight_decay: 0.0, schedule: constant
 train: {epochs: 1, iters_per_epoch: 1, batch_size: 4, num_threads: 1, grad_clip: 0, num_workers: %d}
 """
 
-# runs mambaseg.engine.train.train() unchanged, with the model wrapped to compute in float64
-F64_TRAIN = """
-import sys
-from pathlib import Path
-
-import torch
-
-import mambaseg.engine.train as T
-from mambaseg.config import load_config
-
-build = T.build_model
-
-
-class Float64(torch.nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net.double()
-
-    def forward(self, x):
-        return self.net(x.double())
-
-
-def build64(name, **kw):
-    net = Float64(build(name, **kw))
-    torch.save(net.state_dict(), Path(sys.argv[2]) / "init.pt")  # initial weights (the same on every rank)
-    return net
-
-
-T.build_model = build64
-T.train(load_config(sys.argv[1]), Path(sys.argv[2]), progress=False)
-"""
-
 # tolerances of the float64 comparison (see the module docstring)
 RTOL, ATOL = 1e-7, 1e-8
 LOSS_RTOL = 1e-5
@@ -112,11 +80,10 @@ def _step_difference(a: dict, b: dict) -> float:
     return worst
 
 
-def test_ddp_step_matches_single_process_in_float64(tmp_path):
+def test_ddp_step_matches_single_process_in_float64(tmp_path, f64_train_script):
     data = write_synthetic_drive(tmp_path / "data", n_train=4, n_test=1, size=(64, 72), seed=4)
-    cfg, script = tmp_path / "step.yaml", tmp_path / "f64_train.py"
+    cfg, script = tmp_path / "step.yaml", f64_train_script
     cfg.write_text(STEP_CONFIG % (data, 1))
-    script.write_text(F64_TRAIN)
     single = _step_f64(script, cfg, tmp_path / "single", 1)
     cfg.write_text(STEP_CONFIG % (data, 0))
     ddp = _step_f64(script, cfg, tmp_path / "ddp", 2)

@@ -16,30 +16,6 @@ from PIL import Image
 from mambaseg.cli import main
 from mambaseg.engine.evaluate import evaluate, format_table
 
-
-# --- nnunetv2/evaluation/evaluate_predictions.py (v2.x), the loader nnU-Net uses for its summary.json -------------
-def key_to_label_or_region(key: str):
-    try:
-        return int(key)
-    except ValueError:
-        key = key.replace("(", "")
-        key = key.replace(")", "")
-        split = key.split(",")
-        return tuple([int(i) for i in split if len(i) > 0])
-
-
-def load_summary_json(filename: str):
-    with open(filename) as f:
-        results = json.load(f)
-    results["mean"] = {key_to_label_or_region(k): results["mean"][k] for k in results["mean"]}
-    for i in range(len(results["metric_per_case"])):
-        results["metric_per_case"][i]["metrics"] = \
-            {key_to_label_or_region(k): results["metric_per_case"][i]["metrics"][k]
-             for k in results["metric_per_case"][i]["metrics"]}
-    return results
-# ------------------------------------------------------------------------------------------------------------------
-
-
 NNUNET_KEYS = {"Dice", "IoU", "FP", "TP", "FN", "TN", "n_pred", "n_ref"}
 
 
@@ -84,7 +60,7 @@ def _close(a, b):
     return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b)
 
 
-def test_2d_summary_read_by_nnunets_loader(known, tmp_path, monkeypatch, capsys):
+def test_2d_summary_read_by_nnunets_loader(known, tmp_path, monkeypatch, capsys, load_summary_json):
     monkeypatch.chdir(tmp_path)  # relative paths on the command line; the summary holds absolute ones
     assert main(["evaluate", "--pred", "pred", "--gt", "gt", "-o", "ev"]) == 0
     raw = json.loads((tmp_path / "ev" / "summary.json").read_text())
@@ -121,7 +97,7 @@ def test_2d_summary_read_by_nnunets_loader(known, tmp_path, monkeypatch, capsys)
     assert "0.7750" in out  # the printed table shows the 2D mean
 
 
-def test_2d_label_name_from_dataset_json(known, tmp_path):
+def test_2d_label_name_from_dataset_json(known, tmp_path, load_summary_json):
     """An nnU-Net 2D dataset (labelsTr/ beside dataset.json) names the label."""
     pred, gt = known
     root = tmp_path / "Dataset120_Roads"

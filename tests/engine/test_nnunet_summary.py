@@ -15,30 +15,6 @@ import pytest
 from mambaseg.cli import main
 from mambaseg.engine.evaluate import evaluate
 
-
-# --- nnunetv2/evaluation/evaluate_predictions.py (v2.x), the loader nnU-Net uses for its summary.json -------------
-def key_to_label_or_region(key: str):
-    try:
-        return int(key)
-    except ValueError:
-        key = key.replace("(", "")
-        key = key.replace(")", "")
-        split = key.split(",")
-        return tuple([int(i) for i in split if len(i) > 0])
-
-
-def load_summary_json(filename: str):
-    with open(filename) as f:
-        results = json.load(f)
-    results["mean"] = {key_to_label_or_region(k): results["mean"][k] for k in results["mean"]}
-    for i in range(len(results["metric_per_case"])):
-        results["metric_per_case"][i]["metrics"] = \
-            {key_to_label_or_region(k): results["metric_per_case"][i]["metrics"][k]
-             for k in results["metric_per_case"][i]["metrics"]}
-    return results
-# ------------------------------------------------------------------------------------------------------------------
-
-
 NNUNET_KEYS = ("Dice", "IoU", "FN", "FP", "TP", "TN", "n_pred", "n_ref")
 
 
@@ -70,7 +46,7 @@ def hippo(tmp_path):
     return root, pred
 
 
-def test_summary_is_read_by_nnunets_loader(hippo, tmp_path, monkeypatch):
+def test_summary_is_read_by_nnunets_loader(hippo, tmp_path, monkeypatch, load_summary_json):
     root, _pred = hippo
     monkeypatch.chdir(tmp_path)  # relative paths on the command line
     assert main(["evaluate", "--pred", "pred", "--gt", root.name, "-o", "ev"]) == 0
@@ -114,7 +90,7 @@ def test_v1_labels_and_report_reads_names(hippo, tmp_path):
     assert ("hip_001", "dice:Anterior", pytest.approx(0.8)) in case_metrics(res)
 
 
-def test_brats_regions_keyed_like_nnunet(tmp_path):
+def test_brats_regions_keyed_like_nnunet(tmp_path, load_summary_json):
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     gt.mkdir()
     pred.mkdir()

@@ -14,7 +14,7 @@ import mambaseg.engine.train as train_mod
 from mambaseg.cli import main
 from mambaseg.config import apply_overrides, config_from_dict, config_to_dict
 from mambaseg.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from mambaseg.engine.train import StepGuard
+from mambaseg.engine.step_guard import StepGuard
 
 BASE = {
     "seed": 0,

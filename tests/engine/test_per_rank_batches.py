@@ -6,7 +6,7 @@ find its generator's position: the consumption per patch depends on the data). E
 share of the per-sample stream (:class:`~mambaseg.engine.stream.PatchStream`), so the union over ranks of one step is
 the batch one process draws with ``train.num_workers >= 1``; the sampler state (batches consumed) is the same on every
 rank, so the checkpoint that rank 0 writes resumes every rank. One process with ``num_workers: 0`` keeps the single
-generator (:class:`~mambaseg.engine.data.PatchSampler`), bit for bit. World-2 samplers for ranks 0 and 1 are built in
+generator (:class:`~mambaseg.engine.stream.PatchSampler`), bit for bit. World-2 samplers for ranks 0 and 1 are built in
 one process: no real DDP is needed.
 """
 
@@ -23,8 +23,7 @@ from mambaseg.data.io import DataError
 from mambaseg.data.phantom3d import make_phantom
 from mambaseg.data.sampling import sample_patch
 from mambaseg.data.transforms import default_augmentation
-from mambaseg.engine.data import PatchSampler
-from mambaseg.engine.stream import LoaderBatches, PatchStream, make_batches
+from mambaseg.engine.stream import LoaderBatches, PatchSampler, PatchStream, make_batches
 
 PATCH = (12, 12, 12)
 BATCH = 4

@@ -216,7 +216,7 @@ def _legacy_batch(cases, rng, aug, batch_size, fg_prob):
 
 
 def test_in_process_sampler_draws_the_same_batches_from_lazy_cases(tmp_path):
-    from mambaseg.engine.data import PatchSampler
+    from mambaseg.engine.stream import PatchSampler
 
     cases = _cases(3)
     lazy = _lazy(tmp_path, cases)
@@ -233,8 +233,7 @@ def test_in_process_sampler_draws_the_same_batches_from_lazy_cases(tmp_path):
 
 
 def test_make_batches_chooses_by_num_workers(tmp_path):
-    from mambaseg.engine.data import PatchSampler
-    from mambaseg.engine.stream import make_batches
+    from mambaseg.engine.stream import PatchSampler, make_batches
 
     lazy = _lazy(tmp_path, _cases(2))
     assert isinstance(make_batches(lazy, PATCH, 2, 0.5, "none", 0, num_workers=0, world=1, rank=0), PatchSampler)
@@ -514,34 +513,10 @@ optim: {name: sgd, lr: 1.0, momentum: 0.0, weight_decay: 0.0, schedule: constant
 train: {epochs: 1, iters_per_epoch: 2, batch_size: 4, num_threads: 1, grad_clip: 0, num_workers: 1}
 """
 
-# mambaseg.engine.train.train() with the model computing in float64 (as tests/engine/test_distributed.py does)
-F64 = """
-import sys
-from pathlib import Path
-
-import torch
-
-import mambaseg.engine.train as T
-from mambaseg.config import load_config
-
-build = T.build_model
 
 
-class Float64(torch.nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net.double()
 
-    def forward(self, x):
-        return self.net(x.double())
-
-
-T.build_model = lambda name, **kw: Float64(build(name, **kw))
-T.train(load_config(sys.argv[1]), Path(sys.argv[2]), progress=False)
-"""
-
-
-def test_ddp_ranks_with_workers_train_on_their_share(tmp_path):
+def test_ddp_ranks_with_workers_train_on_their_share(tmp_path, f64_train_script):
     """torchrun with 2 processes, each drawing only its half of the global batch in a DataLoader worker: two float64
     SGD steps equal those of one process drawing the whole batch (a rank that sliced its half again, or drew the
     other rank's half, would train on other patches and miss the tolerance by far)."""
@@ -552,9 +527,8 @@ def test_ddp_ranks_with_workers_train_on_their_share(tmp_path):
     from mambaseg.engine.checkpoint import load_checkpoint
 
     data = write_synthetic_drive(tmp_path / "data", n_train=4, n_test=1, size=(64, 72), seed=4)
-    cfg, script = tmp_path / "step.yaml", tmp_path / "f64.py"
+    cfg, script = tmp_path / "step.yaml", f64_train_script  # conftest: train() computing in float64
     cfg.write_text(DDP_STEP % data)
-    script.write_text(F64)
     out = {}
     for nproc in (1, 2):
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] \

@@ -12,11 +12,10 @@ from pathlib import Path
 from ..config import LAYOUTS_2D, LAYOUTS_3D, DataCfg
 from ..data.cases import is_2d_layout, list_cases
 from ..data.io import DataError
-from ..data.plans import Plan2D, fov_diameter
+from ..data.plans import Plan2D
 from ..data.splits import split_ids
-from .stream import PatchSampler  # re-exported: the in-process batch source lives with the others
 
-__all__ = ["LAYOUTS_2D", "LAYOUTS_3D", "PatchSampler", "fov_diameter", "load_dataset", "split_ids"]
+__all__ = ["load_dataset"]
 
 logger = logging.getLogger(__name__)
 

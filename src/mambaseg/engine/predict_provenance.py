@@ -27,15 +27,16 @@ import datetime as _dt
 import json
 import platform
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ..data.io import DataError
 from ..utils.atomic import atomic_write_text
 from ..utils.jsonable import to_jsonable
+from .provenance import versions
+from .threshold import resolve_threshold
 
-__all__ = ["FORMAT", "PROVENANCE_NAME", "ProvenanceWriter", "read_own_provenance", "versions"]
+__all__ = ["FORMAT", "PROVENANCE_NAME", "ProvenanceWriter", "read_own_provenance"]
 
 PROVENANCE_NAME = "predict_provenance.json"
 FORMAT = "mambaseg-predict-provenance"
@@ -46,25 +47,6 @@ _FREE_SETTINGS = ("batch_size", "device", "probs", "overlay", "progress", "input
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def versions() -> dict[str, str]:
-    """Versions of mambaseg and the libraries that shape predictions (package metadata; no imports)."""
-    out = {"python": platform.python_version()}
-    for dist in ("mambaseg", "torch", "numpy", "scipy", "nibabel", "pillow", "onnxruntime", "SimpleITK"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            if dist == "mambaseg":
-                import mambaseg
-
-                out[dist] = str(getattr(mambaseg, "__version__", "unknown"))
-    import numpy
-    import torch
-
-    out["torch"], out["numpy"] = str(torch.__version__), str(numpy.__version__)  # the ones actually imported
-    out["platform"] = platform.platform()
-    return out
 
 
 def read_own_provenance(path: Path) -> dict[str, Any] | None:
@@ -85,14 +67,6 @@ def read_own_provenance(path: Path) -> dict[str, Any] | None:
         raise DataError(f"{path}: exists and is not a mambaseg predict provenance file (no \"format\": \"{FORMAT}\"); "
                         f"it is left untouched - move it away or choose another -o.")
     return doc
-
-
-def _threshold(config: dict, data: dict) -> float:
-    value = (config.get("infer") or {}).get("threshold", 0.5)
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        stored = data.get("threshold")
-        return 0.5 if stored is None else float(stored)
-    return float(value)
 
 
 def _model_section(pred) -> dict[str, Any]:
@@ -116,18 +90,17 @@ def _model_section(pred) -> dict[str, Any]:
 
 def preprocessing_2d(pred) -> dict[str, Any]:
     """How predict prepares a 2D image for ``pred`` (mirrors :func:`mambaseg.engine.predict.predict_image_2d`)."""
-    data_cfg = (pred.config.get("data") or {})
-    data = pred.ckpt.get("data") or {}
-    norm = data_cfg.get("fundus_norm", "none")
-    entries = data.get("normalization")
+    plan, data = pred.plan, pred.ckpt.get("data") or {}
+    norm = plan.fundus_norm
+    entries = [dict(e) for e in plan.normalization] if plan.normalization else None
     if norm != "none":
         what = f"data.fundus_norm {norm} (mambaseg.data.fundus)"
     elif entries:
         what = "per-channel entries from the nnU-Net dataset.json channel_names (mambaseg.data.preprocess)"
     else:
-        what = "per-image, per-channel z-score" + (" inside the field of view" if data_cfg.get("fov") else "")
+        what = "per-image, per-channel z-score" + (" inside the field of view" if plan.fov else "")
     return {"spatial_dims": 2, "normalization": what, "normalization_entries": entries, "fundus_norm": norm,
-            "fov": bool(data_cfg.get("fov")), "fov_diameter": data.get("fov_diameter"),
+            "fov": plan.fov, "fov_diameter": plan.fov_diameter,
             "channel_names": data.get("channel_names")}
 
 
@@ -167,8 +140,8 @@ class ProvenanceWriter:
             "training_config": pred.config,
             "training_data": {k: data.get(k) for k in ("train_ids", "val_ids", "layout", "threshold") if k in data},
             "preprocessing": preprocessing,
-            "inference": dict(inference, threshold=_threshold(pred.config, data)),
-            "versions": versions(),
+            "inference": dict(inference, threshold=resolve_threshold(pred.config, data)),
+            "versions": dict(versions(), platform=platform.platform()),
             "command": list(sys.argv if command is None else command),
             "runs": [], "outputs": [],
         })

@@ -8,6 +8,7 @@ from whatever repository an installation happens to sit inside.
 from __future__ import annotations
 
 import platform
+from importlib import metadata
 
 import numpy as np
 import torch
@@ -15,22 +16,30 @@ import torch
 from ..resources import git_commit, package_version
 from ..ssm import resolve_backend
 
-__all__ = ["provenance"]
+__all__ = ["provenance", "versions"]
+
+#: installed distributions whose versions shape results (read from package metadata: nothing is imported)
+_LIBRARIES = ("monai", "scipy", "nibabel", "pillow", "onnxruntime", "SimpleITK")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, mambaseg, torch and numpy (as imported) and of the installed libraries of
+    :data:`_LIBRARIES`."""
+    out = {"mambaseg": package_version(), "torch": str(torch.__version__), "numpy": str(np.__version__),
+           "python": platform.python_version()}
+    for dist in _LIBRARIES:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
 
 
 def provenance(seed: int | None = None, device: str | None = None) -> dict:
     """Everything needed to say where a result came from (only plain types: safe for ``weights_only`` loading)."""
-    versions = {"mambaseg": package_version(), "torch": str(torch.__version__), "numpy": str(np.__version__),
-                "python": platform.python_version()}
-    for name in ("monai", "nibabel", "PIL", "onnxruntime"):
-        try:
-            mod = __import__(name)
-            versions[name] = str(getattr(mod, "__version__", "?"))
-        except Exception:  # noqa: BLE001
-            pass
     return {
         "seed": seed,
-        "versions": versions,
+        "versions": versions(),
         "scan_backend": resolve_backend(None, torch.device(device or "cpu")),
         "git_commit": git_commit(),
         "platform": platform.platform(),

@@ -38,12 +38,12 @@ from ..utils.seed import seed_everything
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_dataset
 from .distributed import DistContext, init_distributed
-from .inference import logits_to_probs, probs_to_labels, sliding_window
 from .provenance import provenance
+from .step_guard import StepGuard, all_finite
 from .stream import make_batches
-from .threshold import choose_threshold, dice_curve
+from .validation import validate
 
-__all__ = ["TrainingError", "build_optimizer", "build_scheduler", "case_dice", "train", "validate"]
+__all__ = ["TrainingError", "build_optimizer", "build_scheduler", "train"]
 
 logger = logging.getLogger("mambaseg.train")
 
@@ -94,63 +94,6 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg, total_iters: int,
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def case_dice(pred: np.ndarray, label: np.ndarray, mask: np.ndarray | None, num_classes: int) -> float:
-    """Mean foreground Dice over classes present in prediction or label (inside ``mask``); NaN if none."""
-    if mask is not None:
-        pred, label = pred[mask], label[mask]
-    scores = []
-    for c in range(1, max(num_classes, 2)):
-        p, g = pred == c, label == c
-        denom = p.sum() + g.sum()
-        if denom:
-            scores.append(2 * np.logical_and(p, g).sum() / denom)
-    return float(np.mean(scores)) if scores else float("nan")
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, image: np.ndarray, tile, overlap: float, device, tta: bool = False,
-                   batch_size: int = 4, progress: bool = False, mode: str = "gaussian",
-                   callback=None, stitch_device: str = "auto") -> torch.Tensor:
-    """Sliding-window logits (K, *S) of one image (C, *S) on ``stitch_device`` (``infer.stitch_device``: tiles run on
-    ``device``); ``callback(tiles_done, tiles)`` as in :func:`~mambaseg.engine.inference.sliding_window`."""
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    axes = tuple(range(x.dim() - 1)) if tta else ()
-    return sliding_window(lambda b: model(b).float(), x, tile, overlap, mode, batch_size, axes, progress, callback,
-                          device=device, stitch_device=stitch_device)
-
-
-def validate(model, cases: list[dict], cfg: Config, device, progress=None) -> dict:
-    """Full-image sliding-window validation: mean foreground Dice over cases (inside the mask when present).
-
-    ``progress``, if given, is called as ``progress(cases_done, cases, tiles_done, tiles)`` during the tile loop.
-
-    With ``infer.threshold: auto`` (binary) the threshold of :data:`~mambaseg.engine.threshold.THRESHOLD_GRID` with
-    the best mean Dice is chosen: ``val_dice`` is the Dice at it, ``threshold`` the threshold and
-    ``val_dice_at_0_5`` the Dice at 0.5."""
-    model.eval()
-    tile = cfg.infer.patch_size or cfg.data.patch_size
-    auto = cfg.infer.threshold == "auto"
-    threshold = 0.5 if auto else cfg.infer.threshold
-    dices, curves = [], []
-    for i, case in enumerate(cases):
-        tiles_cb = None if progress is None else (lambda d, t, i=i: progress(i, len(cases), d, t))
-        probs = logits_to_probs(predict_logits(model, case["image"], tile, cfg.infer.overlap, device,
-                                               batch_size=cfg.infer.batch_size, callback=tiles_cb,
-                                               stitch_device=cfg.infer.stitch_device))
-        if auto and probs.shape[0] == 1:
-            curves.append(dice_curve(probs[0].cpu().numpy(), case["label"], case.get("mask")))
-        pred = probs_to_labels(probs, threshold).cpu().numpy()
-        d = case_dice(pred, case["label"], case.get("mask"), cfg.data.num_classes)
-        if not math.isnan(d):
-            dices.append(d)
-    out = {"val_dice": float(np.mean(dices)) if dices else float("nan"), "val_cases": len(cases)}
-    if curves:
-        t, d = choose_threshold(curves)
-        if not math.isnan(d):
-            out.update(val_dice=d, val_dice_at_0_5=out["val_dice"], threshold=t)
-    return out
-
-
 def _plot_progress(history: list[dict], path: Path) -> None:
     try:
         matplotlib = require("matplotlib", purpose=f"writing {path.name}")
@@ -179,77 +122,6 @@ def _plot_progress(history: list[dict], path: Path) -> None:
             fig.savefig(tmp, dpi=80, format="png")
     finally:
         plt.close(fig)
-
-
-def _all_finite(tensors) -> bool:
-    """True when every tensor is free of NaN/Inf (one host sync for the lot)."""
-    flags = [torch.isfinite(t).all() for t in tensors]
-    return bool(torch.stack(flags).all()) if flags else True
-
-
-class StepGuard:
-    """Undo a training step that went non-finite.
-
-    :meth:`save` copies the weights, buffers (e.g. normalisation running statistics, which a forward pass
-    updates) and the optimiser's tensor state into buffers allocated once; :meth:`restore` puts them back and drops
-    optimiser state created by the failed step, so a skipped step leaves the model and optimiser exactly as before.
-    """
-
-    def __init__(self, module: torch.nn.Module, opt: torch.optim.Optimizer):
-        self.module, self.opt = module, opt
-        self._saved: list[torch.Tensor] | None = None
-        self._layout: list = []
-        self._extra: dict = {}
-
-    def _live(self) -> tuple[list[torch.Tensor], list]:
-        live = list(self.module.parameters()) + list(self.module.buffers())  # incl. BN num_batches_tracked
-        layout = [("module", i) for i in range(len(live))]
-        for p, st in self.opt.state.items():
-            for k, v in st.items():
-                if isinstance(v, torch.Tensor):
-                    live.append(v)
-                    layout.append((p, k))
-        return live, layout
-
-    def save(self) -> None:
-        live, layout = self._live()
-        same = (self._saved is not None and len(layout) == len(self._layout)
-                and all(a[0] is b[0] and a[1] == b[1] for a, b in zip(layout, self._layout))
-                and all(s.shape == t.shape and s.dtype == t.dtype for s, t in zip(self._saved, live)))
-        with torch.no_grad():
-            if same:
-                torch._foreach_copy_(self._saved, [t.detach() for t in live])
-            else:
-                self._saved = [t.detach().clone() for t in live]
-        self._layout = layout
-        # non-tensor optimiser state (rare) by value; which parameters had state at all
-        self._extra = {p: {k: v for k, v in st.items() if not isinstance(v, torch.Tensor)}
-                       for p, st in self.opt.state.items()}
-
-    def restore(self) -> None:
-        if self._saved is None:
-            return
-        had_state = {id(p) for p in self._extra}
-        for p in [p for p in self.opt.state if id(p) not in had_state]:
-            del self.opt.state[p]  # state the failed step created
-        live = list(self.module.parameters()) + list(self.module.buffers())
-        with torch.no_grad():
-            for (where, key), buf in zip(self._layout, self._saved):
-                if where == "module":
-                    live[key].copy_(buf)
-                else:
-                    cur = self.opt.state[where].get(key)
-                    if isinstance(cur, torch.Tensor) and cur.shape == buf.shape and cur.dtype == buf.dtype:
-                        cur.copy_(buf)
-                    else:
-                        self.opt.state[where][key] = buf.clone()
-        for p, extra in self._extra.items():
-            self.opt.state[p].update(extra)
-
-    def model_finite(self) -> bool:
-        """Weights and floating buffers all finite."""
-        return _all_finite([t.detach() for t in self.module.parameters()]
-                           + [b for b in self.module.buffers() if b.is_floating_point()])
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:
@@ -295,15 +167,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, progress: bool) -> dict:
     # progress on stderr (rank 0): redrawn in place on a terminal, one line per 30 s in a log
     line = StatusLine(enabled=progress and ctx.main)
     try:
-        return _train_loop(cfg, run_dir, resume, line, ctx, device)
+        return _Trainer(cfg, run_dir, resume, line, ctx, device).run()
     finally:
         line.close()  # a terminal's status line is cleared before anything else is printed
         ctx.close()
-
-
-def _train_loop(cfg: Config, run_dir: Path, resume: bool, line: StatusLine, ctx: DistContext,
-                device: torch.device) -> dict:
-    return _Trainer(cfg, run_dir, resume, line, ctx, device).run()
 
 
 class _Trainer:
@@ -500,7 +367,7 @@ class _Trainer:
             return loss, "loss"
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        if self.check_grads and ctx.any(not _all_finite([p.grad for p in self.net.parameters()
+        if self.check_grads and ctx.any(not all_finite([p.grad for p in self.net.parameters()
                                                           if p.grad is not None])):
             return loss, "gradients"
         if self.cfg.train.grad_clip:
@@ -558,7 +425,7 @@ class _Trainer:
     def _finish(self, epoch: int, metrics: dict) -> dict:
         if self.ctx.main and not self.best_path.exists() and self.last_path.exists():
             last_ck = load_checkpoint(self.last_path)
-            if _all_finite([v for v in last_ck["state_dict"].values() if v.is_floating_point()]):
+            if all_finite([v for v in last_ck["state_dict"].values() if v.is_floating_point()]):
                 logger.warning("no epoch had a finite validation Dice; checkpoint_best.pt is the last epoch's model")
                 save_checkpoint(last_ck, self.best_path)
         summary = {"run_dir": str(self.run_dir), "epochs_done": epoch + 1, "best_val_dice": self.best,
