@@ -15,17 +15,14 @@ import pytest
 from mambaseg.apps.benchmark import (
     BenchmarkError,
     BenchmarkTestSet,
-    bootstrap_ci,
-    describe,
-    paired_comparison,
     parse_budget,
     parse_models,
     parse_seeds,
     plan_benchmark,
-    summarize,
     train_command,
 )
 from mambaseg.apps.benchmark_html import render_html
+from mambaseg.apps.benchmark_stats import bootstrap_ci, describe, paired_comparison, summarize
 from mambaseg.cli import main
 from mambaseg.data.synthetic import write_synthetic_drive
 
