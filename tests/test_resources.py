@@ -276,15 +276,16 @@ def umask022():
 
 
 def test_cache_and_atomic_outputs_are_0644(tmp_path, umask022):
-    from mambaseg.data.preprocess import _atomic_write
-    from mambaseg.utils.atomic import atomic_write_text
+    from mambaseg.utils.atomic import atomic_path, atomic_write_text
 
-    _atomic_write(tmp_path / "case.npz", lambda fh: np.savez(fh, a=np.zeros(2)))
+    with atomic_path(tmp_path / "case.npz") as tmp:  # how the preprocessing cache writes its files
+        np.savez(tmp, a=np.zeros(2))
     atomic_write_text(tmp_path / "x.json", "{}")
     for f in ("case.npz", "x.json"):
         assert (tmp_path / f).stat().st_mode & 0o777 == 0o644, f
     os.umask(0o077)  # the umask is respected
-    _atomic_write(tmp_path / "private.npz", lambda fh: np.savez(fh, a=np.zeros(2)))
+    with atomic_path(tmp_path / "private.npz") as tmp:
+        np.savez(tmp, a=np.zeros(2))
     assert (tmp_path / "private.npz").stat().st_mode & 0o777 == 0o600
 
 

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mambaseg.utils.atomic import set_default_mode
+from mambaseg.utils.atomic import atomic_path
 
 __all__ = ["CACHE_FORMAT", "LazyCase", "entry_files", "foreground_indices", "read_arrays", "write_entry"]
 
@@ -55,15 +54,10 @@ def entry_files(folder: Path, case_id: str, compressed: bool) -> dict[str, Path]
 
 
 def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        set_default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``write(fh)`` into a temporary next to ``path``, renamed when complete
+    (:func:`mambaseg.utils.atomic.atomic_path`; no fsync: a cache entry lost to a power cut is recomputed)."""
+    with atomic_path(path, fsync=False) as tmp, open(tmp, "wb") as fh:
+        write(fh)
 
 
 def write_entry(folder: Path, case_id: str, image: np.ndarray, label: np.ndarray | None, props: dict[str, Any],

@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ from mambaseg.data.case_store import CACHE_FORMAT, LazyCase, entry_files, read_a
 from mambaseg.data.layouts.load3d import load_case3d
 from mambaseg.data.layouts.records import Case3D
 from mambaseg.data.nifti import meta_to_json
-from mambaseg.utils.atomic import set_default_mode
+from mambaseg.utils.atomic import atomic_write_text
 
 from ..utils.jsonable import to_jsonable
 
@@ -203,7 +202,7 @@ def cached_fingerprint(cases: Sequence[Case3D], cache_dir: str | os.PathLike, n_
             logger.warning("fingerprint cache %s unreadable (%s); recomputing", path, err)
     fp = fingerprint(cases, n_samples=n_samples, seed=seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda fh: fh.write(json.dumps(to_jsonable(fp)).encode()))
+    atomic_write_text(path, json.dumps(to_jsonable(fp)))
     return fp
 
 
@@ -493,18 +492,6 @@ def _source_signature(files: Sequence[str | os.PathLike]) -> list[list]:
     return sig
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        set_default_mode(tmp)  # mkstemp made it 0600; caches may be shared (cache_dir)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class PreprocessCache:
     """Preprocess each case once and reuse it: ``cache_dir/plan_<hash>/<case_id>.*`` in the on-disk format of
     :mod:`mambaseg.data.case_store` (mappable ``.npy`` files, or one compressed ``.npz`` with ``compressed=True``)
@@ -534,7 +521,7 @@ class PreprocessCache:
         d.mkdir(parents=True, exist_ok=True)
         pj = d / "plan.json"
         if not pj.exists():
-            _atomic_write(pj, lambda fh: fh.write(json.dumps(to_jsonable(plan), indent=1).encode()))
+            atomic_write_text(pj, json.dumps(to_jsonable(plan), indent=1))
         return d
 
     def entry(self, case: Case3D | dict[str, Any], plan: dict[str, Any]) -> LazyCase:
