@@ -444,7 +444,8 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
 def test_evaluate_3d_scores_pair_by_pair(tmp_path, monkeypatch):
     import nibabel as nib
 
-    import mambaseg.engine.evaluate3d as e3
+    import mambaseg.engine.evaluate.volumes as e3
+    from mambaseg.engine.evaluate import evaluate_pairs
     from mambaseg.metrics.volumetric import evaluate_cases
 
     ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
@@ -475,7 +476,7 @@ def test_evaluate_3d_scores_pair_by_pair(tmp_path, monkeypatch):
         return evaluate_cases(preds, refs, *a, **k)
 
     monkeypatch.setattr(e3, "evaluate_cases", one_pair_only)
-    got = e3.evaluate_pairs(pairs, None)
+    got = evaluate_pairs(pairs, None)
     assert sizes == [1, 1, 1, 1]
     assert set(got["classes"]) == {"1", "2", "3"}  # the prediction's stray label 3 counts, as evaluate_cases does
     assert got["n_cases"] == 4
