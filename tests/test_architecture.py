@@ -148,3 +148,30 @@ def test_allowed_exceptions_are_still_needed():
     graph = import_graph()
     stale = [pair for pair in sorted(ALLOWED) if pair[1] not in graph.get(pair[0], set())]
     assert not stale, f"no longer imported, remove from ALLOWED: {stale}"
+
+
+def unresolved_imports() -> list[str]:
+    """``module: target`` for every import (function-level ones included) of a mambaseg module that does not exist:
+    a lazy ``from ..pkg.mod import x`` with one dot too few can resolve into a sibling module's name and only fail
+    when that code path runs."""
+    mods = _modules()
+    bad = []
+    for mod, (path, is_pkg) in sorted(mods.items()):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                    base = base[: len(base) - (node.level - 1)]
+                    targets = [".".join(base + ([node.module] if node.module else []))]
+                else:
+                    targets = [node.module or ""]
+            else:
+                continue
+            bad += [f"{mod}: {t}" for t in targets if (t == "mambaseg" or t.startswith("mambaseg.")) and t not in mods]
+    return bad
+
+
+def test_every_import_names_an_existing_module():
+    assert unresolved_imports() == []

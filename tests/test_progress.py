@@ -231,6 +231,7 @@ def test_predict_2d_progress_per_image_and_tiles(drive, tmp_path, capsys, monkey
     import functools
 
     import mambaseg.engine.predict as engine_predict
+    import mambaseg.engine.predict.pipeline as predict_pipeline
     from mambaseg.config import apply_overrides
     from mambaseg.engine.train import train
 
@@ -246,7 +247,7 @@ def test_predict_2d_progress_per_image_and_tiles(drive, tmp_path, capsys, monkey
     engine_predict.predict(run, inp, tmp_path / "quiet", progress=True)  # default interval: a line at once only
     quiet = [x for x in capsys.readouterr().err.splitlines() if x.startswith("predict ")]
     assert quiet == ["predict image 1/2 (a.png) | 0:00 elapsed"]
-    monkeypatch.setattr(engine_predict, "StatusLine", functools.partial(StatusLine, interval=0))
+    monkeypatch.setattr(predict_pipeline, "StatusLine", functools.partial(StatusLine, interval=0))
     engine_predict.predict(run, inp, tmp_path / "out", progress=True)
     tiles = _tiles_per_item(capsys.readouterr().err.splitlines(), "image")
     n = len(compute_steps((40, 44), (32, 32), 0.25)[0]) * len(compute_steps((40, 44), (32, 32), 0.25)[1])
@@ -257,7 +258,7 @@ def test_predict_3d_progress_per_case_and_tiles(tmp_path, capsys, monkeypatch):
     import functools
 
     import mambaseg.engine.predict as engine_predict
-    import mambaseg.engine.predict3d as engine_predict3d
+    import mambaseg.engine.predict.pipeline as predict_pipeline
     from mambaseg.config import config_from_dict
     from mambaseg.data.phantom3d import write_phantom_msd
     from mambaseg.engine.train import train
@@ -270,7 +271,7 @@ def test_predict_3d_progress_per_case_and_tiles(tmp_path, capsys, monkeypatch):
                             "train": {"epochs": 1, "iters_per_epoch": 1, "batch_size": 1, "num_threads": 1},
                             "infer": {"overlap": 0.0, "batch_size": 3}})
     train(cfg, tmp_path / "run", progress=False)
-    monkeypatch.setattr(engine_predict3d, "StatusLine", functools.partial(StatusLine, interval=0))
+    monkeypatch.setattr(predict_pipeline, "StatusLine", functools.partial(StatusLine, interval=0))
     engine_predict.predict(tmp_path / "run", test / "imagesTr", tmp_path / "out", progress=True)
     tiles = _tiles_per_item(capsys.readouterr().err.splitlines(), "case")
     assert len(tiles) == 2  # "predict case k/2 (NAME): tiles d/T" for both cases

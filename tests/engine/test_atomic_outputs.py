@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import mambaseg.engine.predict as predict_mod
+import mambaseg.engine.predict.images as images_mod
 from mambaseg.cli import main
 from mambaseg.data.nifti import write_nifti
 from mambaseg.data.phantom3d import write_phantom_msd
@@ -109,7 +109,7 @@ def test_predict_crash_then_continue(world2d, tmp_path, monkeypatch, capsys):
     data, run = world2d
     images = data / "test" / "images"
     out = tmp_path / "pred"
-    real = predict_mod.write_png
+    real = images_mod.write_png
     calls = {"n": 0}
 
     def dying_write_png(path, array):
@@ -119,13 +119,13 @@ def test_predict_crash_then_continue(world2d, tmp_path, monkeypatch, capsys):
             raise OSError(28, "No space left on device")
         return real(path, array)
 
-    monkeypatch.setattr(predict_mod, "write_png", dying_write_png)
+    monkeypatch.setattr(images_mod, "write_png", dying_write_png)
     code = main(["predict", "-m", str(run), "-i", str(images), "-o", str(out), "--probs", "--no-progress"])
     assert code == 2 and "No space left" in capsys.readouterr().err
     stems = sorted(p.name.split(".")[0] for p in images.iterdir())
     assert _visible(out) == [f"{stems[0]}.png", PROVENANCE_NAME]  # no 0-byte / partial file under a final name
     assert not [p for p in out.rglob("*") if is_temp_name(p.name)]
-    monkeypatch.setattr(predict_mod, "write_png", real)
+    monkeypatch.setattr(images_mod, "write_png", real)
 
     # without --continue the existing output is still refused
     code = main(["predict", "-m", str(run), "-i", str(images), "-o", str(out), "--probs", "--no-progress"])

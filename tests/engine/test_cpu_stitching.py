@@ -166,15 +166,16 @@ def test_config_key_default_validation_and_saved_config():
 
 def test_predict_2d_passes_the_network_device_and_the_setting(monkeypatch):
     import mambaseg.engine.predict as P
+    import mambaseg.engine.predict.pipeline as pipeline
 
     calls = []
-    real = P.sliding_window
+    real = pipeline.sliding_window
 
     def spy(*args, **kw):
         calls.append((args[9:], kw))
         return real(*args, **kw)
 
-    monkeypatch.setattr(P, "sliding_window", spy)
+    monkeypatch.setattr(pipeline, "sliding_window", spy)
     ckpt = {"config": {"data": {"patch_size": [16, 16]}, "infer": {"stitch_device": "cpu"}},
             "data": {"spatial_dims": 2}, "model_kwargs": {"in_channels": 1}}
     pred = P.Predictor(lambda x: torch.cat([-x, x], 1), ckpt, None, torch.device("cpu"))

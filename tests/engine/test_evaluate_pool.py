@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 import mambaseg.engine.eval_common as pool_mod
-import mambaseg.engine.evaluate as ev_mod
-import mambaseg.engine.evaluate3d as ev3_mod
+import mambaseg.engine.evaluate.images as ev_mod
+import mambaseg.engine.evaluate.volumes as ev3_mod
 from mambaseg.cli import main
 from mambaseg.data.io import DataError
 from mambaseg.engine.eval_common import ordered_map

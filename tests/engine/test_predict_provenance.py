@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-import mambaseg.engine.predict as predict_mod
+import mambaseg.engine.predict.images as images_mod
 from mambaseg.cli import main
 from mambaseg.data.synthetic import write_synthetic_drive
 from mambaseg.engine.predict import predict
@@ -201,7 +201,7 @@ def test_continue_rewrites_it_consistently(world2d, tmp_path, capsys):
 def test_interrupted_run_leaves_an_incomplete_description(world2d, tmp_path, monkeypatch, capsys):
     data, run = world2d
     out = tmp_path / "pred"
-    real, calls = predict_mod.write_png, {"n": 0}
+    real, calls = images_mod.write_png, {"n": 0}
 
     def dying_write_png(path, array):
         calls["n"] += 1
@@ -209,11 +209,11 @@ def test_interrupted_run_leaves_an_incomplete_description(world2d, tmp_path, mon
             raise OSError(28, "No space left on device")
         return real(path, array)
 
-    monkeypatch.setattr(predict_mod, "write_png", dying_write_png)
+    monkeypatch.setattr(images_mod, "write_png", dying_write_png)
     assert main(["predict", "-m", str(run), "-i", str(data / "test" / "images"), "-o", str(out), "--no-progress"]) == 2
     doc = _read(out)
     assert doc["complete"] is False and doc["runs"][0]["finished_utc"] is None
-    monkeypatch.setattr(predict_mod, "write_png", real)
+    monkeypatch.setattr(images_mod, "write_png", real)
     assert main(["predict", "-m", str(run), "-i", str(data / "test" / "images"), "-o", str(out), "--continue",
                  "--no-progress"]) == 0
     doc = _read(out)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import mambaseg.engine.predict as predict_mod
+import mambaseg.engine.predict.pipeline as predict_mod
 from mambaseg.config import config_from_dict, config_to_dict
 from mambaseg.engine.checkpoint import CheckpointError, save_checkpoint, stored_config
 from mambaseg.models import build_model

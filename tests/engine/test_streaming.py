@@ -404,16 +404,17 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
 
     import nibabel as nib
 
-    import mambaseg.engine.predict3d as p3
+    import mambaseg.engine.predict.volumes as v3
     from mambaseg.data.layouts3d import list_cases3d
+    from mambaseg.engine.predict import predict_with
 
     task = _msd(tmp_path, 3)
     p = _plan(list_cases3d(task, layout="msd"))
     events = []
-    read, run_case = p3._read_channels, p3._predict_case
-    monkeypatch.setattr(p3, "_read_channels", lambda cid, files: events.append(("read", cid)) or read(cid, files))
-    monkeypatch.setattr(p3, "_predict_case", lambda pred, case, *a: events.append(("write", case["case_id"]))
-                        or run_case(pred, case, *a))
+    read, write = v3._read_channels, v3.Volumes.write
+    monkeypatch.setattr(v3, "_read_channels", lambda cid, files: events.append(("read", cid)) or read(cid, files))
+    monkeypatch.setattr(v3.Volumes, "write", lambda self, job, case, *a: events.append(("write", case["case_id"]))
+                        or write(self, job, case, *a))
     fake = tmp_path / "fake.pt"  # the predictor's source file: hashed into predict_provenance.json
     fake.write_bytes(b"not read as a checkpoint here")
     from mambaseg.config import config_from_dict
@@ -423,7 +424,7 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
                            cfg=config_from_dict({"infer": {"overlap": 0.0}}), spatial_dims=3, source=str(fake),
                            plan=Plan3D(p),
                            run=lambda x: torch.zeros((x.shape[0], 3, *x.shape[2:])))
-    written = p3.predict_volumes(pred, task / "imagesTr", tmp_path / "out", progress=False)
+    written = predict_with(pred, task / "imagesTr", tmp_path / "out", progress=False)
     ids = sorted(f.name[: -len(".nii.gz")] for f in (task / "imagesTr").glob("*.nii.gz"))
     assert events == [(kind, cid) for cid in ids for kind in ("read", "write")]
     assert [w.name for w in written] == [f"{c}.nii.gz" for c in ids]
@@ -436,14 +437,15 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
     nib.save(nib.Nifti1Image(np.stack([img.get_fdata()] * 2, -1), img.affine), two / f.name)
     events.clear()
     with pytest.raises(DataError, match="2 channel"):
-        p3.predict_volumes(pred, two, tmp_path / "out2", progress=False)
+        predict_with(pred, two, tmp_path / "out2", progress=False)
     assert events == [] and not (tmp_path / "out2").exists()
 
 
 def test_evaluate_3d_scores_pair_by_pair(tmp_path, monkeypatch):
     import nibabel as nib
 
-    import mambaseg.engine.evaluate3d as e3
+    import mambaseg.engine.evaluate.volumes as e3
+    from mambaseg.engine.evaluate import evaluate_pairs
     from mambaseg.metrics.volumetric import evaluate_cases
 
     ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
@@ -474,7 +476,7 @@ def test_evaluate_3d_scores_pair_by_pair(tmp_path, monkeypatch):
         return evaluate_cases(preds, refs, *a, **k)
 
     monkeypatch.setattr(e3, "evaluate_cases", one_pair_only)
-    got = e3.evaluate_pairs(pairs, None)
+    got = evaluate_pairs(pairs, None)
     assert sizes == [1, 1, 1, 1]
     assert set(got["classes"]) == {"1", "2", "3"}  # the prediction's stray label 3 counts, as evaluate_cases does
     assert got["n_cases"] == 4

@@ -19,7 +19,6 @@ sortable; a URL fragment ``#sort=<table id>:<column>[:desc]`` sorts a table on l
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
@@ -29,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..config import ConfigError, safe_yaml
 from ..data.io import OVERLAY_COLOURS
 from ..utils.atomic import atomic_write_text
+from .report_data import collect_report
+from .report_html import CSS, JS, Cell, _esc, _img, _num, html_table
 from .report_overlays import fig_uri, load_pyplot, overlay_2d, overlay_2d_full, overlay_3d
 
 __all__ = ["PAPER_3D", "PAPER_DRIVE", "Cell", "collect_report", "render_html", "summary_stats", "write_report"]
@@ -48,175 +48,6 @@ METRICS_2D = ("dice", "iou", "precision", "recall", "specificity", "accuracy", "
 #: scores in [0, 1] shown in % (2D lower case, 3D nnU-Net names)
 FRACTIONS = frozenset(METRICS_2D + ("Dice", "IoU"))
 N_BOOT = 2000  # bootstrap resamples for the confidence intervals
-
-CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
-color:#222;padding:0 16px}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
-table{border-collapse:collapse;margin:8px 0;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}table.sortable th{cursor:pointer}
-th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}tr.ours td{font-weight:bold;background:#eef6ee}
-pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:.85em}img{max-width:100%}.note{color:#666;font-size:.9em}
-.legend span{display:inline-block;padding:0 8px;margin-right:6px;color:#fff}details.full{margin:4px 0 18px}
-details.full summary{cursor:pointer;color:#1a5fb4}details.full div{overflow:auto;max-height:90vh}
-details.full img{max-width:none;image-rendering:pixelated;margin:4px 8px 0 0;vertical-align:top}"""
-
-JS = """(function(){
-function key(td){var v=td.getAttribute('data-v');var n=parseFloat(v);return isNaN(n)?null:n;}
-function sortTable(t,i,desc){var tb=t.tBodies[0];var rows=Array.prototype.slice.call(tb.rows);
- rows.sort(function(a,b){var x=key(a.cells[i]),y=key(b.cells[i]);
-  if(x===null&&y===null){var s=a.cells[i].textContent.localeCompare(b.cells[i].textContent);return desc?-s:s;}
-  if(x===null)return 1;if(y===null)return -1;return desc?y-x:x-y;});
- rows.forEach(function(r){tb.appendChild(r);});
- Array.prototype.forEach.call(t.tHead.rows[0].cells,function(c,j){c.className=j===i?(desc?'desc':'asc'):'';});}
-var tables=document.querySelectorAll('table.sortable');
-Array.prototype.forEach.call(tables,function(t){
- Array.prototype.forEach.call(t.tHead.rows[0].cells,function(th,i){th.setAttribute('data-sortable','1');
-  th.title='click to sort';th.addEventListener('click',function(){sortTable(t,i,th.className==='asc');});});});
-var m=/sort=([A-Za-z0-9_-]+):(\\d+)(:desc)?/.exec(location.hash||'');
-if(m){var t=document.getElementById(m[1]);if(t)sortTable(t,parseInt(m[2],10),!!m[3]);}
-document.body.setAttribute('data-ready','1');})();"""
-
-
-def _esc(x) -> str:
-    return html.escape(str(x))
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
-class Cell:
-    """A table cell whose shown text differs from its value (``data-v``, used for sorting)."""
-
-    __slots__ = ("text", "value")
-
-    def __init__(self, text: str, value) -> None:
-        self.text, self.value = text, value
-
-
-def _fmt(v) -> str:
-    if isinstance(v, bool) or v is None:
-        return "" if v is None else str(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):  # already formatted (e.g. "95.61"): shown as it is
-        return _esc(v)
-    f = _num(v)
-    if f is None:
-        return "n/a" if isinstance(v, float) else _esc(v)
-    return f"{f:.4f}" if abs(f) < 1000 else f"{f:.1f}"
-
-
-def html_table(headers, rows, table_id: str | None = None, sortable: bool = False, row_classes=None) -> str:
-    """HTML table; every cell carries ``data-v`` (its raw value) for the sort script."""
-    attrs = (f' id="{_esc(table_id)}"' if table_id else "") + (' class="sortable"' if sortable else "")
-    out = [f"<table{attrs}><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in headers) + "</tr></thead><tbody>"]
-    for i, r in enumerate(rows):
-        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
-        cells = []
-        for v in r:
-            if isinstance(v, Cell):
-                f = _num(v.value)
-                dv = repr(f) if f is not None else ("" if v.value is None else str(v.value))
-                cells.append(f'<td data-v="{_esc(dv)}">{_esc(v.text)}</td>')
-                continue
-            f = _num(v) if not isinstance(v, str) else None
-            dv = repr(f) if f is not None else ("" if isinstance(v, float) else str(v))
-            cells.append(f'<td data-v="{_esc(dv)}">{_fmt(v)}</td>')
-        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
-    return "\n".join(out) + "</tbody></table>"
-
-
-def _img(uri: str, alt: str) -> str:
-    return f'<img src="{uri}" alt="{_esc(alt)}">'
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        logger.warning("report: skipping unreadable %s (%s)", path, e)
-        return None
-
-
-def _is_eval(summary) -> bool:
-    return isinstance(summary, dict) and isinstance(summary.get("metric_per_case"), list)
-
-
-def _by_name(ev: dict) -> dict:
-    """A 3D summary keyed by label value (nnU-Net v2 shape, names in ``class_names``) as the report shows it: keyed by
-    class name. Summaries without ``class_names`` (older 2D and 3D ones keyed by name) are returned unchanged. A 2D
-    summary in nnU-Net's shape is shown by its per-image metrics: their means (``mean_2d``) and the rows without the
-    per-label ``metrics``."""
-    if ev.get("kind") == "2d" and isinstance(ev.get("mean_2d"), dict):
-        rows = [{k: v for k, v in c.items() if k != "metrics"} if isinstance(c, dict) else c
-                for c in ev["metric_per_case"]]
-        return dict(ev, mean=ev["mean_2d"], metric_per_case=rows)
-    names = ev.get("class_names")
-    if not isinstance(names, dict) or not names:
-        return ev
-
-    def rename(d):
-        return {str(names.get(k, k)): v for k, v in d.items()} if isinstance(d, dict) else d
-
-    return dict(ev, mean=rename(ev.get("mean")),
-                metric_per_case=[dict(c, metrics=rename(c.get("metrics"))) if isinstance(c, dict) else c
-                                 for c in ev["metric_per_case"]])
-
-
-def collect_report(path: str | Path) -> dict:
-    """Gather what the report shows from a run or evaluation folder (missing pieces are None / empty).
-
-    Raises:
-        ValueError: ``path`` does not exist, or is neither a run folder (config.yaml, metrics.jsonl or a
-            checkpoint) nor an evaluation folder (summary.json with ``metric_per_case``).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: report input not found (expected a run folder or an evaluation folder).")
-    if path.is_file() and path.name == "summary.json":
-        path = path.parent
-    if not path.is_dir():
-        raise ValueError(f"{path}: expected a run folder or an evaluation folder, got a file.")
-    summary = _read_json(path / "summary.json") if (path / "summary.json").is_file() else None
-    is_run = any((path / n).is_file() for n in ("config.yaml", "metrics.jsonl", "checkpoint_best.pt",
-                                                 "checkpoint_last.pt"))
-    if not is_run and not _is_eval(summary):
-        raise ValueError(f"{path}: not a run folder (config.yaml, metrics.jsonl, checkpoint_*.pt) or an evaluation "
-                         f"folder (summary.json with metric_per_case).")
-    info: dict = {"path": str(path), "kind": "run" if is_run else "evaluation", "config": None, "provenance": None,
-                  "train_summary": None, "history": [], "evaluation": None, "eval_dir": None, "pred_dir": None}
-    if is_run:
-        if (path / "config.yaml").is_file():
-            try:  # within the YAML alias budget: a hostile run folder cannot make the report expand without bound
-                info["config"] = safe_yaml((path / "config.yaml").read_text(), str(path / "config.yaml"))
-            except (OSError, UnicodeDecodeError, ConfigError) as e:
-                logger.warning("report: skipping unreadable %s (%s)", path / "config.yaml", e)
-        if (path / "provenance.json").is_file():
-            info["provenance"] = _read_json(path / "provenance.json")
-        if isinstance(summary, dict) and not _is_eval(summary):
-            info["train_summary"] = summary
-        if (path / "metrics.jsonl").is_file():
-            for line in (path / "metrics.jsonl").read_text().splitlines():
-                try:
-                    info["history"].append(json.loads(line))
-                except ValueError:
-                    logger.warning("report: skipping a bad line of %s", path / "metrics.jsonl")
-        evals = [path / "test_eval"] + sorted(d for d in path.iterdir() if d.is_dir() and d.name != "test_eval")
-        for d in evals:
-            s = _read_json(d / "summary.json") if (d / "summary.json").is_file() else None
-            if _is_eval(s):
-                info["evaluation"], info["eval_dir"] = _by_name(s), str(d)
-                break
-        if (path / "test_pred").is_dir():
-            info["pred_dir"] = str(path / "test_pred")
-    else:
-        info["evaluation"], info["eval_dir"] = _by_name(summary), str(path)
-        info["provenance"] = _read_json(path / "provenance.json") if (path / "provenance.json").is_file() else None
-    return info
 
 
 # ------------------------------------------------------------------------------------------ numbers and units

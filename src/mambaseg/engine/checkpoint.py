@@ -148,7 +148,7 @@ def _norm_entries(v) -> bool:
 
 
 # dotted key -> (check, what is expected); a key that is absent is not checked (defaults apply), None counts as absent
-# for the optional values. These are the values predict, predict3d and export read from a checkpoint or ONNX file.
+# for the optional values. These are the values predict (2D and 3D) and export read from a checkpoint or ONNX file.
 _FIELDS: dict[str, tuple] = {
     "model_name": (lambda v: isinstance(v, str) and bool(v.strip()), "a model name (string)"),
     "model_kwargs": (_mapping_or_none, "a mapping"),

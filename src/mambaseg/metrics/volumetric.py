@@ -206,7 +206,7 @@ def evaluate_cases(predictions: Sequence[np.ndarray], references: Sequence[np.nd
                    prediction_files: Sequence[str] | None = None,
                    reference_files: Sequence[str] | None = None) -> dict[str, Any]:
     """Evaluate prediction/reference label maps into an nnU-Net ``summary.json``-shaped dict (arrays only: reading
-    files is :mod:`mambaseg.engine.evaluate3d`'s job).
+    files is :mod:`mambaseg.engine.evaluate`'s job).
 
     Args:
         predictions, references: equal-length sequences of integer label maps.

@@ -1,0 +1,80 @@
+"""Finding the files ``mambaseg evaluate`` scores, 2D and 3D: the prediction and reference files of a folder, and the
+pairing of predictions with references (2D: by stem, then by case key; 3D: by case id, nnU-Net's convention)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ...data.io import DataError, suffix_of
+from ...data.nifti import volume_suffix
+
+__all__ = ["list_files", "match_cases", "match_files"]
+
+
+def _stem(p: Path) -> str:
+    s = suffix_of(p)
+    return p.name[: -len(s)] if s else p.stem
+
+
+def list_files(folder: Path, suffixes, what: str) -> list[Path]:
+    """The files of ``folder`` with one of ``suffixes`` (sorted, hidden ones left out); an error naming the folder
+    (``what``: its role) when it is missing or holds none."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: {what} folder not found.")
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
+                   and suffix_of(f) in suffixes)
+    if not files:
+        raise DataError(f"{folder}: {what} folder has no files ({', '.join(suffixes)}).")
+    return files
+
+
+def match_files(preds: list[Path], refs: list[Path], what: str = "ground truth") -> list[tuple[Path, Path]]:
+    """Pair predictions with references by identical stem, else by the leading case key (text before the first '_',
+    e.g. DRIVE's ``01_test`` <-> ``01_manual1``). Every prediction needs exactly one reference."""
+    by_stem = {_stem(r): r for r in refs}
+    by_key: dict[str, list[Path]] = {}
+    for r in refs:
+        by_key.setdefault(_stem(r).split("_")[0], []).append(r)
+    by_dot: dict[str, list[Path]] = {}  # STARE: im0001.ppm <-> im0001.ah.ppm
+    for r in refs:
+        by_dot.setdefault(_stem(r).split(".")[0], []).append(r)
+    pairs = []
+    for p in preds:
+        s = _stem(p)
+        if s in by_stem:
+            pairs.append((p, by_stem[s]))
+            continue
+        case = re.sub(r"_\d{4}$", "", s)  # nnU-Net: an image-named prediction CASE_0000 <-> label CASE
+        if case != s and case in by_stem:
+            pairs.append((p, by_stem[case]))
+            continue
+        cands = by_key.get(s.split("_")[0], [])
+        if len(cands) != 1 and len(by_dot.get(s.split(".")[0], [])) == 1:
+            cands = by_dot[s.split(".")[0]]
+        if len(cands) != 1:
+            raise DataError(f"{p}: no unique {what} file for it in {refs[0].parent} (looked for {s}.*, "
+                            f"{s.split('_')[0]}_* or {s.split('.')[0]}.*).")
+        pairs.append((p, cands[0]))
+    return pairs
+
+
+def _volumes(folder: Path) -> dict[str, Path]:
+    out = {}
+    for f in sorted(folder.iterdir()):
+        s = volume_suffix(f)
+        if s and f.is_file() and not f.name.startswith("."):
+            out[f.name[: -len(s)]] = f
+    return out
+
+
+def match_cases(pred: Path, gt: Path) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
+    """``(case id, prediction, reference)`` of every volume in ``pred``, paired with the volume of the same case id
+    (the name without its suffix) in ``gt``, and the references. A prediction without reference is an error."""
+    preds, refs = _volumes(pred), _volumes(gt)
+    pairs = []
+    for cid, p in preds.items():
+        if cid not in refs:
+            raise DataError(f"{p}: no reference {cid}.nii.gz in {gt}.")
+        pairs.append((cid, p, refs[cid]))
+    return pairs, list(refs.values())
