@@ -134,7 +134,7 @@ def main() -> None:
             res["runs"][name][c] = {k: m[k] for k in ("dice", "precision", "recall")}
             print(f"{name:42s} {c:13s} dice {m['dice']:.4f} precision {m['precision']:.4f} "
                   f"recall {m['recall']:.4f}", flush=True)
-    for name, rr in res["runs"].items():
+    for rr in res["runs"].values():
         shifted = [rr[c]["dice"] for c in conds if c != "original"]
         rr["mean_dice_shifted"] = float(np.mean(shifted)) if shifted else None
     res["command"] = " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
