@@ -175,3 +175,27 @@ def unresolved_imports() -> list[str]:
 
 def test_every_import_names_an_existing_module():
     assert unresolved_imports() == []
+
+
+def private_imports() -> list[str]:
+    """``module: name from target`` for every ``from <mambaseg module> import _name``: a private name used by another
+    module is part of that module's interface and should be public (or the code should live with its user)."""
+    mods = _modules()
+    bad = []
+    for mod, (path, is_pkg) in sorted(mods.items()):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                target = ".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target == "mambaseg" or target.startswith("mambaseg."):
+                bad += [f"{mod}: {a.name} from {target}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    return bad
+
+
+def test_no_private_names_imported_across_modules():
+    assert private_imports() == []

@@ -36,7 +36,7 @@ import yaml
 from ..config import config_to_dict
 from ..utils.atomic import atomic_path, atomic_write_text
 from .benchmark_plan import (
-    _FOREVER_EPOCHS,
+    FOREVER_EPOCHS,
     BenchmarkError,
     BenchmarkPlan,
     BenchmarkTestSet,
@@ -205,7 +205,7 @@ def _training_record(spec: RunSpec) -> dict:
             "best_val_dice": summ.get("best_val_dice"), "parameters": summ.get("parameters"),
             "peak_rss_mb": max(rss) if rss else None, "threads": spec.cfg.train.num_threads,
             "budget_minutes": spec.cfg.train.time_limit_min or None,
-            "budget_steps": (spec.cfg.train.epochs * ipe) if spec.cfg.train.epochs < _FOREVER_EPOCHS else None,
+            "budget_steps": (spec.cfg.train.epochs * ipe) if spec.cfg.train.epochs < FOREVER_EPOCHS else None,
             "wall_seconds": round(sum(s.get("wall_seconds", 0.0) for s in segments), 1) if segments else None,
             "train_processes": len(segments),
             "checkpoint": str(d / "checkpoint_best.pt")}

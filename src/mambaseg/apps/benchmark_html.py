@@ -3,7 +3,6 @@ and the learning curves of every run (PNG figures embedded as data URIs; tables 
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from pathlib import Path
@@ -11,13 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.atomic import atomic_write_text
-from .report import CSS, JS, html_table
+from .report_html import CSS, JS, esc, html_table
 
 __all__ = ["render_html", "write_html"]
-
-
-def _esc(x) -> str:
-    return html.escape(str(x))
 
 
 def _f(v, fmt: str = ".4f") -> str:
@@ -91,7 +86,7 @@ def _figures(summary: dict, rows: list[dict]) -> tuple[list[str], str | None]:
         ax.set_ylabel(f"test {m} per case")
         ax.set_title(f"{m}: box = seed-averaged per-case values, points = single runs (marker = seed)")
         ax.legend(fontsize=7, loc="best")
-        blocks.append(f'<img src="{fig_uri(fig)}" alt="per-case {_esc(m)}">')
+        blocks.append(f'<img src="{fig_uri(fig)}" alt="per-case {esc(m)}">')
     runs = summary["runs"]
     if runs:
         fig, axes = plt.subplots(1, 3, figsize=(16, 4))
@@ -127,15 +122,15 @@ def render_html(summary: dict, rows: list[dict]) -> str:
                                        f"{b['steps']} steps" if b.get("steps") else "") if x)
     parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>mambaseg benchmark</title>"
              f"<style>{CSS}</style></head><body><h1>Equal-budget benchmark</h1>"),
-             (f"<p>Budget {_esc(budget)} per run; {summary['threads_per_run']} thread(s) per run, "
-             f"{summary['parallel']} run(s) side by side; seeds {_esc(summary['seeds'])}; test set "
-             f"<code>{_esc(summary['test']['images'])}</code>. Created {_esc(summary['created'])}.</p>")]
+             (f"<p>Budget {esc(budget)} per run; {summary['threads_per_run']} thread(s) per run, "
+             f"{summary['parallel']} run(s) side by side; seeds {esc(summary['seeds'])}; test set "
+             f"<code>{esc(summary['test']['images'])}</code>. Created {esc(summary['created'])}.</p>")]
     if summary.get("command"):
-        parts.append(f"<pre>{_esc(summary['command'])}</pre>")
+        parts.append(f"<pre>{esc(summary['command'])}</pre>")
     for w in summary.get("warnings", []):
-        parts.append(f"<p class='note'>warning: {_esc(w)}</p>")
+        parts.append(f"<p class='note'>warning: {esc(w)}</p>")
     for w in summary.get("failed", []):
-        parts.append(f"<p class='note'>failed run: {_esc(w)}</p>")
+        parts.append(f"<p class='note'>failed run: {esc(w)}</p>")
     head = ["model", f"{m} mean ± SD (cases)", "median", "95% CI (cases)", "n cases", "mean ± SD (seeds)",
             "95% CI (seeds)", "steps", "epochs", "train s", "peak RSS MB", "parameters"]
     body = []
@@ -148,19 +143,19 @@ def render_html(summary: dict, rows: list[dict]) -> str:
                      f"{_f(os_['mean'])} ± {_f(os_['sd'])}", _ci(os_["ci95"]), _range(info["steps"]),
                      _range(info["epochs"]), _range(info["train_seconds"]), _range(info["peak_rss_mb"]),
                      info.get("parameters") or ""])
-    parts.append(f"<h2>Test {_esc(m)} per model</h2>" + html_table(head, body, "models", sortable=True))
-    parts.append("<p class='note'>" + _esc(summary["statistics"]["over_cases"]) + ". Seeds: "
-                 + _esc(summary["statistics"]["over_seeds"]) + ".</p>")
+    parts.append(f"<h2>Test {esc(m)} per model</h2>" + html_table(head, body, "models", sortable=True))
+    parts.append("<p class='note'>" + esc(summary["statistics"]["over_cases"]) + ". Seeds: "
+                 + esc(summary["statistics"]["over_seeds"]) + ".</p>")
     comp = [[c["a"], c["b"], c["metric"], c["n"], c["mean_difference"], _ci(c["ci95"]), c["wilcoxon_p"]]
             for c in summary["comparisons"]]
     if comp:
         parts.append("<h2>Paired comparisons (b − a)</h2>" + html_table(
             ["a", "b", "metric", "n cases", "mean difference", "95% CI", "Wilcoxon p"], comp, "pairs", sortable=True))
-        parts.append("<p class='note'>" + _esc(summary["statistics"]["comparisons"])
+        parts.append("<p class='note'>" + esc(summary["statistics"]["comparisons"])
                      + "; for hd95 lower is better.</p>")
     blocks, note = _figures(summary, rows)
     if note:
-        parts.append(f"<p class='note'>{_esc(note)}</p>")
+        parts.append(f"<p class='note'>{esc(note)}</p>")
     if blocks:
         parts.append("<h2>Per-case results and learning curves</h2>" + "".join(f"<p>{b}</p>" for b in blocks))
     run_rows = [[r["run"], r["seed"], r["steps"], r["epochs"], r.get("train_seconds"), r.get("wall_seconds"),
@@ -176,7 +171,7 @@ def render_html(summary: dict, rows: list[dict]) -> str:
                                    for k in metrics])
     parts.append("<h2>All metrics (mean over cases of seed-averaged values)</h2>"
                  + html_table(["model", *metrics], all_rows, "all", sortable=True))
-    parts.append(f"<p class='note'>{_esc(summary['checkpoint'])}. Per-case values: results.csv; everything: "
+    parts.append(f"<p class='note'>{esc(summary['checkpoint'])}. Per-case values: results.csv; everything: "
                  f"summary.json.</p><script>{JS}</script></body></html>")
     return "\n".join(parts)
 

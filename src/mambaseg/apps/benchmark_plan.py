@@ -15,6 +15,7 @@ from pathlib import Path
 from ..config import Config, load_config
 
 __all__ = [
+    "FOREVER_EPOCHS",
     "BenchmarkError",
     "BenchmarkPlan",
     "BenchmarkTestSet",
@@ -28,7 +29,7 @@ __all__ = [
     "train_env",
 ]
 
-_FOREVER_EPOCHS = 1_000_000  # with a time budget only, the clock (not the epoch count) ends training
+FOREVER_EPOCHS = 1_000_000  # with a time budget only, the clock (not the epoch count) ends training
 
 
 class BenchmarkError(ValueError):
@@ -179,7 +180,7 @@ def _budget_overrides(cfg: Config, minutes: float, steps: int) -> list[str]:
         ipe = min(ipe, steps)
         epochs = math.ceil(steps / ipe)
     else:
-        epochs = _FOREVER_EPOCHS
+        epochs = FOREVER_EPOCHS
     return [f"train.iters_per_epoch={ipe}", f"train.epochs={epochs}", f"train.time_limit_min={minutes or 0}"]
 
 

@@ -31,7 +31,7 @@ import yaml
 from ..data.io import OVERLAY_COLOURS
 from ..utils.atomic import atomic_write_text
 from .report_data import collect_report
-from .report_html import CSS, JS, Cell, _esc, _img, _num, html_table
+from .report_html import CSS, JS, Cell, esc, html_table, img_tag, to_float
 from .report_overlays import fig_uri, load_pyplot, overlay_2d, overlay_2d_full, overlay_3d
 
 __all__ = ["PAPER_3D", "PAPER_DRIVE", "Cell", "collect_report", "render_html", "summary_stats", "write_report"]
@@ -57,7 +57,7 @@ def summary_stats(values, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     NaN values are left out (as in the evaluation's means); ``n`` is the number of values used. The bootstrap draws
     ``n_boot`` resamples of the cases with replacement (``numpy``, fixed ``seed``: the same report every time);
     with fewer than two values SD and CI are NaN."""
-    v = np.asarray([float(x) for x in values if _num(x) is not None], dtype=np.float64)
+    v = np.asarray([float(x) for x in values if to_float(x) is not None], dtype=np.float64)
     out = {"n": int(v.size), "mean": float("nan"), "sd": float("nan"), "median": float("nan"),
            "ci_low": float("nan"), "ci_high": float("nan")}
     if not v.size:
@@ -82,7 +82,7 @@ def _unit_header(key: str, dim: int) -> str:
 
 def _value_text(key: str, v) -> str:
     """A metric's value as shown: fractions in % with two decimals, distances with two, counts as integers."""
-    f = _num(v)
+    f = to_float(v)
     if f is None:
         return "n/a" if v is None or isinstance(v, float) else str(v)
     if key in FRACTIONS:
@@ -100,7 +100,7 @@ def _stats_cells(key: str, values) -> list:
     """mean, SD, median, 95 % CI and n of ``values`` as cells (in the metric's unit)."""
     st = summary_stats(values)
     ci = (f"{_value_text(key, st['ci_low'])} – {_value_text(key, st['ci_high'])}"
-          if _num(st["ci_low"]) is not None else "n/a")
+          if to_float(st["ci_low"]) is not None else "n/a")
     return [_cell(key, st["mean"]), _cell(key, st["sd"]), _cell(key, st["median"]), Cell(ci, st["ci_low"]),
             st["n"]]
 
@@ -129,9 +129,9 @@ def _case_rows(ev: dict) -> tuple[list[str], list[list], dict[str, float]]:
             for cls, m in c["metrics"].items():
                 rows.append([c.get("case_id", ""), cls] + [m.get(k, float("nan")) for k in keys])
                 if vol:
-                    rows[-1] += [float(m[k]) * v_ml if v_ml is not None and _num(m.get(k)) is not None
+                    rows[-1] += [float(m[k]) * v_ml if v_ml is not None and to_float(m.get(k)) is not None
                                  else float("nan") for k in ("n_ref", "n_pred")]
-                if _num(m.get("Dice")) is not None:
+                if to_float(m.get("Dice")) is not None:
                     vals.append(float(m["Dice"]))
             dice[c.get("case_id", "")] = float(np.mean(vals)) if vals else float("nan")
         return headers, rows, dice
@@ -167,14 +167,14 @@ def _best_worst(dice: dict[str, float]) -> list[tuple[str, str]]:
 
 # ---------------------------------------------------------------------------------------------------- figures
 def _curves(history: list[dict]) -> str | None:
-    ep = [h.get("epoch") for h in history if _num(h.get("train_loss")) is not None]
+    ep = [h.get("epoch") for h in history if to_float(h.get("train_loss")) is not None]
     if not ep:
         return None
     plt = load_pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4))
-    a1.plot(ep, [h["train_loss"] for h in history if _num(h.get("train_loss")) is not None], "o-", ms=3)
+    a1.plot(ep, [h["train_loss"] for h in history if to_float(h.get("train_loss")) is not None], "o-", ms=3)
     a1.set(xlabel="epoch", ylabel="training loss", title="loss")
-    val = [(h["epoch"], h["val_dice"]) for h in history if _num(h.get("val_dice")) is not None]
+    val = [(h["epoch"], h["val_dice"]) for h in history if to_float(h.get("val_dice")) is not None]
     if val:
         a2.plot(*zip(*val), "o-", color="tab:orange", ms=3)
     a2.set(xlabel="epoch", ylabel="validation Dice", title="validation Dice", ylim=(0, 1))
@@ -188,10 +188,10 @@ def _dice_plot(ev: dict, headers: list[str], rows: list[list]) -> str | None:
             return None
         groups: dict[str, list[float]] = {}
         for r in rows:
-            if _num(r[di]) is not None:
+            if to_float(r[di]) is not None:
                 groups.setdefault(r[ci], []).append(float(r[di]))
     else:
-        groups = {m: [float(r[headers.index(m)]) for r in rows if _num(r[headers.index(m)]) is not None]
+        groups = {m: [float(r[headers.index(m)]) for r in rows if to_float(r[headers.index(m)]) is not None]
                   for m in ("dice", "iou") if m in headers}
     groups = {k: [100 * x for x in v] for k, v in groups.items() if v}  # in %, as in the tables
     if not groups:
@@ -238,20 +238,20 @@ def _paper_section(info: dict) -> str:
                         [f"{100 * m['accuracy']:.2f}" if "accuracy" in m else "n/a"])
             note += (" Our Precision is TP/(TP+FP) of the vessel class; the paper's 'Precision' may be pixel accuracy"
                      " (last column), see the metric definitions.")
-        return (f"<h2>Published numbers</h2><p class='note'>{_esc(note)}</p>" +
+        return (f"<h2>Published numbers</h2><p class='note'>{esc(note)}</p>" +
                 html_table(["model", "Precision", "Dice", "IoU", "pixel accuracy"], rows, "paper",
                        row_classes=[""] * len(PAPER_DRIVE) + ["ours"]))
     what, value = PAPER_3D[ds]
     rows, ours = [["DM-SegNet (paper)", what, f"{value:.2f}"]], None
     if ev and ev.get("mean"):
         mean = ev["mean"]
-        regions = [mean[k]["Dice"] for k in ("WT", "TC", "ET") if k in mean and _num(mean[k].get("Dice"))]
+        regions = [mean[k]["Dice"] for k in ("WT", "TC", "ET") if k in mean and to_float(mean[k].get("Dice"))]
         ours = (np.mean(regions) if ds == "brats" and len(regions) == 3 else
                 (ev.get("foreground_mean") or {}).get("Dice"))
-    if _num(ours) is not None:
+    if to_float(ours) is not None:
         rows.append(["ours (this evaluation)", "mean foreground Dice over cases" if ds == "synapse" or
                      "WT" not in ev["mean"] else "mean of WT/TC/ET Dice", f"{100 * float(ours):.2f}"])
-    return (f"<h2>Published numbers</h2><p class='note'>DM-SegNet abstract ({_esc(ds)}), DSC in %. Only the "
+    return (f"<h2>Published numbers</h2><p class='note'>DM-SegNet abstract ({esc(ds)}), DSC in %. Only the "
             f"headline number is available.</p>" + html_table(["model", "metric", "DSC %"], rows, "paper",
                                                           row_classes=[""] + ["ours"] * (len(rows) - 1)))
 
@@ -277,7 +277,7 @@ def _stats_section(ev: dict, headers: list[str], rows: list[list], dim: int) -> 
             by_case: dict[str, dict[str, list[float]]] = {}
             for r in rows:
                 for k in keys:
-                    if _num(r[headers.index(k)]) is not None:
+                    if to_float(r[headers.index(k)]) is not None:
                         by_case.setdefault(r[0], {}).setdefault(k, []).append(float(r[headers.index(k)]))
             for k in keys:
                 vals = [float(np.mean(v[k])) for v in by_case.values() if v.get(k)]
@@ -314,9 +314,9 @@ def _full_resolution(row: dict, cid: str) -> str:
     from PIL import Image
 
     w, h = Image.open(io.BytesIO(base64.b64decode(full[0][1].split(",", 1)[1]))).size
-    imgs = "".join(f'<img src="{uri}" alt="{_esc(cid)}: {_esc(name)}, full resolution" title="{_esc(name)}">'
+    imgs = "".join(f'<img src="{uri}" alt="{esc(cid)}: {esc(name)}, full resolution" title="{esc(name)}">'
                    for name, uri in full)
-    return (f"<details class='full'><summary>{_esc(cid)}: image and errors at full resolution ({w} × {h} px), "
+    return (f"<details class='full'><summary>{esc(cid)}: image and errors at full resolution ({w} × {h} px), "
             f"click to open</summary><div>{imgs}</div></details>")
 
 
@@ -324,10 +324,10 @@ def _eval_sections(info: dict) -> list[str]:
     ev = info["evaluation"]
     headers, rows, dice = _case_rows(ev)
     dim = 3 if "class" in headers else 2
-    parts = [f"<h2>Evaluation</h2><p class='note'>{_esc(info['eval_dir'])}: {len(ev['metric_per_case'])} case(s)"
-             + (f"; {_esc(ev['averaging'])}" if ev.get("averaging") else "")
-             + (f"; {_esc(ev['region'])}" if ev.get("region") else "")
-             + (f"; empty-mask policy {_esc(ev.get('empty_policy'))}: {_esc(ev.get('empty_policy_description', ''))}"
+    parts = [f"<h2>Evaluation</h2><p class='note'>{esc(info['eval_dir'])}: {len(ev['metric_per_case'])} case(s)"
+             + (f"; {esc(ev['averaging'])}" if ev.get("averaging") else "")
+             + (f"; {esc(ev['region'])}" if ev.get("region") else "")
+             + (f"; empty-mask policy {esc(ev.get('empty_policy'))}: {esc(ev.get('empty_policy_description', ''))}"
                 if "empty_policy_description" in ev else "") + "</p>"]
     if rows:
         parts.append(_stats_section(ev, headers, rows, dim))
@@ -338,7 +338,7 @@ def _eval_sections(info: dict) -> list[str]:
                     else "") + ".</p>" + html_table(shown, cells, "cases", sortable=True))
     uri = _dice_plot(ev, headers, rows)
     if uri:
-        parts.append("<h3>Distribution</h3>" + _img(uri, "per-case Dice distribution"))
+        parts.append("<h3>Distribution</h3>" + img_tag(uri, "per-case Dice distribution"))
     overlays = []
     by_case = {(c.get("case_id") or c.get("case")): c for c in ev["metric_per_case"]}
     for label, cid in _best_worst(dice):
@@ -350,7 +350,7 @@ def _eval_sections(info: dict) -> list[str]:
             logger.warning("report: no overlay for case %s (%s)", cid, e)
             uri = None
         if uri:
-            overlays.append(_img(uri, f"{label} case {cid}" + (": axial, coronal and sagittal slices" if dim == 3
+            overlays.append(img_tag(uri, f"{label} case {cid}" + (": axial, coronal and sagittal slices" if dim == 3
                                                                 else ": image, ground truth, prediction, errors"))
                             + ("" if "class" in headers else _full_resolution(by_case[cid], str(cid))))
     if overlays:
@@ -363,17 +363,17 @@ def _eval_sections(info: dict) -> list[str]:
                "edges, the slice index along the file's voxel axis in each title." if dim == 3 else
                "Image, ground truth, prediction and errors; the image and the errors at full resolution open "
                "below each figure.")
-        parts.append(f"<h3>Best and worst cases</h3><p class='legend'>{legend}</p><p class='note'>{_esc(how)}</p>"
+        parts.append(f"<h3>Best and worst cases</h3><p class='legend'>{legend}</p><p class='note'>{esc(how)}</p>"
                      + "".join(overlays))
     defs = ev.get("definitions") or ev.get("metric_definitions")
     if defs:
-        parts.append("<h3>Metric definitions</h3><ul>" + "".join(f"<li><b>{_esc(k)}</b>: {_esc(v)}</li>"
+        parts.append("<h3>Metric definitions</h3><ul>" + "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>"
                                                                 for k, v in defs.items()) + "</ul>")
     return parts
 
 
 def _duration(v) -> str:
-    f = _num(v)
+    f = to_float(v)
     if f is None:
         return "n/a"
     m, sec = divmod(round(f), 60)
@@ -386,8 +386,8 @@ def render_html(info: dict) -> str:
     cfg = info.get("config") or {}
     title = f"mambaseg report: {Path(info['path']).name}"
     model = (cfg.get("model") or {}).get("name")
-    parts = [f"<h1>{_esc(title)}</h1><p class='note'>{_esc(info['kind'])} folder {_esc(info['path'])}"
-             + (f"; model {_esc(model)}" if model else "") + f"; generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
+    parts = [f"<h1>{esc(title)}</h1><p class='note'>{esc(info['kind'])} folder {esc(info['path'])}"
+             + (f"; model {esc(model)}" if model else "") + f"; generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
     ts = info.get("train_summary")
     if ts:
         shown = {"epochs_done": ("epochs", lambda v: v), "best_val_dice": ("best validation Dice %", lambda v:
@@ -404,16 +404,16 @@ def render_html(info: dict) -> str:
                      "run <code>mambaseg predict</code> and <code>mambaseg evaluate -o RUN/test_eval</code>.</p>")
     parts.append(_paper_section(info))
     if info.get("pred_dir"):
-        parts.append(f"<p class='note'>Predictions: {_esc(info['pred_dir'])}</p>")
+        parts.append(f"<p class='note'>Predictions: {esc(info['pred_dir'])}</p>")
     uri = _curves(info.get("history") or [])
     if uri:
-        parts.append("<h2>Learning curves</h2>" + _img(uri, "learning curves"))
+        parts.append("<h2>Learning curves</h2>" + img_tag(uri, "learning curves"))
     if cfg:
-        parts.append("<h2>Configuration</h2><pre>" + _esc(yaml.safe_dump(cfg, sort_keys=False)) + "</pre>")
+        parts.append("<h2>Configuration</h2><pre>" + esc(yaml.safe_dump(cfg, sort_keys=False)) + "</pre>")
     if info.get("provenance"):
-        parts.append("<h2>Provenance</h2><pre>" + _esc(json.dumps(info["provenance"], indent=1)) + "</pre>")
+        parts.append("<h2>Provenance</h2><pre>" + esc(json.dumps(info["provenance"], indent=1)) + "</pre>")
     body = "\n".join(p for p in parts if p)
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
             f"<style>{CSS}</style></head>\n<body>\n{body}\n<script>{JS}</script>\n</body></html>\n")
 
 

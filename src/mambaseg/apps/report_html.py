@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import math
 
-__all__ = ["CSS", "JS", "Cell", "html_table"]
+__all__ = ["CSS", "JS", "Cell", "esc", "html_table", "img_tag", "to_float"]
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
 color:#222;padding:0 16px}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
@@ -35,11 +35,11 @@ if(m){var t=document.getElementById(m[1]);if(t)sortTable(t,parseInt(m[2],10),!!m
 document.body.setAttribute('data-ready','1');})();"""
 
 
-def _esc(x) -> str:
+def esc(x) -> str:
     return html.escape(str(x))
 
 
-def _num(v) -> float | None:
+def to_float(v) -> float | None:
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -62,32 +62,32 @@ def _fmt(v) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, str):  # already formatted (e.g. "95.61"): shown as it is
-        return _esc(v)
-    f = _num(v)
+        return esc(v)
+    f = to_float(v)
     if f is None:
-        return "n/a" if isinstance(v, float) else _esc(v)
+        return "n/a" if isinstance(v, float) else esc(v)
     return f"{f:.4f}" if abs(f) < 1000 else f"{f:.1f}"
 
 
 def html_table(headers, rows, table_id: str | None = None, sortable: bool = False, row_classes=None) -> str:
     """HTML table; every cell carries ``data-v`` (its raw value) for the sort script."""
-    attrs = (f' id="{_esc(table_id)}"' if table_id else "") + (' class="sortable"' if sortable else "")
-    out = [f"<table{attrs}><thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in headers) + "</tr></thead><tbody>"]
+    attrs = (f' id="{esc(table_id)}"' if table_id else "") + (' class="sortable"' if sortable else "")
+    out = [f"<table{attrs}><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr></thead><tbody>"]
     for i, r in enumerate(rows):
         cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
         cells = []
         for v in r:
             if isinstance(v, Cell):
-                f = _num(v.value)
+                f = to_float(v.value)
                 dv = repr(f) if f is not None else ("" if v.value is None else str(v.value))
-                cells.append(f'<td data-v="{_esc(dv)}">{_esc(v.text)}</td>')
+                cells.append(f'<td data-v="{esc(dv)}">{esc(v.text)}</td>')
                 continue
-            f = _num(v) if not isinstance(v, str) else None
+            f = to_float(v) if not isinstance(v, str) else None
             dv = repr(f) if f is not None else ("" if isinstance(v, float) else str(v))
-            cells.append(f'<td data-v="{_esc(dv)}">{_fmt(v)}</td>')
+            cells.append(f'<td data-v="{esc(dv)}">{_fmt(v)}</td>')
         out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     return "\n".join(out) + "</tbody></table>"
 
 
-def _img(uri: str, alt: str) -> str:
-    return f'<img src="{uri}" alt="{_esc(alt)}">'
+def img_tag(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{esc(alt)}">'

@@ -33,12 +33,12 @@ from mambaseg.data.volume_headers import (
     ITK_SUFFIXES,
     NIFTI_SUFFIXES,
     SUPPORTED_SUFFIXES,
-    _check_file,
-    _itk_affine,
-    _itk_header,
-    _quiet_nibabel,
     check_nifti_header,
     check_resample_size,
+    check_volume_file,
+    itk_affine,
+    itk_header,
+    quiet_nibabel,
     resampled_shape,
     volume_header,
     volume_suffix,
@@ -110,9 +110,9 @@ def _nifti_meta(img: nib.Nifti1Image | nib.Nifti2Image, path: Path, n_channels: 
 
 
 def _load_nifti(path: Path, label: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    _check_file(path)
+    check_volume_file(path)
     try:
-        with _quiet_nibabel():
+        with quiet_nibabel():
             img = nib.load(str(path))
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -134,12 +134,12 @@ def _load_nifti(path: Path, label: bool) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def _load_itk(path: Path, label: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    _check_file(path)
+    check_volume_file(path)
     try:
         sitk = require("SimpleITK", purpose=f"{path}: reading {volume_suffix(path)}")
     except MissingDependency as e:
         raise DataError(str(e)) from None
-    _itk_header(path, label)  # before any allocation
+    itk_header(path, label)  # before any allocation
     try:
         img = sitk.ReadImage(str(path))
         arr = sitk.GetArrayFromImage(img)  # (Z, Y, X) or (Z, Y, X, C)
@@ -156,7 +156,7 @@ def _load_itk(path: Path, label: bool) -> tuple[np.ndarray, dict[str, Any]]:
         arr = np.transpose(arr, (2, 1, 0))[None]
     spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
     direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine = _itk_affine(spacing, np.asarray(img.GetOrigin(), dtype=np.float64), direction)
+    affine = itk_affine(spacing, np.asarray(img.GetOrigin(), dtype=np.float64), direction)
     meta = {
         "path": str(path), "shape": tuple(int(s) for s in arr.shape[1:]), "spacing": spacing, "affine": affine,
         "orientation": tuple(nib.aff2axcodes(affine)), "qform": affine.copy(), "qform_code": 1, "sform": affine.copy(),

@@ -33,6 +33,10 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "check_nifti_header",
     "check_resample_size",
+    "check_volume_file",
+    "itk_affine",
+    "itk_header",
+    "quiet_nibabel",
     "resampled_shape",
     "volume_header",
     "volume_suffix",
@@ -54,7 +58,7 @@ def volume_suffix(path: str | os.PathLike) -> str:
     return ""
 
 
-def _check_file(path: Path) -> None:
+def check_volume_file(path: Path) -> None:
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected a volume with suffix {', '.join(SUPPORTED_SUFFIXES)})")
     if path.stat().st_size == 0:
@@ -67,7 +71,7 @@ _UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3}
 
 
 @contextlib.contextmanager
-def _quiet_nibabel() -> Iterator[None]:
+def quiet_nibabel() -> Iterator[None]:
     """nibabel logs the header problems it fixes ("setting 0 dims to 1") to stderr; they are checked and reported
     here instead (one line, naming the file)."""
     lg = nib.imageglobals.logger
@@ -191,7 +195,7 @@ def check_nifti_header(img: nib.Nifti1Image | nib.Nifti2Image, path: str | os.Pa
 
 
 
-def _itk_affine(spacing: np.ndarray, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
+def itk_affine(spacing: np.ndarray, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """ITK geometry (LPS world) -> 4x4 voxel-to-RAS affine, the NIfTI convention."""
     aff = np.eye(4)
     aff[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(spacing)
@@ -205,7 +209,7 @@ def _nifti_channels(shape: Sequence[int]) -> int:
     return int(shape[3]) if len(shape) == 4 else 1
 
 
-def _itk_header(path: Path, label: bool) -> dict[str, Any]:
+def itk_header(path: Path, label: bool) -> dict[str, Any]:
     try:
         sitk = require("SimpleITK", purpose=f"{path}: reading {volume_suffix(path)}")
     except MissingDependency as e:
@@ -235,7 +239,7 @@ def _itk_header(path: Path, label: bool) -> dict[str, Any]:
         raise DataError(f"{path}: direction/origin hold NaN/Inf values, expected a finite geometry")
     if len(size) != 3:
         return {"path": str(path), "shape": size, "spacing": spacing, "affine": None, "n_channels": comps}
-    affine = _itk_affine(spacing, origin, direction.reshape(3, 3))
+    affine = itk_affine(spacing, origin, direction.reshape(3, 3))
     _check_affine(path, affine)
     return {"path": str(path), "shape": size, "spacing": spacing, "affine": affine, "n_channels": comps}
 
@@ -248,14 +252,14 @@ def volume_header(path: str | os.PathLike, label: bool = False) -> dict[str, Any
         ``dict(path, shape (spatial, as declared), spacing (mm), affine (4, 4) voxel -> RAS, n_channels)``.
     """
     path = Path(path)
-    _check_file(path)
+    check_volume_file(path)
     suf = volume_suffix(path)
     if suf in ITK_SUFFIXES:
-        return _itk_header(path, label)
+        return itk_header(path, label)
     if suf not in NIFTI_SUFFIXES:
         raise DataError(f"{path}: unsupported suffix, expected one of {', '.join(SUPPORTED_SUFFIXES)}")
     try:
-        with _quiet_nibabel():
+        with quiet_nibabel():
             img = nib.load(str(path))
     except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Compose", "Transform", "check_sample"]
+__all__ = ["Compose", "Transform", "check_p", "check_range", "check_sample", "resolve_axes", "spatial_apply"]
 
 Transform = Callable[[dict, np.random.Generator], dict]
 
@@ -31,13 +31,13 @@ def check_sample(sample: dict) -> int:
     return np.ndim(image) - 1
 
 
-def _check_p(name: str, p: float) -> float:
+def check_p(name: str, p: float) -> float:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {p}")
     return float(p)
 
 
-def _check_range(name: str, value: Sequence[float], positive: bool = False) -> tuple[float, float]:
+def check_range(name: str, value: Sequence[float], positive: bool = False) -> tuple[float, float]:
     lo, hi = (float(v) for v in value)
     if lo > hi or (positive and lo <= 0):
         raise ValueError(f"{name} must be a (low, high) pair with low <= high{' and low > 0' if positive else ''}, "
@@ -45,7 +45,7 @@ def _check_range(name: str, value: Sequence[float], positive: bool = False) -> t
     return lo, hi
 
 
-def _resolve_axes(axes: Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
+def resolve_axes(axes: Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
     out = []
     for a in axes:
         if not -ndim <= a < ndim:
@@ -54,7 +54,7 @@ def _resolve_axes(axes: Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _spatial_apply(sample: dict, fn: Callable[[np.ndarray, str], np.ndarray]) -> dict:
+def spatial_apply(sample: dict, fn: Callable[[np.ndarray, str], np.ndarray]) -> dict:
     """Apply ``fn(array_with_spatial_axes_first, kind)`` to each channel of image and to label/mask."""
     out = dict(sample)
     out["image"] = np.ascontiguousarray(np.stack([fn(ch, "image") for ch in sample["image"]]), dtype=np.float32)

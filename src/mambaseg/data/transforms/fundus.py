@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .base import Compose, _check_p, _check_range, check_sample
+from .base import Compose, check_p, check_range, check_sample
 from .intensity import RandomBlur, RandomIntensity
 from .spatial import RandomAffine, RandomFlip
 
@@ -31,7 +31,7 @@ class RandomColorShift:
         if mix < 0 or shift < 0:
             raise ValueError(f"mix and shift must be >= 0, got {mix}, {shift}")
         self.mix, self.shift = float(mix), float(shift)
-        self.p = _check_p("p", p)
+        self.p = check_p("p", p)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         check_sample(sample)
@@ -62,12 +62,12 @@ class RandomIllumination:
 
     def __init__(self, strength: Sequence[float] = (0.1, 0.5), grid: int = 3,
                  offset_ratio: Sequence[float] = (1.5, 3.5), p: float = 0.3) -> None:
-        self.strength = _check_range("strength", strength)
-        self.offset_ratio = _check_range("offset_ratio", offset_ratio)
+        self.strength = check_range("strength", strength)
+        self.offset_ratio = check_range("offset_ratio", offset_ratio)
         if grid < 2:
             raise ValueError(f"grid must be >= 2, got {grid}")
         self.grid = int(grid)
-        self.p = _check_p("p", p)
+        self.p = check_p("p", p)
 
     def field(self, shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
         """A log-gain field ``n`` of ``shape`` with max |n| = 1."""
@@ -103,12 +103,12 @@ class RandomRimDarkening:
 
     def __init__(self, depth: Sequence[float] = (0.2, 0.6), width: Sequence[float] = (4.0, 25.0),
                  offset_ratio: Sequence[float] = (1.5, 3.5), p: float = 0.3) -> None:
-        self.depth = _check_range("depth", depth)
-        self.width = _check_range("width", width, positive=True)
-        self.offset_ratio = _check_range("offset_ratio", offset_ratio)
+        self.depth = check_range("depth", depth)
+        self.width = check_range("width", width, positive=True)
+        self.offset_ratio = check_range("offset_ratio", offset_ratio)
         if not (0 <= self.depth[0] and self.depth[1] < 1):
             raise ValueError(f"depth must lie in [0, 1), got {tuple(depth)}")
-        self.p = _check_p("p", p)
+        self.p = check_p("p", p)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         check_sample(sample)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .base import _check_p, _check_range, check_sample
+from .base import check_p, check_range, check_sample
 
 __all__ = ["RandomBlur", "RandomIntensity"]
 
@@ -29,17 +29,17 @@ class RandomIntensity:
                  contrast: Sequence[float] = (0.75, 1.25), p_contrast: float = 0.15,
                  gamma: Sequence[float] = (0.7, 1.5), p_gamma: float = 0.3, p_invert_gamma: float = 0.1,
                  noise_var: Sequence[float] = (0.0, 0.1), p_noise: float = 0.1) -> None:
-        self.brightness = _check_range("brightness", brightness)
-        self.contrast = _check_range("contrast", contrast)
-        self.gamma = _check_range("gamma", gamma, positive=True)
-        self.noise_var = _check_range("noise_var", noise_var)
+        self.brightness = check_range("brightness", brightness)
+        self.contrast = check_range("contrast", contrast)
+        self.gamma = check_range("gamma", gamma, positive=True)
+        self.noise_var = check_range("noise_var", noise_var)
         if self.noise_var[0] < 0:
             raise ValueError(f"noise_var must be non-negative, got {tuple(noise_var)}")
-        self.p_brightness = _check_p("p_brightness", p_brightness)
-        self.p_contrast = _check_p("p_contrast", p_contrast)
-        self.p_gamma = _check_p("p_gamma", p_gamma)
-        self.p_invert_gamma = _check_p("p_invert_gamma", p_invert_gamma)
-        self.p_noise = _check_p("p_noise", p_noise)
+        self.p_brightness = check_p("p_brightness", p_brightness)
+        self.p_contrast = check_p("p_contrast", p_contrast)
+        self.p_gamma = check_p("p_gamma", p_gamma)
+        self.p_invert_gamma = check_p("p_invert_gamma", p_invert_gamma)
+        self.p_noise = check_p("p_noise", p_noise)
 
     def _channel(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < self.p_brightness:
@@ -81,9 +81,9 @@ class RandomBlur:
     σ uniform in ``sigma`` (voxels, image only)."""
 
     def __init__(self, sigma: Sequence[float] = (0.5, 1.0), p: float = 0.2, p_channel: float = 0.5) -> None:
-        self.sigma = _check_range("sigma", sigma, positive=True)
-        self.p = _check_p("p", p)
-        self.p_channel = _check_p("p_channel", p_channel)
+        self.sigma = check_range("sigma", sigma, positive=True)
+        self.p = check_p("p", p)
+        self.p_channel = check_p("p_channel", p_channel)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         check_sample(sample)

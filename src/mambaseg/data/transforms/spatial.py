@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .base import _check_p, _check_range, _resolve_axes, _spatial_apply, check_sample
+from .base import check_p, check_range, check_sample, resolve_axes, spatial_apply
 
 __all__ = ["RandomAffine", "RandomFlip", "RandomRot90", "rotation_matrix"]
 
@@ -24,15 +24,15 @@ class RandomFlip:
 
     def __init__(self, axes: Sequence[int] | None = None, p: float = 0.5) -> None:
         self.axes = None if axes is None else tuple(axes)
-        self.p = _check_p("p", p)
+        self.p = check_p("p", p)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         ndim = check_sample(sample)
-        axes = range(ndim) if self.axes is None else _resolve_axes(self.axes, ndim, "axes")
+        axes = range(ndim) if self.axes is None else resolve_axes(self.axes, ndim, "axes")
         chosen = tuple(a for a in axes if rng.random() < self.p)
         if not chosen:
             return sample
-        return _spatial_apply(sample, lambda a, kind: np.flip(a, axis=chosen))
+        return spatial_apply(sample, lambda a, kind: np.flip(a, axis=chosen))
 
     def __repr__(self) -> str:
         return f"RandomFlip(axes={self.axes}, p={self.p})"
@@ -52,17 +52,17 @@ class RandomRot90:
         if len(axes) != 2:
             raise ValueError(f"axes must name exactly two spatial axes, got {tuple(axes)}")
         self.axes = tuple(axes)
-        self.p = _check_p("p", p)
+        self.p = check_p("p", p)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         ndim = check_sample(sample)
-        axes = _resolve_axes(self.axes, ndim, "axes")
+        axes = resolve_axes(self.axes, ndim, "axes")
         if axes[0] == axes[1]:
             raise ValueError(f"axes must be two different spatial axes, got {self.axes}")
         if rng.random() >= self.p:
             return sample
         k = int(rng.integers(1, 4))
-        return _spatial_apply(sample, lambda a, kind: np.rot90(a, k=k, axes=axes))
+        return spatial_apply(sample, lambda a, kind: np.rot90(a, k=k, axes=axes))
 
     def __repr__(self) -> str:
         return f"RandomRot90(axes={self.axes}, p={self.p})"
@@ -100,9 +100,9 @@ class RandomAffine:
         if planes not in ("all", "random"):
             raise ValueError(f"planes must be 'all' or 'random', got {planes!r}")
         self.rotate_deg = float(rotate_deg)
-        self.scale = _check_range("scale", scale, positive=True)
-        self.p = _check_p("p", p)
-        self.p_scale = self.p if p_scale is None else _check_p("p_scale", p_scale)
+        self.scale = check_range("scale", scale, positive=True)
+        self.p = check_p("p", p)
+        self.p_scale = self.p if p_scale is None else check_p("p_scale", p_scale)
         self.planes = planes
 
     def sample_matrix(self, ndim: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -138,7 +138,7 @@ class RandomAffine:
             res = ndi.affine_transform(src, inverse, offset, order=0, mode="constant", cval=0)
             return res.astype(bool) if kind == "mask" else res.astype(np.int64)
 
-        return _spatial_apply(sample, warp)
+        return spatial_apply(sample, warp)
 
     def __repr__(self) -> str:
         return (f"RandomAffine(rotate_deg={self.rotate_deg}, scale={self.scale}, p={self.p}, p_scale={self.p_scale}, "
