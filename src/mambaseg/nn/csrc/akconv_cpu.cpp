@@ -17,12 +17,11 @@
 //                  weight 2 (the "border quirk": the edge value counts twice); no gradient to q.
 // With a zero-padded x every clamped sample is a zero, so the same rule gives true zero-extended bilinear sampling.
 //
-// Memory: the forward keeps only a tile of samples per thread; the backward one N-fold buffer (h*w, N*C) for one
-// batch element at a time. Backward recomputes col_b for the weight
-// gradient, then overwrites the same buffer with dcol_b = dy_b W and scatters it to dx (parallel over fixed blocks
-// of channels: each element of dx is written by one thread, always in (pixel, point) order) and reduces it to dp
-// (parallel over pixels, channels summed in a fixed order). No atomics: results are bit-identical from run to run
-// and independent of the number of threads; the weight gradient sums the batch elements in order.
+// Memory: the forward and the backward keep only a tile of samples per thread, the N-fold buffer is never written
+// out. The backward recomputes a tile's samples for the weight gradient, then overwrites the same tile with
+// dcol = dy W and, in one pass, scatters it to dx and reduces it to dp (the tap of each point computed once). Work
+// is split by shape only (units of tiles, see akconv_backward) and every reduction has a fixed order, no atomics:
+// results are bit-identical from run to run and independent of the number of threads.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -33,9 +32,8 @@
 
 namespace {
 
-constexpr int64_t kChanBlock = 16;
 constexpr int64_t kTile = 1024;  // output pixels per tile (forward and backward)
-constexpr int64_t kGroups = 8;   // backward: tile groups with their own weight-gradient partial sum (shape-only)  // channels per col2im job (a shape-only split: results do not depend on threads)
+constexpr int64_t kUnits = 8;    // backward: at least this many work units over the batch when the tiles allow
 
 template <typename T>
 struct Shape {
@@ -65,11 +63,20 @@ bool use_avx2() {
 #define AKCONV_CALL(FN, ...) baseline::FN(__VA_ARGS__)
 #endif
 
+// out[e] += parts[0][e] + ... + parts[count-1][e], added one part after the other (parts contiguous, n elements each):
+// the same order as sequential add_ calls, in one pass over out; parallel over blocks of elements (exact in any split)
 template <typename T>
-void col2im(const T* dcol, const T* p, const Shape<T>& s, T* dx) {
-  const int64_t blocks = (s.C + kChanBlock - 1) / kChanBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    AKCONV_CALL(col2im_range, dcol, p, s, dx, b0 * kChanBlock, std::min(s.C, b1 * kChanBlock));
+void add_in_order(T* out, const T* parts, int64_t count, int64_t n) {
+  constexpr int64_t kBlock = 4096;
+  at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t e0 = k * kBlock, e1 = std::min(n, e0 + kBlock);
+      T* __restrict__ o = out;
+      for (int64_t p = 0; p < count; ++p) {
+        const T* __restrict__ q = parts + p * n;
+        for (int64_t e = e0; e < e1; ++e) o[e] += q[e];
+      }
+    }
   });
 }
 
@@ -124,59 +131,68 @@ at::Tensor akconv_forward(const at::Tensor& x, const at::Tensor& off, const at::
   return y;
 }
 
-// Backward, per batch element: tiles of output pixels in a shape-only number of groups (parallel over groups, each
-// walking its tiles in order): the tile's samples are recomputed in cache for the weight gradient (a partial sum per
-// group, reduced in group order at the end), then dcol = dy W is written for the tile and reduced to the offsets'
-// gradient; finally dcol is scattered to dx (parallel over channel blocks).
+// Backward in work units of contiguous tiles of one batch element: G units per element, G = ceil(kUnits / B)
+// capped by the element's tile count (a shape-only split; G = 1 for B >= kUnits), all units in one parallel loop,
+// each walking its tiles in order. Per tile: the samples are recomputed in cache and multiplied into the unit's
+// weight-gradient partial sum; then dcol = dy W is written over the same tile buffer and one fused pass scatters it
+// to dx and reduces it to the offsets' gradient. The first unit of an element scatters into dx[b] itself, the
+// others into their own buffers, added to dx[b] in unit order afterwards; the weight-gradient partial sums are
+// added in unit order too. Every sum has a fixed order: bit-identical results whatever the number of threads.
 std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight,
                                         const at::Tensor& pn, int64_t stride, double shift, const at::Tensor& dy,
                                         bool need_dx, bool need_doff, bool need_dw) {
   const Dims d = check(x, off, weight, pn, stride);
   const int64_t hw = d.h * d.w, K = d.N * d.C, tiles = (hw + kTile - 1) / kTile;
-  const int64_t groups = std::min(kGroups, tiles);
+  const int64_t G = std::max<int64_t>(1, std::min(tiles, (kUnits + d.B - 1) / d.B)), units = d.B * G;
+  const int64_t plane = d.S1 * d.S2 * d.C;
   TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() && dy.numel() == d.B * hw * d.Co,
               "akconv_cpu: dy must be contiguous (B, h*w, C_out) with x's dtype");
   auto dx = need_dx ? at::zeros_like(x) : at::empty({0}, x.options());
   auto doff = need_doff ? at::empty_like(off) : at::empty({0}, x.options());
-  auto dwp = need_dw ? at::zeros({groups, d.Co, K}, x.options()) : at::empty({0}, x.options());
-  if (!(need_dx || need_doff || need_dw)) return {dx, doff, at::zeros_like(weight)};
-  auto dcol = (need_dx || need_doff) ? at::empty({hw, K}, x.options()) : at::empty({0}, x.options());
+  if (!(need_dx || need_doff || need_dw) || d.B * hw == 0) return {dx, doff, at::zeros_like(weight)};
+  auto dxu = (need_dx && G > 1) ? at::zeros({d.B, G - 1, plane}, x.options()) : at::empty({0}, x.options());
+  // unit 0's weight-gradient partial sum is dw itself, the others get their own
+  auto dw = need_dw ? at::empty({d.Co, K}, x.options()) : at::empty({0}, x.options());
+  auto dwp = (need_dw && units > 1) ? at::empty({units - 1, d.Co, K}, x.options()) : at::empty({0}, x.options());
   const auto dyv = dy.view({d.B, hw, d.Co});
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_backward", [&] {
     const auto s = shape_of<scalar_t>(d, pn, stride, shift);
-    for (int64_t b = 0; b < d.B; ++b) {
-      const auto dyb = dyv[b];
-      const scalar_t* xb = x[b].data_ptr<scalar_t>();
-      const scalar_t* ob = off[b].data_ptr<scalar_t>();
-      at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-        at::NoGradGuard no_grad;
-        auto tile = need_dw ? at::empty({kTile, K}, x.options()) : at::empty({0}, x.options());
-        for (int64_t g = g0; g < g1; ++g) {
-          for (int64_t t = g; t < tiles; t += groups) {
-            const int64_t begin = t * kTile, len = std::min(hw, begin + kTile) - begin;
-            const auto dyt = dyb.narrow(0, begin, len);
-            if (need_dw) {
-              AKCONV_CALL(im2col_range, xb, ob, s, tile.data_ptr<scalar_t>(), begin, begin + len);
-              dwp[g].addmm_(dyt.t(), tile.narrow(0, 0, len));
-            }
-            if (need_dx || need_doff) {
-              auto dct = dcol.narrow(0, begin, len);
-              at::mm_out(dct, dyt, weight);
-              if (need_doff)
-                AKCONV_CALL(positions_grad_range, xb, dcol.data_ptr<scalar_t>(), ob, s, doff[b].data_ptr<scalar_t>(),
-                            begin, begin + len);
-            }
+    at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+      at::NoGradGuard no_grad;  // worker threads start with autograd on
+      auto tile = at::empty({std::min(kTile, hw), K}, x.options());
+      for (int64_t u = u0; u < u1; ++u) {
+        const int64_t b = u / G, g = u % G;
+        const scalar_t* xb = x[b].data_ptr<scalar_t>();
+        const scalar_t* ob = off[b].data_ptr<scalar_t>();
+        scalar_t* dxb = !need_dx ? nullptr : g == 0 ? dx[b].data_ptr<scalar_t>() : dxu[b][g - 1].data_ptr<scalar_t>();
+        scalar_t* dpb = need_doff ? doff[b].data_ptr<scalar_t>() : nullptr;
+        const auto dyb = dyv[b];
+        const int64_t t0 = tiles * g / G, t1 = tiles * (g + 1) / G;
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t begin = t * kTile, len = std::min(hw, begin + kTile) - begin;
+          const auto dyt = dyb.narrow(0, begin, len);
+          auto buf = tile.narrow(0, 0, len);
+          if (need_dw) {
+            AKCONV_CALL(im2col_range, xb, ob, s, buf.data_ptr<scalar_t>(), begin, begin + len);
+            auto dwu = u == 0 ? dw : dwp[u - 1];
+            if (t == t0)
+              at::mm_out(dwu, dyt.t(), buf);
+            else
+              dwu.addmm_(dyt.t(), buf);
+          }
+          if (need_dx || need_doff) {
+            at::mm_out(buf, dyt, weight);
+            AKCONV_CALL(backward_tile, xb, buf.data_ptr<scalar_t>(), ob, s, dxb, dpb, begin, begin + len);
           }
         }
-      });
-      if (need_dx) col2im(dcol.data_ptr<scalar_t>(), ob, s, dx[b].data_ptr<scalar_t>());
-    }
+      }
+    });
+    // the other units' scatters and weight-gradient partial sums, added in unit order
+    if (need_dx && G > 1)
+      for (int64_t b = 0; b < d.B; ++b)
+        add_in_order(dx[b].data_ptr<scalar_t>(), dxu[b].data_ptr<scalar_t>(), G - 1, plane);
+    if (need_dw && units > 1) add_in_order(dw.data_ptr<scalar_t>(), dwp.data_ptr<scalar_t>(), units - 1, d.Co * K);
   });
-  at::Tensor dw = at::empty({0}, x.options());
-  if (need_dw) {  // fixed-order reduction of the group partial sums
-    dw = dwp[0].clone();
-    for (int64_t g = 1; g < groups; ++g) dw.add_(dwp[g]);
-  }
   return {dx, doff, dw};
 }
 
