@@ -32,8 +32,8 @@
 
 namespace {
 
-constexpr int64_t kTile = 1024;  // output pixels per tile (forward and backward)
-constexpr int64_t kUnits = 8;    // backward: at least this many work units over the batch when the tiles allow
+constexpr int64_t kTile = 1024;  // rows per tile (forward and backward) of the batch's (B*h*w) output pixels
+constexpr int64_t kUnits = 8;    // backward: work units (runs of tiles), fewer only when there are fewer tiles
 
 template <typename T>
 struct Shape {
@@ -80,6 +80,17 @@ void add_in_order(T* out, const T* parts, int64_t count, int64_t n) {
   });
 }
 
+// Rows [r0, r1) of the batch's output pixels (row r = pixel r % hw of batch element r / hw) as pieces within one
+// element: f(b, i0, i1, first) for pixels [i0, i1) of element b, first = its first row's index within [r0, r1).
+template <typename F>
+void for_pieces(int64_t r0, int64_t r1, int64_t hw, const F& f) {
+  for (int64_t r = r0; r < r1;) {
+    const int64_t b = r / hw, i0 = r - b * hw, i1 = std::min(hw, i0 + (r1 - r));
+    f(b, i0, i1, r - r0);
+    r += i1 - i0;
+  }
+}
+
 struct Dims {
   int64_t B, C, N, S1, S2, h, w, Co;
 };
@@ -106,91 +117,111 @@ Shape<T> shape_of(const Dims& d, const at::Tensor& pn, int64_t stride, double sh
 }
 
 // positions = (row, col) * stride + p_n + offsets + shift (stride 0: the offsets are absolute positions).
-// Forward in tiles of output pixels: each tile's samples (kTile x N*C, about half a megabyte) are multiplied while
-// they are in cache, so the N-fold buffer is never written out; tiles run in parallel, each GEMM single-threaded.
+// Forward in tiles of kTile rows of the batch's output pixels (a tile may span batch elements, so small maps still
+// make one large GEMM): each tile's samples are multiplied while they are in cache, so the N-fold buffer is never
+// written out; tiles run in parallel, each GEMM single-threaded.
 at::Tensor akconv_forward(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight, const at::Tensor& pn,
                           int64_t stride, double shift) {
   const Dims d = check(x, off, weight, pn, stride);
-  const int64_t hw = d.h * d.w, K = d.N * d.C, tiles = (hw + kTile - 1) / kTile;
+  const int64_t hw = d.h * d.w, K = d.N * d.C, rows = d.B * hw, tiles = (rows + kTile - 1) / kTile;
   auto y = at::empty({d.B, hw, d.Co}, x.options());
+  if (rows == 0) return y;
   const auto wt = weight.t();
+  const auto yv = y.view({rows, d.Co});
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_forward", [&] {
     const auto s = shape_of<scalar_t>(d, pn, stride, shift);
-    at::parallel_for(0, d.B * tiles, 1, [&](int64_t j0, int64_t j1) {
+    at::parallel_for(0, tiles, 1, [&](int64_t j0, int64_t j1) {
       at::NoGradGuard no_grad;  // worker threads start with autograd on; the caller (a Function) has it off
-      auto col = at::empty({kTile, K}, x.options());
+      auto col = at::empty({std::min(kTile, rows), K}, x.options());
+      scalar_t* cp = col.data_ptr<scalar_t>();
       for (int64_t j = j0; j < j1; ++j) {
-        const int64_t b = j / tiles, begin = (j % tiles) * kTile, end = std::min(hw, begin + kTile);
-        AKCONV_CALL(im2col_range, x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s,
-                    col.data_ptr<scalar_t>(), begin, end);
-        auto yt = y[b].narrow(0, begin, end - begin);
-        at::mm_out(yt, col.narrow(0, 0, end - begin), wt);
+        const int64_t r0 = j * kTile, r1 = std::min(rows, r0 + kTile);
+        for_pieces(r0, r1, hw, [&](int64_t b, int64_t i0, int64_t i1, int64_t first) {
+          AKCONV_CALL(im2col_range, x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s, cp + first * K, i0,
+                      i1);
+        });
+        auto yt = yv.narrow(0, r0, r1 - r0);
+        at::mm_out(yt, col.narrow(0, 0, r1 - r0), wt);
       }
     });
   });
   return y;
 }
 
-// Backward in work units of contiguous tiles of one batch element: G units per element, G = ceil(kUnits / B)
-// capped by the element's tile count (a shape-only split; G = 1 for B >= kUnits), all units in one parallel loop,
-// each walking its tiles in order. Per tile: the samples are recomputed in cache and multiplied into the unit's
-// weight-gradient partial sum; then dcol = dy W is written over the same tile buffer and one fused pass scatters it
-// to dx and reduces it to the offsets' gradient. The first unit of an element scatters into dx[b] itself, the
-// others into their own buffers, added to dx[b] in unit order afterwards; the weight-gradient partial sums are
-// added in unit order too. Every sum has a fixed order: bit-identical results whatever the number of threads.
+// Backward in U = min(kUnits, tiles) work units, unit u the tiles [tiles*u/U, tiles*(u+1)/U) (a shape-only split),
+// all in one parallel loop, each walking its tiles in order. Per tile: the samples are recomputed in cache and
+// multiplied into the unit's weight-gradient partial sum (one GEMM over the whole tile); then dcol = dy W is written
+// over the same tile buffer and one fused pass scatters it to dx and reduces it to the offsets' gradient. A unit
+// scatters into dx[b] for the elements whose first row it holds; a unit that starts inside an element scatters
+// that element into a buffer of its own, added to dx[b] afterwards in unit order. The weight-gradient partial sums
+// are added in unit order too. Every sum has a fixed order: bit-identical results whatever the number of threads.
 std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight,
                                         const at::Tensor& pn, int64_t stride, double shift, const at::Tensor& dy,
                                         bool need_dx, bool need_doff, bool need_dw) {
   const Dims d = check(x, off, weight, pn, stride);
-  const int64_t hw = d.h * d.w, K = d.N * d.C, tiles = (hw + kTile - 1) / kTile;
-  const int64_t G = std::max<int64_t>(1, std::min(tiles, (kUnits + d.B - 1) / d.B)), units = d.B * G;
-  const int64_t plane = d.S1 * d.S2 * d.C;
-  TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() && dy.numel() == d.B * hw * d.Co,
+  const int64_t hw = d.h * d.w, K = d.N * d.C, rows = d.B * hw, tiles = (rows + kTile - 1) / kTile;
+  const int64_t units = std::min(kUnits, tiles), plane = d.S1 * d.S2 * d.C;
+  TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() && dy.numel() == rows * d.Co,
               "akconv_cpu: dy must be contiguous (B, h*w, C_out) with x's dtype");
   auto dx = need_dx ? at::zeros_like(x) : at::empty({0}, x.options());
   auto doff = need_doff ? at::empty_like(off) : at::empty({0}, x.options());
-  if (!(need_dx || need_doff || need_dw) || d.B * hw == 0) return {dx, doff, at::zeros_like(weight)};
-  auto dxu = (need_dx && G > 1) ? at::zeros({d.B, G - 1, plane}, x.options()) : at::empty({0}, x.options());
+  if (!(need_dx || need_doff || need_dw) || rows == 0) return {dx, doff, at::zeros_like(weight)};
+  // the units that start inside a batch element: their own dx buffer (slot) for that element
+  std::vector<int64_t> slot(units, -1), slot_unit;
+  auto unit_rows = [&](int64_t u) { return std::make_pair(tiles * u / units * kTile,
+                                                          std::min(rows, tiles * (u + 1) / units * kTile)); };
+  for (int64_t u = 0; u < units; ++u)
+    if (need_dx && unit_rows(u).first % hw != 0) {
+      slot[u] = static_cast<int64_t>(slot_unit.size());
+      slot_unit.push_back(u);
+    }
+  const int64_t slots = static_cast<int64_t>(slot_unit.size());
+  auto dxs = slots > 0 ? at::zeros({slots, plane}, x.options()) : at::empty({0}, x.options());
   // unit 0's weight-gradient partial sum is dw itself, the others get their own
   auto dw = need_dw ? at::empty({d.Co, K}, x.options()) : at::empty({0}, x.options());
   auto dwp = (need_dw && units > 1) ? at::empty({units - 1, d.Co, K}, x.options()) : at::empty({0}, x.options());
-  const auto dyv = dy.view({d.B, hw, d.Co});
+  const auto dyv = dy.view({rows, d.Co});
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_backward", [&] {
     const auto s = shape_of<scalar_t>(d, pn, stride, shift);
     at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
       at::NoGradGuard no_grad;  // worker threads start with autograd on
-      auto tile = at::empty({std::min(kTile, hw), K}, x.options());
+      auto tile = at::empty({std::min(kTile, rows), K}, x.options());
+      scalar_t* tp = tile.data_ptr<scalar_t>();
       for (int64_t u = u0; u < u1; ++u) {
-        const int64_t b = u / G, g = u % G;
-        const scalar_t* xb = x[b].data_ptr<scalar_t>();
-        const scalar_t* ob = off[b].data_ptr<scalar_t>();
-        scalar_t* dxb = !need_dx ? nullptr : g == 0 ? dx[b].data_ptr<scalar_t>() : dxu[b][g - 1].data_ptr<scalar_t>();
-        scalar_t* dpb = need_doff ? doff[b].data_ptr<scalar_t>() : nullptr;
-        const auto dyb = dyv[b];
-        const int64_t t0 = tiles * g / G, t1 = tiles * (g + 1) / G;
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t begin = t * kTile, len = std::min(hw, begin + kTile) - begin;
-          const auto dyt = dyb.narrow(0, begin, len);
-          auto buf = tile.narrow(0, 0, len);
+        const auto range = unit_rows(u);
+        const int64_t ru0 = range.first, ru1 = range.second;
+        auto dwu = !need_dw ? dw : u == 0 ? dw : dwp[u - 1];
+        for (int64_t r0 = ru0; r0 < ru1; r0 += kTile) {
+          const int64_t r1 = std::min(ru1, r0 + kTile);
+          const auto dyt = dyv.narrow(0, r0, r1 - r0);
+          auto buf = tile.narrow(0, 0, r1 - r0);
           if (need_dw) {
-            AKCONV_CALL(im2col_range, xb, ob, s, buf.data_ptr<scalar_t>(), begin, begin + len);
-            auto dwu = u == 0 ? dw : dwp[u - 1];
-            if (t == t0)
+            for_pieces(r0, r1, hw, [&](int64_t b, int64_t i0, int64_t i1, int64_t first) {
+              AKCONV_CALL(im2col_range, x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s, tp + first * K,
+                          i0, i1);
+            });
+            if (r0 == ru0)
               at::mm_out(dwu, dyt.t(), buf);
             else
               dwu.addmm_(dyt.t(), buf);
           }
           if (need_dx || need_doff) {
             at::mm_out(buf, dyt, weight);
-            AKCONV_CALL(backward_tile, xb, buf.data_ptr<scalar_t>(), ob, s, dxb, dpb, begin, begin + len);
+            for_pieces(r0, r1, hw, [&](int64_t b, int64_t i0, int64_t i1, int64_t first) {
+              scalar_t* dxb = !need_dx ? nullptr
+                              : b * hw >= ru0 ? dx[b].data_ptr<scalar_t>()
+                                              : dxs[slot[u]].data_ptr<scalar_t>();
+              AKCONV_CALL(backward_tile, x[b].data_ptr<scalar_t>(), tp + first * K, off[b].data_ptr<scalar_t>(), s,
+                          dxb, need_doff ? doff[b].data_ptr<scalar_t>() : nullptr, i0, i1);
+            });
           }
         }
       }
     });
-    // the other units' scatters and weight-gradient partial sums, added in unit order
-    if (need_dx && G > 1)
-      for (int64_t b = 0; b < d.B; ++b)
-        add_in_order(dx[b].data_ptr<scalar_t>(), dxu[b].data_ptr<scalar_t>(), G - 1, plane);
+    // the scatters of units that started inside an element and the weight-gradient partial sums, in unit order
+    for (int64_t k = 0; k < slots; ++k)
+      add_in_order(dx[unit_rows(slot_unit[k]).first / hw].data_ptr<scalar_t>(), dxs[k].data_ptr<scalar_t>(), 1,
+                   plane);
     if (need_dw && units > 1) add_in_order(dw.data_ptr<scalar_t>(), dwp.data_ptr<scalar_t>(), units - 1, d.Co * K);
   });
   return {dx, doff, dw};
