@@ -33,6 +33,7 @@
 namespace {
 
 constexpr int64_t kTile = 1024;  // rows per tile (forward and backward) of the batch's (B*h*w) output pixels
+constexpr int64_t kFuseBytes = int64_t{2} << 20;  // backward: largest tile for the fused samples pass (below)
 constexpr int64_t kUnits = 8;    // backward: work units (runs of tiles), fewer only when there are fewer tiles
 
 template <typename T>
@@ -181,40 +182,52 @@ std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& o
   auto dw = need_dw ? at::empty({d.Co, K}, x.options()) : at::empty({0}, x.options());
   auto dwp = (need_dw && units > 1) ? at::empty({units - 1, d.Co, K}, x.options()) : at::empty({0}, x.options());
   const auto dyv = dy.view({rows, d.Co});
+  // the samples for the weight gradient come out of the fused pass (corners loaded once) when the two tile buffers
+  // stay small; for wide tiles (deep layers) the separate pass over one buffer is faster (a shape-only choice)
+  const bool need_dcol = need_dx || need_doff;
+  const bool fuse = need_dw && need_dcol && std::min(kTile, rows) * K * x.element_size() <= kFuseBytes;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_backward", [&] {
     const auto s = shape_of<scalar_t>(d, pn, stride, shift);
     at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
       at::NoGradGuard no_grad;  // worker threads start with autograd on
-      auto tile = at::empty({std::min(kTile, rows), K}, x.options());
+      auto tile = at::empty({std::min(kTile, rows), K}, x.options());  // samples (weight gradient's operand)
+      auto tile2 = fuse ? at::empty({std::min(kTile, rows), K}, x.options()) : tile;  // dcol
       scalar_t* tp = tile.data_ptr<scalar_t>();
+      scalar_t* tp2 = tile2.data_ptr<scalar_t>();
       for (int64_t u = u0; u < u1; ++u) {
         const auto range = unit_rows(u);
         const int64_t ru0 = range.first, ru1 = range.second;
         auto dwu = !need_dw ? dw : u == 0 ? dw : dwp[u - 1];
+        auto dw_product = [&](int64_t r0, int64_t r1, const at::Tensor& dyt) {
+          const auto ct = tile.narrow(0, 0, r1 - r0);
+          if (r0 == ru0)
+            at::mm_out(dwu, dyt.t(), ct);
+          else
+            dwu.addmm_(dyt.t(), ct);
+        };
         for (int64_t r0 = ru0; r0 < ru1; r0 += kTile) {
           const int64_t r1 = std::min(ru1, r0 + kTile);
           const auto dyt = dyv.narrow(0, r0, r1 - r0);
-          auto buf = tile.narrow(0, 0, r1 - r0);
-          if (need_dw) {
+          if (need_dw && !fuse) {  // the samples in their own pass, then dcol over the same buffer
             for_pieces(r0, r1, hw, [&](int64_t b, int64_t i0, int64_t i1, int64_t first) {
               AKCONV_CALL(im2col_range, x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s, tp + first * K,
                           i0, i1);
             });
-            if (r0 == ru0)
-              at::mm_out(dwu, dyt.t(), buf);
-            else
-              dwu.addmm_(dyt.t(), buf);
+            dw_product(r0, r1, dyt);
           }
-          if (need_dx || need_doff) {
-            at::mm_out(buf, dyt, weight);
+          if (need_dcol) {  // dcol = dy W, then one pass: samples (if fused), scatter to dx, offsets' gradient
+            auto dct = tile2.narrow(0, 0, r1 - r0);
+            at::mm_out(dct, dyt, weight);
             for_pieces(r0, r1, hw, [&](int64_t b, int64_t i0, int64_t i1, int64_t first) {
               scalar_t* dxb = !need_dx ? nullptr
                               : b * hw >= ru0 ? dx[b].data_ptr<scalar_t>()
                                               : dxs[slot[u]].data_ptr<scalar_t>();
-              AKCONV_CALL(backward_tile, x[b].data_ptr<scalar_t>(), tp + first * K, off[b].data_ptr<scalar_t>(), s,
-                          dxb, need_doff ? doff[b].data_ptr<scalar_t>() : nullptr, i0, i1);
+              AKCONV_CALL(backward_tile, x[b].data_ptr<scalar_t>(), tp2 + first * K, off[b].data_ptr<scalar_t>(), s,
+                          fuse ? tp + first * K : nullptr, dxb, need_doff ? doff[b].data_ptr<scalar_t>() : nullptr,
+                          i0, i1);
             });
           }
+          if (fuse) dw_product(r0, r1, dyt);
         }
       }
     });
