@@ -17,11 +17,12 @@
 //                  weight 2 (the "border quirk": the edge value counts twice); no gradient to q.
 // With a zero-padded x every clamped sample is a zero, so the same rule gives true zero-extended bilinear sampling.
 //
-// Memory: the forward and the backward keep only a tile of samples per thread, the N-fold buffer is never written
-// out. The backward recomputes a tile's samples for the weight gradient, then overwrites the same tile with
-// dcol = dy W and, in one pass, scatters it to dx and reduces it to dp (the tap of each point computed once). Work
-// is split by shape only (units of tiles, see akconv_backward) and every reduction has a fixed order, no atomics:
-// results are bit-identical from run to run and independent of the number of threads.
+// Memory: the forward and the backward keep only a tile of samples (and, backward, a tile of dcol) per thread, the
+// N-fold buffer is never written out. Per tile, the backward computes dcol = dy W, then in one pass (each point's
+// bilinear weights computed once, its corners loaded once) recomputes the samples for the weight gradient,
+// scatters dcol to dx and reduces it to dp. Work is split by shape only (units of tiles, see akconv_backward) and
+// every reduction has a fixed order, no atomics: results are bit-identical from run to run and independent of the
+// number of threads.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -150,9 +151,10 @@ at::Tensor akconv_forward(const at::Tensor& x, const at::Tensor& off, const at::
 }
 
 // Backward in U = min(kUnits, tiles) work units, unit u the tiles [tiles*u/U, tiles*(u+1)/U) (a shape-only split),
-// all in one parallel loop, each walking its tiles in order. Per tile: the samples are recomputed in cache and
-// multiplied into the unit's weight-gradient partial sum (one GEMM over the whole tile); then dcol = dy W is written
-// over the same tile buffer and one fused pass scatters it to dx and reduces it to the offsets' gradient. A unit
+// all in one parallel loop, each walking its tiles in order. Per tile: dcol = dy W (GEMM), one fused pass that
+// writes the samples, scatters dcol to dx and reduces it to the offsets' gradient, then the samples are multiplied
+// into the unit's weight-gradient partial sum (one GEMM over the whole tile); for tiles over kFuseBytes the samples
+// get their own pass first and dcol reuses their buffer. A unit
 // scatters into dx[b] for the elements whose first row it holds; a unit that starts inside an element scatters
 // that element into a buffer of its own, added to dx[b] afterwards in unit order. The weight-gradient partial sums
 // are added in unit order too. Every sum has a fixed order: bit-identical results whatever the number of threads.
