@@ -269,6 +269,47 @@ def test_kernel_deterministic_across_runs_and_threads():
         assert torch.equal(a, b)
 
 
+@needs_kernel
+@pytest.mark.parametrize("b, c, hw, n", [(3, 4, (30, 25), 5), (2, 64, (24, 24), 9)])
+def test_kernel_matches_reference_multi_tile(b, c, hw, n):
+    """Several 1024-row tiles over the batch (tiles spanning two elements, work units starting inside an element,
+    whose scatter goes through its own buffer). 4 channels: the fused pass that also writes the samples;
+    64 channels x 9 points in fp64: tiles too wide for it, the separate samples pass."""
+    torch.manual_seed(b * 100 + c)
+    m = AKConv(c, 3, n).double().train()
+    torch.nn.init.normal_(m.p_conv.weight, std=0.5 / c**0.5)
+    x = torch.randn(b, c, *hw, dtype=torch.double)
+    assert b * hw[0] * hw[1] > 1024 and 1024 % (hw[0] * hw[1]) != 0, "a tile boundary inside an element"
+    (y0, g0), (y1, g1) = _both_paths(m, x)
+    torch.testing.assert_close(y1, y0, rtol=1e-9, atol=1e-9)
+    for name, a, r in zip(("input", "p_conv.weight", "p_conv.bias", "weight"), g1, g0):
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-9, msg=lambda s, name=name: f"{name}: {s}")
+
+
+@needs_kernel
+def test_kernel_gradients_independent_of_threads():
+    """A random mixing weight: input, offset and weight gradients at 1, 2 and 3 threads agree (the work split and
+    the reduction orders depend on the shape only; the BLAS products are single-threaded within the split)."""
+    g = torch.Generator().manual_seed(4)
+    c, n, co = 12, 9, 7
+    x = torch.randn(3, c, 26, 31, generator=g, requires_grad=True)
+    p = (torch.rand(3, 2 * n, 26, 31, generator=g) * 34 - 3).requires_grad_(True)
+    w = torch.randn(co, c * n, generator=g, requires_grad=True)
+    dy = torch.randn(3, co, 26, 31, generator=g)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            y = akconv_kernel.akconv_sample_mix(x, p, w)
+            outs.append(torch.autograd.grad((y * dy).sum(), [x, p, w]))
+    finally:
+        torch.set_num_threads(threads)
+    for other in outs[1:]:
+        for a, r in zip(other, outs[0]):
+            torch.testing.assert_close(a, r, rtol=1e-6, atol=1e-6 * float(r.abs().max()))
+
+
 def test_kernel_can_be_disabled(monkeypatch):
     saved = dict(akconv_kernel._state)
     try:

@@ -22,7 +22,7 @@ Implementation: the bilinear gather is one ``F.grid_sample`` call (``align_corne
 on a grid laid out directly as (B, h·N, w); the border quirk is a factor 2 per clamped axis. This is numerically
 the official four-corner gather (tested against an independent per-pixel loop). On the CPU, outside tracing and
 export, the sampling and the (N, 1) mixing run instead as one compiled kernel (:mod:`mambaseg.nn.akconv_kernel`:
-im2col straight into the GEMM's layout, col2im backward, one N-fold buffer per batch element), same results to
+im2col straight into the GEMM's layout tile by tile, fused col2im backward, no N-fold buffer), same results to
 float tolerance; the code here stays the readable reference and the ONNX export path.
 """
 

@@ -1,11 +1,13 @@
 """Compiled CPU kernel for AKConv's sampling and mixing (``csrc/akconv_cpu.cpp``).
 
-:func:`akconv_sample_mix` computes ``y_b = W · col_b`` where ``col_b`` (C·N, h·w) holds the bilinear samples of
+:func:`akconv_sample_mix` computes ``y = col · W^T`` where ``col`` (B·h·w, N·C) holds the bilinear samples of
 every channel at the N positions of every output pixel — the im2col of a deformable convolution with an irregular
-kernel — written straight into the layout the GEMM consumes, one batch element at a time. Its backward recomputes
-``col_b`` for the weight gradient, then turns the same buffer into ``W^T · dy_b`` and scatters it to the input
-(col2im) and reduces it to the positions. Parallel with ``at::parallel_for``, no atomics: gradients are
-bit-identical from run to run whatever the thread count. Half-precision inputs are computed in fp32.
+kernel — produced in tiles of 1024 rows (a tile may span batch elements) that are multiplied while in cache, so the
+N-fold buffer is never written out. Its backward, per tile: ``dcol = dy · W``, then one pass that computes each
+point's bilinear weights once, writes the samples again (for the weight gradient), scatters ``dcol`` to the input
+(col2im) and reduces it to the positions. Parallel with ``at::parallel_for`` over work units split by shape only,
+no atomics, fixed-order reductions: gradients are bit-identical from run to run whatever the thread count.
+Half-precision inputs are computed in fp32.
 
 The sampling rule is the official AKConv's (clamped corners, the edge counted twice outside ``[0, size−1)``); on a
 zero-padded image (positions shifted by one) it is exactly zero-extended bilinear sampling, so one kernel serves

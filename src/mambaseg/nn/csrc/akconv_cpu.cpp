@@ -17,12 +17,12 @@
 //                  weight 2 (the "border quirk": the edge value counts twice); no gradient to q.
 // With a zero-padded x every clamped sample is a zero, so the same rule gives true zero-extended bilinear sampling.
 //
-// Memory: the forward keeps only a tile of samples per thread; the backward one N-fold buffer (h*w, N*C) for one
-// batch element at a time. Backward recomputes col_b for the weight
-// gradient, then overwrites the same buffer with dcol_b = dy_b W and scatters it to dx (parallel over fixed blocks
-// of channels: each element of dx is written by one thread, always in (pixel, point) order) and reduces it to dp
-// (parallel over pixels, channels summed in a fixed order). No atomics: results are bit-identical from run to run
-// and independent of the number of threads; the weight gradient sums the batch elements in order.
+// Memory: the forward and the backward keep only a tile of samples (and, backward, a tile of dcol) per thread, the
+// N-fold buffer is never written out. Per tile, the backward computes dcol = dy W, then in one pass (each point's
+// bilinear weights computed once, its corners loaded once) recomputes the samples for the weight gradient,
+// scatters dcol to dx and reduces it to dp. Work is split by shape only (units of tiles, see akconv_backward) and
+// every reduction has a fixed order, no atomics: results are bit-identical from run to run and independent of the
+// number of threads.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -33,9 +33,9 @@
 
 namespace {
 
-constexpr int64_t kChanBlock = 16;
-constexpr int64_t kTile = 1024;  // output pixels per tile (forward and backward)
-constexpr int64_t kGroups = 8;   // backward: tile groups with their own weight-gradient partial sum (shape-only)  // channels per col2im job (a shape-only split: results do not depend on threads)
+constexpr int64_t kTile = 1024;  // rows per tile (forward and backward) of the batch's (B*h*w) output pixels
+constexpr int64_t kFuseBytes = int64_t{2} << 20;  // backward: largest tile for the fused samples pass (below)
+constexpr int64_t kUnits = 8;    // backward: work units (runs of tiles), fewer only when there are fewer tiles
 
 template <typename T>
 struct Shape {
@@ -65,12 +65,32 @@ bool use_avx2() {
 #define AKCONV_CALL(FN, ...) baseline::FN(__VA_ARGS__)
 #endif
 
+// out[e] += parts[0][e] + ... + parts[count-1][e], added one part after the other (parts contiguous, n elements each):
+// the same order as sequential add_ calls, in one pass over out; parallel over blocks of elements (exact in any split)
 template <typename T>
-void col2im(const T* dcol, const T* p, const Shape<T>& s, T* dx) {
-  const int64_t blocks = (s.C + kChanBlock - 1) / kChanBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    AKCONV_CALL(col2im_range, dcol, p, s, dx, b0 * kChanBlock, std::min(s.C, b1 * kChanBlock));
+void add_in_order(T* out, const T* parts, int64_t count, int64_t n) {
+  constexpr int64_t kBlock = 4096;
+  at::parallel_for(0, (n + kBlock - 1) / kBlock, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t e0 = k * kBlock, e1 = std::min(n, e0 + kBlock);
+      T* __restrict__ o = out;
+      for (int64_t p = 0; p < count; ++p) {
+        const T* __restrict__ q = parts + p * n;
+        for (int64_t e = e0; e < e1; ++e) o[e] += q[e];
+      }
+    }
   });
+}
+
+// Rows [r0, r1) of the batch's output pixels (row r = pixel r % hw of batch element r / hw) as pieces within one
+// element: f(b, i0, i1, first) for pixels [i0, i1) of element b, first = its first row's index within [r0, r1).
+template <typename F>
+void for_pieces(int64_t r0, int64_t r1, int64_t hw, const F& f) {
+  for (int64_t r = r0; r < r1;) {
+    const int64_t b = r / hw, i0 = r - b * hw, i1 = std::min(hw, i0 + (r1 - r));
+    f(b, i0, i1, r - r0);
+    r += i1 - i0;
+  }
 }
 
 struct Dims {
@@ -99,84 +119,126 @@ Shape<T> shape_of(const Dims& d, const at::Tensor& pn, int64_t stride, double sh
 }
 
 // positions = (row, col) * stride + p_n + offsets + shift (stride 0: the offsets are absolute positions).
-// Forward in tiles of output pixels: each tile's samples (kTile x N*C, about half a megabyte) are multiplied while
-// they are in cache, so the N-fold buffer is never written out; tiles run in parallel, each GEMM single-threaded.
+// Forward in tiles of kTile rows of the batch's output pixels (a tile may span batch elements, so small maps still
+// make one large GEMM): each tile's samples are multiplied while they are in cache, so the N-fold buffer is never
+// written out; tiles run in parallel, each GEMM single-threaded.
 at::Tensor akconv_forward(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight, const at::Tensor& pn,
                           int64_t stride, double shift) {
   const Dims d = check(x, off, weight, pn, stride);
-  const int64_t hw = d.h * d.w, K = d.N * d.C, tiles = (hw + kTile - 1) / kTile;
+  const int64_t hw = d.h * d.w, K = d.N * d.C, rows = d.B * hw, tiles = (rows + kTile - 1) / kTile;
   auto y = at::empty({d.B, hw, d.Co}, x.options());
+  if (rows == 0) return y;
   const auto wt = weight.t();
+  const auto yv = y.view({rows, d.Co});
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_forward", [&] {
     const auto s = shape_of<scalar_t>(d, pn, stride, shift);
-    at::parallel_for(0, d.B * tiles, 1, [&](int64_t j0, int64_t j1) {
+    at::parallel_for(0, tiles, 1, [&](int64_t j0, int64_t j1) {
       at::NoGradGuard no_grad;  // worker threads start with autograd on; the caller (a Function) has it off
-      auto col = at::empty({kTile, K}, x.options());
+      auto col = at::empty({std::min(kTile, rows), K}, x.options());
+      scalar_t* cp = col.data_ptr<scalar_t>();
       for (int64_t j = j0; j < j1; ++j) {
-        const int64_t b = j / tiles, begin = (j % tiles) * kTile, end = std::min(hw, begin + kTile);
-        AKCONV_CALL(im2col_range, x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s,
-                    col.data_ptr<scalar_t>(), begin, end);
-        auto yt = y[b].narrow(0, begin, end - begin);
-        at::mm_out(yt, col.narrow(0, 0, end - begin), wt);
+        const int64_t r0 = j * kTile, r1 = std::min(rows, r0 + kTile);
+        for_pieces(r0, r1, hw, [&](int64_t b, int64_t i0, int64_t i1, int64_t first) {
+          AKCONV_CALL(im2col_range, x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s, cp + first * K, i0,
+                      i1);
+        });
+        auto yt = yv.narrow(0, r0, r1 - r0);
+        at::mm_out(yt, col.narrow(0, 0, r1 - r0), wt);
       }
     });
   });
   return y;
 }
 
-// Backward, per batch element: tiles of output pixels in a shape-only number of groups (parallel over groups, each
-// walking its tiles in order): the tile's samples are recomputed in cache for the weight gradient (a partial sum per
-// group, reduced in group order at the end), then dcol = dy W is written for the tile and reduced to the offsets'
-// gradient; finally dcol is scattered to dx (parallel over channel blocks).
+// Backward in U = min(kUnits, tiles) work units, unit u the tiles [tiles*u/U, tiles*(u+1)/U) (a shape-only split),
+// all in one parallel loop, each walking its tiles in order. Per tile: dcol = dy W (GEMM), one fused pass that
+// writes the samples, scatters dcol to dx and reduces it to the offsets' gradient, then the samples are multiplied
+// into the unit's weight-gradient partial sum (one GEMM over the whole tile); for tiles over kFuseBytes the samples
+// get their own pass first and dcol reuses their buffer. A unit
+// scatters into dx[b] for the elements whose first row it holds; a unit that starts inside an element scatters
+// that element into a buffer of its own, added to dx[b] afterwards in unit order. The weight-gradient partial sums
+// are added in unit order too. Every sum has a fixed order: bit-identical results whatever the number of threads.
 std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight,
                                         const at::Tensor& pn, int64_t stride, double shift, const at::Tensor& dy,
                                         bool need_dx, bool need_doff, bool need_dw) {
   const Dims d = check(x, off, weight, pn, stride);
-  const int64_t hw = d.h * d.w, K = d.N * d.C, tiles = (hw + kTile - 1) / kTile;
-  const int64_t groups = std::min(kGroups, tiles);
-  TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() && dy.numel() == d.B * hw * d.Co,
+  const int64_t hw = d.h * d.w, K = d.N * d.C, rows = d.B * hw, tiles = (rows + kTile - 1) / kTile;
+  const int64_t units = std::min(kUnits, tiles), plane = d.S1 * d.S2 * d.C;
+  TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() && dy.numel() == rows * d.Co,
               "akconv_cpu: dy must be contiguous (B, h*w, C_out) with x's dtype");
   auto dx = need_dx ? at::zeros_like(x) : at::empty({0}, x.options());
   auto doff = need_doff ? at::empty_like(off) : at::empty({0}, x.options());
-  auto dwp = need_dw ? at::zeros({groups, d.Co, K}, x.options()) : at::empty({0}, x.options());
-  if (!(need_dx || need_doff || need_dw)) return {dx, doff, at::zeros_like(weight)};
-  auto dcol = (need_dx || need_doff) ? at::empty({hw, K}, x.options()) : at::empty({0}, x.options());
-  const auto dyv = dy.view({d.B, hw, d.Co});
+  if (!(need_dx || need_doff || need_dw) || rows == 0) return {dx, doff, at::zeros_like(weight)};
+  // the units that start inside a batch element: their own dx buffer (slot) for that element
+  std::vector<int64_t> slot(units, -1), slot_unit;
+  auto unit_rows = [&](int64_t u) { return std::make_pair(tiles * u / units * kTile,
+                                                          std::min(rows, tiles * (u + 1) / units * kTile)); };
+  for (int64_t u = 0; u < units; ++u)
+    if (need_dx && unit_rows(u).first % hw != 0) {
+      slot[u] = static_cast<int64_t>(slot_unit.size());
+      slot_unit.push_back(u);
+    }
+  const int64_t slots = static_cast<int64_t>(slot_unit.size());
+  auto dxs = slots > 0 ? at::zeros({slots, plane}, x.options()) : at::empty({0}, x.options());
+  // unit 0's weight-gradient partial sum is dw itself, the others get their own
+  auto dw = need_dw ? at::empty({d.Co, K}, x.options()) : at::empty({0}, x.options());
+  auto dwp = (need_dw && units > 1) ? at::empty({units - 1, d.Co, K}, x.options()) : at::empty({0}, x.options());
+  const auto dyv = dy.view({rows, d.Co});
+  // the samples for the weight gradient come out of the fused pass (corners loaded once) when the two tile buffers
+  // stay small; for wide tiles (deep layers) the separate pass over one buffer is faster (a shape-only choice)
+  const bool need_dcol = need_dx || need_doff;
+  const bool fuse = need_dw && need_dcol && std::min(kTile, rows) * K * x.element_size() <= kFuseBytes;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_backward", [&] {
     const auto s = shape_of<scalar_t>(d, pn, stride, shift);
-    for (int64_t b = 0; b < d.B; ++b) {
-      const auto dyb = dyv[b];
-      const scalar_t* xb = x[b].data_ptr<scalar_t>();
-      const scalar_t* ob = off[b].data_ptr<scalar_t>();
-      at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
-        at::NoGradGuard no_grad;
-        auto tile = need_dw ? at::empty({kTile, K}, x.options()) : at::empty({0}, x.options());
-        for (int64_t g = g0; g < g1; ++g) {
-          for (int64_t t = g; t < tiles; t += groups) {
-            const int64_t begin = t * kTile, len = std::min(hw, begin + kTile) - begin;
-            const auto dyt = dyb.narrow(0, begin, len);
-            if (need_dw) {
-              AKCONV_CALL(im2col_range, xb, ob, s, tile.data_ptr<scalar_t>(), begin, begin + len);
-              dwp[g].addmm_(dyt.t(), tile.narrow(0, 0, len));
-            }
-            if (need_dx || need_doff) {
-              auto dct = dcol.narrow(0, begin, len);
-              at::mm_out(dct, dyt, weight);
-              if (need_doff)
-                AKCONV_CALL(positions_grad_range, xb, dcol.data_ptr<scalar_t>(), ob, s, doff[b].data_ptr<scalar_t>(),
-                            begin, begin + len);
-            }
+    at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
+      at::NoGradGuard no_grad;  // worker threads start with autograd on
+      auto tile = at::empty({std::min(kTile, rows), K}, x.options());  // samples (weight gradient's operand)
+      auto tile2 = fuse ? at::empty({std::min(kTile, rows), K}, x.options()) : tile;  // dcol
+      scalar_t* tp = tile.data_ptr<scalar_t>();
+      scalar_t* tp2 = tile2.data_ptr<scalar_t>();
+      for (int64_t u = u0; u < u1; ++u) {
+        const auto range = unit_rows(u);
+        const int64_t ru0 = range.first, ru1 = range.second;
+        auto dwu = !need_dw ? dw : u == 0 ? dw : dwp[u - 1];
+        auto dw_product = [&](int64_t r0, int64_t r1, const at::Tensor& dyt) {
+          const auto ct = tile.narrow(0, 0, r1 - r0);
+          if (r0 == ru0)
+            at::mm_out(dwu, dyt.t(), ct);
+          else
+            dwu.addmm_(dyt.t(), ct);
+        };
+        for (int64_t r0 = ru0; r0 < ru1; r0 += kTile) {
+          const int64_t r1 = std::min(ru1, r0 + kTile);
+          const auto dyt = dyv.narrow(0, r0, r1 - r0);
+          if (need_dw && !fuse) {  // the samples in their own pass, then dcol over the same buffer
+            for_pieces(r0, r1, hw, [&](int64_t b, int64_t i0, int64_t i1, int64_t first) {
+              AKCONV_CALL(im2col_range, x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s, tp + first * K,
+                          i0, i1);
+            });
+            dw_product(r0, r1, dyt);
           }
+          if (need_dcol) {  // dcol = dy W, then one pass: samples (if fused), scatter to dx, offsets' gradient
+            auto dct = tile2.narrow(0, 0, r1 - r0);
+            at::mm_out(dct, dyt, weight);
+            for_pieces(r0, r1, hw, [&](int64_t b, int64_t i0, int64_t i1, int64_t first) {
+              scalar_t* dxb = !need_dx ? nullptr
+                              : b * hw >= ru0 ? dx[b].data_ptr<scalar_t>()
+                                              : dxs[slot[u]].data_ptr<scalar_t>();
+              AKCONV_CALL(backward_tile, x[b].data_ptr<scalar_t>(), tp2 + first * K, off[b].data_ptr<scalar_t>(), s,
+                          fuse ? tp + first * K : nullptr, dxb, need_doff ? doff[b].data_ptr<scalar_t>() : nullptr,
+                          i0, i1);
+            });
+          }
+          if (fuse) dw_product(r0, r1, dyt);
         }
-      });
-      if (need_dx) col2im(dcol.data_ptr<scalar_t>(), ob, s, dx[b].data_ptr<scalar_t>());
-    }
+      }
+    });
+    // the scatters of units that started inside an element and the weight-gradient partial sums, in unit order
+    for (int64_t k = 0; k < slots; ++k)
+      add_in_order(dx[unit_rows(slot_unit[k]).first / hw].data_ptr<scalar_t>(), dxs[k].data_ptr<scalar_t>(), 1,
+                   plane);
+    if (need_dw && units > 1) add_in_order(dw.data_ptr<scalar_t>(), dwp.data_ptr<scalar_t>(), units - 1, d.Co * K);
   });
-  at::Tensor dw = at::empty({0}, x.options());
-  if (need_dw) {  // fixed-order reduction of the group partial sums
-    dw = dwp[0].clone();
-    for (int64_t g = 1; g < groups; ++g) dw.add_(dwp[g]);
-  }
   return {dx, doff, dw};
 }
 
