@@ -101,6 +101,30 @@ def test_float32_gradients_match_reference_at_a_wide_shape():
     assert_matches_reference(inputs, softplus=True)
 
 
+@pytest.mark.parametrize("nstate", [8, 16])
+@pytest.mark.parametrize("batch, dim, groups, length", [(2, 12, 1, 3 * CHUNK + 5), (1, 16, 2, CHUNK - 3)])
+def test_float32_vector_paths_match_reference(nstate, batch, dim, groups, length):
+    """N = 8, 16 in float32 (the vectorised dot products), the backward's dB/dC slices zeroed chunk by chunk and
+    reduced in one pass (several slices per group, batch > 1), odd lengths."""
+    inputs = make_inputs(batch=batch, dim=dim, nstate=nstate, length=length, groups=groups)
+    assert_matches_reference(inputs, softplus=True)
+
+
+@pytest.mark.parametrize("nstate", [4, 16])
+def test_float32_bit_identical_with_1_and_2_threads(nstate):
+    inputs = make_inputs(batch=2, dim=16, nstate=nstate, length=5 * CHUNK + 3, groups=2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _run(inputs)
+        torch.set_num_threads(2)
+        two = _run(inputs)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
 def test_extreme_values_match_reference():
     """exp(Δ·A) from underflow (Δ·A ~ -240) to huge (~ +75), softplus on both sides of its threshold (20).
 

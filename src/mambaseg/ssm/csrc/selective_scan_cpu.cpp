@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -72,6 +73,13 @@ struct Grads {
   T *dD_rows, *dbias_rows;  // (R,)
   T *dB, *dC;               // (batch, G, slices, L, N)
 };
+
+#if defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 12)  // vector extensions with __builtin_shufflevector
+#define MAMBASEG_VEC 1
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vector types in the baseline build: inline helpers only
+#else
+#define MAMBASEG_VEC 0
+#endif
 
 namespace baseline {
 #include "selective_scan_cpu_kernels.h"
@@ -210,8 +218,8 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& u, const at::Tensor& del
   auto dz = z.has_value() ? at::empty_like(u) : at::empty({0}, u.options());
   auto dA_rows = at::empty({rows, N}, u.options());
   auto dD_rows = at::empty({rows}, u.options()), dbias_rows = at::empty({rows}, u.options());
-  auto dBp = at::zeros({batch, G, un.slices, L, N}, u.options());
-  auto dCp = at::zeros({batch, G, un.slices, L, N}, u.options());
+  auto dBp = at::empty({batch, G, un.slices, L, N}, u.options());  // zeroed by the units, chunk by chunk
+  auto dCp = at::empty({batch, G, un.slices, L, N}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_backward", [&] {
     const auto p = make_problem<scalar_t>(u, delta, A, Bt, Ct, D, z, bias, softplus, chunk);
     Grads<scalar_t> gr{dout.data_ptr<scalar_t>(), dlast.has_value() ? dlast->data_ptr<scalar_t>() : nullptr,
@@ -225,15 +233,31 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& u, const at::Tensor& del
       }
     });
   });
-  // fixed-order reductions: over slices (dB, dC) and over the batch (dA, dD, dbias)
+  // fixed-order reductions: over slices (dB, dC; one pass, parallel over blocks of positions) and over the batch
+  // (dA, dD, dbias)
   at::Tensor dB = dBp.select(2, 0), dC = dCp.select(2, 0);
   if (un.slices > 1) {
-    dB = dB.clone();
-    dC = dC.clone();
-    for (int64_t s = 1; s < un.slices; ++s) {
-      dB.add_(dBp.select(2, s));
-      dC.add_(dCp.select(2, s));
-    }
+    dB = at::empty({batch, G, L, N}, u.options());
+    dC = at::empty({batch, G, L, N}, u.options());
+    AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_reduce", [&] {
+      constexpr int64_t kBlock = 4096;  // values per task
+      const int64_t per_bg = L * N, blocks = (per_bg + kBlock - 1) / kBlock, S = un.slices;
+      const scalar_t* srcs[2] = {dBp.data_ptr<scalar_t>(), dCp.data_ptr<scalar_t>()};
+      scalar_t* dsts[2] = {dB.data_ptr<scalar_t>(), dC.data_ptr<scalar_t>()};
+      at::parallel_for(0, 2 * batch * G * blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const int64_t which = i / (batch * G * blocks), rest = i % (batch * G * blocks);
+          const int64_t bg = rest / blocks, i0 = (rest % blocks) * kBlock, n = std::min(kBlock, per_bg - i0);
+          const scalar_t* src = srcs[which] + bg * S * per_bg + i0;
+          scalar_t* dst = dsts[which] + bg * per_bg + i0;
+          std::copy(src, src + n, dst);
+          for (int64_t s = 1; s < S; ++s) {
+            const scalar_t* part = src + s * per_bg;
+            for (int64_t j = 0; j < n; ++j) dst[j] += part[j];
+          }
+        }
+      });
+    });
   }
   auto dA = dA_rows.view({batch, dim, N}).select(0, 0).clone();
   auto dD = dD_rows.view({batch, dim}).select(0, 0).clone();
