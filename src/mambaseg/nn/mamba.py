@@ -99,8 +99,8 @@ class SeqOrder:
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """x (…, L) in token order → (…, L) in scan order (``x.index_select(-1, self.index())``)."""
-        if self.transpose:
-            x = x.unflatten(-1, (self.rows, self.cols)).transpose(-1, -2).flatten(-2)
+        if self.transpose:  # sizes from x.shape (not unflatten/flatten) keep the batch axis dynamic when traced
+            x = x.reshape(x.shape[:-1] + (self.rows, self.cols)).transpose(-1, -2).reshape(x.shape)
         return x.flip(-1) if self.reverse else x.contiguous()
 
     def invert(self, y: torch.Tensor) -> torch.Tensor:
@@ -108,7 +108,7 @@ class SeqOrder:
         if self.reverse:
             y = y.flip(-1)
         if self.transpose:
-            y = y.unflatten(-1, (self.cols, self.rows)).transpose(-1, -2).flatten(-2)
+            y = y.reshape(y.shape[:-1] + (self.cols, self.rows)).transpose(-1, -2).reshape(y.shape)
         return y.contiguous()
 
     def index(self, device: torch.device | str | None = None) -> torch.Tensor:
@@ -119,6 +119,8 @@ class SeqOrder:
 def _wmm(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``weight @ x`` for weight (O, I) and x (B, I, L) of any strides → (B, O, L) contiguous. One bmm on the
     expanded weight: ``torch.matmul`` would copy a transposed x to fold the batch (≈5x slower with its backward)."""
+    if torch.jit.is_tracing():  # ONNX export: a broadcasting MatMul keeps the batch axis dynamic
+        return torch.matmul(weight, x)
     return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
 
