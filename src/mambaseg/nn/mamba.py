@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mambaseg.ssm import selective_scan
+from mambaseg.ssm import cpu_kernel, selective_scan
+from mambaseg.ssm.cpu_kernel import causal_conv1d_silu_cpu
 
 __all__ = [
     "resolve_dt_rank",
@@ -124,6 +125,14 @@ def _wmm(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
 
+def _fused_conv(x: torch.Tensor, conv: nn.Conv1d) -> bool:
+    """Whether the compiled causal conv + SiLU applies: CPU fp32/fp64 tensors of one dtype (not under autocast,
+    not while tracing) and the kernel builds (``MAMBASEG_NO_CPU_KERNEL=1`` turns it off with the scan kernel)."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and conv.weight.dtype == x.dtype
+            and conv.bias is not None and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+            and not torch.is_autocast_enabled("cpu") and cpu_kernel.available())
+
+
 class MambaDirection(nn.Module):
     """Parameters and computation of one scan direction (everything of a Mamba block except in/out projections).
 
@@ -174,7 +183,10 @@ class MambaDirection(nn.Module):
         of x is made; only B and C are transposed to the scan kernel's time-major layout (N·L values each).
         """
         length = x.shape[-1]
-        x = F.silu(self.conv1d(x)[..., :length])  # causal: keep the first L outputs of the left-padded conv
+        if _fused_conv(x, self.conv1d):
+            x = causal_conv1d_silu_cpu(x, self.conv1d.weight, self.conv1d.bias)  # same as below, one compiled pass
+        else:
+            x = F.silu(self.conv1d(x)[..., :length])  # causal: keep the first L outputs of the left-padded conv
         x_dbl = _wmm(self.x_proj.weight, x)  # (B, R + 2N, L)
         dt, b_ssm, c_ssm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
         delta = _wmm(self.dt_proj.weight, dt)  # (B, d_inner, L); the bias goes in the scan

@@ -15,6 +15,9 @@
 // for locality) and accumulates into its own buffer, and slices are reduced in a fixed order afterwards, so the
 // result is bit-identical from run to run and independent of the number of threads.
 //
+// The extension also holds Mamba's causal depthwise conv1d + SiLU (conv_forward / conv_backward), per row, the
+// backward recomputing the conv from x instead of saving it.
+//
 // The kernels live in selective_scan_cpu_kernels.h, compiled twice: for the baseline instruction set and, on
 // x86-64, for AVX2+FMA (chosen at run time with __builtin_cpu_supports), so the build needs no -march=native and
 // can be reused on another CPU. Build with -O3 -fno-trapping-math (lets GCC if-convert and vectorise the exp;
@@ -270,9 +273,76 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& u, const at::Tensor& del
   return {du, ddelta, dA, dB.contiguous(), dC.contiguous(), dD, dz, dbias};
 }
 
+// Causal depthwise conv1d + SiLU: x (B, D, L), weight (D, K), bias (D,), contiguous, one dtype -> out (B, D, L).
+void check_conv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  TORCH_CHECK(x.dim() == 3 && weight.dim() == 2 && bias.dim() == 1 && weight.size(0) == x.size(1) &&
+                  bias.size(0) == x.size(1),
+              "causal_conv1d_silu: expected x (B, D, L), weight (D, K), bias (D,)");
+  for (const at::Tensor* t : {&x, &weight, &bias})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == x.scalar_type() && t->device().is_cpu(),
+                "causal_conv1d_silu: inputs must be contiguous CPU tensors of one dtype");
+}
+
+at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  check_conv(x, weight, bias);
+  const int64_t D = x.size(1), L = x.size(2), K = weight.size(1), rows = x.size(0) * D;
+  auto out = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv1d_silu_forward", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = weight.data_ptr<scalar_t>();
+    const scalar_t* bp = bias.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t d = r % D;
+        MAMBASEG_CALL_T(conv_silu_forward_row, xp + r * L, wp + d * K, K, bp[d], L, op + r * L)
+      }
+    });
+  });
+  return out;
+}
+
+// -> dx (B, D, L), dweight (D, K), dbias (D,); the batch sums in a fixed order (bit-identical for any threads)
+std::vector<at::Tensor> conv_backward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                      const at::Tensor& grad) {
+  check_conv(x, weight, bias);
+  TORCH_CHECK(grad.is_contiguous() && grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type(),
+              "causal_conv1d_silu: grad must be contiguous with x's shape and dtype");
+  const int64_t batch = x.size(0), D = x.size(1), L = x.size(2), K = weight.size(1), rows = batch * D;
+  auto dx = at::empty_like(x);
+  auto dw_rows = at::empty({batch, D, K}, x.options());
+  auto db_rows = at::empty({batch, D}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv1d_silu_backward", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = weight.data_ptr<scalar_t>();
+    const scalar_t* bp = bias.data_ptr<scalar_t>();
+    const scalar_t* gp = grad.data_ptr<scalar_t>();
+    scalar_t* dxp = dx.data_ptr<scalar_t>();
+    scalar_t* dwp = dw_rows.data_ptr<scalar_t>();
+    scalar_t* dbp = db_rows.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> scratch(L);
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t d = r % D;
+        MAMBASEG_CALL_T(conv_silu_backward_row, xp + r * L, wp + d * K, K, bp[d], L, gp + r * L, scratch.data(),
+                        dxp + r * L, dwp + r * K, dbp + r)
+      }
+    });
+  });
+  auto dw = dw_rows.select(0, 0).clone();
+  auto db = db_rows.select(0, 0).clone();
+  for (int64_t b = 1; b < batch; ++b) {
+    dw.add_(dw_rows.select(0, b));
+    db.add_(db_rows.select(0, b));
+  }
+  return {dx, dw, db};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("conv_forward", &conv_forward, "causal depthwise conv1d + SiLU forward (CPU)");
+  m.def("conv_backward", &conv_backward, "causal depthwise conv1d + SiLU backward (CPU)");
   m.def("forward", &scan_forward, "selective scan forward (CPU)");
   m.def("backward", &scan_backward, "selective scan backward (CPU)");
 }

@@ -455,3 +455,89 @@ void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int
     gr.dbias_rows[r] = dbias[c];
   }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Causal depthwise conv1d (kernel K, K - 1 zeros on the left) followed by SiLU, per row (batch, channel):
+//   pre_t = bias + sum_j w_j x_{t-K+1+j},  out_t = pre_t sigmoid(pre_t)
+// (Mamba's conv1d + silu before the scan). Positions are processed in blocks; every loop is contiguous in t.
+// ---------------------------------------------------------------------------------------------------------------
+constexpr int64_t kConvBlock = 256;
+
+// pre[t] for t0 <= t0 + t < t0 + n
+template <typename T>
+inline void conv_pre_block(const T* x, const T* w, int64_t K, T bias, int64_t t0, int64_t n, T* pre) {
+  for (int64_t t = 0; t < n; ++t) pre[t] = bias;
+  for (int64_t j = 0; j < K; ++j) {
+    const int64_t shift = K - 1 - j;                       // pre[t] += w_j x[t0 + t - shift]
+    const int64_t start = std::max<int64_t>(0, shift - t0);  // first t with t0 + t - shift >= 0
+    if (start >= n) continue;
+    const T wj = w[j];
+    const T* xs = x + (t0 + start - shift);
+    T* ps = pre + start;
+    for (int64_t t = 0; t < n - start; ++t) ps[t] += wj * xs[t];
+  }
+}
+
+// sum_t a[t] b[t] in 8 interleaved partial sums (fixed order)
+template <typename T>
+inline T dot_n(const T* a, const T* b, int64_t n) {
+  int64_t t = 0;
+  T s = 0;
+#if MAMBASEG_VEC
+  if constexpr (std::is_same<T, float>::value) {
+    v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (; t + 8 <= n; t += 8) acc += load8(a + t) * load8(b + t);
+    s = hsum8(acc);
+  }
+#endif
+  for (; t < n; ++t) s += a[t] * b[t];
+  return s;
+}
+
+template <typename T>
+void conv_silu_forward_row(const T* x, const T* w, int64_t K, T bias, int64_t L, T* out) {
+  T pre[kConvBlock];
+  for (int64_t t0 = 0; t0 < L; t0 += kConvBlock) {
+    const int64_t n = std::min(kConvBlock, L - t0);
+    conv_pre_block(x, w, K, bias, t0, n, pre);
+    T* o = out + t0;
+    for (int64_t t = 0; t < n; ++t) o[t] = pre[t] * sigmoid_vec(pre[t]);
+  }
+}
+
+// g: gradient of the row's output; gp: (L) scratch (gradient of pre); dx: (L); dw: (K); db: (1)
+template <typename T>
+void conv_silu_backward_row(const T* x, const T* w, int64_t K, T bias, int64_t L, const T* g, T* gp, T* dx, T* dw,
+                            T* db) {
+  T pre[kConvBlock];
+  for (int64_t t0 = 0; t0 < L; t0 += kConvBlock) {
+    const int64_t n = std::min(kConvBlock, L - t0);
+    conv_pre_block(x, w, K, bias, t0, n, pre);
+    const T* gl = g + t0;
+    T* gpl = gp + t0;
+    for (int64_t t = 0; t < n; ++t) {
+      const T s = sigmoid_vec(pre[t]);
+      gpl[t] = gl[t] * s * (T(1) + pre[t] * (T(1) - s));
+    }
+  }
+  // dx_s = sum_j w_j gp_{s + K-1-j}
+  for (int64_t s = 0; s < L; ++s) dx[s] = 0;
+  for (int64_t j = 0; j < K; ++j) {
+    const int64_t shift = K - 1 - j;
+    if (shift >= L) continue;
+    const T wj = w[j];
+    const T* gs = gp + shift;
+    for (int64_t s = 0; s < L - shift; ++s) dx[s] += wj * gs[s];
+  }
+  for (int64_t j = 0; j < K; ++j) {
+    const int64_t shift = K - 1 - j;
+    dw[j] = shift < L ? dot_n(gp + shift, x, L - shift) : T(0);
+  }
+  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t t = 0;
+  for (; t + 8 <= L; t += 8)
+    for (int q = 0; q < 8; ++q) acc[q] += gp[t + q];
+  T sum = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+  for (; t < L; ++t) sum += gp[t];
+  *db = sum;
+}
