@@ -140,3 +140,27 @@ def test_bad_arguments():
         m(torch.randn(1, 10, 7), [None, None])
     with pytest.raises(ValueError, match="directions"):
         MultiDirMamba(8, directions=0)
+
+
+def test_fused_conv_path_is_used_and_matches_conv1d_path(monkeypatch):
+    """On CPU fp32 the direction's conv + SiLU runs in the compiled kernel (when it builds); outputs and gradients
+    equal the ``F.silu(conv1d(x)[..., :L])`` fallback."""
+    import mambaseg.nn.mamba as mamba_mod
+    from mambaseg.ssm import cpu_kernel
+
+    torch.manual_seed(0)
+    m = MultiDirMamba(8, directions=2, d_state=4)
+    x = torch.randn(2, 37, 8, requires_grad=True)
+    orders = [None, torch.arange(36, -1, -1)]
+    calls = []
+    real = mamba_mod.causal_conv1d_silu_cpu
+    monkeypatch.setattr(mamba_mod, "causal_conv1d_silu_cpu", lambda *a: calls.append(1) or real(*a))
+    fused = m(x, orders)
+    g_fused = torch.autograd.grad(fused.square().sum(), [x, m.dirs[1].conv1d.weight, m.dirs[1].conv1d.bias])
+    assert len(calls) == (2 if cpu_kernel.available() else 0)
+    monkeypatch.setattr(mamba_mod, "_fused_conv", lambda *a: False)
+    plain = m(x, orders)
+    g_plain = torch.autograd.grad(plain.square().sum(), [x, m.dirs[1].conv1d.weight, m.dirs[1].conv1d.bias])
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_fused, g_plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

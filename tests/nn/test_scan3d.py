@@ -7,7 +7,7 @@ import torch
 from einops import rearrange
 
 from mambaseg.nn.mamba import inverse_permutation
-from mambaseg.nn.scan3d import ORDER_NAMES, QSMambaLayer, scan_order, scan_orders
+from mambaseg.nn.scan3d import ORDER_NAMES, QSMambaLayer, scan_order, scan_orders, seq_orders
 
 SHAPES = [(2, 3, 4), (5, 1, 3), (1, 1, 1), (3, 4, 2)]
 
@@ -63,6 +63,35 @@ def test_layer_equals_residual_multidir_with_volume_orders(directions):
     mixed = layer.mamba(tokens, list(scan_orders((3, 5, 4), directions)))
     expected = x + rearrange(mixed, "b (d h w) c -> b c d h w", d=3, h=5, w=4)
     torch.testing.assert_close(layer(x), expected)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4), (1, 7, 2), (4, 1, 1)])
+def test_seq_orders_are_the_scan_orders(shape):
+    """The view-based orders the layer uses are the same permutations as the index orders, both ways."""
+    views = seq_orders(shape, 4)
+    assert views[0] is None
+    x = torch.randn(2, 3, shape[0] * shape[1] * shape[2])
+    for kind, view in zip(ORDER_NAMES[1:], views[1:]):
+        order = scan_order(kind, shape)
+        assert torch.equal(view.index(), order)
+        moved = view.apply(x)
+        assert moved.is_contiguous() and torch.equal(moved, x.index_select(-1, order))
+        assert torch.equal(view.invert(moved), x)
+
+
+@pytest.mark.parametrize("directions", [2, 4])
+def test_layer_grads_equal_index_order_path(directions):
+    torch.manual_seed(0)
+    layer = QSMambaLayer(6, directions=directions, d_state=4).double()
+    x = torch.randn(2, 6, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    out = layer(x)
+    tokens = layer.norm(rearrange(x, "b c d h w -> b (d h w) c"))
+    mixed = layer.mamba(tokens, list(scan_orders((3, 5, 4), directions)))
+    ref = x + rearrange(mixed, "b (d h w) c -> b c d h w", d=3, h=5, w=4)
+    g = torch.randn_like(out)
+    params = [x, layer.mamba.in_proj.weight, layer.mamba.out_proj.weight] + list(layer.mamba.dirs[-1].parameters())
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
 
 
 def test_inter_slice_direction_depends_on_depth_layout():

@@ -101,6 +101,30 @@ def test_float32_gradients_match_reference_at_a_wide_shape():
     assert_matches_reference(inputs, softplus=True)
 
 
+@pytest.mark.parametrize("nstate", [8, 16])
+@pytest.mark.parametrize("batch, dim, groups, length", [(2, 12, 1, 3 * CHUNK + 5), (1, 16, 2, CHUNK - 3)])
+def test_float32_vector_paths_match_reference(nstate, batch, dim, groups, length):
+    """N = 8, 16 in float32 (the vectorised dot products), the backward's dB/dC slices zeroed chunk by chunk and
+    reduced in one pass (several slices per group, batch > 1), odd lengths."""
+    inputs = make_inputs(batch=batch, dim=dim, nstate=nstate, length=length, groups=groups)
+    assert_matches_reference(inputs, softplus=True)
+
+
+@pytest.mark.parametrize("nstate", [4, 16])
+def test_float32_bit_identical_with_1_and_2_threads(nstate):
+    inputs = make_inputs(batch=2, dim=16, nstate=nstate, length=5 * CHUNK + 3, groups=2)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _run(inputs)
+        torch.set_num_threads(2)
+        two = _run(inputs)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
 def test_extreme_values_match_reference():
     """exp(Δ·A) from underflow (Δ·A ~ -240) to huge (~ +75), softplus on both sides of its threshold (20).
 
@@ -204,3 +228,45 @@ def test_env_var_disables(monkeypatch):
         cpu_kernel._state.clear()
         cpu_kernel._state.update(saved)
     assert cpu_kernel.available()
+
+
+def _conv_silu_reference(x, weight, bias):
+    k = weight.shape[-1]
+    return torch.nn.functional.silu(torch.nn.functional.conv1d(x, weight, bias, padding=k - 1,
+                                                               groups=x.shape[1])[..., : x.shape[-1]])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch, dim, length, k", [(2, 5, 300, 4), (1, 3, 2, 4), (2, 4, 9, 1), (1, 2, 517, 3)])
+def test_causal_conv1d_silu_matches_conv1d(dtype, batch, dim, length, k):
+    """The fused causal depthwise conv + SiLU against F.conv1d: outputs and the gradients of x, weight and bias,
+    over block boundaries (length > 256), lengths shorter than the kernel and odd sizes."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(batch, dim, length, generator=g, dtype=dtype, requires_grad=True)
+    w = torch.randn(dim, 1, k, generator=g, dtype=dtype, requires_grad=True)
+    b = torch.randn(dim, generator=g, dtype=dtype, requires_grad=True)
+    gy = torch.randn(batch, dim, length, generator=g, dtype=dtype)
+    out = cpu_kernel.causal_conv1d_silu_cpu(x, w, b)
+    ref = _conv_silu_reference(x, w, b)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, ref, **tol)
+    for a, r in zip(torch.autograd.grad(out, (x, w, b), gy), torch.autograd.grad(ref, (x, w, b), gy)):
+        torch.testing.assert_close(a, r, **tol)
+
+
+def test_causal_conv1d_silu_bit_identical_with_1_and_2_threads():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 6, 700, generator=g, requires_grad=True)
+    w = torch.randn(6, 1, 4, generator=g, requires_grad=True)
+    b = torch.randn(6, generator=g, requires_grad=True)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out = cpu_kernel.causal_conv1d_silu_cpu(x, w, b)
+            results.append([out, *torch.autograd.grad(out.square().sum(), (x, w, b))])
+    finally:
+        torch.set_num_threads(threads)
+    for a, c in zip(*results):
+        assert torch.equal(a, c)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
 
-from mambaseg.ssm import selective_scan
+from mambaseg.ssm import cpu_kernel, selective_scan
+from mambaseg.ssm.cpu_kernel import causal_conv1d_silu_cpu
 
 __all__ = [
     "resolve_dt_rank",
@@ -28,6 +29,7 @@ __all__ = [
     "dt_bias_init",
     "no_weight_decay_",
     "inverse_permutation",
+    "SeqOrder",
     "MambaDirection",
     "MultiDirMamba",
 ]
@@ -76,6 +78,61 @@ def inverse_permutation(order: torch.Tensor) -> torch.Tensor:
     return inv
 
 
+@dataclass(frozen=True)
+class SeqOrder:
+    """A scan order made of views: the L = rows·cols tokens seen as a (rows, cols) grid, read column by column
+    (``transpose``) or row by row, then optionally ``reverse``-d. Moving a (…, L) tensor into or out of such an
+    order is a flip and/or a 2D transpose copy (memory-bound, autograd's backward is the same kind of copy) instead
+    of an element-wise ``index_select`` gather and a scatter-add backward.
+
+    Examples: reverse raster ``SeqOrder(1, L, reverse=True)``; a volume's inter-slice order (d fastest) for tokens
+    ``(d·H + h)·W + w`` is ``SeqOrder(D, H·W, transpose=True)``.
+    """
+
+    rows: int
+    cols: int
+    transpose: bool = False
+    reverse: bool = False
+
+    @property
+    def length(self) -> int:
+        return self.rows * self.cols
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """x (…, L) in token order → (…, L) in scan order (``x.index_select(-1, self.index())``)."""
+        if self.transpose:  # sizes from x.shape (not unflatten/flatten) keep the batch axis dynamic when traced
+            x = x.reshape(x.shape[:-1] + (self.rows, self.cols)).transpose(-1, -2).reshape(x.shape)
+        return x.flip(-1) if self.reverse else x.contiguous()
+
+    def invert(self, y: torch.Tensor) -> torch.Tensor:
+        """y (…, L) in scan order → token order (the inverse of :meth:`apply`)."""
+        if self.reverse:
+            y = y.flip(-1)
+        if self.transpose:
+            y = y.reshape(y.shape[:-1] + (self.cols, self.rows)).transpose(-1, -2).reshape(y.shape)
+        return y.contiguous()
+
+    def index(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The order as a LongTensor (L,): step i visits token ``index[i]``."""
+        return self.apply(torch.arange(self.length, device=device))
+
+
+def _wmm(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight @ x`` for weight (O, I) and x (B, I, L) of any strides → (B, O, L) contiguous. One bmm on the
+    expanded weight: ``torch.matmul`` would copy a transposed x to fold the batch (≈5x slower with its backward)."""
+    if torch.jit.is_tracing():  # ONNX export: a broadcasting MatMul keeps the batch axis dynamic
+        return torch.matmul(weight, x)
+    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
+
+
+def _fused_conv(x: torch.Tensor, conv: nn.Conv1d) -> bool:
+    """Whether the compiled causal conv + SiLU applies: CPU fp32/fp64 tensors of one dtype (not under autocast,
+    not while tracing) and the kernel builds (``MAMBASEG_NO_CPU_KERNEL=1`` turns it off with the scan kernel)."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and conv.weight.dtype == x.dtype
+            and conv.bias is not None and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+            and not torch.is_autocast_enabled("cpu") and cpu_kernel.available())
+
+
 class MambaDirection(nn.Module):
     """Parameters and computation of one scan direction (everything of a Mamba block except in/out projections).
 
@@ -112,26 +169,51 @@ class MambaDirection(nn.Module):
         self.A_log = no_weight_decay_(nn.Parameter(a_log_init(d_inner, d_state)))
         self.D = no_weight_decay_(nn.Parameter(torch.ones(d_inner)))
 
-    def forward(self, xz: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Scan one (already permuted) sequence.
 
         Args:
-            xz: (B, 2·d_inner, L) the in_proj output in this direction's order; first half x, second half gate z.
+            x: (B, d_inner, L) the x half of the in_proj output in this direction's order.
+            z: (B, d_inner, L) the gate half, same order.
 
         Returns:
-            (B, d_inner, L) gated scan output ``selective_scan(...) * silu(z)``, same order as ``xz``.
+            (B, d_inner, L) gated scan output ``selective_scan(...) * silu(z)``, same order as ``x``.
+
+        Everything stays channel-major (B, ·, L): the projections are ``weight @ x`` matmuls, so no transposed copy
+        of x is made; only B and C are transposed to the scan kernel's time-major layout (N·L values each).
         """
-        length = xz.shape[-1]
-        x, z = xz.chunk(2, dim=1)  # (B, d_inner, L) each
-        x = F.silu(self.conv1d(x)[..., :length])  # causal: keep the first L outputs of the left-padded conv
-        x_dbl = self.x_proj(rearrange(x, "b d l -> b l d"))  # (B, L, R + 2N)
-        dt, b_ssm, c_ssm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = self.dt_proj.weight @ rearrange(dt, "b l r -> b r l")  # (B, d_inner, L); bias goes in the scan
-        b_ssm = rearrange(b_ssm, "b l n -> b n l").contiguous()  # (B, N, L)
-        c_ssm = rearrange(c_ssm, "b l n -> b n l").contiguous()  # (B, N, L)
+        length = x.shape[-1]
+        if _fused_conv(x, self.conv1d):
+            x = causal_conv1d_silu_cpu(x, self.conv1d.weight, self.conv1d.bias)  # same as below, one compiled pass
+        else:
+            x = F.silu(self.conv1d(x)[..., :length])  # causal: keep the first L outputs of the left-padded conv
+        x_dbl = _wmm(self.x_proj.weight, x)  # (B, R + 2N, L)
+        dt, b_ssm, c_ssm = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
+        delta = _wmm(self.dt_proj.weight, dt)  # (B, d_inner, L); the bias goes in the scan
         a = -torch.exp(self.A_log.float())  # (d_inner, N)
         return selective_scan(x, delta, a, b_ssm, c_ssm, self.D.float(), z=z,
                               delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=self.scan_backend)
+
+
+class _GatherSeq(torch.autograd.Function):
+    """``x.index_select(-1, order)`` for a permutation ``order`` whose backward is the gather by the inverse
+    permutation (instead of autograd's scatter-add into zeros): one pass, deterministic."""
+
+    @staticmethod
+    def forward(ctx, x, order, inverse):
+        ctx.save_for_backward(inverse)
+        return x.index_select(-1, order)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(-1, inverse), None, None
+
+
+def _gather_seq(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    if x.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing():
+        return _GatherSeq.apply(x, order, inverse)
+    return x.index_select(-1, order)
 
 
 class MultiDirMamba(nn.Module):
@@ -163,14 +245,15 @@ class MultiDirMamba(nn.Module):
         self.dirs = nn.ModuleList(MambaDirection(self.d_inner, d_state, d_conv, rank) for _ in range(directions))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, orders: Sequence[torch.Tensor | None],
+    def forward(self, x: torch.Tensor, orders: Sequence[torch.Tensor | SeqOrder | None],
                 inverses: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Scan the tokens in every direction, un-permute, sum, project.
 
         Args:
             x: (B, L, C) tokens.
             orders: one index order per direction, each a LongTensor (L,) on x's device: the k-th scan visits token
-                ``orders[k][i]`` at step i. ``None`` means the identity (natural order) and skips the gather.
+                ``orders[k][i]`` at step i. ``None`` means the identity (natural order) and skips the gather; a
+                :class:`SeqOrder` is moved by flips/transposes instead of a gather (same result).
             inverses: optional precomputed inverse permutations (same layout as ``orders``); computed if omitted.
 
         Returns:
@@ -178,20 +261,39 @@ class MultiDirMamba(nn.Module):
         """
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"MultiDirMamba: x must be (B, L, {self.d_model}), got shape {tuple(x.shape)}.")
+        return self.forward_channels(x.transpose(1, 2), orders, inverses).transpose(1, 2)
+
+    def forward_channels(self, x: torch.Tensor, orders: Sequence[torch.Tensor | SeqOrder | None],
+                         inverses: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """:meth:`forward` on channel-major tokens: x (B, C, L) (any strides) → (B, C, L) contiguous.
+
+        Arguments as in :meth:`forward`, with x channel-major. The x and z halves of ``in_proj`` are computed as two
+        contiguous (B, d_inner, L) tensors, each permuted direction gathers whole channel rows, and the output
+        projection writes channel-major, so no (B, L, ·) ↔ (B, ·, L) copies are made.
+        """
+        if x.dim() != 3 or x.shape[1] != self.d_model:
+            raise ValueError(f"MultiDirMamba: x must be (B, {self.d_model}, L), got shape {tuple(x.shape)}.")
         if len(orders) != self.directions:
             raise ValueError(f"MultiDirMamba: got {len(orders)} orders, expected one per direction "
                              f"({self.directions}).")
-        length = x.shape[1]
-        xz = rearrange(self.in_proj(x), "b l d -> b d l")  # (B, 2·d_inner, L)
+        length = x.shape[-1]
+        w = self.in_proj.weight
+        x_in = _wmm(w[: self.d_inner], x)  # (B, d_inner, L)
+        z_in = _wmm(w[self.d_inner:], x)
         y = None
         for k, (direction, order) in enumerate(zip(self.dirs, orders)):
             if order is None:
-                y_k = direction(xz)
+                y_k = direction(x_in, z_in)
+            elif isinstance(order, SeqOrder):
+                if order.length != length:
+                    raise ValueError(f"MultiDirMamba: orders[{k}] has length {order.length}, expected {length}.")
+                y_k = order.invert(direction(order.apply(x_in), order.apply(z_in)))
             else:
                 if order.shape != (length,):
                     raise ValueError(f"MultiDirMamba: orders[{k}] has shape {tuple(order.shape)}, expected "
                                      f"({length},) for L={length}.")
                 inv = inverses[k] if inverses is not None and inverses[k] is not None else inverse_permutation(order)
-                y_k = direction(xz.index_select(-1, order)).index_select(-1, inv)  # (B, d_inner, L)
+                y_k = _gather_seq(direction(_gather_seq(x_in, order, inv), _gather_seq(z_in, order, inv)), inv,
+                                  order)  # (B, d_inner, L) back in token order
             y = y_k if y is None else y + y_k
-        return self.out_proj(rearrange(y, "b d l -> b l d"))
+        return _wmm(self.out_proj.weight, y)  # (B, C, L)

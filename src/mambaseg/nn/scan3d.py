@@ -23,9 +23,9 @@ import torch.nn as nn
 from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
-from .mamba import MultiDirMamba, inverse_permutation
+from .mamba import MultiDirMamba, SeqOrder, inverse_permutation
 
-__all__ = ["ORDER_NAMES", "scan_order", "scan_orders", "QSMambaLayer"]
+__all__ = ["ORDER_NAMES", "scan_order", "scan_orders", "seq_orders", "QSMambaLayer"]
 
 ORDER_NAMES = ("forward", "reverse", "inter_slice", "inter_slice_reverse")
 
@@ -74,6 +74,16 @@ def scan_orders(shape: tuple[int, int, int], directions: int = 4,
     return _cached_orders(tuple(int(s) for s in shape), directions, torch.device(device or "cpu"))[0]
 
 
+def seq_orders(shape: tuple[int, int, int], directions: int = 4) -> tuple[SeqOrder | None, ...]:
+    """The first ``directions`` orders as :class:`~mambaseg.nn.mamba.SeqOrder` views (k0 = None, the identity):
+    the same permutations as :func:`scan_orders`, applied by flips and transposes instead of gathers."""
+    d, h, w = (int(s) for s in shape)
+    length = d * h * w
+    views = (None, SeqOrder(1, length, reverse=True), SeqOrder(d, h * w, transpose=True),
+             SeqOrder(d, h * w, transpose=True, reverse=True))
+    return views[:directions]
+
+
 class QSMambaLayer(nn.Module):
     """Residual Mamba layer over all voxels: ``x + reshape(MultiDirMamba(LN(flatten(x))))`` (no MLP, no drop-path).
 
@@ -98,11 +108,10 @@ class QSMambaLayer(nn.Module):
 
     def _mix(self, x: torch.Tensor) -> torch.Tensor:
         d, h, w = x.shape[2:]
-        orders, inverses = _cached_orders((d, h, w), self.directions, x.device)
-        orders = (None,) + orders[1:]  # k0 is the identity: skip its gathers
+        orders = seq_orders((d, h, w), self.directions)  # flips / transposes, no gathers
         tokens = self.norm(rearrange(x, "b c d h w -> b (d h w) c"))  # (B, L, C), w fastest
-        out = self.mamba(tokens, orders, inverses)  # (B, L, C)
-        return rearrange(out, "b (d h w) c -> b c d h w", d=d, h=h, w=w)
+        out = self.mamba.forward_channels(tokens.transpose(1, 2), orders)  # (B, C, L) contiguous
+        return out.view(x.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (B, C, D, H, W), any D, H, W ≥ 1. Returns: (B, C, D, H, W)."""

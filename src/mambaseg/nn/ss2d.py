@@ -26,7 +26,69 @@ from einops import rearrange
 from mambaseg.nn.mamba import a_log_init, dt_bias_init, no_weight_decay_, resolve_dt_rank
 from mambaseg.ssm import selective_scan
 
-__all__ = ["SS2D", "MambaOut"]
+__all__ = ["SS2D", "MambaOut", "four_ways", "merge_four_ways"]
+
+
+def _four(x: torch.Tensor) -> torch.Tensor:
+    """(B, d, H, W) -> (B, 4, d, L): row-major (h·W + w), column-major (w·H + h), and both reversed."""
+    b, d, h, w = x.shape
+    out = x.new_empty(b, 4, d, h * w)
+    out[:, 0].view(b, d, h, w).copy_(x)
+    out[:, 1].view(b, d, w, h).copy_(x.transpose(2, 3))
+    out[:, 2:].copy_(out[:, :2].flip(-1))
+    return out
+
+
+def _merge(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, 4, d, L) -> (B, d, H, W): the four directions back in row-major order, summed (the adjoint of _four)."""
+    b, _, d, _ = y.shape
+    s = y[:, :2] + y[:, 2:].flip(-1)  # (B, 2, d, L): forward order
+    return torch.add(s[:, 0].view(b, d, h, w), s[:, 1].view(b, d, w, h).transpose(2, 3))
+
+
+class _FourWays(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.hw = x.shape[2:]
+        return _four(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        return _merge(g, *ctx.hw)
+
+
+class _MergeFourWays(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, h, w):
+        return _merge(y, h, w)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        return _four(g), None, None
+
+
+def _plain() -> bool:  # tracing / ONNX export: record plain out-of-place tensor ops
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _four_plain(x: torch.Tensor) -> torch.Tensor:
+    x_hwwh = torch.stack([x.flatten(2), x.transpose(2, 3).flatten(2)], dim=1)  # (B, 2, d, L)
+    return torch.cat([x_hwwh, x_hwwh.flip(-1)], dim=1)
+
+
+def four_ways(x: torch.Tensor) -> torch.Tensor:
+    """The four SS2D scan orders of x (B, d, H, W) as one contiguous (B, 4, d, H·W) tensor: row-major, column-major
+    and their reverses. Written directly into one buffer (no stack/cat of flipped copies); the backward is the merge
+    (:func:`merge_four_ways`), so autograd makes no zero-filled slice gradients."""
+    return _four_plain(x) if _plain() else _FourWays.apply(x)
+
+
+def merge_four_ways(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Sum of the four directions of y (B, 4, d, H·W) back in row-major order: (B, d, H, W) (adjoint of
+    :func:`four_ways`)."""
+    return _merge(y, h, w) if _plain() else _MergeFourWays.apply(y, h, w)
 
 
 class SS2D(nn.Module):
@@ -101,30 +163,23 @@ class SS2D(nn.Module):
         """
         b, d, h, w = x.shape
         n, r = self.d_state, self.dt_rank
-        row = x.flatten(2)  # (B, d, L), index h·W + w
-        col = x.transpose(2, 3).flatten(2)  # (B, d, L), index w·H + h
-        x_hwwh = torch.stack([row, col], dim=1)  # (B, 2, d, L)
-        xs = torch.cat([x_hwwh, x_hwwh.flip(-1)], dim=1)  # (B, 4, d, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, 4, R+2N, L)
+        xs = four_ways(x)  # (B, 4, d, L): row-major, column-major, both reversed
+        x_dbl = torch.matmul(self.x_proj_weight, xs)  # (4, R+2N, d) @ (B, 4, d, L) -> (B, 4, R+2N, L)
         dts, Bs, Cs = torch.split(x_dbl, [r, n, n], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)  # (B, 4, d, L)
+        dts = torch.matmul(self.dt_projs_weight, dts)  # (4, d, R) @ (B, 4, R, L) -> (B, 4, d, L)
         out = selective_scan(
-            xs.reshape(b, 4 * d, -1),
-            dts.reshape(b, 4 * d, -1),
+            xs.view(b, 4 * d, -1),
+            dts.view(b, 4 * d, -1),
             -torch.exp(self.A_logs.float()),
-            Bs.contiguous(),
-            Cs.contiguous(),
+            Bs,  # (B, 4, N, L) views: the scan transposes them to its time-major layout in one copy
+            Cs,
             self.Ds.float(),
             z=None,
             delta_bias=self.dt_projs_bias.float().view(-1),
             delta_softplus=True,
             backend=self.scan_backend,
         ).view(b, 4, d, -1)  # (B, 4, d, L)
-        inv = out[:, 2:4].flip(-1)  # (B, 2, d, L): directions 2, 3 back to forward order
-        y_row = out[:, 0] + inv[:, 0]  # row-major
-        y_col = out[:, 1] + inv[:, 1]  # column-major: index w·H + h
-        y_col = rearrange(y_col, "b d (w h) -> b d (h w)", w=w, h=h)
-        return y_row + y_col
+        return merge_four_ways(out, h, w).flatten(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply SS2D.

@@ -9,6 +9,9 @@ that recomputes the states chunk by chunk from the chunk-start states saved by t
 values) and runs the adjoint recurrence ``g_l = dL/dh_l + a_{l+1} g_{l+1}`` backwards. Gradients are deterministic
 (bit-identical from run to run, whatever the number of threads).
 
+The same extension holds :func:`causal_conv1d_silu_cpu`, Mamba's causal depthwise conv1d + SiLU in one pass (used by
+:class:`mambaseg.nn.mamba.MambaDirection` on CPU).
+
 Needs a C++ compiler and ``ninja`` at first use; :func:`available` reports whether the build worked (and logs why
 not). Setting ``MAMBASEG_NO_CPU_KERNEL=1`` disables the kernel.
 """
@@ -23,7 +26,7 @@ import torch
 
 from ..utils.cpp_ext import ENV_DISABLE_ALL, disabled, load_extension
 
-__all__ = ["DEFAULT_CHUNK", "ENV_DISABLE", "available", "selective_scan_cpu"]
+__all__ = ["DEFAULT_CHUNK", "ENV_DISABLE", "available", "causal_conv1d_silu_cpu", "selective_scan_cpu"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,3 +158,42 @@ def selective_scan_cpu(
                                        False)
             out = out.to(u.dtype)
     return (out, last) if return_last_state else out
+
+
+class _CausalConvSiluFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ext = _load()
+        w2 = weight.reshape(weight.shape[0], -1).contiguous()
+        x, bias = x.contiguous(), bias.contiguous()
+        ctx.save_for_backward(x, w2, bias)
+        ctx.wshape = weight.shape
+        return ext.conv_forward(x, w2, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, w2, bias = ctx.saved_tensors
+        dx, dw, db = _load().conv_backward(x, w2, bias, grad.contiguous())
+        return dx, dw.view(ctx.wshape), db
+
+
+def causal_conv1d_silu_cpu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``silu(conv1d(x, weight, bias, padding=K-1, groups=D)[..., :L])`` (Mamba's causal depthwise conv + SiLU) in
+    one compiled pass, with a compiled backward that recomputes the conv instead of saving it.
+
+    Args:
+        x: (B, D, L) float32/float64 CPU tensor.
+        weight: (D, 1, K) depthwise kernel (``nn.Conv1d(D, D, K, groups=D).weight``), x's dtype.
+        bias: (D,) bias, x's dtype.
+
+    Returns:
+        (B, D, L). Gradients for x, weight and bias; deterministic (the batch sums run in a fixed order).
+
+    Raises:
+        RuntimeError: the kernel is not available (check :func:`available` first).
+    """
+    if _load() is None:
+        raise RuntimeError(f"causal_conv1d_silu_cpu: the compiled CPU kernel is not available (disabled by "
+                           f"{ENV_DISABLE} or the build failed).")
+    return _CausalConvSiluFn.apply(x, weight, bias)

@@ -15,6 +15,9 @@
 // for locality) and accumulates into its own buffer, and slices are reduced in a fixed order afterwards, so the
 // result is bit-identical from run to run and independent of the number of threads.
 //
+// The extension also holds Mamba's causal depthwise conv1d + SiLU (conv_forward / conv_backward), per row, the
+// backward recomputing the conv from x instead of saving it.
+//
 // The kernels live in selective_scan_cpu_kernels.h, compiled twice: for the baseline instruction set and, on
 // x86-64, for AVX2+FMA (chosen at run time with __builtin_cpu_supports), so the build needs no -march=native and
 // can be reused on another CPU. Build with -O3 -fno-trapping-math (lets GCC if-convert and vectorise the exp;
@@ -26,6 +29,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -72,6 +76,13 @@ struct Grads {
   T *dD_rows, *dbias_rows;  // (R,)
   T *dB, *dC;               // (batch, G, slices, L, N)
 };
+
+#if defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 12)  // vector extensions with __builtin_shufflevector
+#define MAMBASEG_VEC 1
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vector types in the baseline build: inline helpers only
+#else
+#define MAMBASEG_VEC 0
+#endif
 
 namespace baseline {
 #include "selective_scan_cpu_kernels.h"
@@ -210,8 +221,8 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& u, const at::Tensor& del
   auto dz = z.has_value() ? at::empty_like(u) : at::empty({0}, u.options());
   auto dA_rows = at::empty({rows, N}, u.options());
   auto dD_rows = at::empty({rows}, u.options()), dbias_rows = at::empty({rows}, u.options());
-  auto dBp = at::zeros({batch, G, un.slices, L, N}, u.options());
-  auto dCp = at::zeros({batch, G, un.slices, L, N}, u.options());
+  auto dBp = at::empty({batch, G, un.slices, L, N}, u.options());  // zeroed by the units, chunk by chunk
+  auto dCp = at::empty({batch, G, un.slices, L, N}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_backward", [&] {
     const auto p = make_problem<scalar_t>(u, delta, A, Bt, Ct, D, z, bias, softplus, chunk);
     Grads<scalar_t> gr{dout.data_ptr<scalar_t>(), dlast.has_value() ? dlast->data_ptr<scalar_t>() : nullptr,
@@ -225,15 +236,31 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& u, const at::Tensor& del
       }
     });
   });
-  // fixed-order reductions: over slices (dB, dC) and over the batch (dA, dD, dbias)
+  // fixed-order reductions: over slices (dB, dC; one pass, parallel over blocks of positions) and over the batch
+  // (dA, dD, dbias)
   at::Tensor dB = dBp.select(2, 0), dC = dCp.select(2, 0);
   if (un.slices > 1) {
-    dB = dB.clone();
-    dC = dC.clone();
-    for (int64_t s = 1; s < un.slices; ++s) {
-      dB.add_(dBp.select(2, s));
-      dC.add_(dCp.select(2, s));
-    }
+    dB = at::empty({batch, G, L, N}, u.options());
+    dC = at::empty({batch, G, L, N}, u.options());
+    AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_reduce", [&] {
+      constexpr int64_t kBlock = 4096;  // values per task
+      const int64_t per_bg = L * N, blocks = (per_bg + kBlock - 1) / kBlock, S = un.slices;
+      const scalar_t* srcs[2] = {dBp.data_ptr<scalar_t>(), dCp.data_ptr<scalar_t>()};
+      scalar_t* dsts[2] = {dB.data_ptr<scalar_t>(), dC.data_ptr<scalar_t>()};
+      at::parallel_for(0, 2 * batch * G * blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const int64_t which = i / (batch * G * blocks), rest = i % (batch * G * blocks);
+          const int64_t bg = rest / blocks, i0 = (rest % blocks) * kBlock, n = std::min(kBlock, per_bg - i0);
+          const scalar_t* src = srcs[which] + bg * S * per_bg + i0;
+          scalar_t* dst = dsts[which] + bg * per_bg + i0;
+          std::copy(src, src + n, dst);
+          for (int64_t s = 1; s < S; ++s) {
+            const scalar_t* part = src + s * per_bg;
+            for (int64_t j = 0; j < n; ++j) dst[j] += part[j];
+          }
+        }
+      });
+    });
   }
   auto dA = dA_rows.view({batch, dim, N}).select(0, 0).clone();
   auto dD = dD_rows.view({batch, dim}).select(0, 0).clone();
@@ -246,9 +273,76 @@ std::vector<at::Tensor> scan_backward(const at::Tensor& u, const at::Tensor& del
   return {du, ddelta, dA, dB.contiguous(), dC.contiguous(), dD, dz, dbias};
 }
 
+// Causal depthwise conv1d + SiLU: x (B, D, L), weight (D, K), bias (D,), contiguous, one dtype -> out (B, D, L).
+void check_conv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  TORCH_CHECK(x.dim() == 3 && weight.dim() == 2 && bias.dim() == 1 && weight.size(0) == x.size(1) &&
+                  bias.size(0) == x.size(1),
+              "causal_conv1d_silu: expected x (B, D, L), weight (D, K), bias (D,)");
+  for (const at::Tensor* t : {&x, &weight, &bias})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == x.scalar_type() && t->device().is_cpu(),
+                "causal_conv1d_silu: inputs must be contiguous CPU tensors of one dtype");
+}
+
+at::Tensor conv_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  check_conv(x, weight, bias);
+  const int64_t D = x.size(1), L = x.size(2), K = weight.size(1), rows = x.size(0) * D;
+  auto out = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv1d_silu_forward", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = weight.data_ptr<scalar_t>();
+    const scalar_t* bp = bias.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t d = r % D;
+        MAMBASEG_CALL_T(conv_silu_forward_row, xp + r * L, wp + d * K, K, bp[d], L, op + r * L)
+      }
+    });
+  });
+  return out;
+}
+
+// -> dx (B, D, L), dweight (D, K), dbias (D,); the batch sums in a fixed order (bit-identical for any threads)
+std::vector<at::Tensor> conv_backward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                      const at::Tensor& grad) {
+  check_conv(x, weight, bias);
+  TORCH_CHECK(grad.is_contiguous() && grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type(),
+              "causal_conv1d_silu: grad must be contiguous with x's shape and dtype");
+  const int64_t batch = x.size(0), D = x.size(1), L = x.size(2), K = weight.size(1), rows = batch * D;
+  auto dx = at::empty_like(x);
+  auto dw_rows = at::empty({batch, D, K}, x.options());
+  auto db_rows = at::empty({batch, D}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "causal_conv1d_silu_backward", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = weight.data_ptr<scalar_t>();
+    const scalar_t* bp = bias.data_ptr<scalar_t>();
+    const scalar_t* gp = grad.data_ptr<scalar_t>();
+    scalar_t* dxp = dx.data_ptr<scalar_t>();
+    scalar_t* dwp = dw_rows.data_ptr<scalar_t>();
+    scalar_t* dbp = db_rows.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> scratch(L);
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t d = r % D;
+        MAMBASEG_CALL_T(conv_silu_backward_row, xp + r * L, wp + d * K, K, bp[d], L, gp + r * L, scratch.data(),
+                        dxp + r * L, dwp + r * K, dbp + r)
+      }
+    });
+  });
+  auto dw = dw_rows.select(0, 0).clone();
+  auto db = db_rows.select(0, 0).clone();
+  for (int64_t b = 1; b < batch; ++b) {
+    dw.add_(dw_rows.select(0, b));
+    db.add_(db_rows.select(0, b));
+  }
+  return {dx, dw, db};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("conv_forward", &conv_forward, "causal depthwise conv1d + SiLU forward (CPU)");
+  m.def("conv_backward", &conv_backward, "causal depthwise conv1d + SiLU backward (CPU)");
   m.def("forward", &scan_forward, "selective scan forward (CPU)");
   m.def("backward", &scan_backward, "selective scan backward (CPU)");
 }

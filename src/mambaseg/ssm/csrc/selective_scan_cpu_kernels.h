@@ -55,9 +55,34 @@ inline double exp_vec(double x) { return std::exp(x); }
 inline double softplus_vec(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
 inline double sigmoid_vec(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
-// sum_n x[n] y[n] in four interleaved partial sums (a fixed order, so vectorisable without reassociation)
+#if MAMBASEG_VEC
+// GCC/Clang vector extensions: 8 floats, one AVX register (two SSE registers in the baseline build). Left to
+// itself the compiler keeps the dot products below scalar (16 loads + 16 scalar FMAs + a shuffle tree per step).
+typedef float v8f __attribute__((vector_size(32)));
+inline v8f load8(const float* p) {
+  v8f v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+// horizontal sum in a fixed tree: ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))
+inline float hsum8(v8f s) {
+  v8f t = s + __builtin_shufflevector(s, s, 4, 5, 6, 7, 0, 1, 2, 3);
+  t = t + __builtin_shufflevector(t, t, 2, 3, 0, 1, 6, 7, 4, 5);
+  t = t + __builtin_shufflevector(t, t, 1, 0, 3, 2, 5, 4, 7, 6);
+  return t[0];
+}
+#endif
+
+// sum_n x[n] y[n] in interleaved partial sums (a fixed order, so vectorisable without reassociation)
 template <typename T, int NT>
 inline T dot(const T* x, const T* y, int64_t N) {
+#if MAMBASEG_VEC
+  if constexpr (std::is_same<T, float>::value && NT > 0 && NT % 8 == 0) {
+    v8f s = load8(x) * load8(y);
+    for (int j = 8; j < NT; j += 8) s += load8(x + j) * load8(y + j);
+    return hsum8(s);
+  } else
+#endif
   if constexpr (NT > 0 && NT % 4 == 0) {
     T s[4] = {0, 0, 0, 0};
     for (int j = 0; j < NT; j += 4)
@@ -134,6 +159,23 @@ inline T dot4(const T* x, const T* y) {
   return (x[0] * y[0] + x[1] * y[1]) + (x[2] * y[2] + x[3] * y[3]);
 }
 
+// s0 = dot4(x, y), s1 = dot4(x + 4, y + 4) (y: 8 values; pass a 4-value vector twice for a shared one)
+template <typename T>
+inline void dot4x2(const T* x, const T* y, T& s0, T& s1) {
+#if MAMBASEG_VEC
+  if constexpr (std::is_same<T, float>::value) {
+    const v8f q = load8(x) * load8(y);
+    const v8f r = q + __builtin_shufflevector(q, q, 1, 0, 3, 2, 5, 4, 7, 6);
+    const v8f t = r + __builtin_shufflevector(r, r, 2, 3, 0, 1, 6, 7, 4, 5);
+    s0 = t[0];
+    s1 = t[4];
+    return;
+  }
+#endif
+  s0 = dot4(x, y);
+  s1 = dot4(x + 4, y + 4);
+}
+
 // rows r, r + 1 (channels d, d + 1 of one group); buf: 4 * chunk scratch values
 template <typename T>
 void forward_pair4(const Problem<T>& p, int64_t r, T* out, T* last, T* states, T* buf) {
@@ -148,7 +190,7 @@ void forward_pair4(const Problem<T>& p, int64_t r, T* out, T* last, T* states, T
   T* dt1b = buf + p.chunk;
   T* y0b = buf + 2 * p.chunk;
   T* y1b = buf + 3 * p.chunk;
-  T h[8] = {0, 0, 0, 0, 0, 0, 0, 0}, dtv[8], dtuv[8], bv[8];
+  T h[8] = {0, 0, 0, 0, 0, 0, 0, 0}, dtv[8], dtuv[8], bv[8], cv[8];
   for (int64_t l0 = 0; l0 < L; l0 += p.chunk) {
     const int64_t steps = std::min(p.chunk, L - l0);
     if (states) {
@@ -165,8 +207,8 @@ void forward_pair4(const Problem<T>& p, int64_t r, T* out, T* last, T* states, T
       for (int j = 0; j < 8; ++j) bv[j] = Bl[j & 3];
       for (int j = 0; j < 8; ++j) h[j] = exp_vec(dtv[j] * A8[j]) * h[j] + dtuv[j] * bv[j];
       const T* Cl = Cm + (l0 + t) * 4;
-      y0b[t] = dot4(h, Cl);
-      y1b[t] = dot4(h + 4, Cl);
+      for (int j = 0; j < 8; ++j) cv[j] = Cl[j & 3];
+      dot4x2(h, cv, y0b[t], y1b[t]);
     }
     for (int q = 0; q < 2; ++q) {
       T* o = out + (r + q) * L + l0;
@@ -217,8 +259,9 @@ void backward_pair4_chunk(const Problem<T>& p, const Grads<T>& gr, int64_t b, in
       hc[j] = a[j] * hp[j] + dtuv[j] * bv[j];
     }
     if (p.z) {
-      yb[0][t] = dot4(hc, Cm + (l0 + t) * 4);
-      yb[1][t] = dot4(hc + 4, Cm + (l0 + t) * 4);
+      const T* Cl = Cm + (l0 + t) * 4;
+      for (int j = 0; j < 8; ++j) bv[j] = Cl[j & 3];
+      dot4x2(hc, bv, yb[0][t], yb[1][t]);
     }
   }
   for (int q = 0; q < 2; ++q) {  // gradient reaching y (through the gate), the gate's and D's
@@ -264,9 +307,13 @@ void backward_pair4_chunk(const Problem<T>& p, const Grads<T>& gr, int64_t b, in
       dCl[n] += dy0 * hc[n] + dy1 * hc[4 + n];
       dBl[n] += gv[n] * dtu0 + gv[4 + n] * dtu1;
     }
-    const T gB0 = dot4(gv, Bl), gB1 = dot4(gv + 4, Bl);
-    ddtb[0][t] = dot4(gh, A8) + gB0 * u[0][t];
-    ddtb[1][t] = dot4(gh + 4, A8 + 4) + gB1 * u[1][t];
+    T gB0, gB1, gA0, gA1;
+    T bd[8];
+    for (int j = 0; j < 8; ++j) bd[j] = Bl[j & 3];
+    dot4x2(gv, bd, gB0, gB1);
+    dot4x2(gh, A8, gA0, gA1);
+    ddtb[0][t] = gA0 + gB0 * u[0][t];
+    ddtb[1][t] = gA1 + gB1 * u[1][t];
     dub[0][t] = gB0 * dt0;
     dub[1][t] = gB1 * dt1;
   }
@@ -310,6 +357,9 @@ void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int
       std::copy(gr.dlast + (b * p.dim + d0 + c) * N, gr.dlast + (b * p.dim + d0 + c + 1) * N, &carry[c * N]);
   for (int64_t k = p.nchunks - 1; k >= 0; --k) {
     const int64_t l0 = k * CH, steps = std::min(L, l0 + CH) - l0;
+    // the unit's dB, dC slice is zeroed chunk by chunk, while the chunk is hot in cache (no separate pass)
+    std::fill(dBm + l0 * N, dBm + (l0 + steps) * N, T(0));
+    std::fill(dCm + l0 * N, dCm + (l0 + steps) * N, T(0));
     for (int64_t c = 0; c < nch; ++c) {
       if constexpr (NT == 4) {
         if (c + 1 < nch) {
@@ -404,4 +454,90 @@ void backward_unit(const Problem<T>& p, const Grads<T>& gr, const Units& un, int
     gr.dD_rows[r] = dD[c];
     gr.dbias_rows[r] = dbias[c];
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Causal depthwise conv1d (kernel K, K - 1 zeros on the left) followed by SiLU, per row (batch, channel):
+//   pre_t = bias + sum_j w_j x_{t-K+1+j},  out_t = pre_t sigmoid(pre_t)
+// (Mamba's conv1d + silu before the scan). Positions are processed in blocks; every loop is contiguous in t.
+// ---------------------------------------------------------------------------------------------------------------
+constexpr int64_t kConvBlock = 256;
+
+// pre[t] for t0 <= t0 + t < t0 + n
+template <typename T>
+inline void conv_pre_block(const T* x, const T* w, int64_t K, T bias, int64_t t0, int64_t n, T* pre) {
+  for (int64_t t = 0; t < n; ++t) pre[t] = bias;
+  for (int64_t j = 0; j < K; ++j) {
+    const int64_t shift = K - 1 - j;                       // pre[t] += w_j x[t0 + t - shift]
+    const int64_t start = std::max<int64_t>(0, shift - t0);  // first t with t0 + t - shift >= 0
+    if (start >= n) continue;
+    const T wj = w[j];
+    const T* xs = x + (t0 + start - shift);
+    T* ps = pre + start;
+    for (int64_t t = 0; t < n - start; ++t) ps[t] += wj * xs[t];
+  }
+}
+
+// sum_t a[t] b[t] in 8 interleaved partial sums (fixed order)
+template <typename T>
+inline T dot_n(const T* a, const T* b, int64_t n) {
+  int64_t t = 0;
+  T s = 0;
+#if MAMBASEG_VEC
+  if constexpr (std::is_same<T, float>::value) {
+    v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (; t + 8 <= n; t += 8) acc += load8(a + t) * load8(b + t);
+    s = hsum8(acc);
+  }
+#endif
+  for (; t < n; ++t) s += a[t] * b[t];
+  return s;
+}
+
+template <typename T>
+void conv_silu_forward_row(const T* x, const T* w, int64_t K, T bias, int64_t L, T* out) {
+  T pre[kConvBlock];
+  for (int64_t t0 = 0; t0 < L; t0 += kConvBlock) {
+    const int64_t n = std::min(kConvBlock, L - t0);
+    conv_pre_block(x, w, K, bias, t0, n, pre);
+    T* o = out + t0;
+    for (int64_t t = 0; t < n; ++t) o[t] = pre[t] * sigmoid_vec(pre[t]);
+  }
+}
+
+// g: gradient of the row's output; gp: (L) scratch (gradient of pre); dx: (L); dw: (K); db: (1)
+template <typename T>
+void conv_silu_backward_row(const T* x, const T* w, int64_t K, T bias, int64_t L, const T* g, T* gp, T* dx, T* dw,
+                            T* db) {
+  T pre[kConvBlock];
+  for (int64_t t0 = 0; t0 < L; t0 += kConvBlock) {
+    const int64_t n = std::min(kConvBlock, L - t0);
+    conv_pre_block(x, w, K, bias, t0, n, pre);
+    const T* gl = g + t0;
+    T* gpl = gp + t0;
+    for (int64_t t = 0; t < n; ++t) {
+      const T s = sigmoid_vec(pre[t]);
+      gpl[t] = gl[t] * s * (T(1) + pre[t] * (T(1) - s));
+    }
+  }
+  // dx_s = sum_j w_j gp_{s + K-1-j}
+  for (int64_t s = 0; s < L; ++s) dx[s] = 0;
+  for (int64_t j = 0; j < K; ++j) {
+    const int64_t shift = K - 1 - j;
+    if (shift >= L) continue;
+    const T wj = w[j];
+    const T* gs = gp + shift;
+    for (int64_t s = 0; s < L - shift; ++s) dx[s] += wj * gs[s];
+  }
+  for (int64_t j = 0; j < K; ++j) {
+    const int64_t shift = K - 1 - j;
+    dw[j] = shift < L ? dot_n(gp + shift, x, L - shift) : T(0);
+  }
+  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t t = 0;
+  for (; t + 8 <= L; t += 8)
+    for (int q = 0; q < 8; ++q) acc[q] += gp[t + q];
+  T sum = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+  for (; t < L; ++t) sum += gp[t];
+  *db = sum;
 }
