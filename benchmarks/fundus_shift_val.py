@@ -9,10 +9,11 @@ of these at once. Each model predicts every condition with ``mambaseg predict`` 
 masks inside the true (identically transformed) field of view. Labels and masks are resized with nearest neighbour.
 
 Usage:
-    python benchmarks/fundus_shift_val.py --out benchmarks/results/drive_recipe/shift_val RUN [RUN ...]
+    python benchmarks/fundus_shift_val.py --out benchmarks/results/drive_recipe/shift_val RUN [RUN ...] [--work DIR]
 (``RUN``: a run folder or checkpoint; the first run's validation ids are used and every run must have the same.)
 Writes ``shift_val.json`` (per run and condition: mean Dice/precision/recall over the validation images) and prints
-a table. The transformed images live in ``OUT/data`` (regenerated each time, derived from ../shared/data).
+a table. The transformed images, predictions and per-case evaluations live in ``--work`` (default
+``runs/fundus_shift``, regenerated each time; derived from ../shared/data, so never inside the repository's results).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--drive", type=Path, default=Path(os.environ.get("MAMBASEG_DATA", "../shared/data")) / "DRIVE")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--work", type=Path, default=Path("runs/fundus_shift"))
     a = ap.parse_args()
     import torch
 
@@ -112,7 +114,7 @@ def main() -> None:
     bad = sorted(set(conds) - set(CONDITIONS))
     if bad:
         sys.exit(f"fundus_shift_val: --conditions: unknown {bad}; expected some of {list(CONDITIONS)}")
-    data = a.out / "data"
+    data = a.work / "data"
     if data.exists():
         shutil.rmtree(data)
     exe = str(Path(sys.executable).with_name("mambaseg"))
@@ -122,13 +124,13 @@ def main() -> None:
         res["runs"][name] = {"path": str(r)}
         for c in conds:
             d = data / c if (data / c).exists() else write_condition(a.drive, ids, c, data)
-            pred = a.out / "pred" / name / c
+            pred = a.work / "pred" / name / c
             cmd = [exe, "predict", "-m", str(r), "-i", str(d / "images"), "-o", str(pred), "--overwrite",
                    "--no-progress"]
             if c == "original":
                 cmd += ["--mask", str(d / "mask")]
             _run(cmd)
-            ev = a.out / "eval" / name / c
+            ev = a.work / "eval" / name / c
             _run([exe, "evaluate", "--pred", str(pred), "--gt", str(d), "-o", str(ev), "--overwrite"])
             m = json.loads((ev / "summary.json").read_text())["mean_2d"]
             res["runs"][name][c] = {k: m[k] for k in ("dice", "precision", "recall")}
@@ -138,8 +140,8 @@ def main() -> None:
         shifted = [rr[c]["dice"] for c in conds if c != "original"]
         rr["mean_dice_shifted"] = float(np.mean(shifted)) if shifted else None
     res["command"] = " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "shift_val.json").write_text(json.dumps(res, indent=1))
-    shutil.rmtree(a.out / "pred", ignore_errors=True)
     print(f"wrote {a.out / 'shift_val.json'}")
 
 
