@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from pathlib import Path
 
@@ -53,10 +54,7 @@ def _json(p: Path) -> dict:
 
 
 def _rel(p: str) -> str:
-    try:
-        return str(Path(p).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return p
+    return os.path.relpath(Path(p).resolve(), Path.cwd().resolve())
 
 
 def _test_line(ev: dict, labels: dict) -> str:
@@ -104,7 +102,9 @@ def section(name: str, run: Path, made_by: str | None, note: str | None = None) 
           if isinstance(data.get("plan"), dict) else []),
         f"- Recipe: {o['name']} lr {o['lr']} {o.get('schedule')} schedule, weight decay {o.get('weight_decay')}, "
         f"loss {lo['name']}, batch {tr['batch_size']} of {d['patch_size']} patches, {', '.join(opts)}, "
-        f"threshold {cfg.get('infer', {}).get('threshold')}; seed {cfg['seed']}; budget "
+        f"threshold {cfg.get('infer', {}).get('threshold')}"
+        + (f" ({data['threshold']:.2f} chosen on validation)" if isinstance(data.get("threshold"), float) else "")
+        + f"; seed {cfg['seed']}; budget "
         f"{tr.get('time_limit_min')} min ({clock} clock) on {prov.get('threads')} thread(s), "
         f"{s.get('epochs_done', ck.get('epoch'))} epochs x {tr['iters_per_epoch']} iterations, "
         f"{s.get('train_seconds', ck.get('train_seconds', 0)) / 60:.1f} min counted; commit {prov.get('git_commit')}.",
