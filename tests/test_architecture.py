@@ -25,6 +25,15 @@ def _modules() -> dict[str, tuple[Path, bool]]:
     return out
 
 
+def from_target(mod: str, is_pkg: bool, node: ast.ImportFrom) -> str:
+    """The absolute module name a ``from ... import`` in module ``mod`` reads from (relative levels resolved)."""
+    if not node.level:
+        return node.module or ""
+    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> the mambaseg modules it imports (``from pkg import mod`` counts as importing ``pkg.mod``)."""
     mods = _modules()
@@ -42,12 +51,7 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
-                    base = base[: len(base) - (node.level - 1)]
-                    target = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    target = node.module or ""
+                target = from_target(mod, is_pkg, node)
                 targets = [f"{target}.{a.name}" if f"{target}.{a.name}" in mods else target for a in node.names]
             for t in targets:
                 if t == "mambaseg" or t.startswith("mambaseg."):
@@ -161,12 +165,7 @@ def unresolved_imports() -> list[str]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
-                    base = base[: len(base) - (node.level - 1)]
-                    targets = [".".join(base + ([node.module] if node.module else []))]
-                else:
-                    targets = [node.module or ""]
+                targets = [from_target(mod, is_pkg, node)]
             else:
                 continue
             bad += [f"{mod}: {t}" for t in targets if (t == "mambaseg" or t.startswith("mambaseg.")) and t not in mods]
@@ -186,11 +185,7 @@ def private_imports() -> list[str]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.ImportFrom):
                 continue
-            if node.level:
-                base = mod.split(".") if is_pkg else mod.split(".")[:-1]
-                target = ".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = from_target(mod, is_pkg, node)
             if target == "mambaseg" or target.startswith("mambaseg."):
                 bad += [f"{mod}: {a.name} from {target}" for a in node.names
                         if a.name.startswith("_") and not a.name.startswith("__")]

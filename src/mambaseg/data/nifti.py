@@ -38,7 +38,7 @@ from mambaseg.data.volume_headers import (
     check_volume_file,
     itk_affine,
     itk_header,
-    quiet_nibabel,
+    open_nifti,
     resampled_shape,
     volume_header,
     volume_suffix,
@@ -111,13 +111,7 @@ def _nifti_meta(img: nib.Nifti1Image | nib.Nifti2Image, path: Path, n_channels: 
 
 def _load_nifti(path: Path, label: bool) -> tuple[np.ndarray, dict[str, Any]]:
     check_volume_file(path)
-    try:
-        with quiet_nibabel():
-            img = nib.load(str(path))
-    except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"{path}: cannot read the NIfTI header ({type(err).__name__}: {msg})") from None
-    check_nifti_header(img, path, label)  # before any allocation
+    img = open_nifti(path, label)  # header checked before any allocation
     try:
         # force the whole data block to be read now: truncated .nii.gz fail here (gzip EOF / zlib / short read)
         if label:

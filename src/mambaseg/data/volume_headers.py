@@ -36,6 +36,7 @@ __all__ = [
     "check_volume_file",
     "itk_affine",
     "itk_header",
+    "open_nifti",
     "quiet_nibabel",
     "resampled_shape",
     "volume_header",
@@ -244,6 +245,19 @@ def itk_header(path: Path, label: bool) -> dict[str, Any]:
     return {"path": str(path), "shape": size, "spacing": spacing, "affine": affine, "n_channels": comps}
 
 
+def open_nifti(path: Path, label: bool):
+    """``nib.load`` of a NIfTI file whose header passed :func:`check_nifti_header` (no voxel data read yet); an
+    unreadable header is a :class:`DataError` naming the file."""
+    try:
+        with quiet_nibabel():
+            img = nib.load(str(path))
+    except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{path}: cannot read the NIfTI header ({type(err).__name__}: {msg})") from None
+    check_nifti_header(img, path, label)
+    return img
+
+
 def volume_header(path: str | os.PathLike, label: bool = False) -> dict[str, Any]:
     """Geometry of a volume from its header alone, after the checks of :func:`check_nifti_header` (NIfTI) or the
     same checks on SimpleITK's image information (NRRD/MHA/MHD); no voxel data is read.
@@ -258,13 +272,7 @@ def volume_header(path: str | os.PathLike, label: bool = False) -> dict[str, Any
         return itk_header(path, label)
     if suf not in NIFTI_SUFFIXES:
         raise DataError(f"{path}: unsupported suffix, expected one of {', '.join(SUPPORTED_SUFFIXES)}")
-    try:
-        with quiet_nibabel():
-            img = nib.load(str(path))
-    except (EOFError, zlib.error, OSError, ValueError, nib.filebasedimages.ImageFileError) as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"{path}: cannot read the NIfTI header ({type(err).__name__}: {msg})") from None
-    check_nifti_header(img, path, label)
+    img = open_nifti(path, label)
     affine = np.asarray(img.affine, dtype=np.float64)
     shape = tuple(int(s) for s in img.header.get_data_shape())
     return {"path": str(path), "shape": shape[:3], "spacing": np.sqrt((affine[:3, :3] ** 2).sum(axis=0)),
