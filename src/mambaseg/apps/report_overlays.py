@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.io import SUPPORTED_2D, overlay_rgb, read_image, read_label, suffix_of
+from ..data.io import SUPPORTED_2D, overlay_rgb, read_image, read_label, stem_of, suffix_of
 from ..utils.optional import require
 
 __all__ = ["orthogonal_error_figure", "overlay_2d", "overlay_2d_full", "overlay_3d", "ras_panels"]
@@ -44,7 +44,7 @@ def _find_image_2d(case: str, ref: Path) -> Path | None:
         if d.is_dir():
             files = [f for f in sorted(d.iterdir()) if suffix_of(f) in SUPPORTED_2D]
             for f in files:
-                stem = f.name[: -len(suffix_of(f))]
+                stem = stem_of(f)
                 if stem == case or stem.split("_")[0] == key:
                     return f
     return None

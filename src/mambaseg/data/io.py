@@ -43,6 +43,7 @@ __all__ = [
     "SUPPORTED_2D",
     "OVERLAY_COLOURS",
     "suffix_of",
+    "stem_of",
     "read_image",
     "read_label",
     "read_mask",
@@ -68,6 +69,12 @@ def suffix_of(path: str | Path) -> str:
     if name.endswith(".nii.gz"):
         return ".nii.gz"
     return Path(name).suffix
+
+
+def stem_of(path: str | Path) -> str:
+    """File name without its :func:`suffix_of` suffix (``case_0000.nii.gz`` -> ``case_0000``)."""
+    name = Path(path).name
+    return name[: len(name) - len(suffix_of(name))]
 
 
 def _check_file(path: str | Path) -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mambaseg.data.io import SUPPORTED_2D, DataError, suffix_of
+from mambaseg.data.io import SUPPORTED_2D, DataError, stem_of, suffix_of
 from mambaseg.data.nifti import volume_suffix
 
 __all__ = ["Case2D", "Case3D"]
@@ -66,10 +66,6 @@ class Case3D:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-def _stem(path: Path) -> str:
-    return path.name[: len(path.name) - len(suffix_of(path))]
-
-
 def index_dir(folder: Path) -> dict[str, Path]:
     """Map stem -> file for every supported file in ``folder`` (empty when the folder is missing)."""
     if not folder.is_dir():
@@ -77,7 +73,7 @@ def index_dir(folder: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for f in sorted(folder.iterdir()):
         if f.is_file() and suffix_of(f) in SUPPORTED_2D and not f.name.startswith("."):
-            stem = _stem(f)
+            stem = stem_of(f)
             if stem in out:
                 raise DataError(f"{f}: two files share the stem {stem!r} (other: {out[stem].name}); expected one")
             out[stem] = f

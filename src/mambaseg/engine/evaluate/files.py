@@ -6,15 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ...data.io import DataError, suffix_of
+from ...data.io import DataError, stem_of, suffix_of
 from ...data.nifti import volume_suffix
 
-__all__ = ["case_stem", "list_files", "match_cases", "match_files"]
-
-
-def case_stem(p: Path) -> str:
-    s = suffix_of(p)
-    return p.name[: -len(s)] if s else p.stem
+__all__ = ["list_files", "match_cases", "match_files"]
 
 
 def list_files(folder: Path, suffixes, what: str) -> list[Path]:
@@ -32,16 +27,16 @@ def list_files(folder: Path, suffixes, what: str) -> list[Path]:
 def match_files(preds: list[Path], refs: list[Path], what: str = "ground truth") -> list[tuple[Path, Path]]:
     """Pair predictions with references by identical stem, else by the leading case key (text before the first '_',
     e.g. DRIVE's ``01_test`` <-> ``01_manual1``). Every prediction needs exactly one reference."""
-    by_stem = {case_stem(r): r for r in refs}
+    by_stem = {stem_of(r): r for r in refs}
     by_key: dict[str, list[Path]] = {}
     for r in refs:
-        by_key.setdefault(case_stem(r).split("_")[0], []).append(r)
+        by_key.setdefault(stem_of(r).split("_")[0], []).append(r)
     by_dot: dict[str, list[Path]] = {}  # STARE: im0001.ppm <-> im0001.ah.ppm
     for r in refs:
-        by_dot.setdefault(case_stem(r).split(".")[0], []).append(r)
+        by_dot.setdefault(stem_of(r).split(".")[0], []).append(r)
     pairs = []
     for p in preds:
-        s = case_stem(p)
+        s = stem_of(p)
         if s in by_stem:
             pairs.append((p, by_stem[s]))
             continue

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ...data.io import SUPPORTED_2D, DataError, read_label, read_mask, read_raw, to_single_channel
+from ...data.io import SUPPORTED_2D, DataError, read_label, read_mask, read_raw, stem_of, to_single_channel
 from ...metrics.binary import METRIC_DEFINITIONS, auc, binary_metrics
 from ...metrics.volumetric import nanmean
-from .files import case_stem, list_files, match_files
+from .files import list_files, match_files
 
 __all__ = ["METRICS_2D", "NNUNET_METRICS", "Images", "read_prediction_2d", "read_probabilities_2d"]
 
@@ -130,7 +130,7 @@ def _score_2d(task: tuple) -> tuple[dict, str]:
         m, _ = read_mask(mask_file)
         if m.shape != ref.shape:
             raise DataError(f"{mask_file}: mask shape {m.shape} differs from ground truth {g} shape {ref.shape}.")
-    row: dict[str, Any] = {"case": case_stem(p), "prediction": str(p.absolute()), "reference": str(g.absolute()),
+    row: dict[str, Any] = {"case": stem_of(p), "prediction": str(p.absolute()), "reference": str(g.absolute()),
                            "read_as": kind}
     row.update(binary_metrics(pred, ref > 0, m))
     if prob_file is not None:
@@ -164,7 +164,7 @@ class Images:
         self.pred_dir, self.gt_dir = pred_dir, gt_dir
         self.preds = list_files(pred_dir, SUPPORTED_2D, "prediction")
         refs = list_files(gt_dir, SUPPORTED_2D, "ground truth")
-        return [(case_stem(p), p, g) for p, g in match_files(self.preds, refs)], refs
+        return [(stem_of(p), p, g) for p, g in match_files(self.preds, refs)], refs
 
     def tasks(self, pairs: list[tuple[str, Path, Path]], workers: int = 1) -> list[tuple]:
         """A pool task per pair (file names only): prediction, reference, its FOV mask and probability map (or
@@ -175,7 +175,7 @@ class Images:
         prob_dir = self.pred_dir / "probs"
         tasks = []
         for _, p, g in pairs:
-            prob_file = prob_dir / f"{case_stem(p)}.png"
+            prob_file = prob_dir / f"{stem_of(p)}.png"
             tasks.append((p, g, mask_pairs.get(p), prob_file if prob_file.is_file() else None, self.threshold))
         return tasks
 

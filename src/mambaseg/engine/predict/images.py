@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ...data.fundus import fundus_channels
-from ...data.io import SUPPORTED_2D, DataError, read_image, read_mask, suffix_of, write_overlay, write_png
+from ...data.io import SUPPORTED_2D, DataError, read_image, read_mask, stem_of, suffix_of, write_overlay, write_png
 from ...utils.atomic import atomic_path
 from ..inference import logits_to_probs, probs_to_labels
 from ..predict_provenance import preprocessing_2d
@@ -37,11 +37,6 @@ def collect_inputs(inp: str | Path, suffixes) -> list[Path]:
     return files
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(suffix_of(path))] if suffix_of(path) else path.stem
-
-
 def _find_mask(mask_dir: Path | None, stem: str) -> Path | None:
     if mask_dir is None:
         return None
@@ -50,10 +45,10 @@ def _find_mask(mask_dir: Path | None, stem: str) -> Path | None:
     key = stem.split("_")[0]
     cands = [f for f in sorted(mask_dir.iterdir()) if suffix_of(f) in SUPPORTED_2D]
     for f in cands:
-        if _stem(f) in (stem, stem + "_mask"):
+        if stem_of(f) in (stem, stem + "_mask"):
             return f
     for f in cands:
-        if _stem(f).split("_")[0] == key:
+        if stem_of(f).split("_")[0] == key:
             return f
     raise DataError(f"{mask_dir}: no mask for input {stem!r} (expected {stem}.png, {stem}_mask.gif or a file "
                     f"starting with {key}_).")
@@ -72,7 +67,7 @@ class Images:
 
     def gather(self, inp: Path) -> list[tuple[str, str, list[Path]]]:
         """(output name, name shown, files) of every input image."""
-        return [(_stem(f), f.name, [f]) for f in collect_inputs(inp, SUPPORTED_2D)]
+        return [(stem_of(f), f.name, [f]) for f in collect_inputs(inp, SUPPORTED_2D)]
 
     def outputs(self, out: Path, name: str) -> tuple[Path, list[Path]]:
         target = out / f"{name}.png"

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ...data.io import DataError
+from ...data.layouts.records import strip_suffix
 from ...data.nifti import (
     SUPPORTED_SUFFIXES,
     check_resample_size,
@@ -41,11 +42,6 @@ from .overlay3d import orthogonal_overlay
 __all__ = ["Volumes", "gather_volume_cases"]
 
 
-def _stem(p: Path) -> str:
-    s = volume_suffix(p)
-    return p.name[: -len(s)] if s else p.stem
-
-
 def gather_volume_cases(inp: Path) -> list[tuple[str, list[Path]]]:
     """(case id, channel files) for a file, a folder of volumes (``CASE_0000`` channel suffixes grouped) or a folder
     of BraTS case folders (or one BraTS case folder)."""
@@ -57,7 +53,7 @@ def gather_volume_cases(inp: Path) -> list[tuple[str, list[Path]]]:
     if inp.is_file():
         if not volume_suffix(inp):
             raise DataError(f"{inp}: unsupported file type; expected one of {', '.join(SUPPORTED_SUFFIXES)}.")
-        return [(_stem(inp), [inp])]
+        return [(strip_suffix(inp), [inp])]
     subdirs = [d for d in sorted(inp.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     files = [f for f in sorted(inp.iterdir()) if f.is_file() and not f.name.startswith(".")
              and volume_suffix(f)]
