@@ -22,6 +22,7 @@ from mambaseg.apps.benchmark import (
     train_command,
 )
 from mambaseg.apps.benchmark_html import render_html
+from mambaseg.apps.benchmark_md import render_markdown
 from mambaseg.apps.benchmark_stats import bootstrap_ci, describe, paired_comparison, summarize
 from mambaseg.cli import main
 from mambaseg.data.synthetic import write_synthetic_drive
@@ -114,6 +115,36 @@ def test_summarize_seed_and_case_averaging():
     assert c["ci95"] == pytest.approx([0.05, 0.05], abs=1e-12)
     assert c["wilcoxon_p"] == pytest.approx(2 / 2 ** 10)
     assert s["metrics"][0] == "dice"
+
+
+def test_markdown_tables_hold_the_summary_figures():
+    """summary.md: the per-model row, per-seed steps and the paired comparison carry summary.json's numbers."""
+    base = np.linspace(0.6, 0.8, 10)
+    rows = [{"model": m, "seed": seed, "case": f"c{i}", "metric": metric, "value": v}
+            for seed in (0, 1) for i, b in enumerate(base)
+            for m, metric, v in (("a", "dice", b), ("b", "dice", b + 0.05), ("a", "hd95", 3.0), ("b", "hd95", 2.0))]
+    stats = summarize(rows, ["a", "b"], n_boot=500)
+    for label, params, rss in (("a", 2_620_000, 900.0), ("b", 4_140_000, 1100.0)):
+        stats["models"][label].update(parameters=params, peak_rss_mb={"mean": rss, "min": rss, "max": rss})
+    runs = [{"model": m, "seed": s, "steps": steps, "epochs": steps // 25, "train_seconds": 1800.0 + s}
+            for m, base_steps in (("a", 1000), ("b", 2950)) for s in (0, 1) for steps in [base_steps + 25 * s]]
+    summary = {"primary_metric": "dice", "budget": {"minutes": 30.0, "steps": None, "clock": "cpu"},
+               "threads_per_run": 1, "parallel": 2, "seeds": [0, 1], "test": {"images": "t/imagesTs",
+               "labels": "t/labelsTs"}, "created": "now", "command": "mambaseg benchmark x.yaml",
+               "models": stats["models"], "metrics": stats["metrics"], "comparisons": stats["comparisons"],
+               "runs": runs, "checkpoint": "best", "failed": [],
+               "statistics": {"over_cases": "c", "over_seeds": "s", "comparisons": "paired", "n_boot": 500}}
+    md = render_markdown(summary)
+    a = stats["models"]["a"]["metrics"]["dice"]["over_cases"]
+    row_a = next(line for line in md.splitlines() if line.startswith("| a |"))
+    assert f"{a['mean']:.4f} ± {a['sd']:.4f}" in row_a and "2.62 M" in row_a and "1000 / 1025" in row_a
+    assert f"[{a['ci95'][0]:.4f}, {a['ci95'][1]:.4f}]" in row_a and "30.0 / 30.0" in row_a and "| 900 |" in row_a
+    dice_cmp = next(line for line in md.splitlines() if line.startswith("| b − a | dice"))
+    assert "| higher | 0.0500 | [0.0500, 0.0500] |" in dice_cmp and f"| {2 / 2 ** 10:.3g} | 10 |" in dice_cmp
+    hd_cmp = next(line for line in md.splitlines() if line.startswith("| b − a | hd95"))
+    assert "| lower | -1.0000 |" in hd_cmp
+    assert "30 min (cpu clock)" in md and "`mambaseg benchmark x.yaml`" in md and "| model | hd95 |" in md
+    assert "bootstrap with 500 resamples" in md
 
 
 # ----------------------------------------------------------------------------------------------- parsing, the plan
@@ -292,6 +323,8 @@ def test_end_to_end_2d_rerun_skips_and_resumes(data, tmp_path, capsys, monkeypat
     assert 0 < comp["wilcoxon_p"] <= 1 and comp["ci95"][0] <= comp["mean_difference"] <= comp["ci95"][1]
     page = (out / "index.html").read_text()
     assert "unet_tiny" in page and "Paired comparisons" in page and "Wilcoxon" in page
+    md = (out / "summary.md").read_text()
+    assert "| unet_tiny |" in md and "| akmamba_net_tiny − unet_tiny | dice |" in md and "4 / 4" in md
     assert page.count("data:image/png;base64,") >= 2  # per-case plot + learning curves (matplotlib is a dev dep)
 
     # rerun the same command: every run is skipped, nothing retrained

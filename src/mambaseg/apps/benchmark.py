@@ -8,7 +8,8 @@ selected on validation (``checkpoint_best.pt``), reusing :mod:`mambaseg.engine.p
 :mod:`mambaseg.engine.evaluate` (2D images and 3D volumes alike).
 
 Outputs: ``OUT/results.csv`` (one row per model, seed, case, metric), ``OUT/summary.json`` (per-model statistics,
-paired comparisons, steps/time/memory per run) and ``OUT/index.html`` (tables, per-case plots, learning curves).
+paired comparisons, steps/time/memory per run), ``OUT/summary.md`` (its tables in Markdown) and ``OUT/index.html``
+(tables, per-case plots, learning curves).
 
 Rerunning the same command resumes: a run with ``benchmark_done.json`` is skipped, a finished training without an
 evaluation is only evaluated, and an interrupted training continues from its ``checkpoint_last.pt``.
@@ -306,7 +307,7 @@ def _evaluate_all(plan: BenchmarkPlan, states: dict, proc: dict, log: Callable[[
 
 def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
                   log: Callable[[str], None] = print) -> dict:
-    """Train (or skip/resume), evaluate and summarise every run of ``plan``; writes the three outputs."""
+    """Train (or skip/resume), evaluate and summarise every run of ``plan``; writes the four outputs."""
     import torch
 
     out = plan.out
@@ -360,10 +361,13 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
     }
     atomic_write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=2))
     from .benchmark_html import write_html
+    from .benchmark_md import render_markdown
+
+    atomic_write_text(out / "summary.md", render_markdown(_json_safe(summary)))
 
     write_html(summary, rows, plan, out / "index.html")
     log(format_summary(summary))
-    log(f"results: {out / 'results.csv'}, {out / 'summary.json'}, {out / 'index.html'}")
+    log(f"results: {out / 'results.csv'}, {out / 'summary.json'}, {out / 'summary.md'}, {out / 'index.html'}")
     if failed:
         raise BenchmarkError(f"{len(failed)} run(s) failed: {'; '.join(failed)}; rerun the same command to resume.")
     return summary

@@ -1,0 +1,108 @@
+"""``OUT/summary.md`` of ``mambaseg benchmark``: the tables of ``summary.json`` as Markdown, to read on GitHub or paste
+into a paper's supplement — per model the primary metric over cases (mean ± SD, median, 95 % bootstrap CI) and per
+seed, the steps, epochs, time and memory each run reached under the budget; the paired comparisons with their CI and
+Wilcoxon p-value; every other metric's mean over cases. Pure formatting: nothing is computed that ``summary.json``
+does not hold."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["render_markdown"]
+
+SECONDARY = ("hd95",)  # compared pair by pair beside the primary metric when the benchmark has it
+
+
+def _f(v, fmt: str = ".4f") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+def _budget(summary: dict) -> str:
+    b = summary.get("budget") or {}
+    parts = []
+    if b.get("minutes"):
+        parts.append(f"{_f(b['minutes'], 'g')} min ({b.get('clock') or 'wall'} clock)")
+    if b.get("steps"):
+        parts.append(f"{b['steps']} steps")
+    return " and ".join(parts) or "none"
+
+
+def _per_run(summary: dict, label: str, key: str, fmt: str) -> str:
+    runs = sorted((r for r in summary.get("runs", []) if r.get("model") == label), key=lambda r: r.get("seed", 0))
+    return " / ".join(_f(r.get(key), fmt) for r in runs) or "n/a"
+
+
+def _models_table(summary: dict, metric: str) -> list[str]:
+    lines = [f"| model | params | {metric} mean ± SD (cases) | median | 95 % CI (cases) | per-seed means | "
+             "steps per seed | epochs per seed | train min per seed | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, info in summary["models"].items():
+        m = info.get("metrics", {}).get(metric, {})
+        oc, os_ = m.get("over_cases") or {}, m.get("over_seeds") or {}
+        ci = oc.get("ci95") or [None, None]
+        params = info.get("parameters")
+        seeds = " / ".join(_f(v) for v in os_.get("values", [])) or "n/a"
+        minutes = [r for r in summary.get("runs", []) if r.get("model") == label]
+        mins = " / ".join(_f(r["train_seconds"] / 60, ".1f") for r in sorted(minutes, key=lambda r: r["seed"])
+                          if r.get("train_seconds") is not None) or "n/a"
+        lines.append(
+            f"| {label} | {_f(params / 1e6, '.2f') + ' M' if params else 'n/a'} | {_f(oc.get('mean'))} ± "
+            f"{_f(oc.get('sd'))} | {_f(oc.get('median'))} | [{_f(ci[0])}, {_f(ci[1])}] | {seeds} | "
+            f"{_per_run(summary, label, 'steps', '.0f')} | {_per_run(summary, label, 'epochs', '.0f')} | {mins} | "
+            f"{_f((info.get('peak_rss_mb') or {}).get('max'), '.0f')} |")
+    return lines
+
+
+def _comparisons_table(summary: dict, metrics: list[str]) -> list[str]:
+    rows = [c for c in summary.get("comparisons", []) if c["metric"] in metrics]
+    if not rows:
+        return []
+    lines = ["| b − a | metric | better | mean difference | 95 % CI | Wilcoxon p | cases |",
+             "|---|---|---|---|---|---|---|"]
+    for c in rows:
+        ci = c.get("ci95") or [None, None]
+        better = "higher" if c.get("higher_is_better", True) else "lower"
+        lines.append(f"| {c['b']} − {c['a']} | {c['metric']} | {better} | {_f(c.get('mean_difference'))} | "
+                     f"[{_f(ci[0])}, {_f(ci[1])}] | {_f(c.get('wilcoxon_p'), '.3g')} | {c.get('n', 'n/a')} |")
+    return lines
+
+
+def _other_metrics_table(summary: dict, skip: str) -> list[str]:
+    names = [m for m in summary.get("metrics", []) if m != skip]
+    if not names:
+        return []
+    lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, info in summary["models"].items():
+        vals = [_f(((info.get("metrics", {}).get(n) or {}).get("over_cases") or {}).get("mean")) for n in names]
+        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def render_markdown(summary: dict) -> str:
+    """Markdown text of a benchmark ``summary.json`` (see the module docstring)."""
+    metric = summary["primary_metric"]
+    test = summary.get("test") or {}
+    seeds = ", ".join(str(s) for s in summary.get("seeds", []))
+    out = [f"# Benchmark: {', '.join(summary['models'])}", "",
+           f"Budget {_budget(summary)} per run, {summary.get('threads_per_run')} thread(s) per run, "
+           f"{summary.get('parallel')} run(s) side by side; seeds {seeds}; test images `{test.get('images')}`"
+           + (f", labels `{test['labels']}`" if test.get("labels") else "")
+           + (f", masks `{test['mask']}`" if test.get("mask") else "") + f"; {summary.get('checkpoint', '')}.",
+           "", f"Command: `{summary.get('command', '')}` ({summary.get('created', '')}).", "",
+           f"## {metric} per model", "", *_models_table(summary, metric), ""]
+    stats = summary.get("statistics") or {}
+    if stats:
+        out += [f"Over cases: {stats.get('over_cases')}. Over seeds: {stats.get('over_seeds')}.", ""]
+    compared = [metric, *(m for m in SECONDARY if m in summary.get("metrics", []))]
+    comp = _comparisons_table(summary, compared)
+    if comp:
+        out += ["## Paired comparisons", "", *comp, ""]
+        if stats.get("comparisons"):
+            out += [f"{stats['comparisons'][0].upper()}{stats['comparisons'][1:]}; bootstrap with "
+                    f"{stats.get('n_boot')} resamples.", ""]
+    other = _other_metrics_table(summary, metric)
+    if other:
+        out += ["## Other metrics (mean over cases)", "", *other, ""]
+    if summary.get("failed"):
+        out += ["## Failed runs", "", *(f"- {f}" for f in summary["failed"]), ""]
+    return "\n".join(out)
