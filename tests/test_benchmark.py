@@ -15,6 +15,7 @@ import pytest
 from mambaseg.apps.benchmark import (
     BenchmarkError,
     BenchmarkTestSet,
+    fairness_warnings,
     parse_budget,
     parse_models,
     parse_seeds,
@@ -145,6 +146,27 @@ def test_markdown_tables_hold_the_summary_figures():
     assert "| lower | -1.0000 |" in hd_cmp
     assert "30 min (cpu clock)" in md and "`mambaseg benchmark x.yaml`" in md and "| model | hd95 |" in md
     assert "bootstrap with 500 resamples" in md
+
+
+def test_fairness_warnings_commits_and_cpu_share():
+    """Runs made at different commits, or given unequal CPU shares under a wall-clock budget, are flagged."""
+    def rec(run, commit="abc", share=0.97):
+        return {"run": run, "commit": commit, "cpu_share": share}
+
+    assert fairness_warnings([rec("a_seed0"), rec("b_seed0", share=0.9)], "wall") == []  # within 20 %: fine
+    (w,) = fairness_warnings([rec("a_seed0"), rec("b_seed0", commit="def+dirty")], "wall")
+    assert "different commits" in w and "abc: a_seed0" in w and "def+dirty: b_seed0" in w
+    sha = "fd37425b2d0dc95cf796f8354c4f6622687f90ec"
+    (w,) = fairness_warnings([rec("a_seed0", commit=sha + "+dirty"), rec("b_seed0", commit=sha)], None)
+    assert "fd37425b2d0d+dirty: a_seed0; fd37425b2d0d: b_seed0" in w
+    (w,) = fairness_warnings([rec("a_seed0", share=0.45), rec("b_seed0", share=0.95)], "wall")
+    assert "a_seed0 got 0.45" in w and "b_seed0 0.95" in w
+    # under a CPU-time budget an unequal share does not change the compute each run got
+    assert fairness_warnings([rec("a_seed0", share=0.45), rec("b_seed0", share=0.95)], "cpu") == []
+    assert fairness_warnings([rec("a_seed0", share=0.45), rec("b_seed0", share=0.95)], None) == []
+    w = fairness_warnings([rec("a_seed0", share=None), rec("b_seed0"), rec("c_seed0")], "wall")
+    assert w == ["no CPU-time record for a_seed0 (trained before it was recorded): their share of the machine is "
+                 "unknown."]
 
 
 # ----------------------------------------------------------------------------------------------- parsing, the plan
@@ -318,13 +340,17 @@ def test_end_to_end_2d_rerun_skips_and_resumes(data, tmp_path, capsys, monkeypat
     for rec in summary["runs"]:
         assert rec["steps"] == 4 and rec["epochs"] == 2 and rec["threads"] == 1 and rec["budget_steps"] == 4
         assert rec["peak_rss_mb"] > 50 and rec["train_seconds"] >= 0 and rec["train_processes"] == 1
+        # the child's own CPU time (user + system) is recorded: positive, and its share of wall x threads finite
+        assert rec["cpu_seconds"] > 0 and rec["cpu_share"] == pytest.approx(
+            rec["cpu_seconds"] / (rec["wall_seconds"] * rec["threads"]), abs=2e-3) and "commit" in rec
     (comp,) = [c for c in summary["comparisons"] if c["metric"] == "dice"]
     assert (comp["a"], comp["b"], comp["n"]) == ("unet_tiny", "akmamba_net_tiny", 3)
     assert 0 < comp["wilcoxon_p"] <= 1 and comp["ci95"][0] <= comp["mean_difference"] <= comp["ci95"][1]
     page = (out / "index.html").read_text()
     assert "unet_tiny" in page and "Paired comparisons" in page and "Wilcoxon" in page
     md = (out / "summary.md").read_text()
-    assert "| unet_tiny |" in md and "| akmamba_net_tiny − unet_tiny | dice |" in md and "4 / 4" in md
+    assert "CPU share" in md and "| unet_tiny |" in md and "4 / 4" in md
+    assert "| akmamba_net_tiny − unet_tiny | dice |" in md
     assert page.count("data:image/png;base64,") >= 2  # per-case plot + learning curves (matplotlib is a dev dep)
 
     # rerun the same command: every run is skipped, nothing retrained

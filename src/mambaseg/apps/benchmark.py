@@ -69,6 +69,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DONE_MARKER = "benchmark_done.json"
+LOAD_SAMPLE_S = 30.0  # how often the load average is sampled while trainings run
+UNEQUAL_SHARE = 0.8  # warn when a run got less than this fraction of the best-served run's CPU share (wall budgets)
 
 
 def format_plan(plan: BenchmarkPlan) -> str:
@@ -138,10 +140,13 @@ def _run_state(spec: RunSpec, test: BenchmarkTestSet) -> tuple[str, str]:
 # --------------------------------------------------------------------------------------------------------- training
 def _run_trainings(jobs: list[tuple[RunSpec, bool]], parallel: int, threads: int,
                    log: Callable[[str], None]) -> dict[str, dict]:
-    """Run ``(spec, resume)`` trainings as subprocesses, ``parallel`` at a time; per run: rc, peak RSS, wall time."""
+    """Run ``(spec, resume)`` trainings as subprocesses, ``parallel`` at a time; per run: rc, peak RSS, wall time,
+    CPU time (user + system, all its threads) and the machine's mean 1-minute load average while it ran."""
     pending = list(jobs)
     running: dict[int, tuple[RunSpec, subprocess.Popen, float, object, bool]] = {}
     results: dict[str, dict] = {}
+    loads: dict[int, list[float]] = {}
+    last_sample = 0.0
     env = train_env(threads)
     try:
         while pending or running:
@@ -155,8 +160,13 @@ def _run_trainings(jobs: list[tuple[RunSpec, bool]], parallel: int, threads: int
                 proc = subprocess.Popen(train_command(spec, resume), env=env, stdout=logf, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
                 running[proc.pid] = (spec, proc, time.time(), logf, resume)
+                loads[proc.pid] = []
                 log(f"{spec.name}: training started ({'resumed' if resume else 'new'}, pid {proc.pid})")
             time.sleep(0.2)
+            if time.time() - last_sample >= LOAD_SAMPLE_S:
+                last_sample = time.time()
+                for pid in running:
+                    loads[pid].append(os.getloadavg()[0])
             for pid in list(running):
                 wpid, status, usage = os.wait4(pid, os.WNOHANG)
                 if wpid == 0:
@@ -164,7 +174,10 @@ def _run_trainings(jobs: list[tuple[RunSpec, bool]], parallel: int, threads: int
                 spec, proc, t0, logf, resume = running.pop(pid)
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 logf.close()
+                samples = loads.pop(pid)
                 results[spec.name] = {"rc": proc.returncode, "wall_seconds": round(time.time() - t0, 1),
+                                      "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+                                      "load_mean": round(float(np.mean(samples)), 2) if samples else None,
                                       "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1)}  # Linux: ru_maxrss in KiB
                 _append_segment(spec.run_dir, dict(results[spec.name], resumed=resume,
                                                    started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0))))
@@ -200,6 +213,11 @@ def _training_record(spec: RunSpec) -> dict:
     skipped = int(sum(int(h.get("skipped_steps", 0)) for h in history))
     segments = (_read_json(d / "benchmark_train.json") or {}).get("segments", [])
     rss = [s["peak_rss_mb"] for s in segments if s.get("peak_rss_mb") is not None]
+    wall = sum(s.get("wall_seconds", 0.0) for s in segments)
+    cpu = sum(s["cpu_seconds"] for s in segments) if segments and all("cpu_seconds" in s for s in segments) else None
+    timed = [(s["load_mean"], s.get("wall_seconds", 0.0)) for s in segments if s.get("load_mean") is not None]
+    threads = spec.cfg.train.num_threads
+    commit = (_read_json(d / "provenance.json") or {}).get("git_commit")
     return {"run": spec.name, "model": spec.label, "model_name": spec.cfg.model.name, "seed": spec.seed,
             "config": str(spec.config_path), "run_dir": str(d), "epochs": epochs, "steps": epochs * ipe,
             "skipped_steps": skipped, "iters_per_epoch": ipe, "train_seconds": summ.get("train_seconds"),
@@ -207,9 +225,47 @@ def _training_record(spec: RunSpec) -> dict:
             "peak_rss_mb": max(rss) if rss else None, "threads": spec.cfg.train.num_threads,
             "budget_minutes": spec.cfg.train.time_limit_min or None,
             "budget_steps": (spec.cfg.train.epochs * ipe) if spec.cfg.train.epochs < FOREVER_EPOCHS else None,
-            "wall_seconds": round(sum(s.get("wall_seconds", 0.0) for s in segments), 1) if segments else None,
-            "train_processes": len(segments),
+            "wall_seconds": round(wall, 1) if segments else None,
+            "cpu_seconds": round(cpu, 1) if cpu is not None else None,
+            "cpu_share": round(cpu / (wall * threads), 3) if cpu is not None and wall > 0 and threads else None,
+            "load_mean": round(sum(lo * w for lo, w in timed) / sum(w for _, w in timed), 2)
+            if timed and sum(w for _, w in timed) > 0 else None,
+            "commit": commit, "train_processes": len(segments),
             "checkpoint": str(d / "checkpoint_best.pt")}
+
+
+def _short_commit(commit: str) -> str:
+    """``abcdef123456...+dirty`` -> ``abcdef123456+dirty`` (12 hex digits, the uncommitted-changes mark kept)."""
+    sha, dirty = (commit[:-6], "+dirty") if commit.endswith("+dirty") else (commit, "")
+    return sha[:12] + dirty
+
+
+def fairness_warnings(records: list[dict], budget_clock: str | None) -> list[str]:
+    """What makes a benchmark's runs not like-for-like, from their training records: trained at different commits
+    (code changes alter speed and results), or, under a wall-clock budget, unequal CPU shares (a run that got a
+    smaller share of its threads' time — other work on the machine — reached fewer steps in the same minutes)."""
+    out = []
+    by_commit: dict[str, list[str]] = {}
+    for r in records:
+        if r.get("commit"):
+            by_commit.setdefault(str(r["commit"]), []).append(r["run"])
+    if len(by_commit) > 1:
+        out.append("runs were trained at different commits ("
+                   + "; ".join(f"{_short_commit(c)}: {', '.join(runs)}" for c, runs in by_commit.items())
+                   + "): code changes between them can change speed and results; rerun for a like-for-like table.")
+    if budget_clock == "wall":
+        shares = [(r["cpu_share"], r["run"]) for r in records if r.get("cpu_share") is not None]
+        if len(shares) > 1:
+            lo, hi = min(shares), max(shares)
+            if lo[0] < UNEQUAL_SHARE * hi[0]:
+                out.append(f"unequal compute under the wall-clock budget: {lo[1]} got {lo[0]:.2f} of its threads' "
+                           f"time, {hi[1]} {hi[0]:.2f} (other work on the machine); --budget-clock cpu counts each "
+                           "run's own CPU time.")
+        missing = [r["run"] for r in records if r.get("cpu_share") is None]
+        if missing and shares:
+            out.append(f"no CPU-time record for {', '.join(missing)} (trained before it was recorded): their share "
+                       "of the machine is unknown.")
+    return out
 
 
 def _read_history(run_dir: Path) -> list[dict]:
@@ -342,11 +398,13 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
             "peak_rss_mb": _agg([r["peak_rss_mb"] for r in recs]),
             "parameters": recs[0]["parameters"] if recs else None,
         })
+    clock = (plan.runs[0].cfg.train.budget_clock if plan.runs else "wall") if plan.budget_minutes else None
+    unfair = fairness_warnings(records, clock)
+    for w in unfair:
+        log(f"warning: {w}")
     summary = {
         "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "budget": {"minutes": plan.budget_minutes or None, "steps": plan.steps or None,
-                   "clock": (plan.runs[0].cfg.train.budget_clock if plan.runs else "wall") if plan.budget_minutes
-                   else None},
+        "budget": {"minutes": plan.budget_minutes or None, "steps": plan.steps or None, "clock": clock},
         "threads_per_run": plan.threads, "parallel": plan.parallel, "seeds": plan.seeds, "models": stats["models"],
         "test": plan.test.to_dict(), "primary_metric": PRIMARY_METRIC, "metrics": stats["metrics"],
         "statistics": {"over_cases": "each case's value is first averaged over seeds; mean, SD (ddof 1), median and a "
@@ -357,7 +415,8 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
                                       "(scipy.stats.wilcoxon)",
                        "n_boot": n_boot, "bootstrap_seed": 0},
         "checkpoint": "checkpoint_best.pt of each run (best validation Dice, chosen by train on its validation split)",
-        "comparisons": stats["comparisons"], "runs": records, "failed": failed, "warnings": plan.warnings,
+        "comparisons": stats["comparisons"], "runs": records, "failed": failed,
+        "warnings": [*plan.warnings, *unfair],
     }
     atomic_write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=2))
     from .benchmark_html import write_html

@@ -1,8 +1,8 @@
 """``OUT/summary.md`` of ``mambaseg benchmark``: the tables of ``summary.json`` as Markdown, to read on GitHub or paste
 into a paper's supplement — per model the primary metric over cases (mean ± SD, median, 95 % bootstrap CI) and per
-seed, the steps, epochs, time and memory each run reached under the budget; the paired comparisons with their CI and
-Wilcoxon p-value; every other metric's mean over cases. Pure formatting: nothing is computed that ``summary.json``
-does not hold."""
+seed, the steps, epochs, time, CPU share and memory each run reached under the budget; the paired comparisons with
+their CI and Wilcoxon p-value; every other metric's mean over cases; the warnings (runs not like-for-like). Pure
+formatting: nothing is computed that ``summary.json`` does not hold."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def _per_run(summary: dict, label: str, key: str, fmt: str) -> str:
 
 def _models_table(summary: dict, metric: str) -> list[str]:
     lines = [f"| model | params | {metric} mean ± SD (cases) | median | 95 % CI (cases) | per-seed means | "
-             "steps per seed | epochs per seed | train min per seed | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "steps per seed | epochs per seed | train min per seed | CPU share per seed | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, info in summary["models"].items():
         m = info.get("metrics", {}).get(metric, {})
         oc, os_ = m.get("over_cases") or {}, m.get("over_seeds") or {}
@@ -49,6 +49,7 @@ def _models_table(summary: dict, metric: str) -> list[str]:
             f"| {label} | {_f(params / 1e6, '.2f') + ' M' if params else 'n/a'} | {_f(oc.get('mean'))} ± "
             f"{_f(oc.get('sd'))} | {_f(oc.get('median'))} | [{_f(ci[0])}, {_f(ci[1])}] | {seeds} | "
             f"{_per_run(summary, label, 'steps', '.0f')} | {_per_run(summary, label, 'epochs', '.0f')} | {mins} | "
+            f"{_per_run(summary, label, 'cpu_share', '.2f')} | "
             f"{_f((info.get('peak_rss_mb') or {}).get('max'), '.0f')} |")
     return lines
 
@@ -91,6 +92,9 @@ def render_markdown(summary: dict) -> str:
            "", f"Command: `{summary.get('command', '')}` ({summary.get('created', '')}).", "",
            f"## {metric} per model", "", *_models_table(summary, metric), ""]
     stats = summary.get("statistics") or {}
+    if any(r.get("cpu_share") is not None for r in summary.get("runs", [])):
+        out += ["CPU share: the run's CPU time over wall time x threads (1.00: its threads never waited for a core).",
+                ""]
     if stats:
         out += [f"Over cases: {stats.get('over_cases')}. Over seeds: {stats.get('over_seeds')}.", ""]
     compared = [metric, *(m for m in SECONDARY if m in summary.get("metrics", []))]
@@ -103,6 +107,8 @@ def render_markdown(summary: dict) -> str:
     other = _other_metrics_table(summary, metric)
     if other:
         out += ["## Other metrics (mean over cases)", "", *other, ""]
+    if summary.get("warnings"):
+        out += ["## Warnings", "", *(f"- {w}" for w in summary["warnings"]), ""]
     if summary.get("failed"):
         out += ["## Failed runs", "", *(f"- {f}" for f in summary["failed"]), ""]
     return "\n".join(out)
