@@ -284,6 +284,17 @@ def test_cpu_budget_clock_reaches_every_run(data, tmp_path, capsys):
                        budget_clock="gpu")
 
 
+def test_recorded_command_keeps_the_budget_clock():
+    """summary.json's command reproduces the runs: a CPU-time budget is part of it, the default wall clock is not."""
+    from mambaseg.cli import benchmark_command, build_parser
+
+    argv = ["benchmark", "a.yaml", "b.yaml", "--budget-minutes", "30", "--seeds", "0,1", "--test", "t", "--out", "o"]
+    cpu = benchmark_command(build_parser().parse_args([*argv, "--budget-clock", "cpu"]), 1, 2)
+    assert cpu == ("mambaseg benchmark a.yaml b.yaml --budget-minutes 30 --budget-clock cpu --seeds 0,1 --test t "
+                   "--out o --threads 1 --parallel 2")
+    assert "--budget-clock" not in benchmark_command(build_parser().parse_args(argv), 1, 2)
+
+
 def test_drive_benchmark_script_parses(capsys):
     repo = Path(__file__).resolve().parents[1]
     script = (repo / "benchmarks" / "drive_benchmark.sh").read_text()
@@ -355,12 +366,18 @@ def test_end_to_end_2d_rerun_skips_and_resumes(data, tmp_path, capsys, monkeypat
 
     # rerun the same command: every run is skipped, nothing retrained
     stamps = {r: (out / "runs" / r / "checkpoint_last.pt").stat().st_mtime_ns for r in runs}
+    marker = out / "runs" / "unet_tiny_seed0" / "benchmark_done.json"  # as written before CPU time was recorded
+    old = json.loads(marker.read_text())
+    old["record"] = {k: v for k, v in old["record"].items() if k not in ("cpu_seconds", "cpu_share", "commit")}
+    marker.write_text(json.dumps(old))
     assert main(args) == 0
     err = capsys.readouterr().err
     assert err.count("training skipped (finished earlier)") == 4 and "training started" not in err
     assert {r: (out / "runs" / r / "checkpoint_last.pt").stat().st_mtime_ns for r in runs} == stamps
-    assert json.loads((out / "summary.json").read_text())["models"]["unet_tiny"]["metrics"]["dice"] == \
-        summary["models"]["unet_tiny"]["metrics"]["dice"]
+    rerun = json.loads((out / "summary.json").read_text())
+    assert rerun["models"]["unet_tiny"]["metrics"]["dice"] == summary["models"]["unet_tiny"]["metrics"]["dice"]
+    rec0 = next(r for r in rerun["runs"] if r["run"] == "unet_tiny_seed0")  # recomputed from the run's files
+    assert rec0["cpu_seconds"] > 0 and "commit" in rec0
 
     # two runs interrupted before training finished: they resume from checkpoint_last.pt, side by side
     for r in ("unet_tiny_seed1", "akmamba_net_tiny_seed0"):

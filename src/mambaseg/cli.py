@@ -152,6 +152,17 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def benchmark_command(args, threads: int, parallel: int) -> str:
+    """The ``mambaseg benchmark`` command line recorded in summary.json: every option that shapes the runs."""
+    clock = args.budget_clock if args.budget_minutes and args.budget_clock != "wall" else None
+    opts = [("--models", args.models), ("--budget-minutes", args.budget_minutes), ("--budget-clock", clock),
+            ("--steps", args.steps), ("--seeds", args.seeds), ("--test", args.test),
+            ("--test-images", args.test_images), ("--test-labels", args.test_labels), ("--test-mask", args.test_mask),
+            ("--out", args.out), ("--threads", threads), ("--parallel", parallel)]
+    return shlex.join(["mambaseg", "benchmark", *args.configs, *[x for k, v in opts if v for x in (k, str(v))]]
+                      + (["--set", *args.set] if args.set else []))
+
+
 def _cmd_benchmark(args) -> int:
     from .apps.benchmark import format_plan, plan_benchmark, run_benchmark
 
@@ -161,12 +172,7 @@ def _cmd_benchmark(args) -> int:
     if args.dry_run:
         print(format_plan(plan))
         return 0
-    opts = [("--models", args.models), ("--budget-minutes", args.budget_minutes), ("--steps", args.steps),
-            ("--seeds", args.seeds), ("--test", args.test), ("--test-images", args.test_images),
-            ("--test-labels", args.test_labels), ("--test-mask", args.test_mask), ("--out", args.out),
-            ("--threads", plan.threads), ("--parallel", plan.parallel)]
-    command = shlex.join(["mambaseg", "benchmark", *args.configs, *[x for k, v in opts if v for x in (k, str(v))]]
-                         + (["--set", *args.set] if args.set else []))
+    command = benchmark_command(args, plan.threads, plan.parallel)
     run_benchmark(plan, n_boot=args.n_boot, command=command, log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
 

@@ -346,7 +346,8 @@ def _evaluate_all(plan: BenchmarkPlan, states: dict, proc: dict, log: Callable[[
         state = states[spec.name][0]
         if state == "done":
             result = _read_json(spec.run_dir / "test_eval" / "summary.json")
-            record = _read_json(spec.run_dir / DONE_MARKER)["record"]
+            # recomputed from the run's files, so runs finished before a field was recorded get it where it can be
+            record = {**_read_json(spec.run_dir / DONE_MARKER)["record"], **_training_record(spec)}
         else:
             record = _training_record(spec)
             log(f"{spec.name}: predicting and evaluating {plan.test.images}")
