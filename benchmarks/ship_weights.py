@@ -3,25 +3,20 @@ rewrite their sections of weights/README.md (data, recipe, budget, seed, commit,
 command that made them). Sections of models not named on the command line are kept as they are.
 
 Usage: python benchmarks/ship_weights.py NAME=RUN [NAME=RUN ...] [--made-by NAME="command"] [--note NAME="text"]
-                                         [--tta NAME="why"]
        python benchmarks/ship_weights.py --write-manifest   # only rewrite src/mambaseg/shipped_models.json
 e.g.   python benchmarks/ship_weights.py \
            dm_segnet_hippocampus=benchmarks/results/hippocampus_benchmark/runs/dm_segnet_cpu_seed1
 
 ``RUN`` is a run folder holding ``checkpoint_best.pt`` (the best-on-validation checkpoint is the one shipped) and,
-optionally, ``test_eval/summary.json`` from ``mambaseg evaluate``. ``--tta NAME="why"`` ships the model with mirror
-test-time augmentation on by default (``infer.tta: true`` in its config; chosen on validation, e.g. with
-``benchmarks/val_tta.py``, the reason recorded) and takes its test figures from ``RUN/test_eval_tta/summary.json``
-(``mambaseg predict --tta`` then ``mambaseg evaluate``), so they describe what the shipped model does. When the run
-belongs to a ``mambaseg benchmark`` (``RUN/../../summary.json``), its command is recorded as the one that made it.
-Choose what to ship on validation figures only. Either way the manifest of shipped models (file, SHA-256, size,
-description; what ``mambaseg predict --model NAME`` checks before loading) is rewritten from the files in weights/.
+optionally, ``test_eval/summary.json`` from ``mambaseg evaluate``. When the run belongs to a ``mambaseg benchmark``
+(``RUN/../../summary.json``), its command is recorded as the one that made it. Choose what to ship on validation
+figures only. Either way the manifest of shipped models (file, SHA-256, size, description; what ``mambaseg predict
+--model NAME`` checks before loading) is rewritten from the files in weights/.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import re
@@ -79,16 +74,10 @@ def _test_line(ev: dict, labels: dict) -> str:
             f"mean HD95 {fg['HD95']:.2f} mm.")
 
 
-def section(name: str, run: Path, made_by: str | None, note: str | None = None,
-            tta: str | None = None) -> tuple[str, dict]:
-    """Ship ``run``'s best checkpoint as ``weights/<name>.pt`` and return its README section and test summary
-    (``tta``: the reason mirror TTA is switched on in the shipped config; its test figures are then the TTA ones)."""
-    ev = _json(run / ("test_eval_tta" if tta else "test_eval") / "summary.json")
+def section(name: str, run: Path, made_by: str | None, note: str | None = None) -> tuple[str, dict]:
+    """Ship ``run``'s best checkpoint as ``weights/<name>.pt`` and return its README section and test summary."""
+    ev = _json(run / "test_eval" / "summary.json")
     extra = {"test_metrics": ev.get("mean_2d") or ev.get("foreground_mean") or {}}
-    if tta:
-        cfg = copy.deepcopy(load_checkpoint(run / "checkpoint_best.pt")["config"])
-        cfg.setdefault("infer", {})["tta"] = True
-        extra["config"] = cfg
     dst = slim_checkpoint(run / "checkpoint_best.pt", OUT / f"{name}.pt", extra=extra, overwrite=True)
     ck = load_checkpoint(dst)
     cfg, data = ck["config"], ck["data"]
@@ -115,7 +104,7 @@ def section(name: str, run: Path, made_by: str | None, note: str | None = None,
         f"loss {lo['name']}, batch {tr['batch_size']} of {d['patch_size']} patches, {', '.join(opts)}, "
         f"threshold {cfg.get('infer', {}).get('threshold')}"
         + (f" ({data['threshold']:.2f} chosen on validation)" if isinstance(data.get("threshold"), float) else "")
-        + (f", mirror TTA on ({tta})" if tta else "") + f"; seed {cfg['seed']}; budget "
+        + f"; seed {cfg['seed']}; budget "
         f"{tr.get('time_limit_min')} min ({clock} clock) on {prov.get('threads')} thread(s), "
         f"{s.get('epochs_done', ck.get('epoch'))} epochs x {tr['iters_per_epoch']} iterations, "
         f"{s.get('train_seconds', ck.get('train_seconds', 0)) / 60:.1f} min counted; commit {prov.get('git_commit')}.",
@@ -146,8 +135,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("items", nargs="*", help="NAME=RUN pairs")
     ap.add_argument("--made-by", action="append", default=[], help='NAME="command" that trained the run')
     ap.add_argument("--note", action="append", default=[], help='NAME="text" added to the data line')
-    ap.add_argument("--tta", action="append", default=[],
-                    help='NAME="why": ship with mirror TTA on; test figures from RUN/test_eval_tta')
     ap.add_argument("--write-manifest", action="store_true")
     a = ap.parse_args(argv)
     if not a.write_manifest:
@@ -155,7 +142,6 @@ def main(argv: list[str] | None = None) -> None:
             ap.error("give NAME=RUN pairs or --write-manifest")
         made = dict(m.split("=", 1) for m in a.made_by)
         notes = dict(m.split("=", 1) for m in a.note)
-        ttas = dict(m.split("=", 1) for m in a.tta)
         readme = OUT / "README.md"
         secs = _sections(readme.read_text()) if readme.is_file() else {}
         for item in a.items:
@@ -164,10 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                 ap.error(f"{item!r}: expected NAME=RUN with NAME one of {sorted(DESCRIPTIONS)}")
             if not (Path(run) / "checkpoint_best.pt").is_file():
                 ap.error(f"{run}: no checkpoint_best.pt in this run folder")
-            if name in ttas and not (Path(run) / "test_eval_tta" / "summary.json").is_file():
-                ap.error(f"--tta {name}: {run}/test_eval_tta/summary.json not found (predict the test set with --tta "
-                         "and evaluate it there first)")
-            secs[name], _ = section(name, Path(run), made.get(name), notes.get(name), ttas.get(name))
+            secs[name], _ = section(name, Path(run), made.get(name), notes.get(name))
             print(secs[name])
         readme.write_text(HEADER + "\n" + "\n".join(secs[n] for n in DESCRIPTIONS if n in secs))
     _write_manifest()
