@@ -27,9 +27,10 @@ def _budget(summary: dict) -> str:
     return " and ".join(parts) or "none"
 
 
-def _per_run(summary: dict, label: str, key: str, fmt: str) -> str:
+def _per_run(summary: dict, label: str, key: str, fmt: str, scale: float = 1.0) -> str:
+    """One model's ``key`` per run, in seed order, e.g. ``1250 / 1225`` (``scale`` divides, e.g. 60 for minutes)."""
     runs = sorted((r for r in summary.get("runs", []) if r.get("model") == label), key=lambda r: r.get("seed", 0))
-    return " / ".join(_f(r.get(key), fmt) for r in runs) or "n/a"
+    return " / ".join(_f(None if r.get(key) is None else r[key] / scale, fmt) for r in runs) or "n/a"
 
 
 def _models_table(summary: dict, metric: str) -> list[str]:
@@ -42,13 +43,11 @@ def _models_table(summary: dict, metric: str) -> list[str]:
         ci = oc.get("ci95") or [None, None]
         params = info.get("parameters")
         seeds = " / ".join(_f(v) for v in os_.get("values", [])) or "n/a"
-        minutes = [r for r in summary.get("runs", []) if r.get("model") == label]
-        mins = " / ".join(_f(r["train_seconds"] / 60, ".1f") for r in sorted(minutes, key=lambda r: r["seed"])
-                          if r.get("train_seconds") is not None) or "n/a"
         lines.append(
             f"| {label} | {_f(params / 1e6, '.2f') + ' M' if params else 'n/a'} | {_f(oc.get('mean'))} ± "
             f"{_f(oc.get('sd'))} | {_f(oc.get('median'))} | [{_f(ci[0])}, {_f(ci[1])}] | {seeds} | "
-            f"{_per_run(summary, label, 'steps', '.0f')} | {_per_run(summary, label, 'epochs', '.0f')} | {mins} | "
+            f"{_per_run(summary, label, 'steps', '.0f')} | {_per_run(summary, label, 'epochs', '.0f')} | "
+            f"{_per_run(summary, label, 'train_seconds', '.1f', 60)} | "
             f"{_per_run(summary, label, 'cpu_share', '.2f')} | "
             f"{_f((info.get('peak_rss_mb') or {}).get('max'), '.0f')} |")
     return lines
