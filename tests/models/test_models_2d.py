@@ -95,3 +95,34 @@ def test_transunet_any_grid():
     big = build_model("transunet")
     n = sum(p.numel() for p in big.parameters())
     assert 90e6 < n < 110e6  # R50-ViT-B/16 TransUNet is ~105 M parameters
+
+
+def test_akmamba_ablation_switches():
+    """The paper's Table 3 arms are switches of one class: each removes exactly its component, and the weights of
+    the parts they share have the same shapes (so parameter differences are the component's own)."""
+    from mambaseg.models.akmamba_net import ConvBNSiLU
+    from mambaseg.nn.akconv import AKConv
+    from mambaseg.nn.ss2d import MambaOut
+
+    def kinds(net):
+        return {type(m) for m in net.modules()}
+
+    full, base = build_model("akmamba_net_cpu"), build_model("akmamba_net_cpu_base")
+    akc, mout = build_model("akmamba_net_cpu_akconv"), build_model("akmamba_net_cpu_mambaout")
+    assert {AKConv, MambaOut} <= kinds(full) and ConvBNSiLU not in kinds(full)
+    assert AKConv not in kinds(base) and MambaOut not in kinds(base) and ConvBNSiLU in kinds(base)
+    assert AKConv in kinds(akc) and MambaOut not in kinds(akc)
+    assert AKConv not in kinds(mout) and MambaOut in kinds(mout)
+    n = {k: sum(p.numel() for p in v.parameters()) for k, v in
+         dict(full=full, base=base, akc=akc, mout=mout).items()}
+    # the two components' parameters add up: full - base = (akc - base) + (mout - base)
+    assert n["full"] - n["base"] == (n["akc"] - n["base"]) + (n["mout"] - n["base"])
+    assert n["mout"] - n["base"] == sum(p.numel() for p in full.skips.parameters())
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)
+    for net in (base, akc, mout):
+        assert net.eval()(x).shape == (1, 1, 32, 32)
+    # identity skips: the base network's skip is the encoder map itself
+    assert all(isinstance(s, torch.nn.Identity) for s in base.skips)
+    cen = build_model("akmamba_net_cpu_centred")
+    assert cen.encoder[0][0].centred and cen.encoder[0][0].zero_pad and not full.encoder[0][0].centred

@@ -21,7 +21,16 @@ from mambaseg.nn.akconv import AKConv
 from mambaseg.nn.padding import AnySizeMixin
 from mambaseg.nn.ss2d import MambaOut
 
-__all__ = ["AkmambaNet", "AKDoubleConv"]
+__all__ = ["AkmambaNet", "AKDoubleConv", "ConvBNSiLU"]
+
+
+class ConvBNSiLU(nn.Sequential):
+    """Plain 3×3 convolution (zero padding, no bias) → BN → SiLU: AKConv's place-holder in the ablations that switch
+    AKConv off, ending in the same BN + SiLU so that only the sampling differs."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+                         nn.SiLU())
 
 
 class AKDoubleConv(nn.Sequential):
@@ -32,13 +41,17 @@ class AKDoubleConv(nn.Sequential):
         out_channels: C_out.
         num_param: AKConv sampling points N.
         centred: centred sampling shape + zero padding (see :class:`AKConv`).
+        akconv: False replaces both AKConvs by :class:`ConvBNSiLU` (the ablations' base U-Net convolution).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, num_param: int = 9, centred: bool = False):
-        super().__init__(
-            AKConv(in_channels, out_channels, num_param, centred=centred, zero_pad=centred),
-            AKConv(out_channels, out_channels, num_param, centred=centred, zero_pad=centred),
-        )
+    def __init__(self, in_channels: int, out_channels: int, num_param: int = 9, centred: bool = False,
+                 akconv: bool = True):
+        if akconv:
+            convs = (AKConv(in_channels, out_channels, num_param, centred=centred, zero_pad=centred),
+                     AKConv(out_channels, out_channels, num_param, centred=centred, zero_pad=centred))
+        else:
+            convs = (ConvBNSiLU(in_channels, out_channels), ConvBNSiLU(out_channels, out_channels))
+        super().__init__(*convs)
 
 
 class AkmambaNet(AnySizeMixin, nn.Module):
@@ -53,6 +66,11 @@ class AkmambaNet(AnySizeMixin, nn.Module):
         centred: AKConvs use the centred sampling shape and zero padding instead of the official anchored shape.
         d_state: SS2D state size N.
         ss2d_expand: SS2D inner width = ``ss2d_expand`` x channels (2 in SS2D/VM-UNet).
+        akconv: False → every AKConv becomes a plain 3×3 conv + BN + SiLU (ablation switch).
+        mamba_skip: False → the skips carry the encoder map itself instead of ``MambaOut`` (ablation switch).
+
+    ``akconv=False, mamba_skip=False`` is the paper's base U-Net at the same widths; the Akmamba-Net paper's Table 3
+    ablates exactly these two switches (U-Net, +AKConv, +Mamba-out, both).
 
     Any H, W is accepted (padded internally to a multiple of 16, logits cropped back).
     """
@@ -67,6 +85,8 @@ class AkmambaNet(AnySizeMixin, nn.Module):
         centred: bool = False,
         d_state: int = 16,
         ss2d_expand: int = 2,
+        akconv: bool = True,
+        mamba_skip: bool = True,
     ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -78,13 +98,17 @@ class AkmambaNet(AnySizeMixin, nn.Module):
         self.in_channels, self.out_channels, self.widths = in_channels, out_channels, widths
         self.spatial_dims, self.size_multiple = 2, 16
         chans = (in_channels,) + widths
-        self.encoder = nn.ModuleList(AKDoubleConv(chans[i], chans[i + 1], num_param, centred) for i in range(5))
+        self.akconv, self.mamba_skip = bool(akconv), bool(mamba_skip)
+        self.encoder = nn.ModuleList(AKDoubleConv(chans[i], chans[i + 1], num_param, centred, self.akconv)
+                                     for i in range(5))
         self.pool = nn.MaxPool2d(2)
-        self.skips = nn.ModuleList(MambaOut(w, residual=mamba_residual, d_state=d_state, expand=ss2d_expand)
-                                   for w in widths[:4])
+        self.skips = nn.ModuleList(
+            MambaOut(w, residual=mamba_residual, d_state=d_state, expand=ss2d_expand) if self.mamba_skip
+            else nn.Identity() for w in widths[:4])
         # decoder level k (deep → shallow): up widths[k+1] → widths[k], cat skip, DoubleConv(2·widths[k] → widths[k])
         self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2) for k in range(4))
-        self.decoder = nn.ModuleList(AKDoubleConv(2 * widths[k], widths[k], num_param, centred) for k in range(4))
+        self.decoder = nn.ModuleList(AKDoubleConv(2 * widths[k], widths[k], num_param, centred, self.akconv)
+                                     for k in range(4))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,6 +140,33 @@ def akmamba_net_cpu(**kwargs) -> AkmambaNet:
     """Akmamba-Net at 1/4 width (16 … 256) with a lighter SS2D (state size 4, inner width 1x): the full-resolution
     skip scans H·W tokens, whose cost grows with batch·4·d_inner·H·W·N, so this is what trains on a CPU."""
     return AkmambaNet(**dict(dict(widths=(16, 32, 64, 128, 256), d_state=4, ss2d_expand=1), **kwargs))
+
+
+@register_model(spatial_dims=2)
+def akmamba_net_cpu_base(**kwargs) -> AkmambaNet:
+    """Ablation (paper Table 3, row 1): ``akmamba_net_cpu`` with plain 3×3 convs and identity skips — the base U-Net
+    at the same widths."""
+    return akmamba_net_cpu(**dict(dict(akconv=False, mamba_skip=False), **kwargs))
+
+
+@register_model(spatial_dims=2)
+def akmamba_net_cpu_akconv(**kwargs) -> AkmambaNet:
+    """Ablation: the base U-Net + AKConv (``akmamba_net_cpu`` without the Mamba-out skips)."""
+    return akmamba_net_cpu(**dict(dict(mamba_skip=False), **kwargs))
+
+
+@register_model(spatial_dims=2)
+def akmamba_net_cpu_mambaout(**kwargs) -> AkmambaNet:
+    """Ablation: the base U-Net + Mamba-out skips (``akmamba_net_cpu`` with plain 3×3 convs)."""
+    return akmamba_net_cpu(**dict(dict(akconv=False), **kwargs))
+
+
+@register_model(spatial_dims=2)
+def akmamba_net_cpu_centred(**kwargs) -> AkmambaNet:
+    """``akmamba_net_cpu`` with AKConv's centred sampling shape and zero padding: the official anchored shape samples
+    (i..i+2, j..j+2) for output pixel (i, j), so each AKConv shifts its map by one pixel of its level and the
+    encoder and decoder maps joined at a skip are misaligned unless the offsets learn to undo it."""
+    return akmamba_net_cpu(**dict(dict(centred=True), **kwargs))
 
 
 @register_model(spatial_dims=2)
