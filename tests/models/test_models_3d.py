@@ -130,3 +130,26 @@ def test_gsc_matches_formula(mode):
     assert count(gsc) == 56 * 25 + 4 * 5  # 56C² + 4C
     with pytest.raises(ValueError, match="mode"):
         GSC(5, mode="gate")
+
+
+def test_dm_segnet_ablation_switches():
+    """Each ablation removes exactly its component from the same class; the other parts keep their shapes."""
+    from mambaseg.nn.gsc import GSC
+    from mambaseg.nn.scan3d import QSMambaLayer
+
+    def count(net, kind, part):
+        return sum(isinstance(m, kind) for m in getattr(net, part).modules())
+
+    full = build_model("dm_segnet_cpu")
+    noq, nog = build_model("dm_segnet_cpu_no_qsmamba"), build_model("dm_segnet_cpu_no_gsc")
+    conv_dec = build_model("dm_segnet_cpu_conv_decoder")
+    assert count(full, QSMambaLayer, "encoder") == 8 and count(full, GSC, "encoder") == 4
+    assert count(full, MFMambaUpBlock, "decoders") == 3
+    assert count(noq, QSMambaLayer, "encoder") == 0 and count(noq, GSC, "encoder") == 4
+    assert count(noq, MFMambaUpBlock, "decoders") == 3  # the decoder keeps its Mamba layers
+    assert count(nog, GSC, "encoder") == 0 and count(nog, QSMambaLayer, "encoder") == 8
+    assert count(conv_dec, MFMambaUpBlock, "decoders") == 0 and count(conv_dec, QSMambaLayer, "encoder") == 8
+    n = {k: sum(p.numel() for p in v.parameters()) for k, v in dict(full=full, nog=nog).items()}
+    assert n["full"] - n["nog"] == sum(p.numel() for p in full.encoder.gscs.parameters())
+    tiny = build_model("dm_segnet_tiny", enc_mamba=False, enc_gsc=False, dec_mamba_stages=0)
+    assert tiny(torch.randn(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)

@@ -70,6 +70,11 @@ class DMSegNet(MambaUNETR3d):
         dec_gsc: GSC before every decoder Mamba layer.
         gsc_mode: ``"add"`` or ``"mul"`` for all GSC blocks.
         grad_checkpoint: recompute every encoder/decoder Mamba layer in the backward pass (memory for 96³/128³).
+        enc_mamba: False → no QSMamba in the encoder (GSC + residual convolution blocks): ablation switch.
+        enc_gsc: False → no GSC in the encoder: ablation switch.
+
+    The paper credits QSMamba, GSC and the Mamba-driven decoder; the ablations switch each off in turn
+    (``dm_segnet_cpu_no_qsmamba``, ``dm_segnet_cpu_no_gsc``, ``dm_segnet_cpu_conv_decoder`` = ``dec_mamba_stages=0``).
 
     Input (B, in_channels, D, H, W) of any size: padded to a multiple of 16 internally, logits cropped back.
 
@@ -83,7 +88,8 @@ class DMSegNet(MambaUNETR3d):
     def __init__(self, in_channels: int = 1, out_channels: int = 2, widths: Sequence[int] = (48, 96, 192, 384),
                  depths: Sequence[int] = (2, 2, 2, 2), hidden: int = 768, enc_dirs: int = 4, dec_dirs: int = 2,
                  dec_mamba_stages: int = 3, dec_gsc: bool = False, gsc_mode: str = "add",
-                 grad_checkpoint: bool = False, deep_supervision: bool = False) -> None:
+                 grad_checkpoint: bool = False, deep_supervision: bool = False, enc_mamba: bool = True,
+                 enc_gsc: bool = True) -> None:
         stages = dec_mamba_stages
         if isinstance(stages, bool) or not isinstance(stages, int) or not 0 <= stages <= 4:
             raise ValueError(f"dec_mamba_stages must be an int in 0..4, got {dec_mamba_stages!r}.")
@@ -94,7 +100,8 @@ class DMSegNet(MambaUNETR3d):
             return up_block(c_in, c_out)
 
         super().__init__(in_channels, out_channels, widths, depths, hidden, enc_dirs, gsc_mode, grad_checkpoint,
-                         decoder_block=block, deep_supervision=deep_supervision)
+                         decoder_block=block, deep_supervision=deep_supervision, enc_mamba=enc_mamba,
+                         enc_gsc=enc_gsc)
 
 
 @register_model(spatial_dims=3)
@@ -107,6 +114,24 @@ def dm_segnet(**kwargs) -> nn.Module:
 def dm_segnet_cpu(**kwargs) -> nn.Module:
     """CPU-sized DM-SegNet: widths (16, 32, 48, 64), hidden 128 (~2.6 M parameters, ~10.5 MB fp32)."""
     return DMSegNet(**dict(dict(widths=(16, 32, 48, 64), hidden=128), **kwargs))
+
+
+@register_model(spatial_dims=3)
+def dm_segnet_cpu_no_qsmamba(**kwargs) -> nn.Module:
+    """Ablation: ``dm_segnet_cpu`` whose encoder has GSC + residual 3×3×3 convolutions instead of QSMamba layers."""
+    return dm_segnet_cpu(**dict(dict(enc_mamba=False), **kwargs))
+
+
+@register_model(spatial_dims=3)
+def dm_segnet_cpu_no_gsc(**kwargs) -> nn.Module:
+    """Ablation: ``dm_segnet_cpu`` without the encoder's GSC blocks."""
+    return dm_segnet_cpu(**dict(dict(enc_gsc=False), **kwargs))
+
+
+@register_model(spatial_dims=3)
+def dm_segnet_cpu_conv_decoder(**kwargs) -> nn.Module:
+    """Ablation: ``dm_segnet_cpu`` with a plain convolutional (UNETR) decoder instead of MFMamba."""
+    return dm_segnet_cpu(**dict(dict(dec_mamba_stages=0), **kwargs))
 
 
 @register_model(spatial_dims=3)

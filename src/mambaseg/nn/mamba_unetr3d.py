@@ -47,6 +47,9 @@ class MambaEncoder3d(nn.Module):
         directions: scan directions of every Mamba layer (3 = SegMamba ToM, 4 = QSMamba).
         gsc_mode: ``"add"`` or ``"mul"`` (see :class:`mambaseg.nn.gsc.GSC`).
         grad_checkpoint: recompute the Mamba layers in the backward pass.
+        mamba: False replaces every Mamba layer by a residual 3×3×3 convolution block (``UnetResBlock``): the
+            "GSC + convolution" ablation.
+        gsc: False removes the GSC blocks (identity): the "without GSC" ablation.
 
     Attributes:
         feature_info: ``[dict(num_chs, reduction)]`` of the four outputs (reductions 2, 4, 8, 16).
@@ -54,17 +57,19 @@ class MambaEncoder3d(nn.Module):
 
     def __init__(self, in_channels: int, widths: Sequence[int] = (48, 96, 192, 384),
                  depths: Sequence[int] = (2, 2, 2, 2), directions: int = 3, gsc_mode: str = "add",
-                 grad_checkpoint: bool = False) -> None:
+                 grad_checkpoint: bool = False, mamba: bool = True, gsc: bool = True) -> None:
         super().__init__()
         widths, depths = checked_widths(widths, depths)
+
+        def layer(w: int) -> nn.Module:
+            return QSMambaLayer(w, directions, grad_checkpoint=grad_checkpoint) if mamba else res_block(w, w)
+
         downs = [nn.Conv3d(in_channels, widths[0], kernel_size=7, stride=2, padding=3)]
         downs += [nn.Sequential(nn.InstanceNorm3d(widths[i - 1]), nn.Conv3d(widths[i - 1], widths[i], 2, stride=2))
                   for i in range(1, 4)]
         self.downs = nn.ModuleList(downs)
-        self.gscs = nn.ModuleList(GSC(w, gsc_mode) for w in widths)
-        self.stages = nn.ModuleList(
-            nn.Sequential(*(QSMambaLayer(w, directions, grad_checkpoint=grad_checkpoint) for _ in range(d)))
-            for w, d in zip(widths, depths))
+        self.gscs = nn.ModuleList(GSC(w, gsc_mode) if gsc else nn.Identity() for w in widths)
+        self.stages = nn.ModuleList(nn.Sequential(*(layer(w) for _ in range(d))) for w, d in zip(widths, depths))
         self.norms = nn.ModuleList(nn.InstanceNorm3d(w) for w in widths)
         self.mlps = nn.ModuleList(MlpChannel(w) for w in widths)
         self.feature_info = [dict(num_chs=w, reduction=2 ** (i + 1)) for i, w in enumerate(widths)]
@@ -99,6 +104,8 @@ class MambaUNETR3d(AnySizeMixin, nn.Module):
             resolution) … 3 (full resolution); the module is called as ``block(x, skip)``. Default: UnetrUpBlock.
         deep_supervision: in training mode also return logits at 1/2 and 1/4 resolution (1×1×1 heads on the
             decoder outputs), as a list ``[full, 1/2, 1/4]``; in eval mode only the full-resolution logits.
+        enc_mamba: False → the encoder's Mamba layers become residual conv blocks (ablation switch).
+        enc_gsc: False → the encoder has no GSC blocks (ablation switch).
 
     Input (B, in_channels, D, H, W) of any size: padded to a multiple of 16 and the logits cropped back.
     """
@@ -109,14 +116,16 @@ class MambaUNETR3d(AnySizeMixin, nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 2, widths: Sequence[int] = (48, 96, 192, 384),
                  depths: Sequence[int] = (2, 2, 2, 2), hidden: int = 768, directions: int = 3,
                  gsc_mode: str = "add", grad_checkpoint: bool = False,
-                 decoder_block: DecoderBlockFactory | None = None, deep_supervision: bool = False) -> None:
+                 decoder_block: DecoderBlockFactory | None = None, deep_supervision: bool = False,
+                 enc_mamba: bool = True, enc_gsc: bool = True) -> None:
         super().__init__()
         widths, depths = checked_widths(widths, depths)
         self.in_channels, self.out_channels = in_channels, out_channels
         if in_channels < 1 or out_channels < 1 or hidden < 1:
             raise ValueError(f"in_channels, out_channels and hidden must be >= 1, got {in_channels}, "
                              f"{out_channels}, {hidden}.")
-        self.encoder = MambaEncoder3d(in_channels, widths, depths, directions, gsc_mode, grad_checkpoint)
+        self.encoder = MambaEncoder3d(in_channels, widths, depths, directions, gsc_mode, grad_checkpoint,
+                                      mamba=enc_mamba, gsc=enc_gsc)
         skip_in, skip_out = (in_channels, *widths), (*widths, hidden)  # skip path e1..e5 from input, o0..o3
         self.skips = nn.ModuleList(res_block(i, o) for i, o in zip(skip_in, skip_out))
         make = decoder_block or (lambda level, c_in, c_out: up_block(c_in, c_out))
