@@ -126,3 +126,6 @@ def test_akmamba_ablation_switches():
     assert all(isinstance(s, torch.nn.Identity) for s in base.skips)
     cen = build_model("akmamba_net_cpu_centred")
     assert cen.encoder[0][0].centred and cen.encoder[0][0].zero_pad and not full.encoder[0][0].centred
+    fixed = build_model("akmamba_net_cpu_fixed")
+    assert fixed.encoder[0][0].centred and all(s.residual for s in fixed.skips) and not any(s.residual for s in
+                                                                                            full.skips)

@@ -170,6 +170,14 @@ def akmamba_net_cpu_centred(**kwargs) -> AkmambaNet:
 
 
 @register_model(spatial_dims=2)
+def akmamba_net_cpu_fixed(**kwargs) -> AkmambaNet:
+    """``akmamba_net_cpu`` with the two changes the diagnosis points to (issue 21): AKConv's centred sampling shape
+    (no one-pixel shift per convolution) and residual Mamba-out skips ``x + SS2D(LN(x))``, which keep the encoder's
+    fine detail on the skip — the plain ``SS2D(x)`` skip starts at 0.3 % of its input's norm at full resolution."""
+    return akmamba_net_cpu(**dict(dict(centred=True, mamba_residual=True), **kwargs))
+
+
+@register_model(spatial_dims=2)
 def akmamba_net_tiny(**kwargs) -> AkmambaNet:
     """Minimal Akmamba-Net for tests."""
     return AkmambaNet(**dict(dict(widths=(4, 8, 8, 16, 16), d_state=4), **kwargs))
