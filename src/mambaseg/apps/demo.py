@@ -21,7 +21,7 @@ from ..config import apply_overrides, config_from_dict
 
 __all__ = ["DEMO_2D", "DEMO_2D_STEPS", "run_demo", "step_overrides"]
 
-DEMO_2D_STEPS = 300  # optimiser steps of the 2D demo (30 epochs of 10)
+DEMO_2D_STEPS = 600  # optimiser steps of the 2D demo (60 epochs of 10); see benchmarks/demo_calibration.py
 DEMO_2D = {
     "seed": 0,
     "model": {"name": "akmamba_net_tiny", "kwargs": {"widths": [8, 16, 16, 32, 32]}},

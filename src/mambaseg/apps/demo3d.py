@@ -12,7 +12,7 @@ from ..config import config_from_dict
 
 __all__ = ["DEMO_3D", "DEMO_3D_STEPS", "run_demo_3d"]
 
-DEMO_3D_STEPS = 150  # optimiser steps of the 3D demo (15 epochs of 10)
+DEMO_3D_STEPS = 300  # optimiser steps of the 3D demo (30 epochs of 10); see benchmarks/demo_calibration.py
 
 DEMO_3D = {
     "seed": 0,
