@@ -115,3 +115,14 @@ def test_real_part_on_the_shared_data(tmp_path, shared_data):
     assert parts["DRIVE"]["cases"] == demo_real.DRIVE_CASES and parts["DRIVE"]["dice"] > 0.7
     assert parts["Task04_Hippocampus"]["cases"] == demo_real.HIPPOCAMPUS_CASES
     assert parts["Task04_Hippocampus"]["dice"] > 0.8
+
+
+def test_an_incomplete_data_folder_skips_that_part_with_a_reason(tmp_path):
+    data = tmp_path / "data"
+    (data / "DRIVE" / "test" / "images").mkdir(parents=True)  # no images in it
+    (data / "Task04_Hippocampus").mkdir()  # no dataset.json
+    lines = []
+    assert demo_real.run_demo_real(tmp_path / "out", log=lines.append, env={"MAMBASEG_DATA": str(data)}) == {}
+    text = "\n".join(lines)
+    assert "DRIVE: skipped" in text and "no .tif images" in text
+    assert "Task04_Hippocampus: skipped" in text and "dataset.json" in text

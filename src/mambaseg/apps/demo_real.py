@@ -94,11 +94,18 @@ def run_demo_real(root: Path, log: Callable[[str], None] = print, env: dict | No
         log("[real] skipped: set MAMBASEG_DATA to a folder holding DRIVE/ and/or Task04_Hippocampus/ (MSD Task04) "
             "to see the shipped models on real cases")
         return {}
+    from ..data.io import DataError
+    from ..resources import ResourceError
+
     parts = {}
     for name, part in ((_DRIVE, _drive), (_HIPPOCAMPUS, _hippocampus)):
-        if (data / name).is_dir():
-            parts[name] = part(data, Path(root), log)
-            log(f"[real] {name}: Dice {parts[name]['dice']:.3f} ({parts[name]['cases']} case(s))")
-        else:
+        if not (data / name).is_dir():
             log(f"[real] {name}: not found under {data}; skipped")
+            continue
+        try:  # an incomplete data folder or a missing shipped model skips this part, not the whole demo
+            parts[name] = part(data, Path(root), log)
+        except (DataError, ResourceError, OSError, KeyError, ValueError) as exc:
+            log(f"[real] {name}: skipped ({type(exc).__name__}: {exc})")
+            continue
+        log(f"[real] {name}: Dice {parts[name]['dice']:.3f} ({parts[name]['cases']} case(s))")
     return parts
