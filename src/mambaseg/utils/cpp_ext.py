@@ -156,7 +156,7 @@ def load_extension(base_name: str, sources: list[Path], headers: list[Path] = ()
             built = False
         if not built:
             if why_not:
-                logger.warning("%s; compiling it once for this torch (%s; cached in the torch extensions "
+                logger.warning("%s; compiling the C++ extension once instead (%s; cached in the torch extensions "
                                "directory).", why_not, BUILD_ESTIMATE)
             else:
                 logger.warning("%s: no prebuilt kernel in this install (a checkout used without `pip install`, or a "
