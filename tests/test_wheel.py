@@ -1,11 +1,13 @@
 """The wheel is self-sufficient (#13): it carries the reference configs, the kernel sources, the shipped models
 with their manifest and the LICENSE, and an installation of it works from an empty folder, outside the checkout.
 
-Slow (builds a ~18 MB wheel and runs the CLI in subprocesses): ``make test-slow`` or ``pytest -m slow``.
+Slow (builds a ~26 MB platform wheel, compiling the CPU kernels, and runs the CLI in subprocesses): ``make
+test-slow`` or ``pytest -m slow``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,10 +16,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from mambaseg.data.synthetic import make_vessel_image
 from mambaseg.resources import list_configs, load_manifest
+from mambaseg.utils import cpp_ext
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "CITATION.cff", "src", "configs",
@@ -32,7 +36,7 @@ def wheel(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("wheel")
     src = base / "src"
     src.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "*.so", "*.build.json")  # in-place builds
     for name in BUILD_INPUTS:
         p = ROOT / name
         if p.is_dir():
@@ -57,6 +61,10 @@ def test_wheel_carries_configs_kernels_models_and_license(wheel):
             if f.suffix in (".cpp", ".h"):
                 assert f"mambaseg/{sub}/csrc/{f.name}" in names
     assert "mambaseg/shipped_models.json" in names
+    for module in ("ssm/_selective_scan_cpu", "nn/_akconv_cpu"):  # the CPU kernels, compiled at build time
+        assert any(n.startswith(f"mambaseg/{module}.") and n.endswith(".so") for n in names), module
+        record = json.loads(zipfile.ZipFile(wheel).read(f"mambaseg/{module}{cpp_ext.RECORD_SUFFIX}"))
+        assert record["torch"] == torch.__version__ and record["flags"] == cpp_ext.FLAGS
     for e in load_manifest().values():
         info = zipfile.ZipFile(wheel).getinfo(f"mambaseg/weights/{e['file']}")
         assert info.file_size == e["size"]
@@ -86,7 +94,8 @@ def test_installed_wheel_works_from_an_empty_folder(wheel, tmp_path):
         "raise ModuleNotFoundError(\"No module named 'onnx'\", name='onnx')\n")
     empty = tmp_path / "empty"
     empty.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(blocked), OMP_NUM_THREADS="1")
+    extensions = tmp_path / "torch_extensions"  # a build at first use would land here: it must stay empty
+    env = dict(os.environ, PYTHONPATH=str(blocked), OMP_NUM_THREADS="1", TORCH_EXTENSIONS_DIR=str(extensions))
     for k in ("MAMBASEG_WEIGHTS", "MAMBASEG_DATA"):
         env.pop(k, None)
 
@@ -113,6 +122,10 @@ def test_installed_wheel_works_from_an_empty_folder(wheel, tmp_path):
     Image.fromarray(image).save(empty / "in" / "eye.png")
     pred = run("-m", "mambaseg", "predict", "--model", "akmamba_net_drive", "-i", "in", "-o", "out", "--no-progress")
     assert pred.returncode == 0, pred.stderr[-2000:]
+    assert "compiling" not in pred.stderr and not any(extensions.glob("*/*.so"))  # the prebuilt kernels were used
+    kernels = run("-c", "from mambaseg.ssm import cpu_kernel; from mambaseg.nn import akconv_kernel; "
+                        "print(cpu_kernel._load().__file__); print(akconv_kernel._load().__file__)")
+    assert kernels.returncode == 0 and all(Path(f).is_relative_to(target) for f in kernels.stdout.split())
     assert Image.open(empty / "out" / "eye.png").size == (130, 120)
     assert (empty / "out" / "eye.png").stat().st_mode & 0o777 == 0o666 & ~_umask()
     export = run("-m", "mambaseg", "export", "--model", "akmamba_net_drive", "--onnx", "m.onnx")

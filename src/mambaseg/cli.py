@@ -144,9 +144,15 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .apps.demo import run_demo
+    from .apps.demo import DEMO_2D_STEPS, run_demo
 
-    out = run_demo(Path(args.out), minutes=args.minutes, with_3d=not args.no_3d,
+    for opt in ("steps", "steps_3d"):
+        if getattr(args, opt) is not None and getattr(args, opt) < 1:
+            print(f"error: --{opt.replace('_', '-')} must be an integer >= 1, got {getattr(args, opt)}",
+                  file=sys.stderr)
+            return 2
+    out = run_demo(Path(args.out), steps_2d=args.steps or DEMO_2D_STEPS, steps_3d=args.steps_3d,
+                   with_3d=not args.no_3d, with_real=not args.no_real, seed=args.seed,
                    log=lambda m: print(m, flush=True))
     print(f"demo results: {out}")
     return 0
@@ -330,10 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser("demo", help="train, predict and evaluate on built-in synthetic data")
+    from .apps.demo import DEMO_2D_STEPS
+    from .apps.demo3d import DEMO_3D_STEPS
+
+    p = sub.add_parser("demo", help="train, predict and evaluate on built-in synthetic data; the shipped models on "
+                                    "a few real cases when $MAMBASEG_DATA (or ../shared/data) holds them")
     p.add_argument("--out", default="demo_results", help="output folder (default demo_results)")
-    p.add_argument("--minutes", type=float, default=2.0, help="2D training budget")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"2D training budget in optimiser steps (default {DEMO_2D_STEPS}: the same model on every "
+                   "machine, a busy one only takes longer)")
+    p.add_argument("--steps-3d", type=int, default=None,
+                   help=f"3D training budget in optimiser steps (default {DEMO_3D_STEPS})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of both trainings")
     p.add_argument("--no-3d", action="store_true", help="skip the 3D part")
+    p.add_argument("--no-real", action="store_true", help="skip the shipped models on real cases")
     _add_common(p)
     p.set_defaults(func=_cmd_demo)
     return parser

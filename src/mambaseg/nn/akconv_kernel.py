@@ -12,7 +12,8 @@ Half-precision inputs are computed in fp32.
 The sampling rule is the official AKConv's (clamped corners, the edge counted twice outside ``[0, size−1)``); on a
 zero-padded image (positions shifted by one) it is exactly zero-extended bilinear sampling, so one kernel serves
 both of :class:`~mambaseg.nn.AKConv`'s border modes. The pure-PyTorch :meth:`AKConv.sample` stays the reference and
-the export path. Built on first use (see :mod:`mambaseg.utils.cpp_ext`); ``MAMBASEG_NO_AKCONV_KERNEL=1`` (or
+the export path. Prebuilt when the package is installed (``mambaseg.nn._akconv_cpu``), else built at first use
+(see :mod:`mambaseg.utils.cpp_ext`); ``MAMBASEG_NO_AKCONV_KERNEL=1`` (or
 ``MAMBASEG_NO_CPU_KERNEL=1``) disables it.
 """
 
@@ -42,7 +43,8 @@ def _load():
             logger.info("AKConv: CPU kernel disabled by %s.", var)
             _state["module"] = None
         else:
-            _state["module"] = load_extension("mambaseg_akconv_cpu", [_SOURCE], [_HEADER], what="AKConv CPU kernel")
+            _state["module"] = load_extension("mambaseg_akconv_cpu", [_SOURCE], [_HEADER], what="AKConv CPU kernel",
+                                                prebuilt=f"{__package__}._akconv_cpu")
     return _state["module"]
 
 

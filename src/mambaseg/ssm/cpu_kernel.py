@@ -1,6 +1,7 @@
 """Optional compiled CPU kernel for the selective scan (the ``cpu`` backend).
 
-A small C++ extension (``csrc/selective_scan_cpu.cpp``) compiled at first use by
+A small C++ extension (``csrc/selective_scan_cpu.cpp``), prebuilt when the package is installed
+(``mambaseg.ssm._selective_scan_cpu``) or else compiled at first use by
 :func:`mambaseg.utils.cpp_ext.load_extension` (``-O3 -fopenmp``, no ``-march=native`` and no ``-ffast-math``, so the
 build can be reused on another x86-64 CPU and the arithmetic stays IEEE; the cached build's name carries a hash of
 the sources and the torch version). The forward loops over the sequence per row (batch·channel) with the state
@@ -12,8 +13,8 @@ values) and runs the adjoint recurrence ``g_l = dL/dh_l + a_{l+1} g_{l+1}`` back
 The same extension holds :func:`causal_conv1d_silu_cpu`, Mamba's causal depthwise conv1d + SiLU in one pass (used by
 :class:`mambaseg.nn.mamba.MambaDirection` on CPU).
 
-Needs a C++ compiler and ``ninja`` at first use; :func:`available` reports whether the build worked (and logs why
-not). Setting ``MAMBASEG_NO_CPU_KERNEL=1`` disables the kernel.
+A build at first use needs a C++ compiler and ``ninja``; :func:`available` reports whether the kernel can be used (and
+logs why not). Setting ``MAMBASEG_NO_CPU_KERNEL=1`` disables the kernel.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def _load():
             logger.info("selective_scan: CPU kernel disabled by %s=%s.", var, os.environ[var])
             _state["module"] = None
         else:
-            _state["module"] = load_extension(_EXT_NAME, [_SOURCE], [_HEADER], what="selective_scan CPU kernel")
+            _state["module"] = load_extension(_EXT_NAME, [_SOURCE], [_HEADER], what="selective_scan CPU kernel",
+                                                prebuilt=f"{__package__}._selective_scan_cpu")
     return _state["module"]
 
 
