@@ -293,6 +293,11 @@ def test_recorded_command_keeps_the_budget_clock():
     assert cpu == ("mambaseg benchmark a.yaml b.yaml --budget-minutes 30 --budget-clock cpu --seeds 0,1 --test t "
                    "--out o --threads 1 --parallel 2")
     assert "--budget-clock" not in benchmark_command(build_parser().parse_args(argv), 1, 2)
+    multi = ["benchmark", "a.yaml", "--budget", "steps:600", "--budget", "cpu:30", "--arm-seeds", "x=0,1,2",
+             "--reference", "x", "--allow-mixed-commits", "--test", "t", "--out", "o"]
+    assert benchmark_command(build_parser().parse_args(multi), 1, 2) == (
+        "mambaseg benchmark a.yaml --budget steps:600 --budget cpu:30 --seeds 0 --arm-seeds x=0,1,2 --reference x "
+        "--test t --out o --threads 1 --parallel 2 --allow-mixed-commits")
 
 
 def test_drive_benchmark_script_parses(capsys):
@@ -729,3 +734,44 @@ def test_sigterm_stops_the_training_and_releases_the_locks(data, tmp_path):
         os.kill(pid, 0)  # the training child is gone (stopped and reaped)
     with RunLock(out, what="benchmark"), RunLock(out / "runs" / "unet_tiny_seed0"):
         pass  # both locks are free
+
+
+def test_end_to_end_two_budgets_reuse_old_layout_and_unequal_seeds(data, tmp_path, capsys, monkeypatch):
+    """Runs of a single-budget benchmark --steps 1 --out OUT/steps1 are found as done by --out OUT --budget steps:1
+    --budget steps:2; an arm with an extra seed pairs on its per-case seed means; OUT/summary.md holds both tables
+    with the comparisons against --reference."""
+    monkeypatch.setenv("MAMBASEG_NO_CPU_KERNEL", "1")
+    _, d, cfg = data
+    out = tmp_path / "abl"
+    assert main(_benchmark_args(cfg, d, out / "steps1", "--steps", "1", "--parallel", "2")) == 0
+    capsys.readouterr()
+    stamp = (out / "steps1" / "runs" / "unet_tiny_seed0" / "checkpoint_last.pt").stat().st_mtime_ns
+    args = _benchmark_args(cfg, d, out, "--budget", "steps:1", "--budget", "steps:2", "--parallel", "2",
+                           "--arm-seeds", "attention_unet_tiny=0,1", "--reference", "attention_unet_tiny")
+    assert main(args) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("training skipped (finished earlier)") == 2 and err.count("training started (new") == 4
+    assert (out / "steps1" / "runs" / "unet_tiny_seed0" / "checkpoint_last.pt").stat().st_mtime_ns == stamp
+    for tag, steps in (("steps1", 1), ("steps2", 2)):
+        s = json.loads((out / tag / "summary.json").read_text())
+        assert s["budget"]["steps"] == steps and s["reference"] == "attention_unet_tiny"
+        assert (s["models"]["unet_tiny"]["runs"], s["models"]["attention_unet_tiny"]["runs"]) == (1, 2)
+        assert {r["steps"] for r in s["runs"]} == {steps}
+        assert (out / tag / "runs" / "attention_unet_tiny_seed1" / "benchmark_done.json").is_file()
+        for name in ("results.csv", "summary.md", "index.html"):
+            assert (out / tag / name).is_file()
+        # the paired difference: per case, unet's value minus the mean of attention's two seeds
+        rows = [r for r in _read_rows(out / tag / "results.csv") if r["metric"] == "dice"]
+        cases = sorted({r["case"] for r in rows})
+        diff = np.mean([float(next(r["value"] for r in rows if r["model"] == "unet_tiny" and r["case"] == c))
+                        - np.mean([float(r["value"]) for r in rows if r["model"] == "attention_unet_tiny"
+                                   and r["case"] == c]) for c in cases])
+        comp = next(c for c in s["comparisons"] if c["metric"] == "dice")
+        assert (comp["a"], comp["b"]) == ("attention_unet_tiny", "unet_tiny")
+        assert comp["mean_difference"] == pytest.approx(diff, abs=1e-9)
+        md = (out / "summary.md").read_text()
+        section = md.split(f"(`{tag}/`)")[1].split("## ")[0]
+        row = next(line for line in section.splitlines() if line.startswith("| unet_tiny |"))
+        assert f"| {comp['mean_difference']:.4f} |" in row and f"| {comp['wilcoxon_p']:.3g} |" in row
+        assert "| attention_unet_tiny | 0,1 |" in section
+    assert not (out / "runs").exists() and not (out / "results.csv").exists()

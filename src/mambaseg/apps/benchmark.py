@@ -171,11 +171,17 @@ def check_run_records(spec: RunSpec) -> None:
     if rec is not None:
         seg = rec.get("segments", [])
         if not isinstance(seg, list) or not all(isinstance(x, dict) for x in seg) or any(
-                not isinstance(x.get(k, 0), (int, float)) or isinstance(x.get(k, 0), bool)
-                for x in seg for k in ("wall_seconds", "cpu_seconds", "peak_rss_mb", "rc")):
+                x.get(k) is not None and (not isinstance(x[k], (int, float)) or isinstance(x[k], bool))
+                for x in seg for k in ("wall_seconds", "cpu_seconds", "peak_rss_mb", "load_mean", "rc")):
             raise BenchmarkError(f"{d / 'benchmark_train.json'}: damaged record of the training processes "
                                  f"('segments' must be a list of records with numbers); delete it to drop this run's "
                                  f"time and memory record, or move the run folder away.")
+    if (d / "summary.json").is_file():
+        try:
+            _training_record(spec)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise BenchmarkError(f"{d}: damaged training record summary.json, metrics.jsonl or benchmark_train.json "
+                                 f"({type(e).__name__}: {' '.join(str(e).split())[:80]}); {move}") from None
 
 
 def _cached_evaluation(path: Path) -> dict | None:
