@@ -637,65 +637,105 @@ def _benchmark_args(cfg, d, out, *extra):
             str(out), "--threads", "1", "--n-boot", "200", *extra]
 
 
-def test_damaged_files_mixed_commits_and_lock(data, tmp_path, capsys, monkeypatch):
+def _fake_finished_runs(plan, commit):
+    """Run folders as a finished, evaluated benchmark leaves them (config, training summary, checkpoints, provenance,
+    cached test evaluation, done-marker), without training: the rerun logic reads nothing else."""
+    import yaml
+
+    from mambaseg.config import config_to_dict
+
+    for i, spec in enumerate(plan.runs):
+        d = spec.run_dir
+        (d / "test_eval").mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump(config_to_dict(spec.cfg)))
+        (d / "summary.json").write_text(json.dumps({"epochs_done": 1, "train_seconds": 3.0, "best_val_dice": 0.5,
+                                                    "parameters": 100}))
+        (d / "checkpoint_best.pt").write_bytes(b"not read")
+        (d / "checkpoint_last.pt").write_bytes(b"not read")
+        (d / "provenance.json").write_text(json.dumps({"git_commit": commit}))
+        (d / "benchmark_train.json").write_text(json.dumps({"segments": [
+            {"rc": 0, "wall_seconds": 4.0, "cpu_seconds": 3.5, "load_mean": None, "peak_rss_mb": 300.0}]}))
+        cases = [{"case": f"0{k}_test", "dice": 0.5 + 0.1 * k + 0.01 * i, "iou": 0.4} for k in range(1, 4)]
+        (d / "test_eval" / "summary.json").write_text(json.dumps({"kind": "2d", "metric_per_case": cases}))
+        (d / "benchmark_done.json").write_text(json.dumps({"record": {"run": spec.name}, "test": plan.test.to_dict()}))
+
+
+def test_damaged_files_mixed_commits_and_locks(data, tmp_path, capsys):
     """A rerun re-evaluates a run whose done-marker or cached evaluation is damaged, names a damaged training record
-    (exit 2, nothing trained), refuses to train next to runs of another commit unless --allow-mixed-commits, and a
-    second benchmark on one --out is refused while the first holds it."""
-    monkeypatch.setenv("MAMBASEG_NO_CPU_KERNEL", "1")
+    (exit 2, nothing trained or written), refuses to train beside runs of another commit unless
+    --allow-mixed-commits, and refuses a second benchmark on one --out or a run another process is training."""
+    from mambaseg.apps.benchmark import _prepare, _run_state
+    from mambaseg.resources import git_commit
     from mambaseg.utils.runlock import RunLock
 
     _, d, cfg = data
     out = tmp_path / "b"
     args = _benchmark_args(cfg, d, out, "--steps", "2")
-    assert main(args) == 0, capsys.readouterr().err
-    capsys.readouterr()
-    runs = out / "runs"
-    a, b = runs / "unet_tiny_seed0", runs / "attention_unet_tiny_seed0"
-    before = json.loads((out / "summary.json").read_text())
-
-    # damaged done-marker and cached evaluation: evaluated again, not retrained, same figures
-    (a / "benchmark_done.json").write_text('{"record": ')
-    (b / "test_eval" / "summary.json").write_text("{}")
-    assert main(args) == 0
+    plan = plan_benchmark([str(cfg)], "unet_tiny,attention_unet_tiny", None, "2", "0", out, "1", "1", [],
+                          {"test": str(d / "test")})
+    here = git_commit() or "abc"
+    _fake_finished_runs(plan, here)
+    a, b = (spec.run_dir for spec in plan.runs)
+    assert main(args) == 0  # every run done: summarised from the cached evaluations, nothing trained
     err = capsys.readouterr().err
-    assert "benchmark_done.json damaged: evaluated again" in err and "test_eval/summary.json damaged" in err
-    assert "training started" not in err and "Traceback" not in err
-    assert json.loads((a / "benchmark_done.json").read_text())["record"]["run"] == "unet_tiny_seed0"
-    after = json.loads((out / "summary.json").read_text())
-    assert after["models"]["unet_tiny"]["metrics"]["dice"]["over_cases"]["mean"] == pytest.approx(
-        before["models"]["unet_tiny"]["metrics"]["dice"]["over_cases"]["mean"])
+    assert err.count("training skipped (finished earlier)") == 2 and "training started" not in err
+    assert json.loads((out / "summary.json").read_text())["models"]["unet_tiny"]["metrics"]["dice"]["over_cases"][
+        "mean"] == pytest.approx(0.7)
 
-    # damaged training records: a one-line error naming the file, before anything is trained
-    for name, text in (("summary.json", "[1, 2"), ("benchmark_train.json", '{"segments": 3}'),
-                       ("provenance.json", "null")):
+    # damaged done-marker or cached evaluation: the run is evaluated again (not retrained)
+    ev = a / "test_eval" / "summary.json"
+    for path, text, needle in ((a / "benchmark_done.json", '{"record": ', "benchmark_done.json damaged"),
+                               (a / "benchmark_done.json", "[]", "benchmark_done.json damaged"),
+                               (ev, "{}", "test_eval/summary.json damaged"),
+                               (ev, '{"kind": "2d", "metric_per_case": [{"dice": 1}]}', "test_eval/summary.json dam")):
+        saved = path.read_text()
+        path.write_text(text)
+        state, why = _run_state(plan.runs[0], plan.test)
+        assert state == "evaluate" and needle in why, why
+        path.write_text(saved)
+
+    # damaged training records: a one-line error naming the file, before anything is trained or written
+    stamp = (out / "summary.json").stat().st_mtime_ns
+    for name, text in (("summary.json", "[1, 2"), ("summary.json", '{"epochs_done": "many"}'),
+                       ("benchmark_train.json", '{"segments": 3}'), ("benchmark_train.json", "\x00\x01"),
+                       ("provenance.json", "null"), ("config.yaml", "a: [")):
         saved = (a / name).read_text()
         (a / name).write_text(text)
-        _one_line_error(capsys, args, str(a / name))
+        _one_line_error(capsys, args, str(a if name == "summary.json" and "many" in text else a / name))
         (a / name).write_text(saved)
-    summary_stamp = (out / "summary.json").stat().st_mtime_ns
+    assert (out / "summary.json").stat().st_mtime_ns == stamp
 
-    # a run trained at another commit: retraining the other run beside it is refused, unless allowed
-    prov = json.loads((a / "provenance.json").read_text())
-    prov["git_commit"] = "0123456789abcdef0123456789abcdef01234567"
-    (a / "provenance.json").write_text(json.dumps(prov))
-    for name in ("summary.json", "benchmark_done.json", "checkpoint_best.pt"):
-        (b / name).unlink()
+    # run b interrupted (to be resumed) beside a run trained at another commit: refused, naming run and commit
+    other = "0123456789abcdef0123456789abcdef01234567"
+    (a / "provenance.json").write_text(json.dumps({"git_commit": other}))
+    moved = {n: (b / n).read_bytes() for n in ("summary.json", "benchmark_done.json", "checkpoint_best.pt")}
+    for n in moved:
+        (b / n).unlink()
     _one_line_error(capsys, args, "0123456789ab: unet_tiny_seed0")
-    assert not (b / "summary.json").exists() and (out / "summary.json").stat().st_mtime_ns == summary_stamp
-    assert main([*args, "--allow-mixed-commits"]) == 0
-    err = capsys.readouterr().err
-    assert "attention_unet_tiny_seed0: training started (resumed" in err
-    warnings = json.loads((out / "summary.json").read_text())["warnings"]
-    assert any("different commits" in w and "0123456789ab: unet_tiny_seed0" in w for w in warnings)
-    assert "--allow-mixed-commits" in json.loads((out / "summary.json").read_text())["command"]
-    # everything done: nothing to train, so the mixed table is only summarised
+    assert (out / "summary.json").stat().st_mtime_ns == stamp and not (b / "summary.json").exists()
+    states, jobs = _prepare(plan, True, lambda m: None)  # --allow-mixed-commits: b would be resumed
+    assert [(spec.name, resume) for spec, resume in jobs] == [("attention_unet_tiny_seed0", True)]
+    # another process training b (e.g. a benchmark of an older version, which held no lock on --out): refused
+    with RunLock(b):
+        _one_line_error(capsys, [*args, "--allow-mixed-commits"], "another process is training this run")
+    for n, content in moved.items():
+        (b / n).write_bytes(content)
+    # nothing left to train: the mixed table is only summarised, with its warning
     assert main(args) == 0
     capsys.readouterr()
+    warnings = json.loads((out / "summary.json").read_text())["warnings"]
+    assert any("different commits" in w and "0123456789ab: unet_tiny_seed0" in w for w in warnings)
 
-    # one benchmark per --out: a second one is refused while the first holds the lock
+    # one benchmark per --out: a second one is refused while the first holds the lock; released, it runs again
     with RunLock(out, what="benchmark"):
         _one_line_error(capsys, args, "another benchmark is running in this folder")
-    assert main(args) == 0  # released: runs again
+    assert main(args) == 0
+    capsys.readouterr()
+    # a multi-budget benchmark is refused while a benchmark holds one of its budget folders
+    with RunLock(tmp_path / "m" / "steps2", what="benchmark"):
+        _one_line_error(capsys, _benchmark_args(cfg, d, tmp_path / "m", "--budget", "steps:2", "--budget", "steps:3"),
+                        "another benchmark is running in this folder")
+    assert not (tmp_path / "m" / "steps3").exists() and not (tmp_path / "m" / "steps2" / "runs").exists()
 
 
 def test_sigterm_stops_the_training_and_releases_the_locks(data, tmp_path):

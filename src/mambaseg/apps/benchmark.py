@@ -550,19 +550,22 @@ def _check_commits(plan: BenchmarkPlan, jobs: list[tuple[RunSpec, bool]]) -> Non
 def _prepare(plan: BenchmarkPlan, allow_mixed_commits: bool,
              log: Callable[[str], None]) -> tuple[dict, list[tuple[RunSpec, bool]]]:
     """Every check that needs the run folders, before anything is trained: run states (damaged markers and cached
-    evaluations are evaluated again), whole training records, no run being trained elsewhere, one commit per table."""
+    evaluations are evaluated again), whole training records, no run being trained elsewhere, one commit per table.
+    ``log`` gets the runs whose training is skipped (called once every check has passed)."""
     states = {spec.name: _run_state(spec, plan.test) for spec in plan.runs}
-    jobs = []
+    jobs, notes = [], []
     for spec in plan.runs:
         check_run_records(spec)
         state, why = states[spec.name]
         if state in ("done", "evaluate"):
-            log(f"{spec.name}: training skipped ({why})")
+            notes.append(f"{spec.name}: training skipped ({why})")
         else:
             _check_not_training(spec)
             jobs.append((spec, state == "resume"))
     if not allow_mixed_commits:
         _check_commits(plan, jobs)
+    for note in notes:
+        log(note)
     return states, jobs
 
 
@@ -590,12 +593,15 @@ def run_benchmarks(plans: list[BenchmarkPlan], n_boot: int = 10000, command: str
         locks = _lock_folders(folders)
         try:
             try:
-                prepared = [_prepare(p, allow_mixed_commits, log) for p in plans]
+                notes: list[str] = []
+                prepared = [_prepare(p, allow_mixed_commits, notes.append) for p in plans]
             except BaseException:
                 for lock in locks:
                     lock.release()
                 _remove_empty_outputs(created)
                 raise
+            for note in notes:
+                log(note)
             for plan, (states, jobs) in zip(plans, prepared):
                 if len(plans) > 1:
                     log(f"budget {plan.budget.describe() if plan.budget else ''}: {plan.out}")
