@@ -293,6 +293,11 @@ def test_recorded_command_keeps_the_budget_clock():
     assert cpu == ("mambaseg benchmark a.yaml b.yaml --budget-minutes 30 --budget-clock cpu --seeds 0,1 --test t "
                    "--out o --threads 1 --parallel 2")
     assert "--budget-clock" not in benchmark_command(build_parser().parse_args(argv), 1, 2)
+    multi = ["benchmark", "a.yaml", "--budget", "steps:600", "--budget", "cpu:30", "--arm-seeds", "x=0,1,2",
+             "--reference", "x", "--allow-mixed-commits", "--test", "t", "--out", "o"]
+    assert benchmark_command(build_parser().parse_args(multi), 1, 2) == (
+        "mambaseg benchmark a.yaml --budget steps:600 --budget cpu:30 --seeds 0 --arm-seeds x=0,1,2 --reference x "
+        "--test t --out o --threads 1 --parallel 2 --allow-mixed-commits")
 
 
 def test_drive_benchmark_script_parses(capsys):
@@ -470,3 +475,343 @@ def test_saved_config_without_budget_clock_matches_wall_only():
     saved = {"seed": 0, "data": {"layout": "drive"}, "train": {"epochs": 3}}
     assert _comparable(saved) == _comparable({**saved, "train": {"epochs": 3, "budget_clock": "wall"}})
     assert _comparable(saved) != _comparable({**saved, "train": {"epochs": 3, "budget_clock": "cpu"}})
+
+
+# ------------------------------------------------------------------ issue 24 (robustness) and issue 21 (budgets)
+def test_budget_arm_seed_and_n_boot_parsers():
+    from mambaseg.apps.benchmark import parse_budget_spec, parse_n_boot
+    from mambaseg.apps.benchmark_plan import parse_arm_seeds
+
+    assert [parse_budget_spec(t).tag for t in ("steps:600", "cpu:30", "wall:60", "CPU:0.5", "wall:90min")] == [
+        "steps600", "cpu30min", "wall60min", "cpu0.5min", "wall90min"]
+    b = parse_budget_spec("cpu:30")
+    assert (b.minutes, b.steps, b.clock) == (30.0, 0, "cpu")
+    assert (parse_budget_spec("steps:600").steps, parse_budget_spec("wall:60").clock) == (600, "wall")
+    for bad in ("steps:0", "steps:2.5", "steps:", "cpu:-1", "cpu:0", "wall:nan", "wall:inf", "gpu:3", "600", "",
+                "steps:99999999999", "cpu:1e9"):
+        with pytest.raises(BenchmarkError, match="--budget"):
+            parse_budget_spec(bad)
+    arms = ["a", "b", "c"]
+    assert parse_arm_seeds(["a,b=0,1,2"], arms, [0, 1]) == {"a": [0, 1, 2], "b": [0, 1, 2], "c": [0, 1]}
+    assert parse_arm_seeds([], arms, [3]) == {"a": [3], "b": [3], "c": [3]}
+    for bad, needle in ((["d=0"], "'d' is not an arm"), (["a=x"], "not a non-negative integer"), (["a"], "ARM"),
+                        (["=0"], "ARM"), (["a=0", "a,b=1"], "twice"), (["a=0,0"], "repeated")):
+        with pytest.raises(BenchmarkError, match="--arm-seeds") as e:
+            parse_arm_seeds(bad, arms, [0])
+        assert needle in str(e.value)
+    assert parse_n_boot("500") == 500
+    for bad in ("0", "-3", "abc", "1.5", "10000001", ""):
+        with pytest.raises(BenchmarkError, match="--n-boot"):
+            parse_n_boot(bad)
+
+
+def test_bad_input_refused_before_anything_is_written(data, tmp_path, capsys):
+    """Every argument a tired user could get wrong is refused at once (exit 2, one line naming it), nothing made."""
+    _, d, cfg = data
+    out = tmp_path / "o"
+    common = ["--test", str(d / "test"), "--out", str(out)]
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    huge = "model.kwargs.widths=[1000000,1000000,1000000,1000000,1000000]"
+    cases = [
+        (["--steps", "2", "--n-boot", "0"], "--n-boot"),
+        (["--steps", "2", "--n-boot", "-5"], "--n-boot"),
+        (["--steps", "2", "--n-boot", "many"], "--n-boot"),
+        (["--steps", "2", "--seeds", "a"], "--seeds"),
+        (["--steps", "2", "--seeds", "99999999999"], "--seeds"),
+        (["--steps", "2", "--threads", "abc"], "--threads"),
+        (["--steps", "2", "--threads", "1.5"], "--threads"),
+        (["--steps", "2", "--threads", "-1"], "--threads"),
+        (["--steps", "2", "--threads", "100000"], "--threads"),
+        (["--steps", "2", "--parallel", "x"], "--parallel"),
+        (["--steps", "2", "--parallel", "1000"], "--parallel"),
+        (["--steps", "2", "--models", ","], "--models"),
+        (["--steps", "99999999999"], "--steps"),
+        (["--budget-minutes", "1e12"], "--budget-minutes"),
+        (["--budget", "steps:0"], "--budget"),
+        (["--budget", "gpu:3"], "--budget"),
+        (["--budget", "steps:2", "--budget", "steps:2"], "twice"),
+        (["--budget", "steps:2", "--steps", "2"], "--steps"),
+        (["--budget", "steps:2", "--budget-minutes", "3"], "--budget-minutes"),
+        (["--steps", "2", "--models", MODELS, "--arm-seeds", "nope_net=0"], "nope_net"),
+        (["--steps", "2", "--models", MODELS, "--arm-seeds", "unet_tiny=a"], "--arm-seeds"),
+        (["--steps", "2", "--models", MODELS, "--reference", "nope_net"], "--reference"),
+        (["--steps", "2", "--set", huge], "model.kwargs.widths"),
+        (["--steps", "2", "--set", "model.kwargs.no_such_key=3"], "model.kwargs"),
+    ]
+    for args, needle in cases:
+        _one_line_error(capsys, ["benchmark", str(cfg), *args, *common], needle)
+    assert not out.exists()
+    _one_line_error(capsys, ["benchmark", str(cfg), "--steps", "2", "--test", str(d / "test"), "--out", str(a_file)],
+                    "not a folder")
+    _one_line_error(capsys, ["benchmark", str(cfg), "--budget", "steps:2", "--budget", "steps:3", "--test",
+                             str(d / "test"), "--out", str(a_file)], "not a folder")
+    assert a_file.read_text() == "x"
+
+
+def test_model_size_estimated_without_allocating(data):
+    """An absurd width is refused from a meta-device build (no memory used), naming the key that makes it large."""
+    from mambaseg.apps.benchmark_plan import check_model_size
+    from mambaseg.config import load_config
+
+    _, _, cfg = data
+    small = load_config(cfg)
+    assert check_model_size(small, "x") == pytest.approx(21805, rel=0.5)  # unet_tiny (see mambaseg models)
+    wide = load_config(cfg, ["model.kwargs.widths=[1000000,8,16,32,64]", "model.kwargs.in_channels=3"])
+    with pytest.raises(BenchmarkError, match=r"model\.kwargs\.widths=\[1000000, 8, 16, 32, 64\]") as e:
+        check_model_size(wide, "cfg.yaml")
+    assert "in_channels" not in str(e.value)  # only the key that makes it too large is named
+    # a limit given explicitly: the tiny model fits in 1 MiB, not in 100 KiB (16 bytes per parameter)
+    assert check_model_size(small, "x", limit_bytes=2**20) > 0
+    with pytest.raises(BenchmarkError, match="its defaults"):
+        check_model_size(small, "x", limit_bytes=100 * 1024)
+
+
+def test_several_budgets_plan_layout_matches_single_budget_runs(data, tmp_path, capsys):
+    """--budget steps:N --budget cpu:M: every (arm, seed) once per budget in OUT/<tag>/; the step budget's runs are
+    exactly those a single-budget benchmark --steps N --out OUT/stepsN makes (same folder, same config), so runs made
+    that way are found as done."""
+    from mambaseg.apps.benchmark import plan_budgets
+    from mambaseg.config import config_to_dict
+
+    _, d, cfg = data
+    out = tmp_path / "abl"
+    kw = {"configs": [str(cfg)], "models": MODELS, "seeds": "0,1", "threads": "1", "parallel": "1",
+          "test": {"test": str(d / "test")}, "arm_seeds": ["akmamba_net_tiny=0,1,2"]}
+    steps, cpu = plan_budgets(["steps:4", "cpu:0.5"], out, **kw)
+    assert (steps.out, cpu.out) == (out / "steps4", out / "cpu0.5min")
+    assert [s.name for s in steps.runs] == ["unet_tiny_seed0", "akmamba_net_tiny_seed0", "unet_tiny_seed1",
+                                            "akmamba_net_tiny_seed1", "akmamba_net_tiny_seed2"]
+    assert steps.runs[4].run_dir == out / "steps4" / "runs" / "akmamba_net_tiny_seed2"
+    assert cpu.runs[0].run_dir == out / "cpu0.5min" / "runs" / "unet_tiny_seed0"
+    assert {(r.cfg.train.budget_clock, r.cfg.train.time_limit_min, r.cfg.train.epochs >= 10 ** 6) for r in cpu.runs} \
+        == {("cpu", 0.5, True)}
+    assert steps.reference == "unet_tiny" and steps.seeds_by_label["akmamba_net_tiny"] == [0, 1, 2]
+    old = plan_benchmark([str(cfg)], MODELS, None, "4", "0,1,2", out / "steps4", "1", "1", [],
+                         {"test": str(d / "test")})
+    old_runs = {r.name: r for r in old.runs}
+    for r in steps.runs:
+        assert r.run_dir == old_runs[r.name].run_dir and r.overrides == old_runs[r.name].overrides
+        assert config_to_dict(r.cfg) == config_to_dict(old_runs[r.name].cfg)
+    # one budget: today's layout (OUT/runs/...)
+    (one,) = plan_budgets(["steps:4"], out, **kw)
+    assert one.runs[0].run_dir == out / "runs" / "unet_tiny_seed0"
+    assert main(["benchmark", str(cfg), "--models", MODELS, "--budget", "steps:4", "--budget", "cpu:0.5",
+                 "--seeds", "0,1", "--arm-seeds", "akmamba_net_tiny=0,1,2", "--reference", "akmamba_net_tiny",
+                 "--test", str(d / "test"), "--out", str(out), "--threads", "1", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "seeds unet_tiny 0,1; akmamba_net_tiny 0,1,2 = 5 run(s); budget 4 steps per run" in text
+    assert "budget 0.5 min (cpu clock) per run" in text and "paired comparisons against akmamba_net_tiny" in text
+    assert str(out / "cpu0.5min" / "runs" / "akmamba_net_tiny_seed2") in text
+    assert not out.exists()
+
+
+def test_summarize_reference_pairs_and_unequal_seeds():
+    """Comparisons against a reference arm come first as (reference, other); an arm with more seeds pairs on its
+    per-case seed means."""
+    rows = [{"model": "a", "seed": 0, "case": f"c{i}", "metric": "dice", "value": 0.5 + 0.01 * i} for i in range(6)]
+    for seed, shift in ((0, 0.02), (1, 0.06), (2, 0.10)):
+        rows += [{"model": "b", "seed": seed, "case": f"c{i}", "metric": "dice", "value": 0.5 + 0.01 * i + shift}
+                 for i in range(6)]
+    s = summarize(rows, ["a", "b"], n_boot=200, reference="b")
+    (c,) = s["comparisons"]
+    assert (c["a"], c["b"]) == ("b", "a") and c["mean_difference"] == pytest.approx(-0.06)
+    assert s["models"]["b"]["metrics"]["dice"]["over_seeds"]["n"] == 3
+    from mambaseg.apps.benchmark_md import render_budgets_markdown
+
+    for info, n in ((s["models"]["a"], 1), (s["models"]["b"], 3)):
+        info.update(seeds=list(range(n)), steps={"mean": 4.0}, cpu_seconds={"mean": 90.0},
+                    train_seconds={"mean": 120.0})
+    summary = {"primary_metric": "dice", "reference": "b", "models": s["models"], "comparisons": s["comparisons"],
+               "statistics": {"n_boot": 200}, "test": {"images": "t"}, "warnings": ["mixed"]}
+    md = render_budgets_markdown([("4 steps", "steps4", summary), ("0.5 cpu minutes", "cpu0.5min", summary)], "cmd")
+    row_a = next(line for line in md.splitlines() if line.startswith("| a |"))
+    assert "| -0.0600 |" in row_a and "| 1.5 | 2.0 |" in row_a and "| 0 |" in row_a
+    assert "| b | 0,1,2 |" in md and "reference" in md
+    assert md.index("## 4 steps (`steps4/`)") < md.index("## 0.5 cpu minutes (`cpu0.5min/`)")
+    assert md.count("- warning: mixed") == 2
+
+
+def _benchmark_args(cfg, d, out, *extra):
+    return ["benchmark", str(cfg), "--models", "unet_tiny,attention_unet_tiny", "--test", str(d / "test"), "--out",
+            str(out), "--threads", "1", "--n-boot", "200", *extra]
+
+
+def _fake_finished_runs(plan, commit):
+    """Run folders as a finished, evaluated benchmark leaves them (config, training summary, checkpoints, provenance,
+    cached test evaluation, done-marker), without training: the rerun logic reads nothing else."""
+    import yaml
+
+    from mambaseg.config import config_to_dict
+
+    for i, spec in enumerate(plan.runs):
+        d = spec.run_dir
+        (d / "test_eval").mkdir(parents=True)
+        (d / "config.yaml").write_text(yaml.safe_dump(config_to_dict(spec.cfg)))
+        (d / "summary.json").write_text(json.dumps({"epochs_done": 1, "train_seconds": 3.0, "best_val_dice": 0.5,
+                                                    "parameters": 100}))
+        (d / "checkpoint_best.pt").write_bytes(b"not read")
+        (d / "checkpoint_last.pt").write_bytes(b"not read")
+        (d / "provenance.json").write_text(json.dumps({"git_commit": commit}))
+        (d / "benchmark_train.json").write_text(json.dumps({"segments": [
+            {"rc": 0, "wall_seconds": 4.0, "cpu_seconds": 3.5, "load_mean": None, "peak_rss_mb": 300.0}]}))
+        cases = [{"case": f"0{k}_test", "dice": 0.5 + 0.1 * k + 0.01 * i, "iou": 0.4} for k in range(1, 4)]
+        (d / "test_eval" / "summary.json").write_text(json.dumps({"kind": "2d", "metric_per_case": cases}))
+        (d / "benchmark_done.json").write_text(json.dumps({"record": {"run": spec.name}, "test": plan.test.to_dict()}))
+
+
+def test_damaged_files_mixed_commits_and_locks(data, tmp_path, capsys):
+    """A rerun re-evaluates a run whose done-marker or cached evaluation is damaged, names a damaged training record
+    (exit 2, nothing trained or written), refuses to train beside runs of another commit unless
+    --allow-mixed-commits, and refuses a second benchmark on one --out or a run another process is training."""
+    from mambaseg.apps.benchmark import _prepare, _run_state
+    from mambaseg.resources import git_commit
+    from mambaseg.utils.runlock import RunLock
+
+    _, d, cfg = data
+    out = tmp_path / "b"
+    args = _benchmark_args(cfg, d, out, "--steps", "2")
+    plan = plan_benchmark([str(cfg)], "unet_tiny,attention_unet_tiny", None, "2", "0", out, "1", "1", [],
+                          {"test": str(d / "test")})
+    here = git_commit() or "abc"
+    _fake_finished_runs(plan, here)
+    a, b = (spec.run_dir for spec in plan.runs)
+    assert main(args) == 0  # every run done: summarised from the cached evaluations, nothing trained
+    err = capsys.readouterr().err
+    assert err.count("training skipped (finished earlier)") == 2 and "training started" not in err
+    assert json.loads((out / "summary.json").read_text())["models"]["unet_tiny"]["metrics"]["dice"]["over_cases"][
+        "mean"] == pytest.approx(0.7)
+
+    # damaged done-marker or cached evaluation: the run is evaluated again (not retrained)
+    ev = a / "test_eval" / "summary.json"
+    for path, text, needle in ((a / "benchmark_done.json", '{"record": ', "benchmark_done.json damaged"),
+                               (a / "benchmark_done.json", "[]", "benchmark_done.json damaged"),
+                               (ev, "{}", "test_eval/summary.json damaged"),
+                               (ev, '{"kind": "2d", "metric_per_case": [{"dice": 1}]}', "test_eval/summary.json dam")):
+        saved = path.read_text()
+        path.write_text(text)
+        state, why = _run_state(plan.runs[0], plan.test)
+        assert state == "evaluate" and needle in why, why
+        path.write_text(saved)
+
+    # damaged training records: a one-line error naming the file, before anything is trained or written
+    stamp = (out / "summary.json").stat().st_mtime_ns
+    for name, text in (("summary.json", "[1, 2"), ("summary.json", '{"epochs_done": "many"}'),
+                       ("benchmark_train.json", '{"segments": 3}'), ("benchmark_train.json", "\x00\x01"),
+                       ("provenance.json", "null"), ("config.yaml", "a: [")):
+        saved = (a / name).read_text()
+        (a / name).write_text(text)
+        _one_line_error(capsys, args, str(a if name == "summary.json" and "many" in text else a / name))
+        (a / name).write_text(saved)
+    assert (out / "summary.json").stat().st_mtime_ns == stamp
+
+    # run b interrupted (to be resumed) beside a run trained at another commit: refused, naming run and commit
+    other = "0123456789abcdef0123456789abcdef01234567"
+    (a / "provenance.json").write_text(json.dumps({"git_commit": other}))
+    moved = {n: (b / n).read_bytes() for n in ("summary.json", "benchmark_done.json", "checkpoint_best.pt")}
+    for n in moved:
+        (b / n).unlink()
+    _one_line_error(capsys, args, "0123456789ab: unet_tiny_seed0")
+    assert (out / "summary.json").stat().st_mtime_ns == stamp and not (b / "summary.json").exists()
+    states, jobs = _prepare(plan, True, lambda m: None)  # --allow-mixed-commits: b would be resumed
+    assert [(spec.name, resume) for spec, resume in jobs] == [("attention_unet_tiny_seed0", True)]
+    # another process training b (e.g. a benchmark of an older version, which held no lock on --out): refused
+    with RunLock(b):
+        _one_line_error(capsys, [*args, "--allow-mixed-commits"], "another process is training this run")
+    for n, content in moved.items():
+        (b / n).write_bytes(content)
+    # nothing left to train: the mixed table is only summarised, with its warning
+    assert main(args) == 0
+    capsys.readouterr()
+    warnings = json.loads((out / "summary.json").read_text())["warnings"]
+    assert any("different commits" in w and "0123456789ab: unet_tiny_seed0" in w for w in warnings)
+
+    # one benchmark per --out: a second one is refused while the first holds the lock; released, it runs again
+    with RunLock(out, what="benchmark"):
+        _one_line_error(capsys, args, "another benchmark is running in this folder")
+    assert main(args) == 0
+    capsys.readouterr()
+    # a multi-budget benchmark is refused while a benchmark holds one of its budget folders
+    with RunLock(tmp_path / "m" / "steps2", what="benchmark"):
+        _one_line_error(capsys, _benchmark_args(cfg, d, tmp_path / "m", "--budget", "steps:2", "--budget", "steps:3"),
+                        "another benchmark is running in this folder")
+    assert not (tmp_path / "m" / "steps3").exists() and not (tmp_path / "m" / "steps2" / "runs").exists()
+
+
+def test_sigterm_stops_the_training_and_releases_the_locks(data, tmp_path):
+    """SIGTERM to a benchmark: its training subprocess is stopped and waited for, and every lock is released."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from mambaseg.utils.runlock import RunLock
+
+    _, d, cfg = data
+    out = tmp_path / "sig"
+    env = dict(os.environ, MAMBASEG_NO_CPU_KERNEL="1", PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    proc = subprocess.Popen([sys.executable, "-m", "mambaseg", "benchmark", str(cfg), "--steps", "100000", "--test",
+                             str(d / "test"), "--out", str(out), "--threads", "1"],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        pid = None
+        for line in proc.stderr:  # "unet_tiny_seed0: training started (new, pid N)"
+            if "training started" in line:
+                pid = int(line.rsplit("pid ", 1)[1].rstrip(")\n"))
+                break
+        assert pid is not None
+        os.kill(proc.pid, 0)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "interrupted (signal 15)" in rest and "Traceback" not in rest
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the training child is gone (stopped and reaped)
+    with RunLock(out, what="benchmark"), RunLock(out / "runs" / "unet_tiny_seed0"):
+        pass  # both locks are free
+
+
+def test_end_to_end_two_budgets_reuse_old_layout_and_unequal_seeds(data, tmp_path, capsys, monkeypatch):
+    """Runs of a single-budget benchmark --steps 1 --out OUT/steps1 are found as done by --out OUT --budget steps:1
+    --budget steps:2; an arm with an extra seed pairs on its per-case seed means; OUT/summary.md holds both tables
+    with the comparisons against --reference."""
+    monkeypatch.setenv("MAMBASEG_NO_CPU_KERNEL", "1")
+    _, d, cfg = data
+    out = tmp_path / "abl"
+    assert main(_benchmark_args(cfg, d, out / "steps1", "--steps", "1", "--parallel", "2")) == 0
+    capsys.readouterr()
+    stamp = (out / "steps1" / "runs" / "unet_tiny_seed0" / "checkpoint_last.pt").stat().st_mtime_ns
+    args = _benchmark_args(cfg, d, out, "--budget", "steps:1", "--budget", "steps:2", "--parallel", "2",
+                           "--arm-seeds", "attention_unet_tiny=0,1", "--reference", "attention_unet_tiny")
+    assert main(args) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("training skipped (finished earlier)") == 2 and err.count("training started (new") == 4
+    assert (out / "steps1" / "runs" / "unet_tiny_seed0" / "checkpoint_last.pt").stat().st_mtime_ns == stamp
+    for tag, steps in (("steps1", 1), ("steps2", 2)):
+        s = json.loads((out / tag / "summary.json").read_text())
+        assert s["budget"]["steps"] == steps and s["reference"] == "attention_unet_tiny"
+        assert (s["models"]["unet_tiny"]["runs"], s["models"]["attention_unet_tiny"]["runs"]) == (1, 2)
+        assert {r["steps"] for r in s["runs"]} == {steps}
+        assert (out / tag / "runs" / "attention_unet_tiny_seed1" / "benchmark_done.json").is_file()
+        for name in ("results.csv", "summary.md", "index.html"):
+            assert (out / tag / name).is_file()
+        # the paired difference: per case, unet's value minus the mean of attention's two seeds
+        rows = [r for r in _read_rows(out / tag / "results.csv") if r["metric"] == "dice"]
+        cases = sorted({r["case"] for r in rows})
+        diff = np.mean([float(next(r["value"] for r in rows if r["model"] == "unet_tiny" and r["case"] == c))
+                        - np.mean([float(r["value"]) for r in rows if r["model"] == "attention_unet_tiny"
+                                   and r["case"] == c]) for c in cases])
+        comp = next(c for c in s["comparisons"] if c["metric"] == "dice")
+        assert (comp["a"], comp["b"]) == ("attention_unet_tiny", "unet_tiny")
+        assert comp["mean_difference"] == pytest.approx(diff, abs=1e-9)
+        md = (out / "summary.md").read_text()
+        section = md.split(f"(`{tag}/`)")[1].split("## ")[0]
+        row = next(line for line in section.splitlines() if line.startswith("| unet_tiny |"))
+        assert f"| {comp['mean_difference']:.4f} |" in row and f"| {comp['wilcoxon_p']:.3g} |" in row
+        assert "| attention_unet_tiny | 0,1 |" in section
+    assert not (out / "runs").exists() and not (out / "results.csv").exists()

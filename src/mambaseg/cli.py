@@ -160,26 +160,42 @@ def _cmd_demo(args) -> int:
 
 def benchmark_command(args, threads: int, parallel: int) -> str:
     """The ``mambaseg benchmark`` command line recorded in summary.json: every option that shapes the runs."""
-    clock = args.budget_clock if args.budget_minutes and args.budget_clock != "wall" else None
+    clock = args.budget_clock if args.budget_minutes and args.budget_clock not in (None, "wall") else None
     opts = [("--models", args.models), ("--budget-minutes", args.budget_minutes), ("--budget-clock", clock),
-            ("--steps", args.steps), ("--seeds", args.seeds), ("--test", args.test),
+            ("--steps", args.steps), *[("--budget", b) for b in args.budget or []], ("--seeds", args.seeds),
+            *[("--arm-seeds", a) for a in getattr(args, "arm_seeds", None) or []],
+            ("--reference", getattr(args, "reference", "")), ("--test", args.test),
             ("--test-images", args.test_images), ("--test-labels", args.test_labels), ("--test-mask", args.test_mask),
             ("--out", args.out), ("--threads", threads), ("--parallel", parallel)]
     return shlex.join(["mambaseg", "benchmark", *args.configs, *[x for k, v in opts if v for x in (k, str(v))]]
+                      + (["--allow-mixed-commits"] if getattr(args, "allow_mixed_commits", False) else [])
                       + (["--set", *args.set] if args.set else []))
 
 
 def _cmd_benchmark(args) -> int:
-    from .apps.benchmark import format_plan, plan_benchmark, run_benchmark
+    from .apps.benchmark import format_plan, parse_n_boot, plan_benchmark, plan_budgets, run_benchmarks
 
+    n_boot = parse_n_boot(args.n_boot)
     test = {"test": args.test, "images": args.test_images, "labels": args.test_labels, "mask": args.test_mask}
-    plan = plan_benchmark(args.configs, args.models, args.budget_minutes, args.steps, args.seeds, args.out,
-                          args.threads, args.parallel, args.set, test, args.budget_clock)
+    common = {"configs": args.configs, "models": args.models, "seeds": args.seeds, "threads": args.threads,
+              "parallel": args.parallel, "sets": args.set, "test": test, "arm_seeds": args.arm_seeds,
+              "reference": args.reference}
+    if args.budget:
+        given = [o for o, v in (("--steps", args.steps), ("--budget-minutes", args.budget_minutes),
+                                ("--budget-clock", args.budget_clock)) if v]
+        if given:
+            raise ValueError(f"--budget: give the budgets either as --budget KIND:VALUE (repeatable) or as "
+                             f"{'/'.join(given)}, not both.")
+        plans = plan_budgets(args.budget, args.out, **common)
+    else:
+        plans = [plan_benchmark(budget_minutes=args.budget_minutes, steps=args.steps, out=args.out,
+                                budget_clock=args.budget_clock or "wall", **common)]
     if args.dry_run:
-        print(format_plan(plan))
+        print("\n".join(format_plan(p) for p in plans))
         return 0
-    command = benchmark_command(args, plan.threads, plan.parallel)
-    run_benchmark(plan, n_boot=args.n_boot, command=command, log=lambda m: print(m, file=sys.stderr, flush=True))
+    command = benchmark_command(args, plans[0].threads, plans[0].parallel)
+    run_benchmarks(plans, n_boot=n_boot, command=command, log=lambda m: print(m, file=sys.stderr, flush=True),
+                   allow_mixed_commits=args.allow_mixed_commits, out=args.out)
     return 0
 
 
@@ -230,11 +246,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configs", nargs="*", help="training config YAML file(s), one per model")
     p.add_argument("--models", default="", help="comma-separated model names replacing the model of one config")
     p.add_argument("--budget-minutes", default=None, help="training budget per run in minutes (train.time_limit_min)")
-    p.add_argument("--budget-clock", default="wall", choices=("wall", "cpu"),
-                   help="what --budget-minutes counts: wall (elapsed) or cpu (each run's CPU time, all its threads; "
-                        "not shrunk by other work on the machine)")
+    p.add_argument("--budget-clock", default=None, choices=("wall", "cpu"),
+                   help="what --budget-minutes counts: wall (elapsed, the default) or cpu (each run's CPU time, all "
+                        "its threads; not shrunk by other work on the machine)")
     p.add_argument("--steps", default=None, help="training-step budget per run (rounded up to whole epochs)")
+    p.add_argument("--budget", action="append", default=[], metavar="KIND:VALUE",
+                   help="a budget, repeatable instead of --steps/--budget-minutes: steps:N, cpu:MINUTES (CPU time "
+                        "per run) or wall:MINUTES; every (arm, seed) is trained once per budget, each budget in "
+                        "OUT/<tag>/ (steps600, cpu30min, wall60min) when there are several, and OUT/summary.md holds "
+                        "their tables one after the other")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1")
+    p.add_argument("--arm-seeds", action="append", default=[], metavar="ARM[,ARM...]=SEEDS",
+                   help="the seeds of some arms instead of --seeds, repeatable, e.g. --seeds 0,1 --arm-seeds "
+                        "akmamba_net_cpu_base,akmamba_net_cpu=0,1,2")
+    p.add_argument("--reference", default="", metavar="ARM",
+                   help="the arm the paired comparisons are made against (default: the first arm)")
+    p.add_argument("--allow-mixed-commits", action="store_true",
+                   help="train new or resumed runs even where runs of the same table were trained at another "
+                        "commit (a warning stays in the summary); by default that is refused")
     p.add_argument("--test", default="", help="test folder (DRIVE split, MSD imagesTs/labelsTs, or images/labels)")
     p.add_argument("--test-images", default="", help="test images (file or folder)")
     p.add_argument("--test-labels", default="", help="test labels folder")
@@ -243,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="0", help="threads per training run (default: CPU cores / --parallel)")
     p.add_argument("--parallel", default="1", help="trainings run side by side as subprocesses")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
-    p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples")
+    p.add_argument("--n-boot", default="10000", help="bootstrap resamples (1 ... 1000000, default 10000)")
     p.add_argument("--dry-run", action="store_true", help="check the inputs and print the plan; train nothing")
     _add_common(p)
     p.set_defaults(func=_cmd_benchmark)
@@ -362,9 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mambaseg").setLevel(logging.INFO if args.command in ("train", "demo") else logging.WARNING)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print(f"mambaseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", 2)  # a benchmark stopped by SIGTERM/SIGHUP says which
+        print(f"mambaseg {args.command}: interrupted" + (f" (signal {signum})" if signum != 2 else ""),
+              file=sys.stderr)
+        return 128 + signum
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, RuntimeError, OSError) as e:
         if args.debug:
             raise

@@ -12,7 +12,15 @@ paired comparisons, steps/time/memory per run), ``OUT/summary.md`` (its tables i
 (tables, per-case plots, learning curves).
 
 Rerunning the same command resumes: a run with ``benchmark_done.json`` is skipped, a finished training without an
-evaluation is only evaluated, and an interrupted training continues from its ``checkpoint_last.pt``.
+evaluation is only evaluated (so is one whose done-marker or cached evaluation is damaged), and an interrupted training
+continues from its ``checkpoint_last.pt``. A damaged training record (``summary.json``, ``benchmark_train.json``,
+``provenance.json`` of a run) is a one-line error naming the file, found before anything is trained.
+
+Several budgets (``--budget steps:600 --budget cpu:30``, :func:`run_benchmarks`) train every (arm, seed) once per
+budget, each budget in its own folder ``OUT/<tag>/`` laid out as above, and ``OUT/summary.md`` puts their tables one
+after the other. One benchmark at a time per output folder (a lock, :mod:`mambaseg.utils.runlock`); SIGTERM, SIGHUP
+and SIGINT stop the training subprocesses, wait for them and release the locks. New or resumed trainings are refused
+when runs of the same table were trained at another commit, unless mixed commits are allowed.
 
 The plan (inputs, runs, training command lines) is made by :mod:`mambaseg.apps.benchmark_plan`; the statistics are
 pure functions in :mod:`mambaseg.apps.benchmark_stats`.
@@ -26,9 +34,12 @@ import logging
 import math
 import os
 import shlex
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +47,21 @@ import yaml
 
 from ..config import config_to_dict
 from ..utils.atomic import atomic_path, atomic_write_text
+from ..utils.runlock import LOCK_NAME, RunLock, RunLockedError
 from .benchmark_plan import (
     FOREVER_EPOCHS,
     BenchmarkError,
     BenchmarkPlan,
     BenchmarkTestSet,
+    Budget,
     RunSpec,
     parse_budget,
+    parse_budget_spec,
     parse_models,
+    parse_n_boot,
     parse_seeds,
     plan_benchmark,
+    plan_budgets,
     resolve_test_set,
     train_command,
     train_env,
@@ -54,15 +70,21 @@ from .benchmark_stats import PRIMARY_METRIC, summarize
 
 __all__ = [
     "BenchmarkError",
+    "BenchmarkInterrupted",
     "BenchmarkPlan",
     "BenchmarkTestSet",
+    "Budget",
     "RunSpec",
     "parse_budget",
+    "parse_budget_spec",
     "parse_models",
+    "parse_n_boot",
     "parse_seeds",
     "plan_benchmark",
+    "plan_budgets",
     "resolve_test_set",
     "run_benchmark",
+    "run_benchmarks",
     "train_command",
 ]
 
@@ -78,10 +100,17 @@ def format_plan(plan: BenchmarkPlan) -> str:
     clock = plan.runs[0].cfg.train.budget_clock if plan.runs else "wall"
     budget = " and ".join(x for x in (f"{plan.budget_minutes:g} min ({clock} clock)" if plan.budget_minutes else "",
                                        f"{plan.steps} steps" if plan.steps else "") if x)
-    lines = [(f"benchmark: {len(plan.labels)} model(s) x {len(plan.seeds)} seed(s) = {len(plan.runs)} run(s); budget "
+    by_label = plan.seeds_by_label or {label: plan.seeds for label in plan.labels}
+    if all(by_label.get(label) == plan.seeds for label in plan.labels):
+        shape = f"{len(plan.labels)} model(s) x {len(plan.seeds)} seed(s)"
+    else:
+        shape = f"{len(plan.labels)} model(s), seeds " + "; ".join(
+            f"{label} {','.join(str(x) for x in by_label[label])}" for label in plan.labels)
+    lines = [(f"benchmark: {shape} = {len(plan.runs)} run(s); budget "
              f"{budget} per run; {plan.threads} thread(s) per run, {plan.parallel} run(s) side by side"),
              f"test set: images {plan.test.images}, labels {plan.test.labels}"
-             + (f", mask {plan.test.mask}" if plan.test.mask else ""), f"output: {plan.out}"]
+             + (f", mask {plan.test.mask}" if plan.test.mask else ""),
+             f"output: {plan.out}" + (f"; paired comparisons against {plan.reference}" if plan.reference else "")]
     for w in plan.warnings:
         lines.append(f"warning: {w}")
     for spec in plan.runs:
@@ -114,6 +143,59 @@ def _comparable(cfg: dict | None) -> dict | None:
     return out
 
 
+def _read_dict(path: Path, what: str, fix: str) -> dict | None:
+    """A run's JSON record: None when absent; a one-line :class:`BenchmarkError` naming the file when it is damaged
+    (not JSON, or not a JSON object)."""
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        why = f"not valid JSON: {' '.join(str(e).split())[:80]}" if isinstance(e, ValueError) else str(e)
+        raise BenchmarkError(f"{path}: damaged {what} ({why}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise BenchmarkError(f"{path}: damaged {what} (expected a JSON object, got {type(obj).__name__}); {fix}")
+    return obj
+
+
+def check_run_records(spec: RunSpec) -> None:
+    """The training records a benchmark reads from a run folder (``summary.json``, ``provenance.json``,
+    ``benchmark_train.json``) are whole: a damaged one is a one-line error naming it (they cannot be recomputed
+    without training again), raised before anything is trained."""
+    d = spec.run_dir
+    move = f"move the run folder {d} away to train this run again."
+    _read_dict(d / "summary.json", "training summary", move)
+    _read_dict(d / "provenance.json", "provenance record", move)
+    rec = _read_dict(d / "benchmark_train.json", "record of the training processes",
+                     "delete it to drop this run's time and memory record, or move the run folder away.")
+    if rec is not None:
+        seg = rec.get("segments", [])
+        if not isinstance(seg, list) or not all(isinstance(x, dict) for x in seg) or any(
+                x.get(k) is not None and (not isinstance(x[k], (int, float)) or isinstance(x[k], bool))
+                for x in seg for k in ("wall_seconds", "cpu_seconds", "peak_rss_mb", "load_mean", "rc")):
+            raise BenchmarkError(f"{d / 'benchmark_train.json'}: damaged record of the training processes "
+                                 f"('segments' must be a list of records with numbers); delete it to drop this run's "
+                                 f"time and memory record, or move the run folder away.")
+    if (d / "summary.json").is_file():
+        try:
+            _training_record(spec)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise BenchmarkError(f"{d}: damaged training record summary.json, metrics.jsonl or benchmark_train.json "
+                                 f"({type(e).__name__}: {' '.join(str(e).split())[:80]}); {move}") from None
+
+
+def _cached_evaluation(path: Path) -> dict | None:
+    """A run's cached ``test_eval/summary.json`` when it is whole (its per-case metrics can be read), else None."""
+    result = _read_json(path)
+    if not isinstance(result, dict):
+        return None
+    try:
+        rows = case_metrics(result)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return result if rows else None
+
+
 def _run_state(spec: RunSpec, test: BenchmarkTestSet) -> tuple[str, str]:
     """('done' | 'evaluate' | 'resume' | 'new', reason)."""
     d = spec.run_dir
@@ -121,16 +203,24 @@ def _run_state(spec: RunSpec, test: BenchmarkTestSet) -> tuple[str, str]:
     if cfg_file.is_file():
         try:
             old = yaml.safe_load(cfg_file.read_text())
-        except (OSError, yaml.YAMLError):
-            old = None
+        except (OSError, yaml.YAMLError, ValueError) as e:
+            raise BenchmarkError(f"{cfg_file}: damaged run config ({' '.join(str(e).split())[:80]}); move the run "
+                                 f"folder {d} away to train this run again.") from None
         if _comparable(old) != _comparable(config_to_dict(spec.cfg)):
             raise BenchmarkError(f"{d}: this run was started with a different configuration (budget, threads, seed or "
                                  f"config changed); rerun the same command or choose another --out.")
-    marker = _read_json(d / DONE_MARKER)
+    marker_file, eval_file = d / DONE_MARKER, d / "test_eval" / "summary.json"
+    marker = _read_json(marker_file)
+    marker_ok = isinstance(marker, dict) and isinstance(marker.get("record"), dict)
     trained = (d / "summary.json").is_file() and (d / "checkpoint_best.pt").is_file()
-    if marker and trained and marker.get("test") == test.to_dict() and (d / "test_eval" / "summary.json").is_file():
+    evaluation = _cached_evaluation(eval_file) if marker_ok else None
+    if marker_ok and trained and marker.get("test") == test.to_dict() and evaluation is not None:
         return "done", "finished earlier"
     if trained:
+        if marker_file.is_file() and not marker_ok:
+            return "evaluate", f"training finished, {DONE_MARKER} damaged: evaluated again"
+        if marker_ok and eval_file.is_file() and evaluation is None:
+            return "evaluate", "training finished, cached evaluation test_eval/summary.json damaged: evaluated again"
         return "evaluate", "training finished, evaluation missing"
     if (d / "checkpoint_last.pt").is_file():
         return "resume", "interrupted training"
@@ -276,9 +366,11 @@ def _read_history(run_dir: Path) -> list[dict]:
     out = []
     for line in lines:
         try:
-            out.append(json.loads(line))
+            rec = json.loads(line)
         except ValueError:
             continue
+        if isinstance(rec, dict):
+            out.append(rec)
     return out
 
 
@@ -362,23 +454,185 @@ def _evaluate_all(plan: BenchmarkPlan, states: dict, proc: dict, log: Callable[[
     return records, rows, failed
 
 
+class BenchmarkInterrupted(KeyboardInterrupt):
+    """The benchmark received SIGTERM, SIGHUP or SIGINT: its trainings were stopped and its locks released."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+@contextmanager
+def _signals_stop_benchmark() -> Iterator[None]:
+    """While the benchmark runs, SIGTERM/SIGHUP/SIGINT raise :class:`BenchmarkInterrupted` once (later ones are
+    ignored so that the clean-up — stopping and waiting for the trainings, releasing the locks — is not cut short).
+    Only in the main thread (elsewhere Python cannot set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise BenchmarkInterrupted(signum)
+
+    sigs = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    old = {sig: signal.signal(sig, handler) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _lock_folders(folders: list[Path]) -> list[RunLock]:
+    """One benchmark per output folder: lock each (top folder and budget folders), or release all and raise."""
+    locks: list[RunLock] = []
+    try:
+        for f in dict.fromkeys(folders):
+            locks.append(RunLock(f, what="benchmark").acquire())
+    except BaseException:
+        for lock in reversed(locks):
+            lock.release()
+        raise
+    return locks
+
+
+def _remove_empty_outputs(folders: list[Path]) -> None:
+    """Remove folders this benchmark created that hold nothing but its (released) lock file, deepest first."""
+    for f in sorted(dict.fromkeys(folders), key=lambda p: len(p.parts), reverse=True):
+        try:
+            if f.is_dir() and not f.is_symlink() and {p.name for p in f.iterdir()} <= {LOCK_NAME}:
+                (f / LOCK_NAME).unlink(missing_ok=True)
+                f.rmdir()
+        except OSError:
+            pass
+
+
+def _check_not_training(spec: RunSpec) -> None:
+    """A run about to be trained is not being trained by another process (e.g. a benchmark of an older version,
+    which held no lock on its output folder): its run folder's training lock is free."""
+    if not (spec.run_dir / LOCK_NAME).is_file():
+        return
+    lock = RunLock(spec.run_dir)
+    try:
+        lock.acquire()
+    except RunLockedError as e:
+        raise BenchmarkError(f"{spec.run_dir}: another process is training this run ({' '.join(str(e).split())}); "
+                             f"wait for it to end.") from None
+    lock.release()
+
+
+def _check_commits(plan: BenchmarkPlan, jobs: list[tuple[RunSpec, bool]]) -> None:
+    """Refuse to train into a table whose runs were trained at another commit than this code (or at several)."""
+    from ..resources import git_commit
+
+    if not jobs:
+        return
+    by_commit: dict[str, list[str]] = {}
+    for spec in plan.runs:
+        rec = _read_json(spec.run_dir / "provenance.json")
+        commit = rec.get("git_commit") if isinstance(rec, dict) else None
+        if commit and commit != "unknown":
+            by_commit.setdefault(str(commit), []).append(spec.name)
+    current = git_commit()
+    others = {c: runs for c, runs in by_commit.items() if c != current}
+    if (current and current != "unknown" and others) or len(by_commit) > 1:
+        listed = "; ".join(f"{_short_commit(c)}: {', '.join(runs)}" for c, runs in others.items())
+        raise BenchmarkError(
+            f"{plan.out}: runs of this table were trained at another commit than this code "
+            f"({_short_commit(current) if current else 'unknown'}) — {listed}; training "
+            f"{', '.join(spec.name for spec, _ in jobs)} now would mix commits in one table: give "
+            f"--allow-mixed-commits to train anyway, or use another --out.")
+
+
+def _prepare(plan: BenchmarkPlan, allow_mixed_commits: bool,
+             log: Callable[[str], None]) -> tuple[dict, list[tuple[RunSpec, bool]]]:
+    """Every check that needs the run folders, before anything is trained: run states (damaged markers and cached
+    evaluations are evaluated again), whole training records, no run being trained elsewhere, one commit per table.
+    ``log`` gets the runs whose training is skipped (called once every check has passed)."""
+    states = {spec.name: _run_state(spec, plan.test) for spec in plan.runs}
+    jobs, notes = [], []
+    for spec in plan.runs:
+        check_run_records(spec)
+        state, why = states[spec.name]
+        if state in ("done", "evaluate"):
+            notes.append(f"{spec.name}: training skipped ({why})")
+        else:
+            _check_not_training(spec)
+            jobs.append((spec, state == "resume"))
+    if not allow_mixed_commits:
+        _check_commits(plan, jobs)
+    for note in notes:
+        log(note)
+    return states, jobs
+
+
 def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
-                  log: Callable[[str], None] = print) -> dict:
+                  log: Callable[[str], None] = print, allow_mixed_commits: bool = False) -> dict:
     """Train (or skip/resume), evaluate and summarise every run of ``plan``; writes the four outputs."""
+    return run_benchmarks([plan], n_boot, command, log, allow_mixed_commits)[0]
+
+
+def run_benchmarks(plans: list[BenchmarkPlan], n_boot: int = 10000, command: str = "",
+                   log: Callable[[str], None] = print, allow_mixed_commits: bool = False,
+                   out: str | Path | None = None) -> list[dict]:
+    """Run one benchmark per plan (the budgets of :func:`~mambaseg.apps.benchmark_plan.plan_budgets`) under one lock
+    on ``out`` (default: the first plan's folder) and each plan's folder. Every plan is checked (:func:`_prepare`)
+    before any training starts; with several plans ``out/summary.md`` puts their tables one after the other. Failed
+    runs of any plan raise :class:`BenchmarkError` once every plan is summarised."""
+    n_boot = parse_n_boot(n_boot)
+    if not plans:
+        raise BenchmarkError("no benchmark to run.")
+    top = Path(out) if out is not None else plans[0].out
+    folders = [top, *(p.out for p in plans)]
+    created = [f for f in dict.fromkeys(folders) if not f.exists()]
+    summaries, errors = [], []
+    with _signals_stop_benchmark():
+        locks = _lock_folders(folders)
+        try:
+            try:
+                notes: list[str] = []
+                prepared = [_prepare(p, allow_mixed_commits, notes.append) for p in plans]
+            except BaseException:
+                for lock in locks:
+                    lock.release()
+                _remove_empty_outputs(created)
+                raise
+            for note in notes:
+                log(note)
+            for plan, (states, jobs) in zip(plans, prepared):
+                if len(plans) > 1:
+                    log(f"budget {plan.budget.describe() if plan.budget else ''}: {plan.out}")
+                summary, failed = _execute(plan, states, jobs, n_boot, command, log)
+                summaries.append(summary)
+                if failed:
+                    errors.append(f"{plan.out}: {len(failed)} run(s) failed: {'; '.join(failed)}")
+            if len(plans) > 1:
+                from .benchmark_md import render_budgets_markdown
+
+                atomic_write_text(top / "summary.md", render_budgets_markdown(
+                    [(p.budget.describe() if p.budget else str(p.out), p.out.relative_to(top) if p.out != top
+                      else Path("."), _json_safe(s)) for p, s in zip(plans, summaries)], command))
+                log(f"budgets' tables: {top / 'summary.md'}")
+        finally:
+            for lock in locks:
+                lock.release()
+    if errors:
+        raise BenchmarkError(f"{'; '.join(errors)}; rerun the same command to resume.")
+    return summaries
+
+
+def _execute(plan: BenchmarkPlan, states: dict, jobs: list[tuple[RunSpec, bool]], n_boot: int, command: str,
+             log: Callable[[str], None]) -> tuple[dict, list[str]]:
+    """Train the jobs, evaluate every run, write the four outputs of ``plan.out``: (summary, failed runs)."""
     import torch
 
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
     for w in plan.warnings:
         log(f"warning: {w}")
-    states = {spec.name: _run_state(spec, plan.test) for spec in plan.runs}
-    jobs = []
-    for spec in plan.runs:
-        state, why = states[spec.name]
-        if state in ("done", "evaluate"):
-            log(f"{spec.name}: training skipped ({why})")
-        else:
-            jobs.append((spec, state == "resume"))
     proc = _run_trainings(jobs, plan.parallel, plan.threads, log) if jobs else {}
 
     threads_before = torch.get_num_threads()
@@ -388,7 +642,7 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
     finally:
         torch.set_num_threads(threads_before)
     write_results_csv(out / "results.csv", rows)
-    stats = summarize(rows, plan.labels, n_boot=n_boot)
+    stats = summarize(rows, plan.labels, n_boot=n_boot, reference=plan.reference or None)
     for label in plan.labels:
         recs = [r for r in records if r["model"] == label]
         stats["models"][label].update({
@@ -396,6 +650,7 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
             "runs": len(recs), "seeds": [r["seed"] for r in recs],
             "steps": _agg([r["steps"] for r in recs]), "epochs": _agg([r["epochs"] for r in recs]),
             "train_seconds": _agg([r["train_seconds"] for r in recs]),
+            "cpu_seconds": _agg([r.get("cpu_seconds") for r in recs]),
             "peak_rss_mb": _agg([r["peak_rss_mb"] for r in recs]),
             "parameters": recs[0]["parameters"] if recs else None,
         })
@@ -406,7 +661,9 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
     summary = {
         "command": command, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "budget": {"minutes": plan.budget_minutes or None, "steps": plan.steps or None, "clock": clock},
-        "threads_per_run": plan.threads, "parallel": plan.parallel, "seeds": plan.seeds, "models": stats["models"],
+        "threads_per_run": plan.threads, "parallel": plan.parallel, "seeds": plan.seeds, "reference": plan.reference,
+        "seeds_per_model": {label: plan.seeds_by_label.get(label, plan.seeds) for label in plan.labels},
+        "models": stats["models"],
         "test": plan.test.to_dict(), "primary_metric": PRIMARY_METRIC, "metrics": stats["metrics"],
         "statistics": {"over_cases": "each case's value is first averaged over seeds; mean, SD (ddof 1), median and a "
                                      "95 % percentile bootstrap CI of the mean over cases",
@@ -428,9 +685,7 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
     write_html(summary, rows, plan, out / "index.html")
     log(format_summary(summary))
     log(f"results: {out / 'results.csv'}, {out / 'summary.json'}, {out / 'summary.md'}, {out / 'index.html'}")
-    if failed:
-        raise BenchmarkError(f"{len(failed)} run(s) failed: {'; '.join(failed)}; rerun the same command to resume.")
-    return summary
+    return summary, failed
 
 
 def write_results_csv(path: Path, rows: list[dict]) -> Path:

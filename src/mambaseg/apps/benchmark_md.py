@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["render_markdown"]
+__all__ = ["render_budgets_markdown", "render_markdown"]
 
 SECONDARY = ("hd95",)  # compared pair by pair beside the primary metric when the benchmark has it
 
@@ -110,4 +110,64 @@ def render_markdown(summary: dict) -> str:
         out += ["## Warnings", "", *(f"- {w}" for w in summary["warnings"]), ""]
     if summary.get("failed"):
         out += ["## Failed runs", "", *(f"- {f}" for f in summary["failed"]), ""]
+    return "\n".join(out)
+
+
+def _vs_reference(summary: dict, ref: str, arm: str, metric: str) -> dict | None:
+    """The paired comparison arm − ref of ``metric`` (a stored ref − arm is turned round)."""
+    for c in summary.get("comparisons", []):
+        if c.get("metric") != metric:
+            continue
+        if (c.get("a"), c.get("b")) == (ref, arm):
+            return c
+        if (c.get("a"), c.get("b")) == (arm, ref):
+            ci = c.get("ci95") or [None, None]
+            d, lo, hi = (None if v is None else -v for v in (c.get("mean_difference"), ci[1], ci[0]))
+            return dict(c, mean_difference=d, ci95=[lo, hi])
+    return None
+
+
+def _budget_table(summary: dict) -> list[str]:
+    metric = summary["primary_metric"]
+    ref = summary.get("reference") or next(iter(summary["models"]), "")
+    lines = [f"| arm | seeds | {metric} mean ± SD (cases) | 95 % CI (cases) | − {ref} (paired) | 95 % CI | p | "
+             "steps | CPU min | train min |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, info in summary["models"].items():
+        oc = ((info.get("metrics") or {}).get(metric) or {}).get("over_cases") or {}
+        ci = oc.get("ci95") or [None, None]
+        seeds = ",".join(str(x) for x in info.get("seeds") or []) or "n/a"
+        if label == ref:
+            diff = ["reference", "", ""]
+        else:
+            c = _vs_reference(summary, ref, label, metric) or {}
+            dci = c.get("ci95") or [None, None]
+            diff = [_f(c.get("mean_difference")), f"[{_f(dci[0])}, {_f(dci[1])}]", _f(c.get("wilcoxon_p"), ".3g")]
+        cpu = (info.get("cpu_seconds") or {}).get("mean")
+        train = (info.get("train_seconds") or {}).get("mean")
+        lines.append(f"| {label} | {seeds} | {_f(oc.get('mean'))} ± {_f(oc.get('sd'))} | [{_f(ci[0])}, {_f(ci[1])}] | "
+                     f"{' | '.join(diff)} | {_f((info.get('steps') or {}).get('mean'), '.0f')} | "
+                     f"{_f(None if cpu is None else cpu / 60, '.1f')} | "
+                     f"{_f(None if train is None else train / 60, '.1f')} |")
+    return lines
+
+
+def render_budgets_markdown(budgets: list[tuple[str, object, dict]], command: str = "") -> str:
+    """``OUT/summary.md`` of a benchmark with several budgets: per budget (its description, its folder relative to
+    ``OUT`` and its ``summary.json``) one table — per arm the primary metric's mean ± SD over cases and 95 % CI, the
+    paired per-case difference to the reference arm with its CI and Wilcoxon p, mean steps, CPU minutes and training
+    minutes per run — then the budget's warnings. Each budget's own summary.md has the full tables."""
+    out = ["# Benchmark: one table per budget", ""]
+    if command:
+        out += [f"Command: `{command}`.", ""]
+    for describe, folder, summary in budgets:
+        stats = summary.get("statistics") or {}
+        out += [f"## {describe} (`{folder}/`)", "", *_budget_table(summary), "",
+                f"Test images `{(summary.get('test') or {}).get('images')}`; per case the value is averaged over the "
+                f"arm's seeds, then paired with the reference arm ({summary.get('reference')}); bootstrap with "
+                f"{stats.get('n_boot')} resamples, two-sided Wilcoxon signed-rank p. Full tables: "
+                f"`{folder}/summary.md`.", ""]
+        if summary.get("warnings"):
+            out += [*(f"- warning: {w}" for w in summary["warnings"]), ""]
+        if summary.get("failed"):
+            out += [*(f"- failed: {f}" for f in summary["failed"]), ""]
     return "\n".join(out)

@@ -19,17 +19,29 @@ __all__ = [
     "BenchmarkError",
     "BenchmarkPlan",
     "BenchmarkTestSet",
+    "Budget",
     "RunSpec",
+    "check_model_size",
+    "parse_arm_seeds",
     "parse_budget",
+    "parse_budget_spec",
     "parse_models",
+    "parse_n_boot",
     "parse_seeds",
     "plan_benchmark",
+    "plan_budgets",
     "resolve_test_set",
     "train_command",
     "train_env",
 ]
 
 FOREVER_EPOCHS = 1_000_000  # with a time budget only, the clock (not the epoch count) ends training
+MAX_STEPS = 1_000_000_000  # a step budget above this is a typo, not a plan
+MAX_MINUTES = 525_600.0  # one year per run
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_PARALLEL = 64
+MAX_N_BOOT = 1_000_000  # bootstrap resamples: more only costs memory (n_boot x cases floats) and time
+BYTES_PER_PARAMETER = 16  # float32 weights, gradients and two Adam moments
 
 
 class BenchmarkError(ValueError):
@@ -46,6 +58,8 @@ def parse_seeds(text: str) -> list[int]:
     for s in items:
         if not re.fullmatch(r"\d+", s):
             raise BenchmarkError(f"--seeds: {s!r} is not a non-negative integer (expected e.g. 0,1).")
+        if int(s) > MAX_SEED:
+            raise BenchmarkError(f"--seeds: {s} is out of range (seeds are 0 ... {MAX_SEED}).")
         seeds.append(int(s))
     if len(set(seeds)) != len(seeds):
         raise BenchmarkError(f"--seeds: repeated seed in {text!r}.")
@@ -57,6 +71,8 @@ def parse_models(text: str) -> list[str]:
     from ..models import list_models
 
     names = [s.strip() for s in str(text).split(",") if s.strip()]
+    if not names:
+        raise BenchmarkError(f"--models: expected comma-separated model names (see mambaseg models), got {text!r}.")
     known = list_models()
     for n in names:
         if n not in known:
@@ -80,13 +96,154 @@ def parse_budget(minutes: str | float | None, steps: str | int | None) -> tuple[
             raise BenchmarkError(f"--budget-minutes: expected a number of minutes > 0, got {minutes!r}.") from None
         if not (m > 0 and math.isfinite(m)):
             raise BenchmarkError(f"--budget-minutes: must be > 0, got {minutes!r}.")
+        if m > MAX_MINUTES:
+            raise BenchmarkError(f"--budget-minutes: {minutes!r} is more than a year per run (at most "
+                                 f"{MAX_MINUTES:g}).")
     if steps not in (None, ""):
         if not re.fullmatch(r"\s*\d+\s*", str(steps)) or int(steps) <= 0:
             raise BenchmarkError(f"--steps: expected an integer number of training steps > 0, got {steps!r}.")
         s = int(steps)
+        if s > MAX_STEPS:
+            raise BenchmarkError(f"--steps: {steps!r} is more than {MAX_STEPS} training steps per run.")
     if not m and not s:
         raise BenchmarkError("no budget: give --budget-minutes (wall-clock per run) and/or --steps.")
     return m, s
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One training budget of a multi-budget benchmark: ``steps`` (training steps), ``cpu`` (CPU minutes per run) or
+    ``wall`` (wall-clock minutes per run)."""
+
+    kind: str
+    value: float
+
+    @property
+    def tag(self) -> str:
+        """The sub-folder name: ``steps600``, ``cpu30min``, ``wall60min``."""
+        return f"steps{int(self.value)}" if self.kind == "steps" else f"{self.kind}{self.value:g}min"
+
+    @property
+    def minutes(self) -> float:
+        return 0.0 if self.kind == "steps" else float(self.value)
+
+    @property
+    def steps(self) -> int:
+        return int(self.value) if self.kind == "steps" else 0
+
+    @property
+    def clock(self) -> str:
+        return "cpu" if self.kind == "cpu" else "wall"
+
+    def describe(self) -> str:
+        return f"{self.steps} steps" if self.kind == "steps" else f"{self.value:g} {self.kind} minutes"
+
+
+def parse_budget_spec(text: str) -> Budget:
+    """``"steps:600"`` / ``"cpu:30"`` / ``"wall:60"`` (minutes; a trailing ``min`` is accepted) -> :class:`Budget`."""
+    kind, sep, value = str(text).strip().partition(":")
+    kind, value = kind.strip().lower(), value.strip()
+    if not sep or kind not in ("steps", "cpu", "wall") or not value:
+        raise BenchmarkError(f"--budget: expected steps:N, cpu:MINUTES or wall:MINUTES, got {text!r}.")
+    if kind == "steps":
+        try:
+            _, n = parse_budget(None, value)
+        except BenchmarkError as e:
+            raise BenchmarkError(f"--budget {text!r}: {str(e).removeprefix('--steps: ')}") from None
+        return Budget("steps", n)
+    try:
+        m, _ = parse_budget(value.removesuffix("min").strip(), None)
+    except BenchmarkError as e:
+        raise BenchmarkError(f"--budget {text!r}: {str(e).removeprefix('--budget-minutes: ')}") from None
+    return Budget(kind, m)
+
+
+def parse_arm_seeds(items: Sequence[str], labels: Sequence[str], default: Sequence[int]) -> dict[str, list[int]]:
+    """The seeds of each arm: ``--seeds`` for every arm, replaced for the arms named in ``--arm-seeds ARM[,ARM]=SEEDS``
+    (repeatable), e.g. ``akmamba_net_cpu_base,akmamba_net_cpu=0,1,2``. An arm may be named once."""
+    out = {label: list(default) for label in labels}
+    named: set[str] = set()
+    for item in items or ():
+        arms_text, sep, seeds_text = str(item).partition("=")
+        arms = [a.strip() for a in arms_text.split(",") if a.strip()]
+        if not sep or not arms:
+            raise BenchmarkError(f"--arm-seeds: expected ARM[,ARM...]=SEEDS such as unet_cpu,akmamba_net_cpu=0,1,2, "
+                                 f"got {item!r}.")
+        try:
+            seeds = parse_seeds(seeds_text)
+        except BenchmarkError as e:
+            raise BenchmarkError(f"--arm-seeds {item!r}: {str(e).removeprefix('--seeds: ')}") from None
+        for arm in arms:
+            if arm not in out:
+                raise BenchmarkError(f"--arm-seeds: {arm!r} is not an arm of this benchmark (arms: "
+                                     f"{', '.join(labels)}).")
+            if arm in named:
+                raise BenchmarkError(f"--arm-seeds: arm {arm!r} is given seeds twice.")
+            named.add(arm)
+            out[arm] = seeds
+    return out
+
+
+def _total_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _meta_parameters(name: str, kwargs: dict) -> int | None:
+    """Parameter count of ``build_model(name, **kwargs)`` built on the meta device (nothing allocated); None when the
+    model cannot be built there (it computes from tensor values while it is built)."""
+    import torch
+
+    from ..models import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(name, **kwargs)
+    except (NotImplementedError, RuntimeError) as e:
+        if "meta" in str(e):
+            return None
+        raise
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def check_model_size(cfg: Config, where: str, limit_bytes: int | None = None) -> int | None:
+    """Refuse, before anything is allocated, a model whose ``model.kwargs`` make it larger than this machine's memory
+    (weights, gradients and Adam state: :data:`BYTES_PER_PARAMETER` per parameter): the model is built on the meta
+    device, and the key that makes it too large is named. Returns the parameter count (None: not estimable)."""
+    from ..utils.limits import format_bytes
+
+    name, kwargs = cfg.model.name, dict(cfg.model.kwargs or {})
+    limit = limit_bytes if limit_bytes is not None else _total_memory()
+    try:
+        n = _meta_parameters(name, kwargs)
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as e:
+        msg = " ".join(str(e).split())[:200]
+        raise BenchmarkError(f"{where}: model {name!r} cannot be built with model.kwargs {kwargs} ({msg}).") from None
+    if n is None or limit is None or n * BYTES_PER_PARAMETER <= limit:
+        return n
+    culprits = []
+    for key in kwargs:
+        try:
+            m = _meta_parameters(name, {k: v for k, v in kwargs.items() if k != key})
+        except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError):
+            continue
+        if m is not None and m * BYTES_PER_PARAMETER <= limit:
+            culprits.append(key)
+    keys = ", ".join(f"model.kwargs.{k}={kwargs[k]!r}" for k in (culprits or kwargs)) or "its defaults"
+    raise BenchmarkError(f"{where}: model {name!r} with {keys} would have {n:.3g} parameters "
+                         f"({format_bytes(n * BYTES_PER_PARAMETER)} to train), more than this machine's "
+                         f"{format_bytes(limit)} of memory; check {'that key' if len(culprits) == 1 else 'them'}.")
+
+
+def parse_n_boot(value) -> int:
+    """``--n-boot``: the number of bootstrap resamples, an integer 1 ... :data:`MAX_N_BOOT`."""
+    text = str(value).strip()
+    if not re.fullmatch(r"\d+", text) or not 1 <= int(text) <= MAX_N_BOOT:
+        raise BenchmarkError(f"--n-boot: expected an integer number of bootstrap resamples, 1 ... {MAX_N_BOOT} "
+                             f"(default 10000), got {value!r}.")
+    return int(text)
 
 
 # --------------------------------------------------------------------------------------------------------- test set
@@ -158,7 +315,7 @@ class RunSpec:
 class BenchmarkPlan:
     runs: list[RunSpec]
     labels: list[str]
-    seeds: list[int]
+    seeds: list[int]  # every seed of the benchmark, in order (an arm may have fewer: seeds_by_label)
     budget_minutes: float
     steps: int
     threads: int
@@ -166,6 +323,23 @@ class BenchmarkPlan:
     out: Path
     test: BenchmarkTestSet
     warnings: list[str]
+    seeds_by_label: dict[str, list[int]] = field(default_factory=dict)
+    reference: str = ""  # the arm the paired comparisons of the budgets' table are made against
+    budget: Budget | None = None  # set when the plan is one budget of several (plan_budgets)
+
+    @property
+    def budget_clock(self) -> str:
+        return self.runs[0].cfg.train.budget_clock if self.runs else "wall"
+
+
+def _int_option(option: str, value, default: int) -> int:
+    if value in (None, ""):
+        return default
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not re.fullmatch(r"\s*-?\d+\s*", str(value)):
+        raise BenchmarkError(f"{option}: expected an integer, got {value!r}.")
+    return int(value)
 
 
 def _safe(text: str) -> str:
@@ -187,12 +361,19 @@ def _budget_overrides(cfg: Config, minutes: float, steps: int) -> list[str]:
 def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str | float | None = None,
                    steps: str | int | None = None, seeds: str = "0", out: str | Path = "",
                    threads: str | int | None = 0, parallel: str | int | None = 1, sets: Sequence[str] = (),
-                   test: BenchmarkTestSet | dict | None = None, budget_clock: str = "wall") -> BenchmarkPlan:
+                   test: BenchmarkTestSet | dict | None = None, budget_clock: str = "wall",
+                   arm_seeds: Sequence[str] = (), reference: str = "", budget: Budget | None = None,
+                   check_sizes: bool = True) -> BenchmarkPlan:
     """Check every input and build the list of runs (nothing is trained or written).
 
     ``test`` is a :class:`BenchmarkTestSet` or the keyword arguments of :func:`resolve_test_set` (checked after the
     configs, budget and seeds). ``budget_clock`` is what a minutes budget counts: ``wall`` (elapsed time) or ``cpu``
-    (each run's CPU time, which other work on the machine does not shrink)."""
+    (each run's CPU time, which other work on the machine does not shrink). ``arm_seeds`` gives some arms their own
+    seeds (:func:`parse_arm_seeds`); ``reference`` is the arm paired comparisons are made against (default: the first).
+    ``budget`` (one of several, see :func:`plan_budgets`) replaces ``budget_minutes``/``steps``/``budget_clock``.
+    ``check_sizes`` refuses a model too large for this machine (:func:`check_model_size`) before anything is built."""
+    if budget is not None:
+        budget_minutes, steps, budget_clock = budget.minutes or None, budget.steps or None, budget.clock
     if budget_clock not in ("wall", "cpu"):
         raise BenchmarkError(f"--budget-clock: expected wall or cpu, got {budget_clock!r}.")
     if not configs:
@@ -202,16 +383,16 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
         raise BenchmarkError("--out: an output folder is required.")
     minutes, n_steps = parse_budget(budget_minutes, steps)
     seed_list = parse_seeds(seeds)
-    try:
-        par = int(parallel or 1)
-        thr = int(threads or 0)
-    except (TypeError, ValueError):
-        raise BenchmarkError(f"--parallel/--threads: expected integers, got {parallel!r}/{threads!r}.") from None
-    if par < 1:
-        raise BenchmarkError(f"--parallel: must be >= 1, got {parallel!r}.")
+    cores = os.cpu_count() or 1
+    par = _int_option("--parallel", parallel, 1)
+    thr = _int_option("--threads", threads, 0)
+    if par < 1 or par > MAX_PARALLEL:
+        raise BenchmarkError(f"--parallel: expected 1 ... {MAX_PARALLEL} trainings side by side, got {parallel!r}.")
     if thr < 0:
         raise BenchmarkError(f"--threads: must be >= 1 (or 0 = CPU cores / --parallel), got {threads!r}.")
-    thr = thr or max(1, (os.cpu_count() or 1) // par)
+    if thr > cores:
+        raise BenchmarkError(f"--threads: {thr} threads per run is more than this machine's {cores} CPU cores.")
+    thr = thr or max(1, cores // par)
     model_names = parse_models(models) if models else []
     if model_names and len(configs) != 1:
         raise BenchmarkError(f"--models overrides the model of one config; got {len(configs)} configs.")
@@ -242,16 +423,28 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
     if len(set(labels)) != len(labels):
         raise BenchmarkError("two entries of the benchmark have the same model and config name; each (model, config) "
                              "may be given once.")
+    by_label = parse_arm_seeds(arm_seeds, labels, seed_list)
+    if reference and reference not in labels:
+        raise BenchmarkError(f"--reference: {reference!r} is not an arm of this benchmark (arms: {', '.join(labels)}).")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BenchmarkError(f"--out: {out} exists and is not a folder.")
+    all_seeds = list(seed_list) + [x for label in labels for x in by_label[label] if x not in seed_list]
+    all_seeds = list(dict.fromkeys(all_seeds))
     runs = []
     first_data = None
     warn = []
+    sized: set[str] = set()
     for (_, path, extra), label in zip(entries, labels):
-        for seed in seed_list:
+        for seed in by_label[label]:
             pre = load_config(path, extra + list(sets))
             over = [*extra, *sets, f"seed={seed}", *_budget_overrides(pre, minutes, n_steps),
                     f"train.num_threads={thr}", f"train.budget_clock={budget_clock}"]
             cfg = load_config(path, over)
+            key = f"{cfg.model.name} {sorted((cfg.model.kwargs or {}).items(), key=str)}"
+            if check_sizes and key not in sized:
+                sized.add(key)
+                check_model_size(cfg, str(path))
             if cfg.data.layout == "synthetic_drive":
                 raise BenchmarkError(f"{path}: data.layout 'synthetic_drive' generates its data inside each run; "
                                      f"write it once with the DRIVE layout so every run shares one test set.")
@@ -265,8 +458,32 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
             runs.append(RunSpec(label, seed, path, tuple(over), out / "runs" / f"{_safe(label)}_seed{seed}", cfg))
     # seed-major order: with --parallel 2 the runs of one seed (model A, model B) train side by side and share
     # whatever load the machine has, which is what makes a wall-clock budget equal between them
-    runs.sort(key=lambda r: (seed_list.index(r.seed), labels.index(r.label)))
-    return BenchmarkPlan(runs, labels, seed_list, minutes, n_steps, thr, par, out, test, warn)
+    runs.sort(key=lambda r: (all_seeds.index(r.seed), labels.index(r.label)))
+    return BenchmarkPlan(runs, labels, all_seeds, minutes, n_steps, thr, par, out, test, warn, by_label,
+                         reference or labels[0], budget)
+
+
+def plan_budgets(budgets: Sequence[str], out: str | Path = "", **kwargs) -> list[BenchmarkPlan]:
+    """One plan per ``--budget`` (``steps:N``, ``cpu:MINUTES``, ``wall:MINUTES``; see :func:`parse_budget_spec`), the
+    same arms and seeds in each. With two or more budgets each has its own folder ``OUT/<tag>/`` (``steps600``,
+    ``cpu30min``, ``wall60min``) laid out as a single-budget benchmark; with one, ``OUT`` itself is that folder.
+    ``kwargs`` are those of :func:`plan_benchmark` other than the budget."""
+    parsed = [parse_budget_spec(b) for b in budgets]
+    if not parsed:
+        raise BenchmarkError("--budget: no budget given (expected e.g. --budget steps:600 --budget cpu:30).")
+    tags = [b.tag for b in parsed]
+    dup = sorted({t for t in tags if tags.count(t) > 1})
+    if dup:
+        raise BenchmarkError(f"--budget: the same budget is given twice ({', '.join(dup)}).")
+    if not out:
+        raise BenchmarkError("--out: an output folder is required.")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise BenchmarkError(f"--out: {out} exists and is not a folder.")
+    plans = []
+    for i, b in enumerate(parsed):
+        folder = Path(out) / b.tag if len(parsed) > 1 else Path(out)
+        plans.append(plan_benchmark(out=folder, budget=b, check_sizes=i == 0, **kwargs))
+    return plans
 
 
 def train_command(spec: RunSpec, resume: bool = False, python: str | None = None) -> list[str]:

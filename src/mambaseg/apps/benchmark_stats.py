@@ -89,11 +89,14 @@ def _higher_is_better(metric: str) -> bool:
     return not metric.split(":")[0].startswith("hd")
 
 
-def summarize(rows: list[dict], labels: Sequence[str], n_boot: int = 10000, seed: int = 0) -> dict:
+def summarize(rows: list[dict], labels: Sequence[str], n_boot: int = 10000, seed: int = 0,
+              reference: str | None = None) -> dict:
     """Per-model statistics and pairwise comparisons from ``results.csv``-style rows (model, seed, case, metric, value).
 
     Per model and metric: ``over_cases`` (each case's value averaged over seeds first) and ``over_seeds`` (each seed's
-    mean over cases). Per pair (a, b) and metric: the paired per-case difference ``b - a`` (seed-averaged values)."""
+    mean over cases). Per pair (a, b) and metric: the paired per-case difference ``b - a`` (seed-averaged values, so
+    models with different numbers of seeds pair on their per-case means). Pairs are (earlier, later) in ``labels``
+    order; with ``reference`` its pairs come first, each as (reference, other)."""
     table: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     for r in rows:
         table.setdefault((r["model"], r["metric"]), {}).setdefault(r["case"], {})[int(r["seed"])] = float(r["value"])
@@ -123,15 +126,18 @@ def summarize(rows: list[dict], labels: Sequence[str], n_boot: int = 10000, seed
                              "over_seeds": dict(describe(per_seed, n_boot, seed), seeds=seeds, values=per_seed),
                              "higher_is_better": _higher_is_better(metric)}
         models[label] = {"metrics": stats}
+    pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+    if reference in labels:
+        pairs = [(reference, b) for b in labels if b != reference] + [
+            (a, b) for a, b in pairs if reference not in (a, b)]
     comparisons = []
-    for i, a in enumerate(labels):
-        for b in labels[i + 1:]:
-            for metric in metrics:
-                ca, cb = per_case(a, metric), per_case(b, metric)
-                cases = sorted(set(ca) & set(cb))
-                if not cases:
-                    continue
-                res = paired_comparison([ca[c] for c in cases], [cb[c] for c in cases], n_boot, seed)
-                comparisons.append({"a": a, "b": b, "metric": metric, "difference": "b - a (per case, mean over seeds)",
-                                    "higher_is_better": _higher_is_better(metric), **res})
+    for a, b in pairs:
+        for metric in metrics:
+            ca, cb = per_case(a, metric), per_case(b, metric)
+            cases = sorted(set(ca) & set(cb))
+            if not cases:
+                continue
+            res = paired_comparison([ca[c] for c in cases], [cb[c] for c in cases], n_boot, seed)
+            comparisons.append({"a": a, "b": b, "metric": metric, "difference": "b - a (per case, mean over seeds)",
+                                "higher_is_better": _higher_is_better(metric), **res})
     return {"metrics": metrics, "models": models, "comparisons": comparisons}
