@@ -18,9 +18,11 @@ Behaviour follows the official ``CV-ZhangXin/AKConv`` ``model.py`` (spec §3.5):
 Option (``centred=True, zero_pad=True``): the sampling shape is centred on the output pixel and the map is
 zero-extended (true bilinear interpolation of a zero-padded image, no double counting).
 
-Implementation: the bilinear gather is one ``F.grid_sample`` call (``align_corners=True``, ``padding_mode="border"``)
-on a grid laid out directly as (B, h·N, w); the border quirk is a factor 2 per clamped axis. This is numerically
-the official four-corner gather (tested against an independent per-pixel loop). On the CPU, outside tracing and
+Implementation: the bilinear gather is four ``torch.gather`` calls (one per corner) on the flattened map, with the
+corners and weights computed from the positions exactly as the compiled kernel does (:func:`_axis`; an earlier
+``F.grid_sample`` version rescaled positions to [-1, 1] and back, a round trip of a few ulps that flipped points at
+the border threshold on 256² maps and made the ONNX export disagree with the kernel). This is numerically the
+official four-corner gather (tested against an independent per-pixel loop). On the CPU, outside tracing and
 export, the sampling and the (N, 1) mixing run instead as one compiled kernel (:mod:`mambaseg.nn.akconv_kernel`:
 im2col straight into the GEMM's layout tile by tile, fused col2im backward, no N-fold buffer), same results to
 float tolerance; the code here stays the readable reference and the ONNX export path.
@@ -55,6 +57,21 @@ def _use_kernel(x: torch.Tensor) -> bool:
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
         return False
     return akconv_kernel.available()
+
+
+def _axis(q: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear corners and weights along one axis, the compiled kernel's rule: for ``0 <= q < size - 1`` the corners
+    ``floor(q)``, ``floor(q) + 1`` with weights ``1 - f``, ``f``; otherwise (or NaN) ``q`` clamped to ``0`` or
+    ``size - 1``, both corners there, weights 2 and 0 (the border quirk: the edge value counts twice; no gradient to
+    ``q``). Positions are used as given (no rescaling to grid_sample's [-1, 1], whose round trip moves them by a few
+    ulps and flips points at the border threshold on large maps)."""
+    inside = (q >= 0) & (q < size - 1)
+    lo = torch.where(inside, torch.floor(q), torch.where(q >= size - 1, q.new_tensor(size - 1.0), q.new_zeros(())))
+    frac = torch.where(inside, q - lo, q.new_zeros(()))
+    i0 = lo.long()
+    i1 = torch.where(inside, i0 + 1, i0)
+    w0 = torch.where(inside, 1.0 - frac, q.new_full((), 2.0))
+    return i0, i1, w0, frac
 
 
 def initial_sampling_shape(num_param: int, centred: bool = False) -> torch.Tensor:
@@ -162,17 +179,19 @@ class AKConv(nn.Module):
             x = F.pad(x, (1, 1, 1, 1))
             px, py = px + 1, py + 1
         height, width = x.shape[-2:]
-        gx = py * (2.0 / max(width - 1, 1)) - 1.0  # grid_sample: [..., 0] indexes W, [..., 1] indexes H
-        gy = px * (2.0 / max(height - 1, 1)) - 1.0
-        grid = torch.stack([gx, gy], dim=-1).to(x.dtype)  # (B, h·N, w, 2)
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        if self.zero_pad:
-            return out
-        # official quirk: outside [0, size−1) both clamped corners get weight 1 → edge value counted twice
-        with torch.no_grad():
-            fx = 1.0 + ((px < 0) | (px >= height - 1)).to(out.dtype)
-            fy = 1.0 + ((py < 0) | (py >= width - 1)).to(out.dtype)
-        return out * (fx * fy).unsqueeze(1)
+        r0, r1, wr0, wr1 = _axis(px, height)
+        c0, c1, wc0, wc1 = _axis(py, width)
+        b, c = x.shape[:2]
+        flat = x.reshape(b, c, height * width)
+
+        def corner(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:  # (B, C, N·h·w) samples of one corner
+            index = (r * width + col).flatten(1).unsqueeze(1).expand(b, c, -1)
+            return torch.gather(flat, 2, index)
+
+        w00, w01, w10, w11 = (wa * wb for wa, wb in ((wr0, wc0), (wr0, wc1), (wr1, wc0), (wr1, wc1)))
+        out = (w00.flatten(1).unsqueeze(1) * corner(r0, c0) + w01.flatten(1).unsqueeze(1) * corner(r0, c1)
+               + w10.flatten(1).unsqueeze(1) * corner(r1, c0) + w11.flatten(1).unsqueeze(1) * corner(r1, c1))
+        return out.view(b, c, *px.shape[1:])
 
     def _forward_kernel(self, x: torch.Tensor) -> torch.Tensor:
         """Offsets, sampling and (N, 1) mixing with the compiled CPU kernel: same result as the reference path.
