@@ -57,6 +57,7 @@ def test_wheel_carries_configs_kernels_models_and_license(wheel):
             if f.suffix in (".cpp", ".h"):
                 assert f"mambaseg/{sub}/csrc/{f.name}" in names
     assert "mambaseg/shipped_models.json" in names
+    assert "mambaseg/apps/bundle_meta_schema.json" in names  # verify_metadata offline (MONAI bundles)
     for e in load_manifest().values():
         info = zipfile.ZipFile(wheel).getinfo(f"mambaseg/weights/{e['file']}")
         assert info.file_size == e["size"]
