@@ -398,10 +398,11 @@ def test_bundle_run_2d_fov_tif_identical_to_predict(tmp_path):
         assert np.array_equal(got, ref)
 
 
-def test_bundle_2d_empty_folder_is_an_error(bundles, tmp_path):
-    """No supported image in the folder: an error naming it and the formats, not a silent run writing nothing."""
+@pytest.mark.parametrize("kind,needle", [("2d", ".tif"), ("3d", ".nii.gz")])
+def test_bundle_empty_folder_is_an_error(bundles, tmp_path, kind, needle):
+    """No input file in the folder: an error naming it (and the formats), not a silent run writing nothing."""
     _, b = bundles
-    _, bundle = b["2d"]
+    _, bundle = b[kind]
     data = tmp_path / "data"
     data.mkdir()
     (data / "notes.txt").write_text("x")
@@ -411,7 +412,7 @@ def test_bundle_2d_empty_folder_is_an_error(bundles, tmp_path):
     while e is not None:  # MONAI wraps the component's error in its own ("Failed to instantiate ...")
         chain.append(e)
         e = e.__cause__ or e.__context__
-    assert any(isinstance(x, DataError) and str(data) in str(x) and ".tif" in str(x) for x in chain), chain
+    assert any(isinstance(x, DataError) and str(data) in str(x) and needle in str(x) for x in chain), chain
     assert not (tmp_path / "monai").exists()
 
 

@@ -6,7 +6,8 @@ FOV z-score, rescaling to the training FOV diameter, ``data.fundus_norm``), the 
 inverse, threshold and FOV masking, and the same 0/255 (or label-value) PNG. Each piece is a plain callable that
 MONAI's ``Compose`` and the config's ``run`` expression call:
 
-* :func:`image_list` — the datalist: every supported image of a folder (an error when there is none);
+* :func:`image_list` — the datalist: every supported image of a folder (an error when there is none; the 3D
+  bundles' datalist goes through :func:`require_inputs` for the same reason);
 * :class:`ReadImaged` — reads ``image`` (and its FOV mask from ``mask_dir`` when given);
 * :class:`PlanForwardd` — the plan's forward (``image`` becomes the network input, ``props`` what the inverse needs);
 * :class:`SlidingWindowInferer2D` — ``inferer(image, network)``: mambaseg's sliding window, logits (K, H, W);
@@ -34,7 +35,7 @@ from ..engine.threshold import resolve_threshold
 from ..utils.atomic import atomic_path
 
 __all__ = ["BundleModel", "PlanForwardd", "PlanInversed", "ReadImaged", "SaveMaskd", "SlidingWindowInferer2D",
-           "image_list"]
+           "image_list", "require_inputs"]
 
 SETUP_FILE = "mambaseg.json"  # configs/<SETUP_FILE>: model_name, model_kwargs, config, data of the checkpoint
 
@@ -46,6 +47,14 @@ def image_list(folder: str | Path) -> list[dict]:
         DataError: the folder is missing or holds no supported image (one line naming it and the formats).
     """
     return [{"image": str(f)} for f in collect_inputs(folder, SUPPORTED_2D)]
+
+
+def require_inputs(items: list, folder: str | Path, pattern: str) -> list:
+    """The 3D bundle's datalist, refused when empty: a folder without input files is an error naming it (not a run
+    that writes nothing)."""
+    if not items:
+        raise DataError(f"{folder}: no input files matching {pattern!r} (the bundle's dataset_dir).")
+    return items
 
 
 class BundleModel:
