@@ -354,16 +354,15 @@ def test_bundle_refuses_mixed_schemes():
         normalization_steps([{"scheme": "zscore"}, {"scheme": "none"}])
 
 
-def _ckpt2d_fov(path: Path, seed: int = 1) -> Path:
+def _ckpt2d_fov(path: Path, seed: int = 1, threshold: float = 0.5) -> Path:
     """A fundus-style binary model: trained with FOV masks (z-score inside the FOV, predictions zero outside) and a
     training FOV diameter of 40 px, so that 52-px-wide photos are rescaled before the network."""
     torch.manual_seed(seed)
     net = build_model("unet_tiny", in_channels=3, out_channels=1)
-    with torch.no_grad():
-        net.state_dict()[next(k for k in net.state_dict() if k.endswith("bias"))].add_(0.3)  # a mixed prediction
     save_checkpoint({"model_name": "unet_tiny", "model_kwargs": {"in_channels": 3, "out_channels": 1},
                      "state_dict": net.state_dict(),
-                     "config": {"data": {"patch_size": TILE_2D, "fov": True}, "infer": {"overlap": 0.25}},
+                     "config": {"data": {"patch_size": TILE_2D, "fov": True},
+                                "infer": {"overlap": 0.25, "threshold": threshold}},
                      "data": {"spatial_dims": 2, "fov_diameter": 40.0}}, path)
     return path
 
@@ -382,12 +381,16 @@ def test_bundle_run_2d_fov_tif_identical_to_predict(tmp_path):
     """A FOV model on DRIVE-like .tif photos: the bundle estimates the FOV, z-scores inside it, rescales to the
     training FOV diameter, thresholds and masks exactly as ``mambaseg predict``: identical masks, pixel for pixel.
     Formerly the bundle read no .tif (a folder of them gave no output) and left out the FOV steps."""
-    ckpt = _ckpt2d_fov(tmp_path / "fov.pt")
-    bundle = Path(export_bundle(ckpt, tmp_path / "b")["path"])
     data = tmp_path / "data"
     data.mkdir()
     for i in range(2):
         Image.fromarray(_fundus(i)).save(data / f"{i + 1:02d}_test.tif")
+    # an untrained network's probabilities sit on one side of 0.5: threshold at their median inside the FOV, so
+    # that the masks to compare are mixed
+    predict(_ckpt2d_fov(tmp_path / "probe.pt"), data, tmp_path / "probe", progress=False, probs=True)
+    fg = np.asarray(Image.open(tmp_path / "probe" / "probs" / "01_test.png")).astype(np.float64) / 65535
+    ckpt = _ckpt2d_fov(tmp_path / "fov.pt", threshold=float(np.median(fg[fg > 0])))
+    bundle = Path(export_bundle(ckpt, tmp_path / "b")["path"])
     _run_bundle(bundle, data, tmp_path / "monai")
     predict(ckpt, data, tmp_path / "ours", progress=False)
     for i in range(2):
