@@ -215,3 +215,26 @@ def test_report_reads_a_run_config_within_the_alias_budget(tmp_path, caplog):
     info = collect_report(run)
     assert time.perf_counter() - t0 < 2.0
     assert info["config"] is None and info["history"] and "expands to more than" in caplog.text
+
+
+@pytest.mark.parametrize("where,expect", [
+    (["train.lr=0.1"], "Did you mean 'optim.lr'?"),
+    ({"train": {"lr": 0.1}}, "Did you mean 'optim.lr'?"),
+    ({"lr": 0.1}, "Did you mean 'optim.lr'?"),
+    (["optim.epochs=3"], "Did you mean 'train.epochs'?"),
+    (["train.patch_size=[8, 8]"], "Did you mean 'data.patch_size' or 'infer.patch_size'?"),
+])
+def test_unknown_key_points_to_its_section(where, expect):
+    """A key that exists in another section is named with that section (overrides and config files alike)."""
+    with pytest.raises(ConfigError) as info:
+        if isinstance(where, list):
+            apply_overrides(Config(), where)
+        else:
+            config_from_dict(where)
+    assert expect in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unknown_key_without_other_section_keeps_the_close_match():
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(Config(), ["optim.lrr=1"])
+    assert "Did you mean 'lr'?" in str(info.value)

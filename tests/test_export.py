@@ -173,3 +173,25 @@ def test_bad_arguments(run2d, tmp_path):
     with pytest.raises(ValueError, match="not a mambaseg export"):
         onnx_predictor(plain)
     assert not (tmp_path / "a.onnx").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_multi_block_scan_exports_with_dynamic_batch(tmp_path, monkeypatch):
+    """Long sequences are scanned in several blocks whose length the chunked scan derives from batch x channels.
+    A small block budget makes a 16x16 map (256 tokens) take several blocks, as the 65 536-token skip of the shipped
+    DRIVE model does at 256x256: the export must keep a dynamic batch and agree with PyTorch at batch 2 (the block
+    ends were once traced as functions of the batch size, so batch 2 failed in a Reshape of SS2D)."""
+    import mambaseg.ssm.chunked as chunked
+
+    # level-1 skip of akmamba_net_tiny: 4 directions x 8 channels x 4 states = 128 per batch item; 16384 elements
+    # give blocks of 128 tokens at batch 1 and 64 at batch 2
+    monkeypatch.setattr(chunked, "DEFAULT_BLOCK_ELEMENTS", 16384)
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1, "out_channels": 2}
+    net = build_model("akmamba_net_tiny", **kwargs).eval()
+    assert chunked._Plan(256, 32, 4, None, None).bounds == [(0, 128), (128, 256)]
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint({"model_name": "akmamba_net_tiny", "model_kwargs": kwargs, "state_dict": net.state_dict(),
+                     "config": {"infer": {"patch_size": [16, 16]}}, "data": {"spatial_dims": 2}}, ckpt)
+    meta = export_onnx(ckpt, tmp_path / "m.onnx")
+    assert meta["dynamic_batch"] is True
+    assert _parity(net, tmp_path / "m.onnx", (16, 16), batch=3) <= 1e-4

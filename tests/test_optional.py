@@ -76,14 +76,23 @@ def test_predict_onnx_model_without_onnx_exits_2_with_one_line(tmp_path, monkeyp
     assert not any((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
 
 
-def test_report_without_matplotlib_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+def test_report_without_matplotlib_writes_the_page_without_figures(tmp_path, monkeypatch, capsys, caplog):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 0.5}\n')
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 0.5}\n{"epoch": 2, "train_loss": 0.4}\n')
+    assert main(["report", str(run), "-o", str(tmp_path / "with.html")]) == 0  # control: a learning-curve figure
+    assert "<img" in (tmp_path / "with.html").read_text()
+    capsys.readouterr()
     _block(monkeypatch, "matplotlib", "matplotlib.pyplot")
-    assert main(["report", str(run)]) == 2
-    _one_line_error(capsys, "mambaseg report:", "matplotlib", "pip install 'mambaseg[viz]'")
-    assert not (run / "report.html").exists()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mambaseg"):
+        assert main(["report", str(run)]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "without figures" in warnings[0], warnings
+    assert "pip install 'mambaseg[viz]'" in warnings[0]
+    assert "Traceback" not in capsys.readouterr().err
+    page = (run / "report.html").read_text()
+    assert "<img" not in page and "Figures left out" in page and "mambaseg[viz]" in page
 
 
 def test_training_without_matplotlib_skips_progress_png_with_one_warning(tmp_path, monkeypatch, caplog):

@@ -65,6 +65,7 @@ def test_wheel_carries_configs_kernels_models_and_license(wheel):
         assert any(n.startswith(f"mambaseg/{module}.") and n.endswith(".so") for n in names), module
         record = json.loads(zipfile.ZipFile(wheel).read(f"mambaseg/{module}{cpp_ext.RECORD_SUFFIX}"))
         assert record["torch"] == torch.__version__ and record["flags"] == cpp_ext.FLAGS
+    assert "mambaseg/apps/bundle_meta_schema.json" in names  # verify_metadata offline (MONAI bundles)
     for e in load_manifest().values():
         info = zipfile.ZipFile(wheel).getinfo(f"mambaseg/weights/{e['file']}")
         assert info.file_size == e["size"]

@@ -173,9 +173,23 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
     return value
 
 
+def _elsewhere(key: str) -> list[str]:
+    """``section.leaf`` for every other section that has the leaf of ``key`` (``train.lr`` -> ``['optim.lr']``)."""
+    parts = key.split(".")
+    if len(parts) > 2:  # model.kwargs.* and other nested keys: free-form, no section to point to
+        return []
+    own = parts[0] if len(parts) == 2 else None
+    return [f"{name}.{parts[-1]}" for name, cls in _SECTIONS.items()
+            if name != own and parts[-1] in {f.name for f in dataclasses.fields(cls)}]
+
+
 def _unknown(key: str, known) -> ConfigError:
-    close = difflib.get_close_matches(key.split(".")[-1], list(known), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    elsewhere = _elsewhere(key)
+    if elsewhere:  # the key exists, in another section
+        hint = f" Did you mean {' or '.join(repr(k) for k in elsewhere)}?"
+    else:
+        close = difflib.get_close_matches(key.split(".")[-1], list(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"unknown config key '{key}'.{hint} Known: {', '.join(sorted(known))}.")
 
 

@@ -112,9 +112,10 @@ def test_sampling_matches_loop(n, stride, centred, zero_pad):
     p = m.sampling_positions(x).detach()
     assert ((p[:, :n] < 0) | (p[:, :n] > 5)).any() and ((p[:, n:] < 0) | (p[:, n:] > 6)).any()
     ref = _loop_sample(x, p, zero_pad)  # (B, C, h, w, N)
-    got = m.sample(x, p)  # (B, C, N·h, w)
-    got = got.view(2, 2, n, *p.shape[-2:]).permute(0, 1, 3, 4, 2)
-    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+    for exact in (False, True):  # grid_sample (eager) and the kernel-rule gather (tracing / ONNX export)
+        got = m.sample(x, p, exact=exact)  # (B, C, N·h, w)
+        got = got.view(2, 2, n, *p.shape[-2:]).permute(0, 1, 3, 4, 2)
+        torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
     # the forward = official (B, C, h·N, w) arrangement → Conv2d((N,1), stride (N,1)) → BN → SiLU
     arranged = ref.permute(0, 1, 2, 4, 3).reshape(2, 2, p.shape[2] * n, p.shape[3])
     torch.testing.assert_close(m(x), m.conv(arranged), rtol=1e-9, atol=1e-9)
@@ -323,3 +324,22 @@ def test_kernel_can_be_disabled(monkeypatch):
     finally:
         akconv_kernel._state.clear()
         akconv_kernel._state.update(saved)
+
+
+@pytest.mark.parametrize("zero_pad", [False, True])
+def test_reference_sampling_exact_on_a_large_map(zero_pad):
+    """The exact (traced / ONNX) sampling path in float32 on a 1024² map matches the per-pixel rule (computed in
+    float64 from the same float32 positions) to float32 rounding of the weights. grid_sample, which the export once
+    traced, rescales positions to [-1, 1] and back (a round trip of ~S·eps pixels); through the shipped DRIVE model
+    this made the ONNX export disagree with the compiled kernel by 0.08 at 256²."""
+    torch.manual_seed(0)
+    n, size = 9, 1024
+    m = AKConv(1, 1, n, centred=zero_pad, zero_pad=zero_pad)
+    x = torch.randn(1, 1, size, size)
+    p = torch.rand(1, 2 * n, 4, 4) * (size + 3) - 2.0  # anywhere in the map and a little outside it
+    # points a few ulps below and above the last row/column (the border-quirk threshold) and at the map's far end
+    p[0, 0, 0, :4] = torch.tensor([size - 1.0, size - 1.0, size - 2.0, size - 3.0]) - torch.tensor([3e-5, 0, 6e-5, 0.5])
+    p[0, n, 0, :4] = torch.tensor([size - 1.0 - 6e-5, size - 1.5, 0.25, size - 1.0])
+    ref = _loop_sample(x.double(), p.double(), zero_pad)
+    got = m.sample(x, p, exact=True).view(1, 1, n, 4, 4).permute(0, 1, 3, 4, 2).double()
+    torch.testing.assert_close(got, ref, rtol=0, atol=2e-6)

@@ -6,14 +6,16 @@
       configs/metadata.json    versions, task, authors, license, network_data_format (inputs/outputs)
       configs/inference.json   network_def, preprocessing, SlidingWindowInferer, postprocessing, run
       configs/logging.conf     the logging set-up MONAI's runner reads by default
+      configs/metadata_schema.json  the JSON schema of metadata.json (verify_metadata offline)
+      configs/mambaseg.json    2D: the checkpoint's model name, kwargs, config and data (mambaseg's components)
       models/model.pt          the state_dict (plain tensors, loads with ``torch.load(weights_only=True)``)
       docs/README.md           how to run it: ``python -m monai.bundle run --config_file configs/inference.json``
       LICENSE                  mambaseg's license (Apache-2.0)
 
 ``network_def`` is ``{"_target_": "mambaseg.models.build_model", "name": ..., **model_kwargs}``, so mambaseg must be
 installed where the bundle runs (the networks are mambaseg's). Inference uses only MONAI components (no
-pytorch-ignite): a ``Dataset``/``DataLoader`` over the input folder, ``preprocessing``, the ``inferer`` and
-``postprocessing`` per case, in the config's ``run`` expressions.
+pytorch-ignite): a ``Dataset`` over the input folder, ``preprocessing``, the ``inferer`` and ``postprocessing`` per
+case, in the config's ``run`` expressions.
 
 How close the MONAI pipeline is to ``mambaseg predict``:
 
@@ -27,12 +29,17 @@ How close the MONAI pipeline is to ``mambaseg predict``:
   with the same tile, overlap, Gaussian blending (sigma 1/8 of the tile) and batch size, then softmax/sigmoid,
   ``Invertd`` (probabilities resampled back; mambaseg resamples the label map instead), argmax/threshold and
   ``SaveImaged`` (``<case>_seg.nii.gz``, uint8).
-* 2D: ``LoadImaged`` (PNG, ...), channel first, transposed to mambaseg's (C, H, W) layout, per-image per-channel
-  z-score (``NormalizeIntensityd(channel_wise=True)``), sliding window, sigmoid + threshold (0/255 PNG) or softmax +
-  argmax. Not reproduced: the field-of-view mask (fundus models z-score inside the FOV and zero the outside; the
-  bundle uses the whole image and does not mask the output), the FOV-diameter rescaling and ``data.fundus_norm``
-  (``fov_zscore`` becomes the whole-image z-score; ``green_clahe`` keeps the green channel without CLAHE). The
-  README of each bundle lists the differences that apply to its model.
+* 2D: the steps of ``mambaseg predict`` itself, named in the config by ``_target_`` (mambaseg's components,
+  :mod:`mambaseg.apps.bundle_components`, configured by ``configs/mambaseg.json``: the checkpoint's model name,
+  kwargs, config and data dict): the reader of every format predict reads (PNG, TIF, GIF, JPG, BMP, NIfTI; an empty
+  folder is an error), the model's plan (field of view from ``mask_dir`` or estimated, FOV z-score, rescaling to the
+  training FOV diameter, ``data.fundus_norm``), the same sliding window, the plan's inverse, threshold (``auto``
+  included) and FOV masking, the same 0/255 or label-value PNG (``<image>_seg.png``): identical masks.
+
+``configs/metadata.json`` has a ``schema`` (``configs/metadata_schema.json``, a copy of the package's
+``bundle_meta_schema.json``) that ``python -m monai.bundle verify_metadata --filepath configs/metadata_schema.json``
+checks without a network connection. ``python -m monai.bundle`` needs ``fire`` (``pip install 'mambaseg[bundle]'``,
+which also brings ``jsonschema`` for ``verify_metadata``).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from ..engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_
 from ..resources import package_version
 from ..utils.atomic import set_default_mode
 from ..utils.jsonable import to_jsonable
+from .bundle_components import SETUP_FILE
 
 __all__ = ["REQUIRED_METADATA_KEYS", "REQUIRED_TENSOR_KEYS", "bundle_inference_config", "bundle_metadata",
            "check_metadata", "export_bundle"]
@@ -184,15 +192,7 @@ def _differences(s: dict) -> list[str]:
         out.append("probabilities are resampled back to the input grid before argmax/threshold (`Invertd`); "
                    "mambaseg resamples the label map")
         return out
-    if s["fundus_norm"] == "green_clahe":
-        out.append("`data.fundus_norm: green_clahe`: the bundle keeps the green channel but applies no CLAHE")
-    elif s["fundus_norm"] == "fov_zscore":
-        out.append("`data.fundus_norm: fov_zscore`: the bundle z-scores over the whole image, not the field of view")
-    if s["fov"]:
-        out.append("field of view: mambaseg z-scores inside the FOV (from `--mask` or estimated), zeroes the outside, "
-                   "rescales photos to the training FOV diameter and masks the prediction; the bundle does none "
-                   "of these (whole-image z-score, no mask)")
-    return out
+    return out  # 2D: mambaseg predict's own steps (bundle_components), no difference
 
 
 # ------------------------------------------------------------------------------------------------- inference.json
@@ -233,23 +233,13 @@ def normalization_steps(norm: list[dict]) -> list[dict]:
     raise ValueError(f"plan normalisation scheme {scheme!r} has no MONAI equivalent in the bundle.")
 
 
+COMPONENTS = "mambaseg.apps.bundle_components"
+
+
 def _preprocessing(s: dict) -> list[dict]:
-    if s["spatial_dims"] == 2:
-        steps: list[dict] = [
-            {"_target_": "LoadImaged", "keys": "image", "image_only": True},
-            {"_target_": "EnsureChannelFirstd", "keys": "image"},
-            # MONAI's PIL reader gives (C, W, H); mambaseg's models were trained on (C, H, W)
-            {"_target_": "Transposed", "keys": "image", "indices": [0, 2, 1]},
-        ]
-        if s["fundus_norm"] == "green_clahe":
-            steps.append({"_target_": "Lambdad", "keys": "image",
-                          "func": "$lambda x: x[1:2] if x.shape[0] >= 3 else x.mean(0, keepdim=True)"})
-        if s.get("normalization"):  # an nnU-Net 2D dataset's channel_names schemes
-            steps += normalization_steps(s["normalization"])
-        else:
-            steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": False, "channel_wise": True})
-        steps.append({"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"})
-        return steps
+    if s["spatial_dims"] == 2:  # mambaseg predict's own reader and plan (FOV, rescaling, normalisation)
+        return [{"_target_": f"{COMPONENTS}.ReadImaged", "model": "@mambaseg", "mask_dir": "@mask_dir"},
+                {"_target_": f"{COMPONENTS}.PlanForwardd", "model": "@mambaseg"}]
     plan = s["plan"]
     steps = [
         {"_target_": "LoadImaged", "keys": "image", "image_only": True},
@@ -270,23 +260,18 @@ def _preprocessing(s: dict) -> list[dict]:
 
 def _postprocessing(s: dict) -> list[dict]:
     sigmoid = s["out_channels"] == 1
+    if s["spatial_dims"] == 2:  # the plan's inverse, threshold, FOV mask and PNG of mambaseg predict
+        return [{"_target_": f"{COMPONENTS}.PlanInversed", "model": "@mambaseg"},
+                {"_target_": f"{COMPONENTS}.SaveMaskd", "output_dir": "@output_dir", "output_postfix": "seg",
+                 "binary": sigmoid}]
     steps: list[dict] = [{"_target_": "Activationsd", "keys": "pred", "sigmoid": sigmoid, "softmax": not sigmoid}]
-    if s["spatial_dims"] == 3:
-        steps.append({"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
-                      "nearest_interp": False, "to_tensor": True})
-    else:
-        steps.append({"_target_": "Transposed", "keys": "pred", "indices": [0, 2, 1]})  # back to MONAI's (K, W, H)
+    steps.append({"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
+                  "nearest_interp": False, "to_tensor": True})
     steps.append({"_target_": "AsDiscreted", "keys": "pred", "threshold": s["threshold"]} if sigmoid else
                  {"_target_": "AsDiscreted", "keys": "pred", "argmax": True})
-    save = {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
-            "separate_folder": False, "resample": False, "output_dtype": "$numpy.uint8", "print_log": False}
-    if s["spatial_dims"] == 3:
-        save["output_ext"] = ".nii.gz"
-    else:
-        save["output_ext"] = ".png"
-        if sigmoid:
-            save["scale"] = 255  # binary masks 0/255 like mambaseg predict
-    steps.append(save)
+    steps.append({"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
+                  "separate_folder": False, "resample": False, "output_dtype": "$numpy.uint8", "print_log": False,
+                  "output_ext": ".nii.gz"})
     return steps
 
 
@@ -297,6 +282,8 @@ def bundle_inference_config(model_name: str, setup: dict) -> dict:
     _check_plain(kwargs, "model_kwargs")
     if "name" in kwargs or "_target_" in kwargs:
         raise ValueError("model_kwargs contain a 'name' or '_target_' key, which network_def uses itself.")
+    if s["spatial_dims"] == 2:
+        return _inference_config_2d(model_name, s, kwargs)
     if s["spatial_dims"] == 3:
         pattern = "'*_0000' + @input_ext" if s["in_channels"] > 1 else "'*' + @input_ext"
         item = ("{'image': [f[: -len('_0000' + @input_ext)] + '_%04d' % c + @input_ext for c in range("
@@ -310,7 +297,8 @@ def bundle_inference_config(model_name: str, setup: dict) -> dict:
         "output_dir": "$@bundle_root + '/eval'",
         "dataset_dir": "$@bundle_root + '/data'",
         "input_ext": ext,
-        "datalist": f"$[{item} for f in sorted(glob.glob(os.path.join(@dataset_dir, {pattern})))]",
+        "datalist": {"_target_": f"{COMPONENTS}.require_inputs", "folder": "@dataset_dir", "pattern": f"${pattern}",
+                     "items": f"$[{item} for f in sorted(glob.glob(os.path.join(@dataset_dir, {pattern})))]"},
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "network_def": {"_target_": "mambaseg.models.build_model", "name": model_name, **kwargs},
         "network": "$@network_def.to(@device)",
@@ -336,7 +324,47 @@ def bundle_inference_config(model_name: str, setup: dict) -> dict:
     }
 
 
+def _inference_config_2d(model_name: str, s: dict, kwargs: dict) -> dict:
+    """2D: mambaseg predict's own steps (:mod:`mambaseg.apps.bundle_components`) around the bundle's network, so
+    that the masks are predict's: every format predict reads, the FOV, rescaling, threshold and masking."""
+    return {
+        "bundle_root": ".",
+        "output_dir": "$@bundle_root + '/eval'",
+        "dataset_dir": "$@bundle_root + '/data'",
+        "mask_dir": "",  # optional FOV masks, as `mambaseg predict --mask` (default: estimated from the image)
+        "setup_file": "$@bundle_root + '/configs/" + SETUP_FILE + "'",
+        "datalist": {"_target_": f"{COMPONENTS}.image_list", "folder": "@dataset_dir"},
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": {"_target_": "mambaseg.models.build_model", "name": model_name, **kwargs},
+        "network": "$@network_def.to(@device)",
+        "checkpoint": "$@bundle_root + '/models/model.pt'",
+        "load_weights": "$@network.load_state_dict(torch.load(@checkpoint, map_location=@device, weights_only=True))",
+        "mambaseg": {"_target_": f"{COMPONENTS}.BundleModel", "setup_file": "@setup_file", "network": "@network",
+                     "device": "@device"},
+        "preprocessing": {"_target_": "Compose", "transforms": _preprocessing(s)},
+        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
+        "inferer": {"_target_": f"{COMPONENTS}.SlidingWindowInferer2D", "model": "@mambaseg"},
+        "postprocessing": {"_target_": "Compose", "transforms": _postprocessing(s)},
+        "initialize": ["$monai.utils.set_determinism(seed=0)"],
+        "run": [
+            "$@load_weights",
+            "$@network.eval()",
+            "$torch.set_grad_enabled(False)",
+            "$[@postprocessing(dict(d, pred=@inferer(d['image'], @network))) for d in @dataset]",
+            "$torch.set_grad_enabled(True)",
+        ],
+    }
+
+
 # -------------------------------------------------------------------------------------------------- metadata.json
+SCHEMA_FILE = "metadata_schema.json"  # configs/<SCHEMA_FILE>: a copy of the package's bundle_meta_schema.json
+
+
+def schema_path() -> Path:
+    """The JSON schema of mambaseg's bundle metadata, shipped in the package (also copied into every bundle)."""
+    return Path(__file__).with_name("bundle_meta_schema.json")
+
+
 def bundle_metadata(model_name: str, setup: dict, source: str) -> dict:
     """The ``configs/metadata.json`` dict (MONAI Bundle Specification keys plus mambaseg's source and license)."""
     import monai
@@ -357,11 +385,13 @@ def bundle_metadata(model_name: str, setup: dict, source: str) -> dict:
         names = {v: n for n, v in s["labels"].items()}
         out_def = {str(c): f"logit of {names.get(c, 'background' if c == 0 else f'class {c}')}" for c in range(k)}
     tile = list(s["tile"])
-    dims_txt = "3D volumes (NIfTI)" if sdims == 3 else "2D images (PNG and other Pillow formats)"
+    dims_txt = "3D volumes (NIfTI)" if sdims == 3 else "2D images (PNG, TIF, GIF, JPG, BMP, NIfTI)"
     import nibabel
     import PIL
 
     return {
+        # verify_metadata offline: `--filepath configs/metadata_schema.json` (the file exists, nothing is downloaded)
+        "schema": f"configs/{SCHEMA_FILE}",
         "version": BUNDLE_VERSION,
         "changelog": {BUNDLE_VERSION: f"exported by mambaseg {package_version()} from {Path(source).name}"},
         "monai_version": monai.__version__,
@@ -420,7 +450,7 @@ def _readme(model_name: str, s: dict, meta: dict) -> str:
     inp = ("NIfTI volumes `data/*.nii.gz`" + (f" (nnU-Net channel files `CASE_0000.nii.gz` ... "
                                                f"`CASE_{s['in_channels'] - 1:04d}.nii.gz`)"
                                                if s["in_channels"] > 1 else "")) if sdims == 3 else \
-        "images `data/*.png` (`--input_ext .jpg` etc. for other formats Pillow reads)"
+        "images in `data/` (every format `mambaseg predict` reads: PNG, TIF, GIF, JPG, BMP, NIfTI)"
     if sdims == 3:
         out = f"`eval/<case>{'_0000' if s['in_channels'] > 1 else ''}_seg.nii.gz` (uint8 labels on the input's grid)"
     else:
@@ -439,8 +469,29 @@ def _readme(model_name: str, s: dict, meta: dict) -> str:
         "python -m monai.bundle run --config_file configs/inference.json --bundle_root /path/to/bundle \\",
         "    --dataset_dir /path/to/images --output_dir /path/to/predictions",
         "```", "",
-        ("(`python -m monai.bundle` needs the `fire` package; from Python: `monai.bundle.run(config_file="
-         "'configs/inference.json', meta_file='configs/metadata.json', dataset_dir=..., output_dir=...)`.)"), "",
+        ("`python -m monai.bundle` needs the `fire` package: `pip install 'mambaseg[bundle]'` (it also brings "
+         "`jsonschema` for `verify_metadata`). From Python: `monai.bundle.run(config_file='configs/inference.json', "
+         "meta_file='configs/metadata.json', dataset_dir=..., output_dir=...)`."), "",
+    ]
+    if sdims == 2:
+        lines += [("The 2D pipeline runs `mambaseg predict`'s own steps (`mambaseg.apps.bundle_components`, configured "
+                   "by `configs/mambaseg.json`): the field of view is estimated from each image unless "
+                   "`--mask_dir /path/to/masks` gives the masks (as `mambaseg predict --mask`); the masks are those "
+                   "`mambaseg predict` writes."), ""]
+    shape = [1, s["in_channels"], *s["tile"]]
+    lines += [
+        "Checking the metadata (offline: the schema is in `configs/`):", "",
+        "```bash",
+        "python -m monai.bundle verify_metadata --meta_file configs/metadata.json "
+        "--filepath configs/metadata_schema.json",
+        "```", "",
+        ("TorchScript export (traced: mambaseg's networks are not scriptable; the trace is for the inference tile "
+         f"{s['tile']}, which the sliding window feeds it):"), "",
+        "```bash",
+        "python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt \\",
+        "    --meta_file configs/metadata.json --config_file configs/inference.json \\",
+        f"    --use_trace True --input_shape \"{shape}\"",
+        "```", "",
         "Loading the network alone:", "",
         "```python",
         "from monai.bundle import ConfigParser",
@@ -507,11 +558,16 @@ def export_bundle(model: str | Path, out: str | Path, overwrite: bool = False) -
     try:
         files = {
             "configs/metadata.json": json.dumps(meta, indent=2) + "\n",
+            f"configs/{SCHEMA_FILE}": schema_path().read_text(encoding="utf-8"),
             "configs/inference.json": json.dumps(inference, indent=2) + "\n",
             "configs/logging.conf": LOGGING_CONF,
             "docs/README.md": _readme(name, setup, meta),
             "LICENSE": _license_text(),
         }
+        if setup["spatial_dims"] == 2:  # what mambaseg's own 2D components need: predict's configuration
+            files[f"configs/{SETUP_FILE}"] = json.dumps(to_jsonable(
+                {"model_name": name, "model_kwargs": ckpt.get("model_kwargs") or {}, "config": ckpt.get("config") or {},
+                 "data": ckpt.get("data") or {}}), indent=1) + "\n"
         for rel, text in files.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(text, encoding="utf-8")

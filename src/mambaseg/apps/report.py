@@ -30,6 +30,7 @@ import yaml
 
 from ..data.io import OVERLAY_COLOURS
 from ..utils.atomic import atomic_write_text
+from ..utils.optional import MissingDependency
 from .report_data import collect_report
 from .report_html import CSS, JS, Cell, esc, html_table, img_tag, to_float
 from .report_overlays import fig_uri, load_pyplot, overlay_2d, overlay_2d_full, overlay_3d
@@ -336,12 +337,13 @@ def _eval_sections(info: dict) -> list[str]:
                  f"header to sort. Overlap scores in %"
                  + ("; HD95 in mm; volumes in mL (voxel counts times the reference's voxel volume)" if dim == 3
                     else "") + ".</p>" + html_table(shown, cells, "cases", sortable=True))
-    uri = _dice_plot(ev, headers, rows)
+    figures = info.get("figures", True)
+    uri = _dice_plot(ev, headers, rows) if figures else None
     if uri:
         parts.append("<h3>Distribution</h3>" + img_tag(uri, "per-case Dice distribution"))
     overlays = []
     by_case = {(c.get("case_id") or c.get("case")): c for c in ev["metric_per_case"]}
-    for label, cid in _best_worst(dice):
+    for label, cid in _best_worst(dice) if figures else []:
         try:
             title = f"{label} case {cid} (mean Dice {100 * dice[cid]:.2f} %)"
             uri = (overlay_3d(by_case[cid], ev.get("classes") or {}, title) if "class" in headers
@@ -388,6 +390,9 @@ def render_html(info: dict) -> str:
     model = (cfg.get("model") or {}).get("name")
     parts = [f"<h1>{esc(title)}</h1><p class='note'>{esc(info['kind'])} folder {esc(info['path'])}"
              + (f"; model {esc(model)}" if model else "") + f"; generated {time.strftime('%Y-%m-%d %H:%M:%S')}</p>"]
+    if not info.get("figures", True):
+        parts.append(f"<p class='note'>Figures left out (learning curves, score distribution, best and worst "
+                     f"cases): {esc(info.get('figures_missing', 'matplotlib is not installed'))}</p>")
     ts = info.get("train_summary")
     if ts:
         shown = {"epochs_done": ("epochs", lambda v: v), "best_val_dice": ("best validation Dice %", lambda v:
@@ -405,7 +410,7 @@ def render_html(info: dict) -> str:
     parts.append(_paper_section(info))
     if info.get("pred_dir"):
         parts.append(f"<p class='note'>Predictions: {esc(info['pred_dir'])}</p>")
-    uri = _curves(info.get("history") or [])
+    uri = _curves(info.get("history") or []) if info.get("figures", True) else None
     if uri:
         parts.append("<h2>Learning curves</h2>" + img_tag(uri, "learning curves"))
     if cfg:
@@ -420,6 +425,9 @@ def render_html(info: dict) -> str:
 def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     """Write the self-contained HTML report of a run or evaluation folder.
 
+    Without matplotlib the page is written without its figures (tables, configuration and provenance only); it
+    says so, and a warning names the extra that adds them (``mambaseg[viz]``).
+
     Args:
         path: run folder or evaluation folder.
         out: HTML file (default ``<path>/report.html``); parent folders are created.
@@ -429,10 +437,13 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
 
     Raises:
         ValueError: ``path`` is missing or is not a run / evaluation folder (the message names it).
-        MissingDependency: matplotlib is not installed.
     """
     info = collect_report(path)
-    load_pyplot()  # the figures need matplotlib: a one-line error naming the extra (mambaseg[viz]) before any work
+    try:
+        load_pyplot()
+    except MissingDependency as e:
+        info["figures"], info["figures_missing"] = False, str(e)
+        logger.warning("report: the page is written without figures; %s", e)
     out = Path(out) if out else Path(info["path"]) / "report.html"
     page = render_html(info)
     out.parent.mkdir(parents=True, exist_ok=True)

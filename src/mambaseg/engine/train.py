@@ -27,9 +27,10 @@ import numpy as np
 import torch
 import yaml
 
-from ..config import Config, check_device, config_to_dict
+from ..config import LAYOUTS_2D, Config, ConfigError, check_device, config_to_dict
 from ..losses import SegLoss
 from ..models import build_model
+from ..models.registry import model_entry
 from ..utils.atomic import append_line, atomic_path, atomic_write_text, clean_stale_temp, truncate_partial_line
 from ..utils.optional import MissingDependency, require
 from ..utils.progress import StatusLine, TrainProgress
@@ -43,7 +44,7 @@ from .step_guard import StepGuard, all_finite
 from .stream import make_batches
 from .validation import validate
 
-__all__ = ["TrainingError", "build_optimizer", "build_scheduler", "train"]
+__all__ = ["TrainingError", "build_optimizer", "build_scheduler", "check_model_config", "train"]
 
 logger = logging.getLogger("mambaseg.train")
 
@@ -139,9 +140,61 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _trial_build(name: str, kwargs: dict) -> torch.nn.Module:
+    """Build the model without allocating its weights (meta device); a real CPU build when a constructor needs
+    values (``.item()``), which the meta device cannot give."""
+    try:
+        with torch.device("meta"):
+            return build_model(name, **kwargs)
+    except (RuntimeError, NotImplementedError) as e:
+        if "meta" not in str(e).lower():
+            raise
+    return build_model(name, **kwargs)
+
+
+def check_model_config(cfg: Config) -> None:
+    """Check ``model.name``, ``model.kwargs`` and the patch sizes before any data is read: the model is built once
+    (on the meta device) with the configured kwargs, and ``data.patch_size`` / ``infer.patch_size`` must have one
+    positive entry per spatial dim of the model (and equal the input size of a fixed-size model such as UNETR).
+
+    Raises:
+        ConfigError: one line naming the key, what was given and what the model expects.
+    """
+    name = cfg.model.name
+    try:
+        _, sdims = model_entry(name)
+    except ValueError as e:
+        raise ConfigError(f"config key 'model.name': {e}") from None
+    # nnunet datasets are 2D or 3D by their dataset.json: checked once the data is read
+    layout_dims = 2 if cfg.data.layout in LAYOUTS_2D else None if cfg.data.layout == "nnunet" else 3
+    if layout_dims is not None and sdims != layout_dims:
+        raise ConfigError(f"config key 'model.name' is {name!r}, a {sdims}D model, but data.layout "
+                          f"{cfg.data.layout!r} is {layout_dims}D; choose a {layout_dims}D model (mambaseg models).")
+    kwargs = dict(cfg.model.kwargs)
+    kwargs.setdefault("in_channels", 1)  # the data's channel count is checked against the model once it is read
+    kwargs.setdefault("out_channels", 1 if cfg.data.num_classes == 2 else cfg.data.num_classes)
+    try:
+        net = _trial_build(name, kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config key 'model.kwargs' {dict(cfg.model.kwargs)!r} does not build model {name!r}: "
+                          f"{' '.join(str(e).split())[:200]}") from None
+    axes = "(H, W)" if sdims == 2 else "(D, H, W)"
+    fixed = getattr(net, "img_size", None)
+    for key, size in (("data.patch_size", cfg.data.patch_size), ("infer.patch_size", cfg.infer.patch_size)):
+        if not size:
+            continue  # (): the default (the plan's patch for 3D, data.patch_size for inference)
+        if len(size) != sdims or any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in size):
+            raise ConfigError(f"config key '{key}' is {list(size)} but model {name!r} is {sdims}D: give {sdims} "
+                              f"positive ints {axes}.")
+        if fixed is not None and tuple(size) != tuple(fixed):
+            raise ConfigError(f"config key '{key}' is {list(size)} but model {name!r} accepts only its img_size "
+                              f"{list(fixed)}; set {key} to {list(fixed)} or model.kwargs.img_size.")
+
+
 def train(cfg: Config, run_dir: Path, resume: bool = False, progress: bool = True) -> dict:
     """Train a model as configured; returns a summary dict (best/last metrics, paths, time)."""
     check_device(cfg.train.device)  # before anything is written
+    check_model_config(cfg)  # before any data is read
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 logs

@@ -19,8 +19,12 @@ Option (``centred=True, zero_pad=True``): the sampling shape is centred on the o
 zero-extended (true bilinear interpolation of a zero-padded image, no double counting).
 
 Implementation: the bilinear gather is one ``F.grid_sample`` call (``align_corners=True``, ``padding_mode="border"``)
-on a grid laid out directly as (B, h·N, w); the border quirk is a factor 2 per clamped axis. This is numerically
-the official four-corner gather (tested against an independent per-pixel loop). On the CPU, outside tracing and
+on a grid laid out directly as (B, h·N, w); the border quirk is a factor 2 per clamped axis. While tracing or
+exporting to ONNX it is instead four ``torch.gather`` calls with the corners and weights computed exactly as the
+compiled kernel does (:func:`_axis`): grid_sample's rescaling of positions to [-1, 1] and back moves them by ~S·eps
+pixels, which the network amplified (border-quirk jumps) until the ONNX export of the shipped DRIVE model differed
+from the kernel by 0.08 at 256²; with the exact gather it agrees to 1e-4. Both are numerically the official
+four-corner gather (tested against an independent per-pixel loop). On the CPU, outside tracing and
 export, the sampling and the (N, 1) mixing run instead as one compiled kernel (:mod:`mambaseg.nn.akconv_kernel`:
 im2col straight into the GEMM's layout tile by tile, fused col2im backward, no N-fold buffer), same results to
 float tolerance; the code here stays the readable reference and the ONNX export path.
@@ -55,6 +59,38 @@ def _use_kernel(x: torch.Tensor) -> bool:
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
         return False
     return akconv_kernel.available()
+
+
+def _axis(q: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear corners and weights along one axis, the compiled kernel's rule: for ``0 <= q < size - 1`` the corners
+    ``floor(q)``, ``floor(q) + 1`` with weights ``1 - f``, ``f``; otherwise (or NaN) ``q`` clamped to ``0`` or
+    ``size - 1``, both corners there, weights 2 and 0 (the border quirk: the edge value counts twice; no gradient to
+    ``q``). Positions are used as given (no rescaling to grid_sample's [-1, 1], whose round trip moves them by a few
+    ulps and flips points at the border threshold on large maps)."""
+    inside = (q >= 0) & (q < size - 1)
+    lo = torch.where(inside, torch.floor(q), torch.where(q >= size - 1, q.new_tensor(size - 1.0), q.new_zeros(())))
+    frac = torch.where(inside, q - lo, q.new_zeros(()))
+    i0 = lo.long()
+    i1 = torch.where(inside, i0 + 1, i0)
+    w0 = torch.where(inside, 1.0 - frac, q.new_full((), 2.0))
+    return i0, i1, w0, frac
+
+
+def _gather_bilinear(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Samples (B, C, M...) of x (B, C, H, W) at positions px (along H), py (along W) of shape (B, M...): four
+    ``torch.gather`` calls on the flattened map, corners and weights by :func:`_axis` (the kernel's rule)."""
+    height, width = x.shape[-2:]
+    r0, r1, wr0, wr1 = _axis(px, height)
+    c0, c1, wc0, wc1 = _axis(py, width)
+    b, c = x.shape[:2]
+    flat = x.reshape(b, c, height * width)
+
+    def corner(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:  # (B, C, M) samples of one corner
+        return torch.gather(flat, 2, (r * width + col).flatten(1).unsqueeze(1).expand(b, c, -1))
+
+    out = sum((wa * wb).flatten(1).unsqueeze(1).to(x.dtype) * corner(ra, cb)
+              for ra, wa in ((r0, wr0), (r1, wr1)) for cb, wb in ((c0, wc0), (c1, wc1)))
+    return out.view(b, c, *px.shape[1:])
 
 
 def initial_sampling_shape(num_param: int, centred: bool = False) -> torch.Tensor:
@@ -143,12 +179,17 @@ class AKConv(nn.Module):
         p0 = torch.cat([rows.view(1, 1, h, 1).expand(1, n, h, w), cols.view(1, 1, 1, w).expand(1, n, h, w)], dim=1)
         return p0 + self.p_n.to(offset.dtype).view(1, 2 * n, 1, 1) + offset
 
-    def sample(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    def sample(self, x: torch.Tensor, p: torch.Tensor, exact: bool | None = None) -> torch.Tensor:
         """Bilinear samples of ``x`` at ``p``.
 
         Args:
             x: (B, C, H, W).
             p: (B, 2N, h, w) positions from :meth:`sampling_positions`.
+            exact: gather the four corners with the compiled kernel's arithmetic (:func:`_axis`) instead of one
+                ``F.grid_sample`` call. None (default): exact while tracing or exporting to ONNX, so that an export
+                gives the CPU kernel's results; ``grid_sample`` otherwise (GPU, CPU without the kernel), which is
+                lighter in training (it saves no per-corner samples for the backward) but rescales positions to
+                [-1, 1] and back, a round trip of ~S·eps pixels.
 
         Returns:
             (B, C, N·h, w): rows n·h .. n·h + h − 1 hold sample n of every output pixel (a free view of
@@ -161,6 +202,10 @@ class AKConv(nn.Module):
             # one zero row/column on every side + clamping == bilinear interpolation of the zero-extended map
             x = F.pad(x, (1, 1, 1, 1))
             px, py = px + 1, py + 1
+        if exact is None:
+            exact = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if exact:
+            return _gather_bilinear(x, px, py)
         height, width = x.shape[-2:]
         gx = py * (2.0 / max(width - 1, 1)) - 1.0  # grid_sample: [..., 0] indexes W, [..., 1] indexes H
         gy = px * (2.0 / max(height - 1, 1)) - 1.0

@@ -84,6 +84,11 @@ class _Plan:
     """Block boundaries and chunking of a sequence of length L for R rows of N states."""
 
     def __init__(self, length: int, rows: int, nstate: int, chunk: int | None, block_elements: int | None):
+        # plain ints: while tracing (ONNX export) tensor sizes are traced values, and a block end computed from
+        # ``rows`` (batch x channels) would be recorded as a function of the batch size, so that another batch
+        # than the example's slices blocks of another length than the unrolled loops expect (a Reshape error at
+        # export-check time). The plan only bounds memory: one plan for every batch size is correct.
+        length, rows, nstate = int(length), int(rows), int(nstate)
         chunk = chunk or DEFAULT_CHUNK
         block_elements = block_elements or DEFAULT_BLOCK_ELEMENTS
         block = max(chunk, (block_elements // max(rows * nstate, 1)) // chunk * chunk)
