@@ -7,7 +7,9 @@ permutation of the token sequence; its output is permuted back and the direction
 
     y = out_proj( Σ_k unpermute_k( scan_k( permute_k(x), permute_k(z) ) ) )
 
-Every scan goes through :func:`mambaseg.ssm.selective_scan` (fp32 inside, CUDA kernel when available).
+Every scan goes through :func:`mambaseg.ssm.selective_scan` (fp32 inside, CUDA kernel when available). Under a CPU
+bf16 autocast (``train.amp``) the projections run in bf16, the causal conv + SiLU in the compiled kernel with fp32
+arithmetic on bf16 operands, and the scan takes and returns bf16 with its state and sums in fp32.
 """
 
 from __future__ import annotations
