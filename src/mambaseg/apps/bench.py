@@ -452,7 +452,8 @@ def _autocast(precision: str):
 
 
 def _provenance(command: str, threads: int, rounds: int) -> dict:
-    """What every result file records: the exact command, the commit, versions, the machine and its bf16 support."""
+    """What every result file records: the exact command, the commit, versions, the machine and its bf16 support,
+    which compiled kernels are in use and the ``MAMBASEG_*`` environment variables."""
     import torch
 
     from ..resources import git_commit
@@ -462,7 +463,13 @@ def _provenance(command: str, threads: int, rounds: int) -> dict:
         flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0]
     except (OSError, IndexError):
         pass
+    from ..nn import akconv_kernel
+    from ..ssm import cpu_kernel
+
+    kernels = {"selective_scan_cpu": cpu_kernel.available(), "akconv_cpu": akconv_kernel.available()}
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("MAMBASEG_")}
     return dict(command=command, commit=git_commit(), torch=torch.__version__, threads=threads, rounds=rounds,
+                compiled_kernels=kernels, environment=env,
                 machine=dict(platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count(),
                              avx512_bf16=" avx512_bf16" in flags, amx_bf16=" amx_bf16" in flags),
                 time=time.strftime("%Y-%m-%d %H:%M:%S"))
