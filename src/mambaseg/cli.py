@@ -27,6 +27,26 @@ def _cmd_bench(args) -> int:
 
     from .apps.bench import format_scan_table, run_scan_bench
 
+    if args.what in ("amp", "infer"):
+        from .apps.bench import run_amp_bench, run_infer_bench
+
+        out = Path(args.out or f"benchmarks/results/{args.what}{'_quick' if args.quick else ''}.json")
+        command = shlex.join(["mambaseg", *sys.argv[sys.argv.index("bench"):]]) if "bench" in sys.argv else (
+            f"mambaseg bench {args.what} --threads {args.threads} --rounds {args.rounds}"
+            + (" --quick" if args.quick else "") + (f" --out {args.out}" if args.out else ""))
+        if args.what == "amp":
+            report = run_amp_bench(args.threads, out, command, args.rounds, args.quick)
+            print(json.dumps({"step_seconds": report["step_seconds"], "ratios": report["ratios"],
+                              "bf16_gains": report["bf16_gains"]}, indent=1))
+        else:
+            report = run_infer_bench(args.threads, out, command, args.rounds, args.quick, tuple(args.case))
+            print(json.dumps({"results": report["results"], "ratios": report["ratios"]}, indent=1))
+        for name, table in report.get("profiles", {}).items():
+            print(f"top operators, one training step of {name}:")
+            for r in table:
+                print(f"  {r['op'][:40]:40s} {r['self_ms']:9.1f} ms {100 * r['share']:5.1f} % {r['calls']:5d} calls")
+        print(f"results written to {out}")
+        return 0
     if args.what in ("models2d", "models3d"):
         from .apps.bench import run_models2d_bench, run_models3d_bench
 
@@ -229,12 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("bench", help="benchmarks: scan, models2d, models3d")
-    p.add_argument("what", choices=["scan", "models2d", "models3d"],
+    p = sub.add_parser("bench", help="benchmarks: scan, models2d, models3d, amp, infer")
+    p.add_argument("what", choices=["scan", "models2d", "models3d", "amp", "infer"],
                    help="scan: the selective-scan backends; models2d: Akmamba-Net vs U-Net steps and inference; "
-                        "models3d: DM-SegNet vs 3D U-Net steps")
+                        "models3d: DM-SegNet vs 3D U-Net steps; amp: training steps of both Mamba networks vs "
+                        "their baselines in fp32 and bf16 autocast; infer: inference at real size (DRIVE image, "
+                        "Hippocampus and BraTS volumes), fp32 and bf16, seconds and peak memory")
     p.add_argument("--quick", action="store_true", help="scan: only the 2D case, no reference loop; models3d: only "
-                   "the CPU-width DM-SegNet vs 3D U-Net steps")
+                   "the CPU-width DM-SegNet vs 3D U-Net steps; amp/infer: tiny inputs (checks that it runs)")
+    p.add_argument("--case", action="append", default=[], metavar="NAME",
+                   help="infer: only this case (repeatable): drive_565x584, hippocampus_36x50x35, brats_240x240x155")
     p.add_argument("--rounds", type=int, default=5, help="models2d/3d: alternated rounds (best of each is kept)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for the timings (default 2)")
     p.add_argument("--weights", default="", help="models2d: checkpoint to time full-image inference with")

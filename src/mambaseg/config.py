@@ -96,7 +96,8 @@ class TrainCfg:
     iters_per_epoch: int = 50
     batch_size: int = 8
     val_every: int = 5
-    amp: bool = False  # bf16 autocast on CPU, fp16 on CUDA; the scan stays fp32
+    amp: bool = False  # bf16 autocast on CPU, fp16 on CUDA; the scan keeps its state and sums in fp32, AKConv and
+    # the fused conv1d accumulate in fp32 (bf16 storage and GEMMs)
     grad_clip: float = 12.0
     deterministic: bool = False
     num_threads: int = 0  # 0 = torch default

@@ -79,3 +79,54 @@ def test_tiny_mamba_networks_train_on_cuda(name, shape):
         opt.step()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("dtype,unit", [(torch.float16, 2.0**-11), (torch.bfloat16, 2.0**-8)])
+@pytest.mark.parametrize("backend", ["chunked", "cuda"])
+def test_half_precision_scan_on_cuda(dtype, unit, backend):
+    """Issue 23: mamba_ssm's convention on CUDA — u, delta, B, C, z in fp16/bf16, A, D, delta_bias fp32, output and
+    the half inputs' gradients in the half dtype. Against the fp64 reference on the same (representable) values and
+    the same upstream gradient only the final roundings remain: |Δ| <= u·|value| (u = 2^-11 fp16, 2^-8 bf16), plus
+    1e-3 × the largest magnitude for the fp32 arithmetic inside (mamba_ssm's kernel sums in fp32 in another order)."""
+    from mambaseg.ssm import resolve_backend, selective_scan
+
+    if resolve_backend(backend, torch.device("cuda")) != backend:
+        pytest.skip(f"backend {backend} not available on CUDA")
+    base = make_inputs(length=64, groups=1, nstate=8, dtype=torch.float64, seed=5)
+    low = ("u", "delta", "B", "C", "z")
+    half = {k: (v.detach().to(dtype) if k in low else v.detach().float()).cuda().requires_grad_() for k, v in
+            base.items()}
+    exact = {k: v.detach().double().cpu().requires_grad_() for k, v in half.items()}
+    g = torch.randn(2, 4, 64, dtype=torch.float64).to(dtype)
+    out = selective_scan(**half, delta_softplus=True, backend=backend)  # B, C grouped (B, 1, N, L)
+    assert out.dtype == dtype
+    grads = torch.autograd.grad((out * g.cuda()).sum(), [half[k] for k in ARGS])
+    ref = selective_scan_reference(**exact, delta_softplus=True)
+    ref_grads = torch.autograd.grad((ref * g.double()).sum(), [exact[k] for k in ARGS])
+    for name, got, want in zip(("out",) + ARGS, (out.detach(), *grads), (ref.detach(), *ref_grads)):
+        low_out = name in low + ("out",)
+        assert got.dtype == (dtype if low_out else torch.float32), name
+        bound = 1e-3 * float(want.abs().max()) + (unit * want.abs() if low_out else 0)
+        assert ((got.double().cpu() - want).abs() <= bound).all(), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name,shape", [("akmamba_net_tiny", (2, 3, 64, 64)), ("dm_segnet_tiny", (1, 1, 32, 32, 32))])
+def test_tiny_mamba_networks_train_under_cuda_autocast(name, shape, dtype):
+    """A few steps under torch.autocast('cuda', fp16 with a GradScaler / bf16): finite, decreasing loss."""
+    torch.manual_seed(0)
+    net = build_model(name, in_channels=shape[1], out_channels=2).cuda()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    x = torch.randn(shape, device="cuda")
+    y = torch.randint(0, 2, (shape[0], *shape[2:]), device="cuda")
+    losses = []
+    for _ in range(4):
+        with torch.autocast("cuda", dtype=dtype):
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]

@@ -343,3 +343,104 @@ def test_reference_sampling_exact_on_a_large_map(zero_pad):
     ref = _loop_sample(x.double(), p.double(), zero_pad)
     got = m.sample(x, p, exact=True).view(1, 1, n, 4, 4).permute(0, 1, 3, 4, 2).double()
     torch.testing.assert_close(got, ref, rtol=0, atol=2e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bfloat16 (issue 23): bf16 samples and products, fp32 positions, accumulation and gradients
+# ---------------------------------------------------------------------------------------------------------------
+U_BF16 = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits): one rounding changes a value by <= u·|value|
+
+
+def _bf16_case(zero_pad: bool, hw=(19, 23)):
+    """Image, positions (fp32-representable, so both runs sample at the same points), weight, upstream gradient."""
+    g = torch.Generator().manual_seed(11)
+    c, n, co = 12, 9, 7  # K = N·C = 108 products per output
+    x = torch.randn(2, c, *hw, generator=g, dtype=torch.float64)
+    p = (torch.rand(2, 2 * n, *hw, generator=g, dtype=torch.float64) * 26 - 3).float().double()  # many clamped
+    if zero_pad:
+        x, p = torch.nn.functional.pad(x, (1, 1, 1, 1)), p + 1
+    w = torch.randn(co, c * n, generator=g, dtype=torch.float64) / (c * n) ** 0.5
+    dy = torch.randn(2, co, *hw, generator=g, dtype=torch.float64)
+    return x, p, w, dy
+
+
+def _kernel_grads(x, p, w, dy):
+    x, p, w = (t.detach().clone().requires_grad_(True) for t in (x, p, w))
+    y = akconv_kernel.akconv_sample_mix(x, p, w)
+    return (y.detach(), *torch.autograd.grad((y.to(dy.dtype) * dy).sum(), [x, p, w]))
+
+
+@needs_kernel
+@pytest.mark.parametrize("zero_pad", [False, True])
+def test_kernel_bf16_within_rounding_bounds(zero_pad):
+    """bf16 storage vs the exact (fp64) kernel, element-wise, against first-order rounding bounds (u = 2^-8).
+
+    Forward y = Σ_k W_k s_k (K = N·C): x and W are rounded to bf16 (u each), each sample is a non-negative
+    bilinear combination of rounded corners computed in fp32 and rounded once (u), the sum runs in fp32 (≈ 2^-24,
+    negligible) and y is rounded once (u·|y|): |Δy| <= 3u·(|W| @ s(|x|)) + u|y|, where s(|x|) are the samples of
+    |x| (the kernel itself on |x|, |W| in fp64 gives that sum). dx is the scatter of dcol = dy W (dy, W and dcol
+    each rounded once: 3u·|dy||W|, scattered with non-negative weights) and is rounded to bf16 on return (u): bound
+    4u × the fp64 kernel's dx for (|dy|, |W|). dW = Σ dy ⊗ col per 1024-row tile (dy: u, samples: 2u, each tile's
+    bf16 product: u, the final bf16 dW: u): bound 5u × the fp64 dW for (|x|, |dy|). The positions' gradient
+    sums dcol_c times corner differences: |Δdp| <= 4u · Σ_c G_c · 2 max|x| with G = |dy| @ |W| (a loose bound, but
+    an error in the kernel is O(1) of dp). Each bound gets a factor 1.5 for second-order terms.
+    """
+    x, p, w, dy = _bf16_case(zero_pad)
+    y0, dx0, dp0, dw0 = _kernel_grads(x, p, w, dy)  # exact reference (fp64)
+    y1, dx1, dp1, dw1 = _kernel_grads(x.bfloat16(), p.float(), w.bfloat16(), dy.bfloat16().double())
+    assert y1.dtype == torch.bfloat16 and dx1.dtype == torch.bfloat16 and dw1.dtype == torch.bfloat16
+    assert dp1.dtype == torch.float32
+    ya, dxa, _, dwa = _kernel_grads(x.abs(), p, w.abs(), dy.abs())
+    u = U_BF16
+    assert ((y1.double() - y0).abs() <= 1.5 * (3 * u * ya + u * y0.abs())).all()
+    assert ((dx1.double() - dx0).abs() <= 1.5 * 4 * u * dxa).all()
+    assert ((dw1.double() - dw0).abs() <= 1.5 * 5 * u * dwa).all()
+    c, n = x.shape[1], p.shape[1] // 2
+    g_abs = torch.einsum("bohw,ok->bkhw", dy.abs(), w.abs()).view(2, n, c, *dy.shape[2:]).sum(2)  # Σ_c G, (B,N,h,w)
+    bound_p = 1.5 * 4 * u * 2 * float(x.abs().max()) * torch.cat([g_abs, g_abs], dim=1)
+    assert ((dp1.double() - dp0).abs() <= bound_p).all()
+    # and the errors are of bf16's size, not zero (the bf16 path really ran)
+    assert 0 < float((y1.double() - y0).abs().max()) < 0.1 * float(y0.abs().max())
+
+
+@needs_kernel
+def test_kernel_bf16_deterministic_across_threads():
+    """The fp32 accumulations keep the shape-only split: bf16 results are bit-identical at 1 and 2 threads (two
+    1024-row tiles, so every GEMM runs single-threaded inside the split at either thread count)."""
+    x, p, w, dy = _bf16_case(False, hw=(26, 31))
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            outs.append(_kernel_grads(x.bfloat16(), p.float(), w.bfloat16(), dy.float()))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+@needs_kernel
+def test_autocast_runs_the_kernel_in_bf16(monkeypatch):
+    """Under torch.autocast('cpu', bfloat16) AKConv's kernel receives bf16 image and weight and fp32 offsets, and
+    the module's output (after BN + SiLU) is bf16; its gradients reach every parameter in fp32 (master weights)."""
+    seen = []
+    ext = akconv_kernel._load()
+    real = ext.forward
+
+    def forward(x, off, w, pn, stride, shift):
+        seen.append((x.dtype, off.dtype, w.dtype))
+        return real(x, off, w, pn, stride, shift)
+
+    monkeypatch.setattr(akconv_kernel, "_load", lambda: type("E", (), {"forward": staticmethod(forward),
+                                                                         "backward": ext.backward})())
+    torch.manual_seed(0)
+    m = AKConv(4, 6, 5).train()
+    x = torch.randn(2, 4, 9, 11)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    assert seen == [(torch.bfloat16, torch.float32, torch.bfloat16)]
+    assert y.dtype == torch.bfloat16
+    y.float().square().sum().backward()
+    for name, prm in m.named_parameters():
+        assert prm.grad is not None and prm.grad.dtype == torch.float32 and torch.isfinite(prm.grad).all(), name

@@ -164,3 +164,44 @@ def test_fused_conv_path_is_used_and_matches_conv1d_path(monkeypatch):
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
     for a, b in zip(g_fused, g_plain):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_conv_under_bf16_autocast_matches_autocast_conv1d():
+    """Under torch.autocast('cpu', bfloat16) the direction's conv + SiLU still runs in the compiled kernel (fp32
+    arithmetic on bf16-rounded x, weight and bias; the result rounded to bf16), and it is autocast's own unfused
+    ``silu(conv1d(x))`` up to that path's extra roundings (u = 2^-8): the unfused path rounds the conv output
+    (≤ u|pre|, through SiLU's slope ≤ 1.1) and the SiLU output (≤ u|y|), the fused one y once (≤ u|y|), so
+    |Δy| ≤ u·(1.1|pre| + 2|y|). The input gradient: the unfused path rounds the SiLU gradient (≤ u|gp|), its
+    slope sees the rounded pre (|silu''| ≤ 0.5: ≤ 0.5u|pre||g|) and both round dx once (≤ 2u|dx|), summed over the
+    K taps with |w|: |Δdx| ≤ Σ_j |w_j|·u(|gp| + 0.5|pre||g|) + 2u|dx|. A factor 2 covers the fp32 sums (~2^-24)
+    and second-order terms.
+    """
+    import mambaseg.nn.mamba as mamba_mod
+    from mambaseg.ssm import cpu_kernel
+
+    if not cpu_kernel.available():
+        pytest.skip("the compiled CPU kernel is not available")
+    u = 2.0**-8
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3)
+    x = torch.randn(2, 6, 41).bfloat16().float().requires_grad_(True)
+    g = torch.randn(2, 6, 41).bfloat16().float()
+    assert mamba_mod._fused_conv(x, conv)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = mamba_mod._conv_silu_fused(x, conv)
+        plain = F.silu(conv(x)[..., :41])
+    assert fused.dtype == plain.dtype == torch.bfloat16
+    dx_f = torch.autograd.grad((fused.float() * g).sum(), x)[0]
+    dx_p = torch.autograd.grad((plain.float() * g).sum(), x)[0]
+    with torch.no_grad():  # exact (fp64) quantities on the same bf16 operands, for the bounds
+        xd, wd, bd = x.double(), conv.weight.bfloat16().double(), conv.bias.bfloat16().double()
+        pre = F.conv1d(xd, wd, bd, padding=3, groups=6)[..., :41]
+        y = F.silu(pre)
+        s = torch.sigmoid(pre)
+        gp = g.double() * s * (1 + pre * (1 - s))
+        slack = u * (gp.abs() + 0.5 * pre.abs() * g.double().abs())
+        # Σ_j |w_j| slack_{s + K-1-j}: the adjoint of the causal conv applied to the slack with |w|
+        adj = torch.nn.functional.conv1d(F.pad(slack, (0, 3)), wd.abs().flip(-1), groups=6)
+    assert ((fused.double() - plain.double()).abs() <= 2 * u * (1.1 * pre.abs() + 2 * y.abs())).all()
+    assert ((dx_f.double() - dx_p.double()).abs() <= 2 * (adj + 2 * u * dx_p.double().abs())).all()
+    assert not torch.equal(dx_f, torch.zeros_like(dx_f))

@@ -270,3 +270,32 @@ def test_causal_conv1d_silu_bit_identical_with_1_and_2_threads():
         torch.set_num_threads(threads)
     for a, c in zip(*results):
         assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("nstate, groups", [(4, 2), (16, 1)])
+def test_bf16_inputs_fp32_state_outputs_and_gradients(nstate, groups):
+    """mamba_ssm's convention: u, delta, B, C, z in bf16, A, D, delta_bias in fp32; the state and every sum in fp32,
+    the output and the gradients of the bf16 inputs in bf16, those of the fp32 inputs in fp32.
+
+    Compared with the fp64 reference run on the same (bf16-representable) values and the same bf16 upstream
+    gradient, the only bf16 roundings left are the final ones: |Δ| <= u·|value| (u = 2^-8) for the bf16 results;
+    the fp32 arithmetic adds ~2^-24 per operation over sums of at most L·N terms, covered by an absolute term
+    1e-4 × the largest magnitude (the fp32 results get that term alone).
+    """
+    u_bf16 = 2.0**-8
+    base = make_inputs(length=45, nstate=nstate, groups=groups, dtype=torch.float64, seed=3)
+    low = ("u", "delta", "B", "C", "z")
+    half = {k: (v.detach().to(torch.bfloat16) if k in low else v.detach().float()).requires_grad_()
+            for k, v in base.items()}
+    exact = {k: v.detach().double().requires_grad_() for k, v in half.items()}
+    g = torch.randn(2, 8, 45, generator=torch.Generator().manual_seed(1)).bfloat16()
+    out = selective_scan_cpu(**half, delta_softplus=True, chunk_size=CHUNK)
+    assert out.dtype == torch.bfloat16
+    grads = torch.autograd.grad((out * g).sum(), [half[k] for k in ARGS])
+    ref = selective_scan_reference(**exact, delta_softplus=True)
+    ref_grads = torch.autograd.grad((ref * g.double()).sum(), [exact[k] for k in ARGS])
+    for name, got, want in zip(("out",) + ARGS, (out.detach(), *grads), (ref.detach(), *ref_grads)):
+        expected_dtype = torch.bfloat16 if name in low + ("out",) else torch.float32
+        assert got.dtype == expected_dtype, name
+        bound = 1e-4 * float(want.abs().max()) + (u_bf16 * want.abs() if expected_dtype == torch.bfloat16 else 0)
+        assert ((got.double() - want).abs() <= bound).all(), name

@@ -228,7 +228,8 @@ class AKConv(nn.Module):
             x, shift = F.pad(x, (1, 1, 1, 1)), 1.0
         weight = self.conv[0].weight.reshape(self.out_channels, self.in_channels * self.num_param)
         y = akconv_kernel.akconv_sample_mix(x, offset, weight, self.p_n, self.stride, shift)
-        return y.to(x.dtype)
+        # under autocast the result stays bf16 (as a convolution's would); otherwise x's dtype
+        return y if torch.is_autocast_enabled("cpu") else y.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the alterable-kernel convolution.

@@ -7,7 +7,12 @@ N-fold buffer is never written out. Its backward, per tile: ``dcol = dy · W``, 
 point's bilinear weights once, writes the samples again (for the weight gradient), scatters ``dcol`` to the input
 (col2im) and reduces it to the positions. Parallel with ``at::parallel_for`` over work units split by shape only,
 no atomics, fixed-order reductions: gradients are bit-identical from run to run whatever the thread count.
-Half-precision inputs are computed in fp32.
+
+Precision: fp32 and fp64 inputs are computed in their dtype. bfloat16 — a bf16 ``x``, or any ``x`` under
+``torch.autocast("cpu", dtype=torch.bfloat16)`` — runs in bf16 storage with fp32 arithmetic: ``x`` and ``weight``
+in bf16, each sample computed in fp32 from the bf16 corners and rounded once to bf16, the products bf16 GEMMs with
+fp32 accumulation (oneDNN), the positions (offsets + base grid) and the gradients of ``x``, the offsets and the
+weight accumulated in fp32 (returned in their inputs' dtypes); the output is bf16. fp16 inputs are computed in fp32.
 
 The sampling rule is the official AKConv's (clamped corners, the edge counted twice outside ``[0, size−1)``); on a
 zero-padded image (positions shifted by one) it is exactly zero-extended bilinear sampling, so one kernel serves
@@ -26,7 +31,7 @@ import torch
 
 from ..utils.cpp_ext import disabled, load_extension
 
-__all__ = ["ENV_DISABLE", "akconv_sample_mix", "available"]
+__all__ = ["ENV_DISABLE", "akconv_sample_mix", "available", "storage_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +71,19 @@ class _AKConvFn(torch.autograd.Function):
         need = ctx.needs_input_grad
         dx, doff, dw = _load().backward(x, off, weight, pn, ctx.stride, ctx.shift, dy.to(x.dtype).contiguous(),
                                         need[0], need[1], need[2])
+        dx, doff, dw = dx.to(x.dtype), doff.to(off.dtype), dw.to(weight.dtype)  # bf16: accumulated in fp32
         return (dx if need[0] else None), (doff if need[1] else None), (dw if need[2] else None), None, None, None
+
+
+def storage_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the kernel samples and multiplies in for input ``x``: bf16 for a bf16 ``x`` or under a CPU
+    bf16 autocast, fp64 for fp64, else fp32."""
+    if x.dtype == torch.float64:
+        return torch.float64
+    if x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                      and torch.get_autocast_dtype("cpu") == torch.bfloat16):
+        return torch.bfloat16
+    return torch.float32
 
 
 def akconv_sample_mix(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, p_n: torch.Tensor | None = None,
@@ -86,7 +103,8 @@ def akconv_sample_mix(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
         shift: added to every position.
 
     Returns:
-        (B, C_out, h, w) in fp32 (fp64 if ``x`` is fp64), in channels-last memory format.
+        (B, C_out, h, w) in :func:`storage_dtype` (bf16 for bf16 ``x`` or under a CPU bf16 autocast, fp64 for fp64,
+        else fp32), in channels-last memory format.
 
     Raises:
         RuntimeError: the kernel is not available (check :func:`available`).
@@ -97,12 +115,13 @@ def akconv_sample_mix(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
     b, c = x.shape[:2]
     n = offset.shape[1] // 2
     h, w = offset.shape[-2:]
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    store = storage_dtype(x)
+    work = torch.float64 if store == torch.float64 else torch.float32  # positions and accumulation
     with torch.autocast(device_type="cpu", enabled=False):
         # the kernel works channels-last: x (B, S1, S2, C) (free when x already is), weight (C_out, N·C)
-        xc = x.to(work).permute(0, 2, 3, 1).contiguous()
+        xc = x.to(store).permute(0, 2, 3, 1).contiguous()
         oc = offset.to(work).permute(0, 2, 3, 1).contiguous()  # (B, h, w, 2N): free when p_conv ran channels-last
-        wc = weight.to(work).view(-1, c, n).transpose(1, 2).reshape(-1, n * c)
+        wc = weight.to(store).view(-1, c, n).transpose(1, 2).reshape(-1, n * c)
         pn = torch.zeros(2 * n, dtype=work) if p_n is None else p_n.detach().to(work).contiguous()
         if torch.is_grad_enabled() and any(t.requires_grad for t in (x, offset, weight)):
             y = _AKConvFn.apply(xc, oc, wc, pn, int(stride), float(shift))

@@ -7,7 +7,9 @@ permutation of the token sequence; its output is permuted back and the direction
 
     y = out_proj( Σ_k unpermute_k( scan_k( permute_k(x), permute_k(z) ) ) )
 
-Every scan goes through :func:`mambaseg.ssm.selective_scan` (fp32 inside, CUDA kernel when available).
+Every scan goes through :func:`mambaseg.ssm.selective_scan` (fp32 inside, CUDA kernel when available). Under a CPU
+bf16 autocast (``train.amp``) the projections run in bf16, the causal conv + SiLU in the compiled kernel with fp32
+arithmetic on bf16 operands, and the scan takes and returns bf16 with its state and sums in fp32.
 """
 
 from __future__ import annotations
@@ -126,11 +128,30 @@ def _wmm(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def _fused_conv(x: torch.Tensor, conv: nn.Conv1d) -> bool:
-    """Whether the compiled causal conv + SiLU applies: CPU fp32/fp64 tensors of one dtype (not under autocast,
-    not while tracing) and the kernel builds (``MAMBASEG_NO_CPU_KERNEL=1`` turns it off with the scan kernel)."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and conv.weight.dtype == x.dtype
+    """Whether the compiled causal conv + SiLU applies: CPU fp32/fp64/bf16 tensors (also under autocast), not while
+    tracing, and the kernel builds (``MAMBASEG_NO_CPU_KERNEL=1`` turns it off with the scan kernel)."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64, torch.bfloat16)
             and conv.bias is not None and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
-            and not torch.is_autocast_enabled("cpu") and cpu_kernel.available())
+            and cpu_kernel.available())
+
+
+def _bf16_mode(x: torch.Tensor) -> bool:
+    """bf16 input, or a CPU autocast to bf16: the half-precision convention applies."""
+    return x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                         and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+
+def _conv_silu_fused(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """The compiled causal conv + SiLU in x's dtype (fp32/fp64), or, for bf16 (a bf16 x or a CPU bf16 autocast),
+    autocast's convention for a convolution: x and the weights rounded to bf16, the arithmetic in fp32, the result
+    rounded to bf16."""
+    if not _bf16_mode(x):
+        return causal_conv1d_silu_cpu(x, conv.weight.to(x.dtype), conv.bias.to(x.dtype))
+    with torch.autocast(device_type="cpu", enabled=False):
+        def r(t):
+            return t.to(torch.bfloat16).float()
+
+        return causal_conv1d_silu_cpu(r(x), r(conv.weight), r(conv.bias)).to(torch.bfloat16)
 
 
 class MambaDirection(nn.Module):
@@ -184,7 +205,7 @@ class MambaDirection(nn.Module):
         """
         length = x.shape[-1]
         if _fused_conv(x, self.conv1d):
-            x = causal_conv1d_silu_cpu(x, self.conv1d.weight, self.conv1d.bias)  # same as below, one compiled pass
+            x = _conv_silu_fused(x, self.conv1d)  # same as below, one compiled pass (fp32 arithmetic for bf16)
         else:
             x = F.silu(self.conv1d(x)[..., :length])  # causal: keep the first L outputs of the left-padded conv
         x_dbl = _wmm(self.x_proj.weight, x)  # (B, R + 2N, L)

@@ -10,7 +10,10 @@ The backend is chosen by the ``backend`` argument, else the ``MAMBASEG_SCAN_BACK
 ``auto`` (``cuda`` for CUDA tensors when mamba_ssm is installed, ``cpu`` for CPU tensors when the kernel builds,
 otherwise ``chunked``; always ``chunked`` while tracing or exporting to ONNX). An unavailable backend falls back to
 ``chunked`` with a logged warning; the backend in use is logged once per process. Computation is fp32 (fp64 for fp64
-inputs), also under autocast; the output has u's dtype.
+inputs), also under autocast; the output has u's dtype. This is mamba_ssm's half-precision convention: u, delta, B, C
+and z may be bf16 (or fp16), A, D and delta_bias fp32; the state and every sum stay fp32, the output and the gradients
+of the half-precision inputs come back in their dtype (the ``cpu`` and ``chunked`` backends widen the inputs to fp32
+on entry).
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@
 // sampling point is a short vector loop over contiguous channels (the compiler vectorises it) and the position
 // arithmetic is done once per point, not once per channel.
 //
-// Inputs (contiguous, one floating dtype T = float or double):
+// Inputs (contiguous; x and weight of one dtype X, offsets and p_n of the working dtype T): T = X = float or double,
+// or X = bfloat16 with T = float (bf16 samples and products, fp32 positions, accumulation and gradients dx, dp, dw):
 //   x: (B, S1, S2, C)    the image to sample, channels last (the caller zero-pads it for AKConv's zero_pad mode)
 //   off: (B, h, w, 2N)   offsets (p_conv's output, channels last): [.., n] along S1, [.., N + n] along S2; the sampling
 //                        position of point n of output pixel (i, j) is (i, j) * stride + p_n[n] + off + shift
 //   weight: (C_out, N*C) the (N, 1) mixing convolution's weight, column n*C + c
 // Output: y (B, h*w, C_out) = col_b @ weight^T for every b, col_b (h*w, N*C) the bilinear samples (computed tile by
-// tile in the forward).
+// tile in the forward), in X. The products are ATen GEMMs in X (for bf16: oneDNN / cpublas, fp32 accumulation);
+// for bf16 each tile's weight-gradient product is rounded to bf16 once and added to an fp32 sum.
 //
 // Sampling, per axis (coordinate q, size S), exactly as the official AKConv / mambaseg's reference:
 //   0 <= q < S-1:  corners floor(q), floor(q)+1 with weights 1-f, f (f = q - floor(q)); d/dq of the weights -1, +1
@@ -29,6 +31,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -103,8 +106,10 @@ Dims check(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight,
               "akconv_cpu: expected x (B,S1,S2,C), offsets (B,h,w,2N), weight (C_out, N*C), p_n (2N,)");
   TORCH_CHECK(x.is_contiguous() && off.is_contiguous() && weight.is_contiguous() && pn.is_contiguous(),
               "akconv_cpu: inputs must be contiguous");
-  TORCH_CHECK(x.scalar_type() == off.scalar_type() && x.scalar_type() == weight.scalar_type() &&
-              x.scalar_type() == pn.scalar_type(), "akconv_cpu: x, offsets, weight and p_n must share one dtype");
+  const auto work = x.scalar_type() == at::kBFloat16 ? at::kFloat : x.scalar_type();
+  TORCH_CHECK(x.scalar_type() == weight.scalar_type() && off.scalar_type() == work && pn.scalar_type() == work,
+              "akconv_cpu: x and weight must share one dtype (float, double or bfloat16), offsets and p_n that dtype "
+              "(float for bfloat16)");
   TORCH_CHECK(off.size(0) == x.size(0) && off.size(3) % 2 == 0 && off.size(3) > 0 && pn.size(0) == off.size(3),
               "akconv_cpu: offsets must be (B, h, w, 2N) and p_n (2N,)");
   TORCH_CHECK(stride >= 0, "akconv_cpu: stride must be >= 0");
@@ -116,6 +121,28 @@ Dims check(const at::Tensor& x, const at::Tensor& off, const at::Tensor& weight,
 template <typename T>
 Shape<T> shape_of(const Dims& d, const at::Tensor& pn, int64_t stride, double shift) {
   return Shape<T>{d.C, d.N, d.S1, d.S2, d.h * d.w, d.w, stride, static_cast<T>(shift), pn.data_ptr<T>()};
+}
+
+// data pointer of a tensor of storage type X (bfloat16 tensors as their uint16_t bits)
+template <typename X>
+X* ptr(const at::Tensor& t) {
+  if constexpr (std::is_same_v<X, uint16_t>)
+    return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>());
+  else
+    return t.data_ptr<X>();
+}
+
+// calls f with (T, X) placeholders for x's dtype: (float, float), (double, double) or (float, bf16 bits)
+template <typename F>
+void dispatch_types(at::ScalarType dtype, const char* name, const F& f) {
+  if (dtype == at::kFloat)
+    f(float{}, float{});
+  else if (dtype == at::kDouble)
+    f(double{}, double{});
+  else if (dtype == at::kBFloat16)
+    f(float{}, uint16_t{});
+  else
+    TORCH_CHECK(false, name, ": unsupported dtype ", dtype, " (expected float, double or bfloat16)");
 }
 
 // positions = (row, col) * stride + p_n + offsets + shift (stride 0: the offsets are absolute positions).
@@ -130,17 +157,18 @@ at::Tensor akconv_forward(const at::Tensor& x, const at::Tensor& off, const at::
   if (rows == 0) return y;
   const auto wt = weight.t();
   const auto yv = y.view({rows, d.Co});
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_forward", [&] {
-    const auto s = shape_of<scalar_t>(d, pn, stride, shift);
+  dispatch_types(x.scalar_type(), "akconv_cpu_forward", [&](auto t_tag, auto x_tag) {
+    using T = decltype(t_tag);
+    using X = decltype(x_tag);
+    const auto s = shape_of<T>(d, pn, stride, shift);
     at::parallel_for(0, tiles, 1, [&](int64_t j0, int64_t j1) {
       at::NoGradGuard no_grad;  // worker threads start with autograd on; the caller (a Function) has it off
       auto col = at::empty({std::min(kTile, rows), K}, x.options());
-      scalar_t* cp = col.data_ptr<scalar_t>();
+      X* cp = ptr<X>(col);
       for (int64_t j = j0; j < j1; ++j) {
         const int64_t r0 = j * kTile, r1 = std::min(rows, r0 + kTile);
         for_pieces(r0, r1, hw, [&](int64_t b, int64_t i0, int64_t i1, int64_t first) {
-          AKCONV_CALL(im2col_range, x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s, cp + first * K, i0,
-                      i1);
+          AKCONV_CALL(im2col_range, ptr<X>(x[b]), off[b].data_ptr<T>(), s, cp + first * K, i0, i1);
         });
         auto yt = yv.narrow(0, r0, r1 - r0);
         at::mm_out(yt, col.narrow(0, 0, r1 - r0), wt);
@@ -166,9 +194,11 @@ std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& o
   const int64_t units = std::min(kUnits, tiles), plane = d.S1 * d.S2 * d.C;
   TORCH_CHECK(dy.is_contiguous() && dy.scalar_type() == x.scalar_type() && dy.numel() == rows * d.Co,
               "akconv_cpu: dy must be contiguous (B, h*w, C_out) with x's dtype");
-  auto dx = need_dx ? at::zeros_like(x) : at::empty({0}, x.options());
+  const auto wopt = off.options();  // the working dtype: gradients are accumulated and returned in it
+  const bool mixed = x.scalar_type() != off.scalar_type();  // bf16 storage: GEMM products rounded, summed in fp32
+  auto dx = need_dx ? at::zeros(x.sizes(), wopt) : at::empty({0}, wopt);
   auto doff = need_doff ? at::empty_like(off) : at::empty({0}, x.options());
-  if (!(need_dx || need_doff || need_dw) || rows == 0) return {dx, doff, at::zeros_like(weight)};
+  if (!(need_dx || need_doff || need_dw) || rows == 0) return {dx, doff, at::zeros(weight.sizes(), wopt)};
   // the units that start inside a batch element: their own dx buffer (slot) for that element
   std::vector<int64_t> slot(units, -1), slot_unit;
   auto unit_rows = [&](int64_t u) { return std::make_pair(tiles * u / units * kTile,
@@ -179,41 +209,50 @@ std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& o
       slot_unit.push_back(u);
     }
   const int64_t slots = static_cast<int64_t>(slot_unit.size());
-  auto dxs = slots > 0 ? at::zeros({slots, plane}, x.options()) : at::empty({0}, x.options());
+  auto dxs = slots > 0 ? at::zeros({slots, plane}, wopt) : at::empty({0}, wopt);
   // unit 0's weight-gradient partial sum is dw itself, the others get their own
-  auto dw = need_dw ? at::empty({d.Co, K}, x.options()) : at::empty({0}, x.options());
-  auto dwp = (need_dw && units > 1) ? at::empty({units - 1, d.Co, K}, x.options()) : at::empty({0}, x.options());
+  auto dw = need_dw ? at::empty({d.Co, K}, wopt) : at::empty({0}, wopt);
+  auto dwp = (need_dw && units > 1) ? at::empty({units - 1, d.Co, K}, wopt) : at::empty({0}, wopt);
   const auto dyv = dy.view({rows, d.Co});
   // the samples for the weight gradient come out of the fused pass (corners loaded once) when the two tile buffers
   // stay small; for wide tiles (deep layers) the separate pass over one buffer is faster (a shape-only choice)
   const bool need_dcol = need_dx || need_doff;
   const bool fuse = need_dw && need_dcol && std::min(kTile, rows) * K * x.element_size() <= kFuseBytes;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "akconv_cpu_backward", [&] {
-    const auto s = shape_of<scalar_t>(d, pn, stride, shift);
+  dispatch_types(x.scalar_type(), "akconv_cpu_backward", [&](auto t_tag, auto x_tag) {
+    using T = decltype(t_tag);
+    using X = decltype(x_tag);
+    const auto s = shape_of<T>(d, pn, stride, shift);
     at::parallel_for(0, units, 1, [&](int64_t u0, int64_t u1) {
       at::NoGradGuard no_grad;  // worker threads start with autograd on
       auto tile = at::empty({std::min(kTile, rows), K}, x.options());  // samples (weight gradient's operand)
       auto tile2 = fuse ? at::empty({std::min(kTile, rows), K}, x.options()) : tile;  // dcol
-      scalar_t* tp = tile.data_ptr<scalar_t>();
-      scalar_t* tp2 = tile2.data_ptr<scalar_t>();
+      auto prod = mixed && need_dw ? at::empty({d.Co, K}, x.options()) : at::Tensor();  // bf16 dw product
+      X* tp = ptr<X>(tile);
+      X* tp2 = ptr<X>(tile2);
       for (int64_t u = u0; u < u1; ++u) {
         const auto range = unit_rows(u);
         const int64_t ru0 = range.first, ru1 = range.second;
         auto dwu = !need_dw ? dw : u == 0 ? dw : dwp[u - 1];
         auto dw_product = [&](int64_t r0, int64_t r1, const at::Tensor& dyt) {
           const auto ct = tile.narrow(0, 0, r1 - r0);
-          if (r0 == ru0)
+          if (mixed) {
+            at::mm_out(prod, dyt.t(), ct);
+            if (r0 == ru0)
+              dwu.copy_(prod);
+            else
+              dwu.add_(prod);
+          } else if (r0 == ru0) {
             at::mm_out(dwu, dyt.t(), ct);
-          else
+          } else {
             dwu.addmm_(dyt.t(), ct);
+          }
         };
         for (int64_t r0 = ru0; r0 < ru1; r0 += kTile) {
           const int64_t r1 = std::min(ru1, r0 + kTile);
           const auto dyt = dyv.narrow(0, r0, r1 - r0);
           if (need_dw && !fuse) {  // the samples in their own pass, then dcol over the same buffer
             for_pieces(r0, r1, hw, [&](int64_t b, int64_t i0, int64_t i1, int64_t first) {
-              AKCONV_CALL(im2col_range, x[b].data_ptr<scalar_t>(), off[b].data_ptr<scalar_t>(), s, tp + first * K,
-                          i0, i1);
+              AKCONV_CALL(im2col_range, ptr<X>(x[b]), off[b].data_ptr<T>(), s, tp + first * K, i0, i1);
             });
             dw_product(r0, r1, dyt);
           }
@@ -221,12 +260,9 @@ std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& o
             auto dct = tile2.narrow(0, 0, r1 - r0);
             at::mm_out(dct, dyt, weight);
             for_pieces(r0, r1, hw, [&](int64_t b, int64_t i0, int64_t i1, int64_t first) {
-              scalar_t* dxb = !need_dx ? nullptr
-                              : b * hw >= ru0 ? dx[b].data_ptr<scalar_t>()
-                                              : dxs[slot[u]].data_ptr<scalar_t>();
-              AKCONV_CALL(backward_tile, x[b].data_ptr<scalar_t>(), tp2 + first * K, off[b].data_ptr<scalar_t>(), s,
-                          fuse ? tp + first * K : nullptr, dxb, need_doff ? doff[b].data_ptr<scalar_t>() : nullptr,
-                          i0, i1);
+              T* dxb = !need_dx ? nullptr : b * hw >= ru0 ? dx[b].data_ptr<T>() : dxs[slot[u]].data_ptr<T>();
+              AKCONV_CALL(backward_tile, ptr<X>(x[b]), tp2 + first * K, off[b].data_ptr<T>(), s,
+                          fuse ? tp + first * K : nullptr, dxb, need_doff ? doff[b].data_ptr<T>() : nullptr, i0, i1);
             });
           }
           if (fuse) dw_product(r0, r1, dyt);
@@ -235,9 +271,8 @@ std::vector<at::Tensor> akconv_backward(const at::Tensor& x, const at::Tensor& o
     });
     // the scatters of units that started inside an element and the weight-gradient partial sums, in unit order
     for (int64_t k = 0; k < slots; ++k)
-      add_in_order(dx[unit_rows(slot_unit[k]).first / hw].data_ptr<scalar_t>(), dxs[k].data_ptr<scalar_t>(), 1,
-                   plane);
-    if (need_dw && units > 1) add_in_order(dw.data_ptr<scalar_t>(), dwp.data_ptr<scalar_t>(), units - 1, d.Co * K);
+      add_in_order(dx[unit_rows(slot_unit[k]).first / hw].data_ptr<T>(), dxs[k].data_ptr<T>(), 1, plane);
+    if (need_dw && units > 1) add_in_order(dw.data_ptr<T>(), dwp.data_ptr<T>(), units - 1, d.Co * K);
   });
   return {dx, doff, dw};
 }
