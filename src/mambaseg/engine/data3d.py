@@ -18,7 +18,7 @@ from ..data.plans import Plan3D
 from ..data.preprocess import PreprocessCache, cached_fingerprint
 from ..data.splits import split_ids
 
-__all__ = ["load_dataset_3d"]
+__all__ = ["data_spec", "load_dataset_3d"]
 
 logger = logging.getLogger(__name__)
 
