@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
               "input": "full case" if not args.crop else f"centre {args.crop}^3 voxels of the case",
               "load_average_before": [round(v, 2) for v in os.getloadavg()],
               "weights": "untrained (seeded random init): inference cost does not depend on the weights",
-              "models": {}}
+              "models": {}, "complete": False}
     with tempfile.TemporaryDirectory(prefix="brats_inf_") as tmp:
         tmp = Path(tmp)
         src = _crop_case(case, tmp / "input", args.crop) if args.crop else case
@@ -152,11 +152,17 @@ def main(argv: list[str] | None = None) -> int:
                                        "target_spacing_mm": plan["target_spacing"], "patch_size": plan["patch_size"],
                                        "load_average_after": [round(v, 2) for v in os.getloadavg()]}
             print(model, json.dumps(report["models"][model]), flush=True)
+            _write(report, args.out)  # after each model: a long run leaves what it measured
     report["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    report["complete"] = True
+    _write(report, args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _write(report: dict, out: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -79,11 +79,11 @@ def test_flair_model_predicts_plain_files_and_one_case_folder(runs, tmp_path):
     _, data, out = runs
     plain = tmp_path / "plain"
     plain.mkdir()
-    for cid in ("a", "b"):
+    for cid in ("a_flair", "b_flair"):  # several cases' FLAIR files in one folder: not one case folder
         shutil.copy(data / "Case_000" / "FLAIR.nii.gz", plain / f"{cid}.nii.gz")
     assert main(["predict", "-m", str(out["flair"]), "-i", str(plain), "-o", str(tmp_path / "p1"),
                  "--no-progress"]) == 0
-    assert sorted(f.name for f in (tmp_path / "p1").glob("*.nii.gz")) == ["a.nii.gz", "b.nii.gz"]
+    assert sorted(f.name for f in (tmp_path / "p1").glob("*.nii.gz")) == ["a_flair.nii.gz", "b_flair.nii.gz"]
     assert main(["predict", "-m", str(out["both"]), "-i", str(data / "Case_001"), "-o", str(tmp_path / "p2"),
                  "--no-progress"]) == 0
     assert (tmp_path / "p2" / "Case_001.nii.gz").is_file()

@@ -204,13 +204,16 @@ def find_case_files(folder: Path, channels: Sequence[tuple[str, Sequence[str]]],
     return images, lab
 
 
-def is_case_folder(folder: Path, spec: CaseFolderSpec) -> bool:
-    """True when a file of ``folder`` matches one of the spec's channel patterns (or its label pattern)."""
+def is_case_folder(folder: Path, spec: CaseFolderSpec, single: bool = False) -> bool:
+    """True when a file of ``folder`` matches one of the spec's channel patterns (or its label pattern); with
+    ``single``, only when moreover no pattern matches two files (a folder of several cases' FLAIR files is not one
+    case folder)."""
     if not folder.is_dir():
         return False
     files = _folder_files(folder)
     patterns = [p for _, p in spec.channels] + ([spec.label] if spec.label else [])
-    return any(_matches(files, p) for p in patterns)
+    counts = [len(_matches(files, p)) for p in patterns]
+    return any(counts) and not (single and max(counts) > 1)
 
 
 def _case(folder: Path, spec: CaseFolderSpec, channels, require_label: bool) -> Case3D:
@@ -236,7 +239,8 @@ def case_folder_cases(root: str | os.PathLike, spec: CaseFolderSpec, require_lab
         raise DataError(f"{root}: case-folder dataset not found")
     channels = predict_spec(spec) if alternatives else [(n, [p]) for n, p in spec.channels]
     probe = CaseFolderSpec(tuple((n, p) for n, ps in channels for p in ps), spec.label)
-    if is_case_folder(root, probe) and not any(is_case_folder(d, probe) for d in root.iterdir() if d.is_dir()):
+    if is_case_folder(root, probe, single=True) and not any(is_case_folder(d, probe) for d in root.iterdir()
+                                                             if d.is_dir()):
         return [_case(root, spec, channels, require_label)]
     folders = sorted(d for d in root.iterdir() if d.is_dir() and is_visible(d) and is_case_folder(d, probe))
     if not folders:
