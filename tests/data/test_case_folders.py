@@ -188,3 +188,29 @@ def test_plan_uses_the_brain_mask_for_multichannel_mr():
     assert [e["scheme"] for e in plan(dict(fp, n_channels=1), "MR")["normalization"]] == ["zscore_nonzero"]
     one = plan(dict(fp, n_channels=1), "MR", brain_mask=True)["normalization"]
     assert [e["scheme"] for e in one] == ["zscore_brain"]
+
+
+def test_predict_gathers_case_folders_by_channel_name(tmp_path):
+    """predict's gathering with a model's stored spec: case folders of another release by the channel's name, one
+    case folder, and a flat folder of several cases' FLAIR files (each its own case, not one case folder)."""
+    from mambaseg.engine.predict.volumes import gather_volume_cases
+
+    flair = case_folder_spec("brats2018_wt", ["FLAIR"])
+    both = case_folder_spec("brats2018_wt")
+    root = write_case_folders(tmp_path / "r2021", "brats2021", n_cases=2, with_label=False)
+    got = gather_volume_cases(root, both)
+    assert [(cid, [f.name for f in files]) for cid, files in got] == [
+        ("Case_000", ["Case_000_flair.nii.gz", "Case_000_t1.nii.gz"]),
+        ("Case_001", ["Case_001_flair.nii.gz", "Case_001_t1.nii.gz"])]
+    got = gather_volume_cases(root / "Case_001", flair)
+    assert [(cid, [f.name for f in files]) for cid, files in got] == [("Case_001", ["Case_001_flair.nii.gz"])]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for cid in ("a", "b"):
+        (flat / f"{cid}_flair.nii.gz").write_bytes((root / "Case_000" / "Case_000_flair.nii.gz").read_bytes())
+    got = gather_volume_cases(flat, flair)
+    assert [cid for cid, _ in got] == ["a_flair", "b_flair"]
+    (root / "Case_000" / "Case_000_t1.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"case 'Case_000': missing channel T1 \(no file matching 'T1.nii\*' or "
+                                        r"'\*-t1n.nii\*' or '\*_t1.nii\*'\)"):
+        gather_volume_cases(root, both)

@@ -69,6 +69,8 @@ def gather_volume_cases(inp: Path, spec=None) -> list[tuple[str, list[Path]]]:
         probe = CaseFolderSpec(tuple((n, p) for n, ps in predict_spec(spec) for p in ps))
         if (not files and subdirs) or is_case_folder(inp, probe, single=True):
             return [(c.case_id, list(c.images)) for c in case_folder_cases(inp, spec, alternatives=True)]
+        if files:  # plain files (e.g. several cases' FLAIR files), never BraTS-named files of one case here
+            return sorted(group_channels(files).items())
     if not files and subdirs:  # BraTS: folder of case folders
         cases = brats_cases(inp)
         return [(c.case_id, list(c.images)) for c in cases]
