@@ -186,11 +186,16 @@ def test_3d_labels_outside_dataset_json_are_an_error(tmp_path, capsys, workers):
 def test_3d_labels_outside_brats_regions_and_without_class_set(tmp_path, capsys):
     gt, pred, lab = _labels_3d(tmp_path, None)
     bad = lab.copy()
-    bad[0, 0, 0] = 4  # BraTS 2021's raw enhancing-tumour label: ET (3,) would silently miss it
+    bad[0, 0, 0] = 5  # no BraTS label
     nib.save(nib.Nifti1Image(bad, np.eye(4)), gt / "case_0.nii.gz")
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-o", str(tmp_path / "ev"), "--regions",
                  "brats"]) == 2
-    _one_line(capsys, str(gt / "case_0.nii.gz"), "label values 4", "[0, 1, 2, 3]", "--regions brats")
+    _one_line(capsys, str(gt / "case_0.nii.gz"), "label values 5", "[0, 1, 2, 3, 4]", "--regions brats")
+    # BraTS 2021's raw enhancing-tumour label 4 is read as 3 (ET), not missed
+    bad[0, 0, 0] = 4
+    nib.save(nib.Nifti1Image(bad, np.eye(4)), gt / "case_0.nii.gz")
+    res = evaluate(pred, gt, tmp_path / "ev1", regions="brats")
+    assert res["metric_per_case"][0]["metrics"]["(3,)"]["n_ref"] == 1
     # no dataset.json and no regions: no class set, every label found is scored (label 4 included)
     res = evaluate(pred, gt, tmp_path / "ev2")
     assert set(res["mean"]) == {"1", "2", "4"}

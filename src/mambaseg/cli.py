@@ -348,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, help="output folder for metrics.csv and summary.json")
     p.add_argument("--empty-policy", default="nan", choices=["nan", "transunet", "segmamba", "brats"],
                    help="3D: score when prediction or reference is empty")
-    p.add_argument("--regions", default="", choices=["", "brats"], help="3D: also score BraTS regions")
+    p.add_argument("--regions", default="", choices=["", "brats", "wt"],
+                   help="3D: score BraTS regions: brats = whole tumour, tumour core, enhancing tumour (BraTS 2021/2023 "
+                        "labels; 4 read as 3), wt = whole tumour alone (binary whole-tumour labels)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="2D: foreground where p > threshold, for predictions stored as probability maps (float 0-1, "
                         "8- or 16-bit); label masks (0 and one other value) are foreground where non-zero")

@@ -50,7 +50,7 @@ class ModelCfg:
 
 @dataclass(frozen=True)
 class DataCfg:
-    layout: str = "drive"  # drive | folder2d | synthetic_drive | msd | brats | synapse_npz | btcv
+    layout: str = "drive"  # drive | folder2d | synthetic_drive | msd | brats | case_folders | synapse_npz | btcv
     root: str = ""
     split: str = "training"  # DRIVE split folder used for training
     val_fraction: float = 0.2
@@ -68,6 +68,13 @@ class DataCfg:
     synthetic_cases: int = 24  # synthetic_drive: number of training images generated
     synthetic_size: int = 256
     fundus_norm: str = "none"  # 2D: none | fov_zscore | green_clahe (mambaseg.data.fundus; also applied by predict)
+    # layout case_folders (mambaseg.data.layouts.case_folders): a preset (brats2023 | brats2021 | brats2018_wt) and/or
+    # channels name -> file pattern inside each case folder (a list of names = a subset of the preset's channels),
+    # label pattern, label_map raw -> training value ({} = the preset's)
+    preset: str = ""
+    channels: dict = field(default_factory=dict)
+    label: str = ""
+    label_map: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -258,12 +265,13 @@ def safe_yaml(text: str, source: str) -> Any:
 # = engine.data's 2D + 3D; nnunet is 2D or 3D by its dataset.json file_ending
 #: data.layout values: 2D ones, then 3D ones (``nnunet`` is 2D when its file_ending is an image format)
 LAYOUTS_2D = ("drive", "folder2d", "synthetic_drive")
-LAYOUTS_3D = ("msd", "brats", "synapse_npz", "btcv", "nnunet")
+LAYOUTS_3D = ("msd", "brats", "case_folders", "synapse_npz", "btcv", "nnunet")
 LAYOUTS = LAYOUTS_2D + LAYOUTS_3D
 FUNDUS_NORMS = ("none", "fov_zscore", "green_clahe")  # = mambaseg.data.fundus.FUNDUS_NORMS
 # keys added after runs were started: left out of config_to_dict at their default, so the saved config of a run
 # that does not use them is what it was before they existed (benchmark resume compares saved configs)
-_OMIT_AT_DEFAULT = {"data": {"fundus_norm": "none", "cache_compression": False},
+_OMIT_AT_DEFAULT = {"data": {"fundus_norm": "none", "cache_compression": False, "preset": "", "channels": {},
+                             "label": "", "label_map": {}},
                     "loss": {"cldice_weight": 0.5, "cldice_iters": 10}, "train": {"num_workers": 0},
                     "infer": {"stitch_device": "auto"}}
 INFER_MODES = ("gaussian", "constant")  # sliding-window blending (engine.inference)
@@ -406,6 +414,8 @@ def config_from_dict(raw: dict) -> Config:
                     except ValueError:
                         raise ConfigError(f"config key '{name}' must be a number in [0, 1] or auto, "
                                           f"got {v!r}.") from None
+                if name == "data.channels" and isinstance(v, (list, tuple)):  # a subset of the preset's channels
+                    v = {str(n): "" for n in v}
                 section[k] = _check(name, _coerce(v, getattr(defaults, k), name))
             top[key] = cls(**section)
         else:
@@ -430,6 +440,18 @@ def _cross_check(cfg: Config) -> Config:
     if cfg.loss.name == "dice_ce_cldice" and not binary:
         raise ConfigError(f"config key 'loss.name' is dice_ce_cldice, which needs binary segmentation "
                           f"(data.num_classes: 2), got data.num_classes {cfg.data.num_classes}.")
+    if cfg.data.layout == "case_folders":
+        from .data.errors import DataError
+        from .data.layouts.case_folders import case_folder_spec
+
+        try:
+            case_folder_spec(cfg.data.preset, cfg.data.channels, cfg.data.label, cfg.data.label_map)
+        except DataError as err:
+            raise ConfigError(str(err)) from None
+    elif cfg.data.preset or cfg.data.channels or cfg.data.label or cfg.data.label_map:
+        used = next(k for k in ("preset", "channels", "label", "label_map") if getattr(cfg.data, k))
+        raise ConfigError(f"config key 'data.{used}' applies to data.layout case_folders, got layout "
+                          f"{cfg.data.layout!r}.")
     if cfg.infer.threshold == "auto" and not (binary and two_d):
         raise ConfigError(f"config key 'infer.threshold' is auto, which needs a binary (data.num_classes: 2) 2D "
                           f"layout, got num_classes {cfg.data.num_classes} and layout {cfg.data.layout!r}.")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import LAYOUTS_2D
 from .errors import DataError
+from .layouts.case_folders import CaseFolderSpec
 from .layouts.detect3d import detect_layout3d, list_cases3d
 from .layouts.drive import DRIVE_SPLITS, drive_cases
 from .layouts.folder2d import folder2d_cases
@@ -44,9 +45,9 @@ def is_2d_layout(layout: str, root: str | os.PathLike = ".") -> bool:
 
 
 def list_cases(root: str | os.PathLike, layout: str | None = None,
-               split: str = "train") -> list[Case2D] | list[Case3D]:
+               split: str = "train", spec: CaseFolderSpec | None = None) -> list[Case2D] | list[Case3D]:
     """The cases of ``root`` in ``layout`` (detected when None); ``split`` is ``train`` (``training``) or ``test``
-    (DRIVE: the folder)."""
+    (DRIVE: the folder); ``spec``: the channel and label patterns of ``layout: case_folders``."""
     layout = layout or detect_layout(root)
     if split not in (*_TRAIN, "test"):
         raise ValueError(f"split must be train (training) or test, got {split!r}")
@@ -57,4 +58,4 @@ def list_cases(root: str | os.PathLike, layout: str | None = None,
         return folder2d_cases(root)
     if layout == "nnunet" and nnunet_is_2d(root):
         return nnunet2d_cases(root, split="train" if train else "test")
-    return list_cases3d(Path(root), layout=layout, split="train" if train else "test")
+    return list_cases3d(Path(root), layout=layout, split="train" if train else "test", spec=spec)

@@ -6,11 +6,13 @@ Stages (each a plain function; stages hand over JSON-friendly dicts):
    intensity statistics of foreground voxels (label > 0, or non-zero voxels when there is no label; at most
    ``n_samples`` random voxels per case, like nnU-Net).
 2. :func:`plan` — target spacing = per-axis median spacing; normalisation per channel: ``"MR"`` = per-case z-score on
-   the non-zero voxels (outside set to 0); ``"CT"`` = clip to the foreground 0.5/99.5 percentiles, then z-score with
-   the foreground mean/std (nnU-Net ``CTNormalization``), or with ``ct_window=(lo, hi)`` clip to the HU window and
-   scale to [0, 1] (TransUNet style); the nnU-Net v2 names ``zscore``, ``noNorm``, ``rescale_to_0_1`` and
-   ``rgb_to_0_1`` (``layout: nnunet`` picks them from ``channel_names``; see :data:`NORM_SCHEMES` and
-   :func:`normalize_channels`); patch size from the median resampled shape.
+   the non-zero voxels (outside set to 0) - for multi-channel MR and brain layouts on ONE brain mask shared by the
+   channels (union of their non-zero voxels, holes filled, as nnU-Net's crop + ``use_mask_for_norm``); ``"CT"`` =
+   clip to the foreground 0.5/99.5 percentiles, then z-score with the foreground mean/std (nnU-Net
+   ``CTNormalization``), or with ``ct_window=(lo, hi)`` clip to the HU window and scale to [0, 1] (TransUNet
+   style); the nnU-Net v2 names ``zscore``, ``noNorm``, ``rescale_to_0_1`` and ``rgb_to_0_1`` (``layout: nnunet``
+   picks them from ``channel_names``; see :data:`NORM_SCHEMES` and :func:`normalize_channels`); patch size from
+   the median resampled shape.
 3. :func:`preprocess_case` — reorient to RAS (nibabel orientation transforms, exact voxel permutation/flip), crop to
    the non-zero bounding box, normalise (before resampling, as nnU-Net does, so the non-zero mask is exact),
    resample to the target spacing (scipy ``zoom``, ``grid_mode=True`` i.e. voxel extents aligned: cubic for images,
@@ -50,6 +52,7 @@ from ..utils.jsonable import to_jsonable
 __all__ = [
     "NORM_SCHEMES",
     "PreprocessCache",
+    "brain_mask",
     "fingerprint",
     "invert_prediction",
     "median_relative_size_after_crop",
@@ -70,7 +73,7 @@ _MODALITIES = {"MR": "MR", "MRI": "MR", "CT": "CT"}
 _NNUNET_NAMES = {"zscore": "zscore", "nonorm": "noNorm", "rescale_to_0_1": "rescale_to_0_1",
                  "rgb_to_0_1": "rgb_to_0_1"}
 # the ``scheme`` of a plan's normalisation entry: how :func:`normalize_channels` maps a channel's intensities.
-NORM_SCHEMES = ("zscore_nonzero", "zscore", "ct", "ct_window", "none", "rescale_to_0_1", "rgb_to_0_1")
+NORM_SCHEMES = ("zscore_nonzero", "zscore_brain", "zscore", "ct", "ct_window", "none", "rescale_to_0_1", "rgb_to_0_1")
 # nnU-Net uses the non-zero mask for z-scoring when cropping to it leaves less than this median fraction of a case
 _MASK_FOR_NORM_BELOW = 0.75
 _GEOM_KEYS = ("path", "shape", "spacing", "affine", "orientation", "qform", "qform_code", "sform", "sform_code",
@@ -235,18 +238,21 @@ def median_relative_size_after_crop(fp: dict[str, Any]) -> float:
 
 
 def normalization_entries(modalities: Sequence[str], fp: dict[str, Any] | None = None,
-                          ct_window: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+                          ct_window: tuple[float, float] | None = None,
+                          shared_mask: bool = False) -> list[dict[str, Any]]:
     """The plan's ``normalization`` list: one ``{scheme, ...}`` entry per channel (see :func:`normalize_channels`).
 
     Per channel ``modalities[c]``:
 
-    - ``MR`` / ``MRI`` -> ``zscore_nonzero`` (mambaseg's historical 3D default: z-score on the non-zero voxels);
+    - ``MR`` / ``MRI`` -> ``zscore_nonzero`` (mambaseg's historical 3D default: z-score on the non-zero voxels), or
+      ``zscore_brain`` with ``shared_mask`` (z-score inside one mask for all channels: the union of their non-zero
+      voxels with holes filled, nnU-Net's behaviour);
     - ``CT`` -> ``ct`` with the fingerprint's foreground ``percentile_00_5``/``percentile_99_5``/``mean``/``std`` of
       that channel (nnU-Net ``CTNormalization``: the same clip and z-score for every case), or ``ct_window``;
     - ``zscore`` -> per-case z-score, as nnU-Net's ``ZScoreNormalization``: over the non-zero voxels only
-      (``zscore_nonzero``) when cropping to the non-zero box left less than 3/4 of the median case
-      (:func:`median_relative_size_after_crop` < 0.75: brain-like data, nnU-Net's ``use_mask_for_norm``), otherwise
-      over every voxel (``zscore``);
+      (``zscore_nonzero``; ``zscore_brain`` with ``shared_mask``) when cropping to the non-zero box left less than
+      3/4 of the median case (:func:`median_relative_size_after_crop` < 0.75: brain-like data, nnU-Net's
+      ``use_mask_for_norm``), otherwise over every voxel (``zscore``);
     - ``noNorm`` -> ``none``; ``rescale_to_0_1`` -> per-case min-max; ``rgb_to_0_1`` -> ``x / 255``.
 
     Names are matched case-insensitively (``str.casefold``); an unknown name is a ValueError here - the
@@ -261,8 +267,9 @@ def normalization_entries(modalities: Sequence[str], fp: dict[str, Any] | None =
     out: list[dict[str, Any]] = []
     for c, m in enumerate(modalities):
         key = _modality_name(m)
+        masked_scheme = "zscore_brain" if shared_mask else "zscore_nonzero"
         if key == "MR":
-            out.append(dict(scheme="zscore_nonzero"))
+            out.append(dict(scheme=masked_scheme))
         elif key == "CT" and ct_window is not None:
             lo, hi = (float(v) for v in ct_window)
             if not hi > lo:
@@ -276,7 +283,7 @@ def normalization_entries(modalities: Sequence[str], fp: dict[str, Any] | None =
                             std=max(st["std"], 1e-8)))
         elif key == "zscore":
             masked = fp is not None and median_relative_size_after_crop(fp) < _MASK_FOR_NORM_BELOW
-            out.append(dict(scheme="zscore_nonzero" if masked else "zscore"))
+            out.append(dict(scheme=masked_scheme if masked else "zscore"))
         else:
             out.append(dict(scheme={"noNorm": "none"}.get(key, key)))
     return out
@@ -284,7 +291,7 @@ def normalization_entries(modalities: Sequence[str], fp: dict[str, Any] | None =
 
 def plan(fp: dict[str, Any], modality: str | Sequence[str] = "MR", patch_size: Sequence[int] | None = None, *,
          target_spacing: Sequence[float] | None = None, ct_window: tuple[float, float] | None = None,
-         max_patch: int = 128) -> dict[str, Any]:
+         max_patch: int = 128, brain_mask: bool | None = None) -> dict[str, Any]:
     """Preprocessing plan from a :func:`fingerprint`.
 
     Args:
@@ -298,12 +305,15 @@ def plan(fp: dict[str, Any], modality: str | Sequence[str] = "MR", patch_size: S
         ct_window: fixed HU window ``(lo, hi)`` for CT channels: clip then scale to [0, 1], instead of the
             fingerprint-based clip + z-score.
         max_patch: largest default patch edge.
+        brain_mask: z-score the masked (MR) channels inside one mask shared by all channels (``zscore_brain``:
+            union of non-zero, holes filled); None = when the dataset has more than one channel.
     """
     n_ch = int(fp["n_channels"])
     mods = [modality] * n_ch if isinstance(modality, str) else list(modality)
     if len(mods) != n_ch:
         raise ValueError(f"modality must be one string or {n_ch} strings (one per channel), got {modality!r}")
-    norm = normalization_entries(mods, fp, ct_window)
+    shared = n_ch > 1 if brain_mask is None else bool(brain_mask)
+    norm = normalization_entries(mods, fp, ct_window, shared_mask=shared)
     spacing = np.asarray(target_spacing if target_spacing is not None else fp["median_spacing"], dtype=np.float64)
     if spacing.shape != (3,) or not np.all(spacing > 0):
         raise ValueError(f"target_spacing must be 3 positive numbers, got {spacing.tolist()}")
@@ -334,6 +344,9 @@ def normalize_channels(image: np.ndarray, schemes: Sequence[dict],
 
     - ``zscore_nonzero``: ``(x - mean) / std`` over the non-zero voxels, the others set to 0 [``ZScoreNormalization``
       with ``use_mask_for_norm``];
+    - ``zscore_brain``: the same inside ONE mask shared by every ``zscore_brain`` channel: the union of the non-zero
+      voxels of all channels, holes filled (:func:`brain_mask`), the others set to 0 [nnU-Net's crop to non-zero +
+      ``use_mask_for_norm``: a voxel dark in one modality but inside the brain is normalised, not zeroed];
     - ``zscore``: ``(x - mean) / std`` over every voxel [``ZScoreNormalization``];
     - ``ct``: ``(clip(x, lower, upper) - mean) / std`` with the dataset-wide values stored in the entry
       [``CTNormalization``];
@@ -353,11 +366,16 @@ def normalize_channels(image: np.ndarray, schemes: Sequence[dict],
     if len(schemes) != image.shape[0]:
         raise ValueError(f"{where} has {len(schemes)} normalisation entries, image has {image.shape[0]} channels")
     out, stats = np.empty(image.shape, dtype=np.float32), []
+    shared = None
     for c, sch in enumerate(schemes):
         x = np.asarray(image[c], dtype=np.float64)
         name = sch.get("scheme") if isinstance(sch, dict) else None
-        if name == "zscore_nonzero":
-            mask = x != 0
+        if name in ("zscore_nonzero", "zscore_brain"):
+            if name == "zscore_brain":
+                shared = brain_mask(image) if shared is None else shared
+                mask = shared
+            else:
+                mask = x != 0
             vals = x[mask] if mask.any() else x.ravel()
             mean, std = float(vals.mean()), float(max(vals.std(), 1e-8))
             x = np.where(mask, (x - mean) / std, 0.0)
@@ -386,6 +404,12 @@ def normalize_channels(image: np.ndarray, schemes: Sequence[dict],
                              f"{', '.join(NORM_SCHEMES)}")
         out[c] = x
     return out, stats
+
+
+def brain_mask(image: np.ndarray) -> np.ndarray:
+    """bool ``(*S)``: the voxels non-zero in any channel of ``image`` ``(C, *S)``, holes filled
+    (``scipy.ndimage.binary_fill_holes``), as nnU-Net's non-zero mask."""
+    return ndimage.binary_fill_holes(np.any(np.asarray(image) != 0, axis=0))
 
 
 def _normalise(image: np.ndarray, schemes: list[dict]) -> tuple[np.ndarray, list[dict]]:

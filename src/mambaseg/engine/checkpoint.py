@@ -131,7 +131,8 @@ def _mapping_or_none(v) -> bool:
     return v is None or isinstance(v, dict)
 
 
-_NORM_SCHEMES = ("zscore_nonzero", "zscore", "ct", "ct_window", "none", "rescale_to_0_1", "rgb_to_0_1")  # preprocess
+_NORM_SCHEMES = ("zscore_nonzero", "zscore_brain", "zscore", "ct", "ct_window", "none", "rescale_to_0_1",
+                 "rgb_to_0_1")  # = preprocess.NORM_SCHEMES
 
 
 def _norm_entries(v) -> bool:
@@ -176,6 +177,7 @@ _FIELDS: dict[str, tuple] = {
                                                                          for k, x in v.items())),
                     "a mapping of class names to integer label values"),
     "data.plan": (_mapping_or_none, "a mapping (the 3D preprocessing plan)"),
+    "data.case_folders": (_mapping_or_none, "a mapping (channel and label file patterns of case folders)"),
     "data.plan.patch_size": (_ints((3,)), "3 positive integers"),
     "data.plan.target_spacing": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3
                                  and all(_is_num(x) and x > 0 for x in v), "3 positive numbers (mm)"),

@@ -10,6 +10,7 @@ from ..config import DataCfg
 from ..data.case_store import LazyCase
 from ..data.cases import list_cases
 from ..data.io import DataError
+from ..data.layouts.case_folders import CaseFolderSpec, case_folder_spec
 from ..data.layouts.dataset_json import channel_modalities
 from ..data.layouts.records import Case3D
 from ..data.nifti import check_label_values, check_resample_size, volume_header
@@ -17,7 +18,7 @@ from ..data.plans import Plan3D
 from ..data.preprocess import PreprocessCache, cached_fingerprint
 from ..data.splits import split_ids
 
-__all__ = ["load_dataset_3d"]
+__all__ = ["data_spec", "load_dataset_3d"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     root = Path(cfg.root)
     if not root.exists():
         raise DataError(f"{root}: data.root does not exist (layout {cfg.layout!r}).")
-    records = [c for c in list_cases(root, cfg.layout, "train") if c.label is not None]
+    spec = data_spec(cfg)
+    records = [c for c in list_cases(root, cfg.layout, "train", spec=spec) if c.label is not None]
     if not records:
         raise DataError(f"{root}: no labelled cases found for layout {cfg.layout!r}.")
     # every case's labels are checked against data.num_classes when it is read (load_case3d), before training
@@ -44,9 +46,11 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir or Path(".")) / "cache"
     fp = cached_fingerprint([by_id[i] for i in train_ids], cache_dir)  # reads every case only once per dataset
     modality = channel_modalities(records[0].channel_names, cfg.modality, cfg.layout)  # auto: from dataset.json
+    # one brain mask for every channel (nnU-Net) for brain layouts and any multi-channel MR dataset (plan's default)
+    brain = True if cfg.layout in ("brats", "case_folders") else None
     fitted = Plan3D.fit(fp, modality=modality, patch_size=list(cfg.patch_size) if cfg.patch_size else None,
                         target_spacing=list(cfg.target_spacing) if cfg.target_spacing else None,
-                        ct_window=tuple(cfg.ct_window) if cfg.ct_window else None)
+                        ct_window=tuple(cfg.ct_window) if cfg.ct_window else None, brain_mask=brain)
     the_plan = fitted.plan
     for head in heads.values():  # the resampled size from the headers, before anything is resampled
         if head is not None:
@@ -72,7 +76,17 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     labels = getattr(records[0], "labels", None) or {}
     info = {"train_ids": train_ids, "val_ids": val_ids, "spatial_dims": 3, **fitted.to_checkpoint(),
             "labels": dict(labels), "channel_names": list(records[0].channel_names), "layout": cfg.layout}
+    if spec is not None:  # predict finds the channels of new case folders by these patterns
+        info["case_folders"] = spec.to_dict()
     return train, val, info
+
+
+def data_spec(cfg: DataCfg) -> CaseFolderSpec | None:
+    """The :class:`CaseFolderSpec` of ``layout: case_folders`` (``data.preset``, ``channels``, ``label``,
+    ``label_map``), None for the other layouts."""
+    if cfg.layout != "case_folders":
+        return None
+    return case_folder_spec(cfg.preset, cfg.channels, cfg.label, cfg.label_map)
 
 
 def _check_headers(case: Case3D) -> dict | None:

@@ -4,6 +4,8 @@
 - :mod:`~mambaseg.data.layouts.nnunet`: nnU-Net v2 raw, 3D and 2D;
 - :mod:`~mambaseg.data.layouts.msd`: Medical Segmentation Decathlon;
 - :mod:`~mambaseg.data.layouts.brats`: BraTS 2023 and 2020/21;
+- :mod:`~mambaseg.data.layouts.case_folders`: case folders of any naming, channels and label named by file patterns
+  (presets for BraTS 2023, 2019-2021 and the 2018 whole-tumour export);
 - :mod:`~mambaseg.data.layouts.synapse`: Synapse (TransUNet npz/h5) and raw BTCV;
 
 shared by them: :mod:`~mambaseg.data.layouts.records` (``Case2D``, ``Case3D``, path helpers),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mambaseg.data.io import DataError
 from mambaseg.data.layouts.brats import brats_cases, brats_scheme
+from mambaseg.data.layouts.case_folders import CaseFolderSpec, case_folder_cases
 from mambaseg.data.layouts.dataset_json import read_dataset_json
 from mambaseg.data.layouts.msd import msd_cases
 from mambaseg.data.layouts.nnunet import nnunet_cases
@@ -41,9 +42,15 @@ def detect_layout3d(root: str | os.PathLike) -> str:
                     "img*.nii.gz")
 
 
-def list_cases3d(root: str | os.PathLike, layout: str | None = None, split: str = "train") -> list[Case3D]:
-    """Cases of ``root`` for ``layout`` (auto-detected when None)."""
+def list_cases3d(root: str | os.PathLike, layout: str | None = None, split: str = "train",
+                 spec: CaseFolderSpec | None = None) -> list[Case3D]:
+    """Cases of ``root`` for ``layout`` (auto-detected when None); ``layout: case_folders`` needs the ``spec`` that
+    names the channel and label files (:func:`~mambaseg.data.layouts.case_folders.case_folder_spec`)."""
     layout = layout or detect_layout3d(root)
+    if layout == "case_folders":
+        if spec is None:
+            raise ValueError("layout case_folders needs a CaseFolderSpec (spec=...)")
+        return case_folder_cases(root, spec)
     if layout == "nnunet" and (Path(root) / "dataset.json").is_file():
         return nnunet_cases(root, split)
     if layout in ("msd", "nnunet"):
@@ -53,5 +60,5 @@ def list_cases3d(root: str | os.PathLike, layout: str | None = None, split: str 
     if layout in ("synapse", "btcv", "synapse_npz", "synapse_h5"):
         source = {"btcv": "btcv", "synapse_npz": "npz", "synapse_h5": "h5"}.get(layout)
         return synapse_cases(root, split, source)
-    raise ValueError(f"layout must be one of msd, nnunet, brats, synapse, synapse_npz, synapse_h5, btcv, "
-                     f"got {layout!r}")
+    raise ValueError(f"layout must be one of msd, nnunet, brats, case_folders, synapse, synapse_npz, synapse_h5, "
+                     f"btcv, got {layout!r}")

@@ -63,13 +63,30 @@ def _volumes(folder: Path) -> dict[str, Path]:
     return out
 
 
+def _case_folder_labels(gt: Path) -> dict[str, Path]:
+    """Case folder name -> its label file (the BraTS presets' label patterns,
+    :func:`~mambaseg.data.layouts.case_folders.reference_label`), for a reference folder of case folders."""
+    from ...data.layouts.case_folders import reference_label
+
+    out = {}
+    for d in sorted(gt.iterdir()):
+        if d.is_dir() and not d.name.startswith("."):
+            lab = reference_label(d)
+            if lab is not None:
+                out[d.name] = lab
+    return out
+
+
 def match_cases(pred: Path, gt: Path) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
     """``(case id, prediction, reference)`` of every volume in ``pred``, paired with the volume of the same case id
-    (the name without its suffix) in ``gt``, and the references. A prediction without reference is an error."""
+    (the name without its suffix) in ``gt`` - or, when ``gt`` holds case folders, with the label file of the case
+    folder of that name - and the references. A prediction without reference is an error."""
     preds, refs = _volumes(pred), _volumes(gt)
+    if not refs:
+        refs = _case_folder_labels(gt)
     pairs = []
     for cid, p in preds.items():
         if cid not in refs:
-            raise DataError(f"{p}: no reference {cid}.nii.gz in {gt}.")
+            raise DataError(f"{p}: no reference {cid}.nii.gz (or case folder {cid}/ with a label) in {gt}.")
         pairs.append((cid, p, refs[cid]))
     return pairs, list(refs.values())

@@ -19,7 +19,7 @@ from ...data.readers import array_dims
 from ...utils.atomic import atomic_path, atomic_write_text, clean_stale_temp
 from ..eval_common import check_workers, missing_references, ordered_map
 from .images import METRICS_2D, Images
-from .volumes import Volumes
+from .volumes import REGION_SETS, Volumes
 
 __all__ = ["evaluate", "evaluate_2d", "evaluate_3d", "evaluate_pairs", "format_table", "piece_for", "score_folder"]
 
@@ -104,6 +104,8 @@ def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path
             file or the option).
     """
     check_workers(workers)
+    if regions not in ("", *REGION_SETS):
+        raise DataError(f"--regions {regions!r}: expected one of {', '.join(REGION_SETS)} (or none).")
     pred, gt, out = Path(pred), Path(gt), Path(out)
     if not pred.is_dir():
         raise DataError(f"{pred}: prediction folder not found.")

@@ -10,10 +10,16 @@ classes. The names sit alongside in ``class_names`` (key -> name, e.g. ``{"1": "
 (name -> member labels). ``prediction_file`` / ``reference_file`` are absolute paths, so a report made in another
 folder still finds the volumes for its overlays.
 
+Regions: ``--regions brats`` scores whole tumour (1, 2, 3), tumour core (1, 3) and enhancing tumour (3) on BraTS
+2021/2023 labels (BraTS 2019-2021's enhancing label 4 is read as 3, as training relabels it); ``--regions wt`` scores
+the whole tumour alone (every label > 0; what binary whole-tumour labels such as BraTS 2018's ``GT_W`` allow).
+References may be case folders (``<gt>/<case>/<label>``, the label found by the BraTS presets' label patterns:
+``*-seg.nii*``, ``*_seg.nii*``, ``GT_W.nii*``), as ``layout: case_folders`` datasets hold them.
+
 Labels outside the class set are an error naming the file and the values: with a ``dataset.json`` beside the
-references every label value must be declared there, with ``--regions brats`` be one of 0-3. Without either, every
-label found is scored (nothing can be outside). Cases are scored one at a time, in this process or in a process pool
-(:func:`mambaseg.engine.eval_common.ordered_map`), gathered in case order.
+references every label value must be declared there, with ``--regions brats`` / ``wt`` be one of 0-4. Without
+either, every label found is scored (nothing can be outside). Cases are scored one at a time, in this process or in a
+process pool (:func:`mambaseg.engine.eval_common.ordered_map`), gathered in case order.
 """
 
 from __future__ import annotations
@@ -26,12 +32,17 @@ from pathlib import Path
 import numpy as np
 
 from ...data.io import DataError
+from ...data.layouts.load3d import remap_labels
 from ...data.nifti import read_volume_label
 from ...metrics.volumetric import METRIC_KEYS, evaluate_cases, nanmean
 from ..eval_common import ordered_map
 from .files import match_cases
 
-__all__ = ["Volumes", "check_label_set", "label_key", "nnunet_keyed"]
+__all__ = ["REGION_SETS", "Volumes", "check_label_set", "label_key", "nnunet_keyed"]
+
+#: ``--regions`` values: BraTS WT/TC/ET, or the whole tumour alone (binary whole-tumour labels)
+REGION_SETS = ("brats", "wt")
+BRATS_RELABEL = {4: 3}  # BraTS 2019-2021 enhancing tumour -> 2023's label
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +89,14 @@ def _label_values(task: tuple) -> set[int]:
 def _score_3d(task: tuple) -> dict:
     """Score one case (a pool task: only file names travel): each file is read once, its labels checked against
     the class set, then :func:`evaluate_cases` of the pair (identical to passing it the files)."""
-    p, r, cid, classes, empty_policy, allowed, source = task
+    p, r, cid, classes, empty_policy, allowed, source = task[:7]
+    relabel = task[7] if len(task) > 7 else None
     pa, pm = read_volume_label(p)
     check_label_set(pa, p, allowed, source)
     ra, rm = read_volume_label(r)
     check_label_set(ra, r, allowed, source)
+    if relabel:  # BraTS 2019-2021 enhancing tumour 4 -> 3 (after the check: 4 is an allowed raw value)
+        pa, ra = (remap_labels(a, relabel) for a in (pa, ra))
     if pa.shape != ra.shape:
         raise DataError(f"{p}: prediction shape {pa.shape} differs from reference {r} shape {ra.shape}.")
     if not np.allclose(pm["affine"], rm["affine"], rtol=0, atol=1e-3):
@@ -99,11 +113,14 @@ def _declared_classes(gt: Path, regions: str) -> tuple:
     labels of the ``dataset.json`` beside the references, or ``(None, None, "")`` (every label found is scored)."""
     classes, allowed, source = None, None, ""
     labels_json = gt.parent / "dataset.json"
-    if regions == "brats":
+    if regions in REGION_SETS:
         from ...metrics.volumetric import BRATS_REGIONS
 
-        classes, source = "brats", "BraTS regions, --regions brats"
-        allowed = {0} | {v for members in BRATS_REGIONS.values() for v in members}
+        allowed = {0, 4} | {v for members in BRATS_REGIONS.values() for v in members}  # 4: BraTS 2019-2021 ET
+        if regions == "brats":
+            classes, source = "brats", "BraTS regions, --regions brats (label 4 read as 3)"
+        else:
+            classes, source = {"WT": BRATS_REGIONS["WT"]}, "whole tumour, --regions wt (every label > 0)"
     elif labels_json.is_file():
         from ...data.layouts.dataset_json import declared_label_values
 
@@ -128,7 +145,7 @@ class Volumes:
 
     Args:
         empty_policy: see :func:`mambaseg.metrics.volumetric.evaluate_cases`.
-        regions: ``"brats"`` scores the BraTS regions.
+        regions: ``"brats"`` scores the BraTS regions, ``"wt"`` the whole tumour alone.
         classes, allowed, source: the class set when it is known beforehand (:func:`.pipeline.evaluate_pairs`);
             otherwise it is read beside the references by :meth:`tasks`.
     """
@@ -162,7 +179,9 @@ class Volumes:
             for vals in ordered_map(_label_values, pairs, workers, describe=lambda t: str(t[1])):
                 values.update(vals)
             self.classes = {str(v): (int(v),) for v in sorted(values - {0})}  # = evaluate_cases' own choice
-        return [(p, r, cid, self.classes, self.empty_policy, self.allowed, self.source) for cid, p, r in pairs]
+        relabel = BRATS_RELABEL if self.regions in REGION_SETS else None
+        return [(p, r, cid, self.classes, self.empty_policy, self.allowed, self.source, relabel)
+                for cid, p, r in pairs]
 
     def average(self, scored: list[dict]) -> dict:
         """:func:`~mambaseg.metrics.volumetric.evaluate_cases`' result of all the cases from the per-case results,
@@ -179,7 +198,7 @@ class Volumes:
 
     def summary(self, scored: list[dict], refs: list[Path], missing: list[str]) -> dict:
         """nnU-Net v2's summary (keyed by label value) plus the CSV rows and the text table."""
-        result = nnunet_keyed(self.average(scored), regions=self.regions == "brats")
+        result = nnunet_keyed(self.average(scored), regions=self.regions in REGION_SETS)
         names = result["class_names"]
         result["kind"] = "3d"
         result["prediction_folder"], result["reference_folder"] = str(self.pred_dir), str(self.gt_dir)

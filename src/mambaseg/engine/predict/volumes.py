@@ -42,10 +42,16 @@ from .overlay3d import orthogonal_overlay
 __all__ = ["Volumes", "gather_volume_cases"]
 
 
-def gather_volume_cases(inp: Path) -> list[tuple[str, list[Path]]]:
+def gather_volume_cases(inp: Path, spec=None) -> list[tuple[str, list[Path]]]:
     """(case id, channel files) for a file, a folder of volumes (``CASE_0000`` channel suffixes grouped) or a folder
-    of BraTS case folders (or one BraTS case folder)."""
+    of BraTS case folders (or one BraTS case folder).
+
+    ``spec``: the :class:`~mambaseg.data.layouts.case_folders.CaseFolderSpec` a ``layout: case_folders`` model was
+    trained with: case folders (a folder of them, or one) are then read by its channel names and patterns, each
+    channel also by the other BraTS releases' patterns for that name
+    (:func:`~mambaseg.data.layouts.case_folders.predict_spec`); plain files stay single-channel cases."""
     from ...data.layouts.brats import brats_cases
+    from ...data.layouts.case_folders import case_folder_cases, is_case_folder, predict_spec
     from ...data.layouts.msd import group_channels
 
     if not inp.exists():
@@ -57,6 +63,14 @@ def gather_volume_cases(inp: Path) -> list[tuple[str, list[Path]]]:
     subdirs = [d for d in sorted(inp.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     files = [f for f in sorted(inp.iterdir()) if f.is_file() and not f.name.startswith(".")
              and volume_suffix(f)]
+    if spec is not None:
+        from ...data.layouts.case_folders import CaseFolderSpec
+
+        probe = CaseFolderSpec(tuple((n, p) for n, ps in predict_spec(spec) for p in ps))
+        if (not files and subdirs) or is_case_folder(inp, probe, single=True):
+            return [(c.case_id, list(c.images)) for c in case_folder_cases(inp, spec, alternatives=True)]
+        if files:  # plain files (e.g. several cases' FLAIR files), never BraTS-named files of one case here
+            return sorted(group_channels(files).items())
     if not files and subdirs:  # BraTS: folder of case folders
         cases = brats_cases(inp)
         return [(c.case_id, list(c.images)) for c in cases]
@@ -84,10 +98,25 @@ def _read_channels(case_id: str, files: list[Path]) -> dict:
     return {"case_id": case_id, "image": image, "label": None, "meta": meta0}
 
 
+def _check_grids(cid: str, files: list[Path], heads: list[dict]) -> None:
+    """Every channel file of a case on the first one's grid (shape and affine, from the headers): one line naming
+    the case and the file otherwise."""
+    ref = heads[0]
+    for f, h in zip(files[1:], heads[1:]):
+        if tuple(h["shape"])[:3] != tuple(ref["shape"])[:3]:
+            raise DataError(f"case {cid}: {f} has shape {tuple(h['shape'])[:3]}, {files[0]} has "
+                            f"{tuple(ref['shape'])[:3]}; expected every channel on one grid.")
+        if h["affine"] is None or not np.allclose(h["affine"], ref["affine"], rtol=0, atol=1e-3):
+            raise DataError(f"case {cid}: {f} has another affine (voxel-to-world) than {files[0]}; expected every "
+                            f"channel on one grid (resample it onto the first channel's).")
+
+
 def _check_channels(n: int, pred, cid: str, files: list[Path]) -> None:
     if n != pred.in_channels:
+        names = pred.ckpt.get("data", {}).get("channel_names") or []
+        shown = f" ({', '.join(str(c) for c in names)})" if len(names) == pred.in_channels else ""
         raise DataError(f"{files[0]}: case {cid} has {n} channel(s)/modalities, the model expects "
-                        f"{pred.in_channels}.")
+                        f"{pred.in_channels}{shown}.")
 
 
 def _write_probabilities(target: Path, probs: np.ndarray, case: dict, pred, sigmoid: bool) -> tuple[Path, Path]:
@@ -132,10 +161,18 @@ class Volumes:
         self.pred, self.probs, self.overlay = pred, probs, overlay
         self.plan = pred.plan  # DataError naming the checkpoint when it has no 3D plan
         self.tile = pred.cfg.infer.patch_size or self.plan.plan["patch_size"]
+        stored = pred.ckpt.get("data", {}).get("case_folders")
+        if stored:
+            from ...data.layouts.case_folders import CaseFolderSpec
+
+            self.spec = CaseFolderSpec.from_dict(stored, f"{pred.source}: checkpoint key 'data.case_folders'")
+        else:
+            self.spec = None
 
     def gather(self, inp: Path) -> list[tuple[str, str, list[Path]]]:
-        """(case id, case id, channel files) of every input case."""
-        return [(cid, cid, files) for cid, files in gather_volume_cases(inp)]
+        """(case id, case id, channel files) of every input case (case folders by the model's channel names and
+        patterns when it was trained on ``layout: case_folders``)."""
+        return [(cid, cid, files) for cid, files in gather_volume_cases(inp, self.spec)]
 
     def outputs(self, out: Path, name: str) -> tuple[Path, list[Path]]:
         return out / f"{name}.nii.gz", ([out / f"{name}.npz", out / f"{name}.json"] if self.probs else []) + \
@@ -148,6 +185,7 @@ class Volumes:
         if heads[0]["affine"] is not None and len(heads[0]["shape"]) == 3:  # 2D files are refused when read
             n_ch = sum(int(h["n_channels"]) for h in heads)
             _check_channels(n_ch, self.pred, job.name, job.files)
+            _check_grids(job.name, job.files, heads)
             check_resample_size(job.files[0], heads[0]["shape"], heads[0]["affine"], self.plan.plan["target_spacing"],
                                 n_ch)
 
