@@ -143,6 +143,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, progress: bool = Tru
     """Train a model as configured; returns a summary dict (best/last metrics, paths, time)."""
     check_device(cfg.train.device)  # before anything is written
     run_dir = Path(run_dir)
+    from .outputs import check_apart
+
+    roots = [Path(r) for r in (cfg.data.root, getattr(cfg.data, "val_root", "")) if r and Path(r).is_dir()]
+    check_apart([run_dir], in_dirs=roots, option="--out")  # the run folder never inside the training data
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 logs
         logging.getLogger("mambaseg").setLevel(logging.WARNING)
