@@ -198,6 +198,8 @@ class _Trainer:
     def _prepare(self, resume: bool) -> None:
         self._check_run_folder(resume)
         self._load_data()
+        if self.ctx.main:  # after the data are read: bad data leave no config.yaml that looks like a run
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
         self._build_model()
         self._build_optimisation()
         self.start_epoch, self.best, self.history, self.elapsed0 = 0, -1.0, [], 0.0
@@ -214,8 +216,6 @@ class _Trainer:
             raise TrainingError(f"train.batch_size={cfg.train.batch_size} must be divisible by the number of "
                                 f"processes ({ctx.world}); it is the global batch.")
         ctx.barrier()
-        if ctx.main:
-            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
     def _load_data(self) -> None:
         self.train_cases, self.val_cases, self.data_info = load_dataset(self.cfg.data, self.cfg.seed, self.run_dir)
