@@ -589,7 +589,7 @@ def export_bundle(model: str | Path, out: str | Path, overwrite: bool = False) -
         if out.exists():
             from ..utils.runlock import RunLock
 
-            with RunLock(out, what="mambaseg export", option="--bundle"):  # one writer per bundle folder
+            with RunLock(out, what="mambaseg export", option="--bundle", remove=True):  # one writer per bundle folder
                 _replace_into(tmp, out, written + [FILES_MANIFEST], owned + [FILES_MANIFEST])
         else:
             os.replace(tmp, out)

@@ -2,7 +2,9 @@
 
 The lock is ``fcntl.flock`` on ``<folder>/.mambaseg.lock``, which holds the owner's pid and host name. The kernel
 releases it when the owner exits, however it exits (a ``kill -9`` included), so a stale lock file never blocks
-a later run; the file itself stays (removing it would race with a process that has just opened it).
+a later run; the file itself stays, unless ``remove`` (output folders that should hold only outputs): then it is
+removed while still locked, and a process that opened it just before sees, once it holds the lock, that the path no
+longer names its file and takes the lock again on a new one (the same check covers every holder).
 
 The lock file is opened the way a file we may not own must be: created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` when
 absent; when present, opened without following a symbolic link and written (truncated) only when it is a regular
@@ -50,11 +52,13 @@ class RunLock:
     """Exclusive, non-blocking lock of ``folder`` (created if missing); use as a context manager or call
     :meth:`acquire` / :meth:`release`."""
 
-    def __init__(self, folder: str | os.PathLike, what: str = "training", option: str = "--out"):
+    def __init__(self, folder: str | os.PathLike, what: str = "training", option: str = "--out",
+                 remove: bool = False):
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self.what = what
         self.option = option  # the command-line option that names the folder (in the messages)
+        self.remove = remove  # remove the lock file on release (output folders of predict, evaluate, export)
         self._fd: int | None = None
 
     @property
@@ -80,17 +84,33 @@ class RunLock:
             logger.warning("%s: run folder not locked (no fcntl on this system); do not start two runs in it",
                            self.folder)
             return self
-        fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # BlockingIOError (EWOULDBLOCK), or EACCES on some systems
-            os.close(fd)
-            raise RunLockedError(f"{self.folder}: another {self.what} is running in this folder ({self._holder()}, "
-                                 f"lock {LOCK_NAME}); wait for it to end or choose another {self.option}.") from None
+        for _ in range(100):
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # BlockingIOError (EWOULDBLOCK), or EACCES on some systems
+                os.close(fd)
+                raise RunLockedError(f"{self.folder}: another {self.what} is running in this folder "
+                                     f"({self._holder()}, lock {LOCK_NAME}); wait for it to end or choose another "
+                                     f"{self.option}.") from None
+            if self._same_file(fd):
+                break
+            os.close(fd)  # removed by a holder releasing it between our open and our lock: take the new one
+        else:  # pragma: no cover - only under a storm of lock churn
+            raise RunLockedError(f"{self.path}: could not take the lock (replaced again and again); try again.")
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
         return self
+
+    def _same_file(self, fd: int) -> bool:
+        """``fd`` is still the file named by the lock path (not removed or replaced since it was opened)."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        fst = os.fstat(fd)
+        return (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev)
 
     def _open(self) -> int:
         """A descriptor of the lock file: created exclusively, or an existing one that is a lock file of ours
@@ -122,7 +142,10 @@ class RunLock:
         if fd is None:
             return
         try:
-            os.ftruncate(fd, 0)  # no pid of a finished run left behind
+            if self.remove and self._same_file(fd):
+                os.unlink(self.path)  # while still locked: a waiter that opened it sees it gone and retries
+            else:
+                os.ftruncate(fd, 0)  # no pid of a finished run left behind
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)

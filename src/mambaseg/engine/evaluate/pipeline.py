@@ -147,7 +147,7 @@ def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path
     in_dirs = [piece.gt_dir] + ([piece.mask] if getattr(piece, "mask", None) else [])
     check_apart([out], in_dirs=in_dirs, option="-o")  # the output folder never inside the references
     check_apart(out_files=targets, in_files=inputs + [d / "dataset.json" for d in (gt, gt.parent)], option="-o")
-    with RunLock(out, what="mambaseg run", option="-o"):  # one writer per output folder
+    with RunLock(out, what="mambaseg run", option="-o", remove=True):  # one writer per output folder
         _check_out(out, overwrite)
         clean_stale_temp(out, {"summary.json", "metrics.csv"})  # leftovers of a killed run
         # each file is complete or absent: temporary name in the same folder, then rename

@@ -138,7 +138,7 @@ def predict_with(pred, inp: str | Path, out: str | Path, tta: bool = False, over
     provenance.check()  # a foreign file of that name, or other predictions' description: refused before writing
     # one writer per output folder: a second predict (or a training) into it is refused; under the lock the
     # outputs are checked again (another run may have finished writing them since)
-    with RunLock(out, what="mambaseg run", option="-o"):
+    with RunLock(out, what="mambaseg run", option="-o", remove=True):
         if check_existing([j.target for j in todo], overwrite, skip_existing, {j.target: j.extras for j in todo}):
             raise DataError(f"{out}: another run wrote outputs there meanwhile; run again with --continue.")
         provenance.check()
