@@ -145,7 +145,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, progress: bool = Tru
     run_dir = Path(run_dir)
     from .outputs import check_apart
 
-    roots = [Path(r) for r in (cfg.data.root, getattr(cfg.data, "val_root", "")) if r and Path(r).is_dir()]
+    roots = [Path(r) for r in (cfg.data.root, getattr(cfg.data, "val_root", ""))
+             if r and cfg.data.layout != "synthetic_drive" and Path(r).is_dir()]
     check_apart([run_dir], in_dirs=roots, option="--out")  # the run folder never inside the training data
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 logs
