@@ -238,7 +238,8 @@ def test_cli_existing_output_refused_unless_overwrite(bundles, tmp_path, capsys)
     assert len(err.splitlines()) == 1 and str(out) in err and "--overwrite" in err
     assert (out / "stale.txt").exists()
     assert main(["export", "--model", str(ckpt), "--bundle", str(out), "--overwrite"]) == 0
-    assert not (out / "stale.txt").exists() and (out / "models" / "model.pt").is_file()
+    # --overwrite replaces what export wrote and nothing else: the user's file stays
+    assert (out / "stale.txt").read_text() == "old" and (out / "models" / "model.pt").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
     # --overwrite never empties a folder that is not a bundle
     other = tmp_path / "notes"

@@ -122,7 +122,7 @@ def _cmd_evaluate(args) -> int:
 
     result = evaluate(args.pred, args.gt, args.output, mask=args.mask, empty_policy=args.empty_policy,
                       regions=args.regions, overwrite=args.overwrite, threshold=args.threshold,
-                      allow_missing=args.allow_missing, workers=args.workers)
+                      allow_missing=args.allow_missing, workers=args.workers, ignore_extra=args.ignore_extra)
     print(format_table(result))
     print(f"results written to {args.output}")
     print(f"report: mambaseg report {args.output} -o {Path(args.output) / 'report.html'}")
@@ -346,17 +346,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, help="folder of ground-truth labels (or a DRIVE split folder)")
     p.add_argument("--mask", help="2D: folder of field-of-view masks; metrics are computed inside them")
     p.add_argument("--output", "-o", required=True, help="output folder for metrics.csv and summary.json")
-    p.add_argument("--empty-policy", default="nan", choices=["nan", "transunet", "segmamba", "brats"],
-                   help="3D: score when prediction or reference is empty")
+    p.add_argument("--empty-policy", default=None, choices=["nan", "transunet", "segmamba", "brats"],
+                   help="3D only: score when prediction or reference is empty (default nan)")
     p.add_argument("--regions", default="", choices=["", "brats", "wt"],
-                   help="3D: score BraTS regions: brats = whole tumour, tumour core, enhancing tumour (BraTS 2021/2023 "
-                        "labels; 4 read as 3), wt = whole tumour alone (binary whole-tumour labels)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="2D: foreground where p > threshold, for predictions stored as probability maps (float 0-1, "
-                        "8- or 16-bit); label masks (0 and one other value) are foreground where non-zero")
+                   help="3D only: score BraTS regions: brats = whole tumour, tumour core, enhancing tumour (BraTS "
+                        "2021/2023 labels; 4 read as 3), wt = whole tumour alone (binary whole-tumour labels)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="2D only (default 0.5): foreground where p > threshold, for predictions stored as "
+                        "probability maps (float 0-1, 8- or 16-bit); label masks (0 and one other value) are "
+                        "foreground where non-zero")
     p.add_argument("--allow-missing", action="store_true",
                    help="score only the cases that have a prediction (missing ones are listed, with a warning); "
                         "by default a reference without prediction is an error")
+    p.add_argument("--ignore-extra", action="store_true",
+                   help="leave out predictions without their own reference (listed in summary.json under "
+                        "extra_predictions, with a warning); by default each one is an error")
     p.add_argument("--workers", "-np", type=int, default=1, metavar="N",
                    help="cases scored in parallel: 1 = in this process (default), N > 1 = a pool of N processes, "
                         "one case in memory and one thread each; same outputs (nnU-Net: -np)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -33,6 +34,7 @@ __all__ = [
     "WEIGHTS_ENV",
     "ResourceError",
     "check_data_roots",
+    "check_shipped",
     "config_path",
     "configs_dir",
     "data_root_overrides",
@@ -46,11 +48,13 @@ __all__ = [
     "resolve_model",
     "sha256_file",
     "shipped_model_path",
+    "shipped_name_of",
     "source_checkout",
     "weights_dirs",
     "write_manifest",
 ]
 
+logger = logging.getLogger("mambaseg")
 PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFEST = PACKAGE_DIR / "shipped_models.json"
 WEIGHTS_ENV = "MAMBASEG_WEIGHTS"
@@ -265,17 +269,44 @@ def shipped_model_path(name: str, verify: bool = True, env: dict | None = None) 
     return path
 
 
+def shipped_name_of(path: str | os.PathLike, env: dict | None = None) -> str | None:
+    """The shipped model whose weight file ``path`` is (links resolved: the file in a weights folder, reached by
+    any path), or None."""
+    real = os.path.realpath(path)
+    for name, entry in load_manifest().items():
+        file = entry.get("file") if isinstance(entry, dict) else None
+        if isinstance(file, str) and any(os.path.realpath(d / file) == real for d in weights_dirs(env)):
+            return name
+    return None
+
+
+def check_shipped(path: str | os.PathLike, env: dict | None = None) -> str | None:
+    """When ``path`` is a shipped model's weight file however it is named (name, path, link), its SHA-256 checked
+    against the manifest (:class:`ResourceError` naming the file on a mismatch); returns the model's name or
+    None for any other file."""
+    name = shipped_name_of(path, env)
+    if name is not None:
+        shipped_model_path(name, env=env)  # the hash check
+    return name
+
+
 def resolve_model(spec: str, env: dict | None = None) -> str:
-    """A ``--model`` argument: an existing path as given; else a shipped model name -> its checked weight file.
+    """A ``--model`` argument: a shipped model name -> its checked weight file (always: a file or folder of that
+    name in the working folder is given as ``./NAME``); else an existing path as given (a shipped weight file named
+    by its path is hash-checked too).
 
     A name-like argument (no folder, no suffix) that is neither is an error listing the shipped names; other
     missing paths are returned unchanged for the loader to report.
     """
-    if Path(spec).exists():
-        return spec
     models = load_manifest()
     if spec in models:
+        if os.path.lexists(spec):
+            logger.warning("--model %s: the shipped model of that name is used, not %s in the working folder "
+                           "(give it as ./%s to use that)", spec, spec, spec)
         return str(shipped_model_path(spec, env=env))
+    if Path(spec).exists():
+        check_shipped(spec, env)
+        return spec
     if "/" not in spec and "\\" not in spec and not Path(spec).suffix:
         shipped = ", ".join(sorted(models)) or "none"
         raise ResourceError(f"{spec}: model not found (expected a run folder, a .pt checkpoint, an .onnx file or a "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,7 @@ from ..engine.onnx_runner import (
     onnx_session,
     read_onnx_metadata,
 )
+from ..engine.outputs import check_apart
 from ..nn.backend import scan_backend
 from ..utils.atomic import atomic_path
 from ..utils.jsonable import to_jsonable
@@ -163,11 +165,12 @@ def export_onnx(model: str | Path, out: str | Path, size: Sequence[int] | None =
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"out must end in '.onnx', got {str(out)!r}.")
-    if out.exists() and not overwrite:
+    if os.path.lexists(out) and not overwrite:
         raise ValueError(f"{out}: output already exists (use --overwrite to replace it).")
     if out.exists() and out.is_dir():
         raise ValueError(f"{out}: output is a folder, expected an .onnx file path.")
     ckpt_path = _resolve_checkpoint(model)
+    check_apart(out_files=[out], in_files=[ckpt_path], option="--onnx")  # links resolved
     ckpt = load_checkpoint(ckpt_path)
     net = model_from_checkpoint(ckpt, ckpt_path).float().eval()
     sdims = _spatial_dims(ckpt)

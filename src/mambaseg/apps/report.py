@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -51,7 +52,11 @@ FRACTIONS = frozenset(METRICS_2D + ("Dice", "IoU"))
 N_BOOT = 2000  # bootstrap resamples for the confidence intervals
 
 
+_REPORT_HEAD = "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>"  # how every report begins
+
+
 # ------------------------------------------------------------------------------------------ numbers and units
+
 def summary_stats(values, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """Mean, SD (n - 1), median and a 95 % percentile-bootstrap confidence interval of the mean over cases.
 
@@ -418,8 +423,23 @@ def render_html(info: dict) -> str:
     if info.get("provenance"):
         parts.append("<h2>Provenance</h2><pre>" + esc(json.dumps(info["provenance"], indent=1)) + "</pre>")
     body = "\n".join(p for p in parts if p)
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
+    return (f"{_REPORT_HEAD}{esc(title)}</title>"
             f"<style>{CSS}</style></head>\n<body>\n{body}\n<script>{JS}</script>\n</body></html>\n")
+
+
+def _check_report_out(out: Path) -> None:
+    """An existing ``out`` is replaced only when it is an earlier report (it begins as every report does): a link,
+    a folder or any other file (the run's own files, the user's page) is an error naming it, left untouched."""
+    if not os.path.lexists(out):
+        return
+    why = ("a symbolic link" if out.is_symlink() else "a folder" if out.is_dir() else
+           "not a file" if not out.is_file() else "")
+    if not why:
+        with open(out, "rb") as fh:
+            why = "" if fh.read(len(_REPORT_HEAD)) == _REPORT_HEAD.encode() else "not a mambaseg report"
+    if why:
+        raise ValueError(f"{out}: exists and is {why}; it is left untouched - choose another -o (an .html file "
+                         f"path) or move it away.")
 
 
 def write_report(path: str | Path, out: str | Path | None = None) -> Path:
@@ -445,6 +465,7 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
         info["figures"], info["figures_missing"] = False, str(e)
         logger.warning("report: the page is written without figures; %s", e)
     out = Path(out) if out else Path(info["path"]) / "report.html"
+    _check_report_out(out)
     page = render_html(info)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, page)  # complete or absent under its name (an earlier report stays until replaced)

@@ -256,6 +256,9 @@ def resolve_checkpoint_path(model: str | Path, allow_onnx: bool = True) -> Path:
         raise CheckpointError(f"{p}: model not found (expected {what}).")
     if p.suffix == ".onnx" and not allow_onnx:
         raise CheckpointError(f"{p}: is already an ONNX file; export needs a run folder or a .pt checkpoint.")
+    from ..resources import check_shipped
+
+    check_shipped(p)  # a shipped model's weight file, however named: its SHA-256 checked before it is loaded
     return p
 
 

@@ -70,7 +70,7 @@ def read_own_provenance(path: Path) -> dict[str, Any] | None:
 
 
 def _model_section(pred) -> dict[str, Any]:
-    from ..resources import sha256_file
+    from ..resources import sha256_file, shipped_name_of
 
     source = Path(pred.source)
     ck = pred.ckpt
@@ -79,6 +79,7 @@ def _model_section(pred) -> dict[str, Any]:
         "name": ck.get("model_name"),
         "checkpoint": str(source.resolve()),
         "checkpoint_sha256": sha256_file(source),
+        "shipped_model": shipped_name_of(source),  # the shipped model's name (its SHA-256 checked), or None
         "checkpoint_format": "onnx" if source.suffix == ".onnx" else "pytorch",
         "spatial_dims": pred.spatial_dims,
         "in_channels": pred.in_channels,

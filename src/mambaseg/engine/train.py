@@ -196,6 +196,11 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, progress: bool = Tru
     check_device(cfg.train.device)  # before anything is written
     check_model_config(cfg)  # before any data is read
     run_dir = Path(run_dir)
+    from .outputs import check_apart
+
+    roots = [Path(r) for r in (cfg.data.root, getattr(cfg.data, "val_root", ""))
+             if r and cfg.data.layout != "synthetic_drive" and Path(r).is_dir()]
+    check_apart([run_dir], in_dirs=roots, option="--out")  # the run folder never inside the training data
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 logs
         logging.getLogger("mambaseg").setLevel(logging.WARNING)
@@ -247,6 +252,8 @@ class _Trainer:
     def _prepare(self, resume: bool) -> None:
         self._check_run_folder(resume)
         self._load_data()
+        if self.ctx.main:  # after the data are read: bad data leave no config.yaml that looks like a run
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
         self._build_model()
         self._build_optimisation()
         self.start_epoch, self.best, self.history, self.elapsed0 = 0, -1.0, [], 0.0
@@ -263,8 +270,6 @@ class _Trainer:
             raise TrainingError(f"train.batch_size={cfg.train.batch_size} must be divisible by the number of "
                                 f"processes ({ctx.world}); it is the global batch.")
         ctx.barrier()
-        if ctx.main:
-            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
     def _load_data(self) -> None:
         self.train_cases, self.val_cases, self.data_info = load_dataset(self.cfg.data, self.cfg.seed, self.run_dir)

@@ -37,6 +37,21 @@ def group_channels(files: list[Path]) -> dict[str, list[Path]]:
     return out
 
 
+def _entry_path(root: Path, entry: dict, key: str) -> Path:
+    """The file of a ``dataset.json`` 'training' entry's ``key``: a relative path that stays inside the dataset
+    folder (checked on the text, so a dataset whose folders are links still works); else a one-line error."""
+    value = entry[key]
+    where = f"{root / 'dataset.json'}: 'training' entry {key} {value!r}"
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where} is not a file path, expected e.g. \"./imagesTr/case_001.nii.gz\".")
+    norm = os.path.normpath(os.path.join(os.path.abspath(root), value))
+    base = os.path.abspath(root)
+    if os.path.commonpath([norm, base]) != base or norm == base:
+        raise DataError(f"{where} points outside the dataset folder {root}; expected a path inside it "
+                        f"(e.g. ./imagesTr/...).")
+    return Path(norm)
+
+
 def msd_cases(root: str | os.PathLike, split: str = "train") -> list[Case3D]:
     """Cases of an MSD task or nnU-Net raw dataset (``imagesTr``/``labelsTr``, or ``imagesTs`` for ``split="test"``)."""
     root = Path(root)
@@ -50,15 +65,20 @@ def msd_cases(root: str | os.PathLike, split: str = "train") -> list[Case3D]:
     cases: list[Case3D] = []
     if ds and style == "msd" and split == "train" and ds["training"]:
         grouped = group_channels(volume_files(img_dir))
+        seen: dict[str, str] = {}
         for entry in ds["training"]:
-            img = (root / entry["image"]).resolve()
+            img = _entry_path(root, entry, "image").resolve()
             cid = strip_suffix(img)
             if not is_visible(img):
                 continue
+            if cid in seen:
+                raise DataError(f"{root / 'dataset.json'}: 'training' lists case {cid!r} twice ({seen[cid]!r} and "
+                                f"{entry['image']!r}); expected one entry per case.")
+            seen[cid] = entry["image"]
             images = [img] if img.is_file() else grouped.get(cid)
             if not images:
                 raise DataError(f"{img}: listed in {root / 'dataset.json'} but missing (also no {cid}_0000 files)")
-            label = (root / entry["label"]).resolve() if entry.get("label") else None
+            label = _entry_path(root, entry, "label").resolve() if entry.get("label") else None
             cases.append(Case3D(cid, tuple(images), label, "msd", channel_names, labels))
         return cases
     files = volume_files(img_dir)

@@ -20,7 +20,7 @@ import numpy as np
 from ...data.io import SUPPORTED_2D, DataError, read_label, read_mask, read_raw, stem_of, to_single_channel
 from ...metrics.binary import METRIC_DEFINITIONS, auc, binary_metrics
 from ...metrics.volumetric import nanmean
-from .files import list_files, match_files
+from .files import list_files, match_files, pair_files
 
 __all__ = ["METRICS_2D", "NNUNET_METRICS", "Images", "read_prediction_2d", "read_probabilities_2d"]
 
@@ -151,10 +151,11 @@ class Images:
     kind = "2d"
     score = staticmethod(_score_2d)  # one case (a pool task): (row, how the prediction was read)
 
-    def __init__(self, mask: Path | None = None, threshold: float = 0.5):
+    def __init__(self, mask: Path | None = None, threshold: float = 0.5, ignore_extra: bool = False):
         if not 0.0 <= threshold < 1.0:
             raise DataError(f"--threshold must be in [0, 1), got {threshold:g}.")
-        self.mask, self.threshold = mask, threshold
+        self.mask, self.threshold, self.ignore_extra = mask, threshold, ignore_extra
+        self.extras: list[Path] = []
 
     def pair(self, pred_dir: Path, gt_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
         """``(case, prediction, reference)`` of every prediction (:func:`.files.match_files`), and the references.
@@ -162,15 +163,18 @@ class Images:
         gt_dir, auto_mask = _drive_split(gt_dir)
         self.mask = self.mask or auto_mask
         self.pred_dir, self.gt_dir = pred_dir, gt_dir
-        self.preds = list_files(pred_dir, SUPPORTED_2D, "prediction")
+        preds = list_files(pred_dir, SUPPORTED_2D, "prediction")
         refs = list_files(gt_dir, SUPPORTED_2D, "ground truth")
-        return [(stem_of(p), p, g) for p, g in match_files(self.preds, refs)], refs
+        pairs, self.extras = pair_files(preds, refs, ignore_extra=self.ignore_extra)
+        self.preds = [p for p, _ in pairs]
+        return [(stem_of(p), p, g) for p, g in pairs], refs
 
     def tasks(self, pairs: list[tuple[str, Path, Path]], workers: int = 1) -> list[tuple]:
         """A pool task per pair (file names only): prediction, reference, its FOV mask and probability map (or
         None), the threshold."""
         mask = self.mask
-        mask_pairs = dict(match_files(self.preds, list_files(mask, SUPPORTED_2D, "mask"), "mask")) if mask else {}
+        mask_pairs = dict(match_files(self.preds, list_files(mask, SUPPORTED_2D, "mask"), "mask", exclusive=False)) \
+            if mask else {}
         self.names = _label_names_2d(self.gt_dir)
         prob_dir = self.pred_dir / "probs"
         tasks = []

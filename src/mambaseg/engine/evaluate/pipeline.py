@@ -11,27 +11,46 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import os
 from pathlib import Path
 
 from ...data.io import DataError
 from ...data.nifti import volume_suffix
 from ...data.readers import array_dims
 from ...utils.atomic import atomic_path, atomic_write_text, clean_stale_temp
+from ...utils.runlock import RunLock
 from ..eval_common import check_workers, missing_references, ordered_map
+from ..outputs import check_apart
 from .images import METRICS_2D, Images
 from .volumes import REGION_SETS, Volumes
 
 __all__ = ["evaluate", "evaluate_2d", "evaluate_3d", "evaluate_pairs", "format_table", "piece_for", "score_folder"]
 
+logger = logging.getLogger("mambaseg.engine.evaluate")
 
-def piece_for(pred: Path, mask: str | Path | None = None, threshold: float = 0.5, empty_policy: str = "nan",
-              regions: str = "") -> Images | Volumes:
+
+def piece_for(pred: Path, mask: str | Path | None = None, threshold: float | None = None,
+              empty_policy: str | None = None, regions: str = "", ignore_extra: bool = False) -> Images | Volumes:
     """The per-dimension piece for the predictions in the folder ``pred``, by the arrays' dimensionality (the
-    first volume file's header; a 2D NIfTI is scored as 2D): the one place where 2D and 3D part."""
-    volumes = sorted(f for f in pred.iterdir() if volume_suffix(f))
+    first volume file's header; a 2D NIfTI is scored as 2D): the one place where 2D and 3D part.
+
+    Raises:
+        DataError: an option that does not apply to the data (``mask`` or ``threshold`` with 3D predictions,
+            ``empty_policy`` or ``regions`` with 2D ones), naming the option; None means not given.
+    """
+    volumes = sorted(f for f in pred.iterdir() if volume_suffix(f) and not f.name.startswith("."))
     if volumes and array_dims(volumes[0]) == 3:
-        return Volumes(empty_policy=empty_policy, regions=regions)
-    return Images(Path(mask) if mask else None, threshold)
+        for opt, value in (("--mask", mask), ("--threshold", threshold)):
+            if value is not None and value != "":
+                raise DataError(f"{opt} {value}: applies to 2D predictions; {pred} holds 3D volumes (e.g. "
+                                f"{volumes[0].name}) - leave {opt} out.")
+        return Volumes(empty_policy="nan" if empty_policy is None else empty_policy, regions=regions,
+                       ignore_extra=ignore_extra)
+    for opt, value in (("--empty-policy", empty_policy), ("--regions", regions)):
+        if value:
+            raise DataError(f"{opt} {value}: applies to 3D predictions; {pred} holds 2D images - leave {opt} out.")
+    return Images(Path(mask) if mask else None, 0.5 if threshold is None else threshold, ignore_extra)
 
 
 def _score(piece: Images | Volumes, pairs: list[tuple[str, Path, Path]], workers: int) -> list:
@@ -48,7 +67,12 @@ def score_folder(piece: Images | Volumes, pred: Path, gt: Path, allow_missing: b
     the piece's summary."""
     pairs, refs = piece.pair(pred, gt)
     missing = missing_references(refs, [r for _, _, r in pairs], piece.pred_dir, allow_missing)
-    return piece.summary(_score(piece, pairs, workers), refs, missing)
+    result = piece.summary(_score(piece, pairs, workers), refs, missing)
+    if piece.extras:  # --ignore-extra: predictions without (their own) reference, listed, not scored
+        logger.warning("--ignore-extra: %d prediction(s) without their own reference not scored (e.g. %s)",
+                       len(piece.extras), piece.extras[0])
+        result["extra_predictions"] = [str(p) for p in piece.extras]
+    return result
 
 
 def evaluate_2d(pred_dir: Path, gt_dir: Path, out: Path, mask: Path | None = None, threshold: float = 0.5,
@@ -86,22 +110,27 @@ def evaluate_pairs(pairs: list[tuple[str, Path, Path]], classes, empty_policy: s
 
 def _check_out(out: Path, overwrite: bool) -> None:
     for name in ("metrics.csv", "summary.json"):
-        if (out / name).exists() and not overwrite:
+        if os.path.lexists(out / name) and not overwrite:
             raise DataError(f"{out / name}: output already exists (use --overwrite to replace it).")
 
 
 def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path | None = None,
-             empty_policy: str = "nan", regions: str = "", overwrite: bool = False, threshold: float = 0.5,
-             allow_missing: bool = False, workers: int = 1) -> dict:
+             empty_policy: str | None = None, regions: str = "", overwrite: bool = False,
+             threshold: float | None = None, allow_missing: bool = False, workers: int = 1,
+             ignore_extra: bool = False) -> dict:
     """Evaluate and write ``metrics.csv`` + ``summary.json`` into ``out``; returns the summary.
 
     Args:
+        empty_policy: 3D only (default ``"nan"``); threshold: 2D only (default 0.5); mask: 2D only; regions: 3D
+            only - an option given for the other kind of data is an error.
         workers: cases scored in parallel: 1 = in this process, N > 1 = a pool of N processes (same outputs).
+        ignore_extra: leave predictions without their own reference out (listed in ``extra_predictions``).
 
     Raises:
-        DataError: a reference without prediction (unless ``allow_missing``), a prediction without reference,
-            unreadable files, shape mismatches, labels outside the class set, ``workers`` < 1 (one line naming the
-            file or the option).
+        DataError: a reference without prediction (unless ``allow_missing``), a prediction without (its own)
+            reference (unless ``ignore_extra``), two files with one case id, unreadable files, shape mismatches,
+            labels outside the class set, ``workers`` < 1, an inapplicable option, an output that is an input (one
+            line naming the file or the option).
     """
     check_workers(workers)
     if regions not in ("", *REGION_SETS):
@@ -109,14 +138,23 @@ def evaluate(pred: str | Path, gt: str | Path, out: str | Path, mask: str | Path
     pred, gt, out = Path(pred), Path(gt), Path(out)
     if not pred.is_dir():
         raise DataError(f"{pred}: prediction folder not found.")
-    piece = piece_for(pred, mask, threshold, empty_policy, regions)
+    piece = piece_for(pred, mask, threshold, empty_policy, regions, ignore_extra)
+    targets = [out / "summary.json", out / "metrics.csv"]
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: output exists and is not a folder.")
     _check_out(out, overwrite)
     result = score_folder(piece, pred, gt, allow_missing, workers)
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp(out, {"summary.json", "metrics.csv"})  # leftovers of a killed run
-    # each file is complete or absent: temporary name in the same folder, then rename
-    atomic_write_text(out / "summary.json", json.dumps(result, indent=2, default=float))
-    _write_csv(result, out / "metrics.csv")
+    inputs = [Path(r["prediction_file"]) for r in result.get("metric_per_case", [])] + \
+        [Path(r["reference_file"]) for r in result.get("metric_per_case", [])]
+    in_dirs = [piece.gt_dir] + ([piece.mask] if getattr(piece, "mask", None) else [])
+    check_apart([out], in_dirs=in_dirs, option="-o")  # the output folder never inside the references
+    check_apart(out_files=targets, in_files=inputs + [d / "dataset.json" for d in (gt, gt.parent)], option="-o")
+    with RunLock(out, what="mambaseg run", option="-o", remove=True):  # one writer per output folder
+        _check_out(out, overwrite)
+        clean_stale_temp(out, {"summary.json", "metrics.csv"})  # leftovers of a killed run
+        # each file is complete or absent: temporary name in the same folder, then rename
+        atomic_write_text(out / "summary.json", json.dumps(result, indent=2, default=float))
+        _write_csv(result, out / "metrics.csv")
     return result
 
 

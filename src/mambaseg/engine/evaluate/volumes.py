@@ -33,7 +33,7 @@ import numpy as np
 
 from ...data.io import DataError
 from ...data.layouts.load3d import remap_labels
-from ...data.nifti import read_volume_label
+from ...data.nifti import read_volume_label, volume_suffix
 from ...metrics.volumetric import METRIC_KEYS, evaluate_cases, nanmean
 from ..eval_common import ordered_map
 from .files import match_cases
@@ -154,8 +154,9 @@ class Volumes:
     score = staticmethod(_score_3d)  # one case (a pool task): evaluate_cases' result of that pair
 
     def __init__(self, empty_policy: str = "nan", regions: str = "", classes=None, allowed: set[int] | None = None,
-                 source: str = "", declared: bool = False):
-        self.empty_policy, self.regions = empty_policy, regions
+                 source: str = "", declared: bool = False, ignore_extra: bool = False):
+        self.empty_policy, self.regions, self.ignore_extra = empty_policy, regions, ignore_extra
+        self.extras: list[Path] = []
         self.classes, self.allowed, self.source, self.declared = classes, allowed, source, declared
 
     def pair(self, pred: Path, gt: Path) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
@@ -166,7 +167,11 @@ class Volumes:
         if (gt / "labelsTr").is_dir():
             gt = gt / "labelsTr"
         self.pred_dir, self.gt_dir = pred.absolute(), gt.absolute()
-        return match_cases(self.pred_dir, self.gt_dir)
+        pairs, refs = match_cases(self.pred_dir, self.gt_dir, self.ignore_extra)
+        paired = {p for _, p, _ in pairs}
+        self.extras = [f for f in sorted(self.pred_dir.iterdir()) if f.is_file() and not f.name.startswith(".")
+                       and volume_suffix(f) and f not in paired]
+        return pairs, refs
 
     def tasks(self, pairs: list[tuple[str, Path, Path]], workers: int = 1) -> list[tuple]:
         """A pool task per pair (file names and the class set). The classes are fixed beforehand: declared, or

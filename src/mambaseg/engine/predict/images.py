@@ -69,6 +69,10 @@ class Images:
         """(output name, name shown, files) of every input image."""
         return [(stem_of(f), f.name, [f]) for f in collect_inputs(inp, SUPPORTED_2D)]
 
+    def used_folders(self) -> list[str]:
+        """The output folders this run writes into ("" = the output folder itself)."""
+        return ["", *(["probs"] if self.probs else []), *(["overlays"] if self.overlay else [])]
+
     def outputs(self, out: Path, name: str) -> tuple[Path, list[Path]]:
         target = out / f"{name}.png"
         return target, ([out / "probs" / target.name] if self.probs else []) + \

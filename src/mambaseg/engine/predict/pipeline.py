@@ -17,8 +17,9 @@ import torch
 from ...data.io import DataError
 from ...utils.atomic import clean_stale_temp
 from ...utils.progress import ItemProgress, StatusLine
+from ...utils.runlock import RunLock
 from ..inference import sliding_window
-from ..outputs import check_existing, check_output_dir
+from ..outputs import check_apart, check_existing, check_output_dir
 from ..predict_provenance import PROVENANCE_NAME, ProvenanceWriter
 from ..threshold import resolve_threshold
 from .images import Images
@@ -105,6 +106,9 @@ def predict_with(pred, inp: str | Path, out: str | Path, tta: bool = False, over
     inp, out = Path(inp), Path(out)
     gathered = piece.gather(inp)
     check_output_dir(out, inp)
+    out_dirs = [out / f for f in piece.used_folders()]
+    in_dirs = [inp if inp.is_dir() else inp.parent, getattr(piece, "mask_dir", None)]
+    check_apart(out_dirs, in_dirs=in_dirs)  # probs/, overlays/ too, links resolved: before anything is read
     names = [name for name, _, _ in gathered]
     dup = {s for s in names if names.count(s) > 1}
     if dup:
@@ -122,6 +126,8 @@ def predict_with(pred, inp: str | Path, out: str | Path, tta: bool = False, over
     todo = [j for j in jobs if j.target not in done]
     for job in todo:  # everything checked before anything is written
         piece.check(job)
+    check_apart(out_files=[p for j in jobs for p in (j.target, *j.extras)] + [out / PROVENANCE_NAME],
+                in_files=[f for j in jobs for f in (*j.files, j.mask)] + [Path(pred.source)])
     infer = pred.cfg.infer
     ov = infer.overlap if overlap is None else overlap
     settings = {"tile": [int(t) for t in piece.tile], "overlap": float(ov), "mode": infer.mode,
@@ -130,22 +136,27 @@ def predict_with(pred, inp: str | Path, out: str | Path, tta: bool = False, over
                 "input": str(inp.resolve())}
     provenance = ProvenanceWriter(out, pred, piece.preprocessing(), settings, overwrite, skip_existing, command)
     provenance.check()  # a foreign file of that name, or other predictions' description: refused before writing
-    out.mkdir(parents=True, exist_ok=True)
-    for folder in piece.folders:
-        clean_stale_temp(out / folder, keep)  # leftovers of a killed run
-    provenance.start([j.target.name for j in jobs], [t.name for t in done])
-    written = []
-    # one status line on stderr: items and sliding-window tiles done; redrawn on a terminal, a line per 30 s in a log
-    status = ItemProgress(StatusLine(enabled=progress), len(todo), piece.unit)
-    try:
-        for i, job in enumerate(todo):
-            case = piece.read(job)  # one case in memory at a time: read, predict, write, free
-            status.item(i, job.label)  # after the read: an unreadable input is its one-line error only
-            written.append(_predict_case(pred, piece, job, case, ov, tta, status.tiles, provenance.before_write))
-            del case
-    finally:
-        status.close()
-    provenance.finish(written)
+    # one writer per output folder: a second predict (or a training) into it is refused; under the lock the
+    # outputs are checked again (another run may have finished writing them since)
+    with RunLock(out, what="mambaseg run", option="-o", remove=True):
+        if check_existing([j.target for j in todo], overwrite, skip_existing, {j.target: j.extras for j in todo}):
+            raise DataError(f"{out}: another run wrote outputs there meanwhile; run again with --continue.")
+        provenance.check()
+        for folder in piece.folders:
+            clean_stale_temp(out / folder, keep)  # leftovers of a killed run
+        provenance.start([j.target.name for j in jobs], [t.name for t in done])
+        written = []
+        # one status line on stderr: items and tiles done; redrawn on a terminal, a line per 30 s in a log
+        status = ItemProgress(StatusLine(enabled=progress), len(todo), piece.unit)
+        try:
+            for i, job in enumerate(todo):
+                case = piece.read(job)  # one case in memory at a time: read, predict, write, free
+                status.item(i, job.label)  # after the read: an unreadable input is its one-line error only
+                written.append(_predict_case(pred, piece, job, case, ov, tta, status.tiles, provenance.before_write))
+                del case
+        finally:
+            status.close()
+        provenance.finish(written)
     return written
 
 

@@ -174,6 +174,10 @@ class Volumes:
         patterns when it was trained on ``layout: case_folders``)."""
         return [(cid, cid, files) for cid, files in gather_volume_cases(inp, self.spec)]
 
+    def used_folders(self) -> list[str]:
+        """The output folders this run writes into ("" = the output folder itself)."""
+        return ["", *(["overlays"] if self.overlay else [])]
+
     def outputs(self, out: Path, name: str) -> tuple[Path, list[Path]]:
         return out / f"{name}.nii.gz", ([out / f"{name}.npz", out / f"{name}.json"] if self.probs else []) + \
             ([out / "overlays" / f"{name}.png"] if self.overlay else [])
