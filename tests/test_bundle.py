@@ -24,6 +24,16 @@ from mambaseg.engine.checkpoint import load_checkpoint, model_from_checkpoint, s
 from mambaseg.engine.predict import predict
 from mambaseg.models import build_model
 
+
+@pytest.fixture(autouse=True)
+def _grad_mode_restored():
+    """A bundle run switches autograd off around its inference (``$torch.set_grad_enabled(False)`` ... ``True``, as
+    MONAI bundles do); a run that fails in between (the empty-folder tests) leaves it off in this process, which
+    would break every later test that trains."""
+    yield
+    torch.set_grad_enabled(True)
+
+
 TILE_3D, TILE_2D = [16, 16, 16], [32, 32]
 MR_PLAN = {"version": 1, "modality": ["MR"], "normalization": [{"scheme": "zscore_nonzero"}],
            "target_spacing": [1.0, 1.0, 1.0], "patch_size": TILE_3D, "crop_nonzero": True, "image_order": 3,

@@ -268,6 +268,7 @@ LAYOUTS_2D = ("drive", "folder2d", "synthetic_drive")
 LAYOUTS_3D = ("msd", "brats", "case_folders", "synapse_npz", "btcv", "nnunet")
 LAYOUTS = LAYOUTS_2D + LAYOUTS_3D
 FUNDUS_NORMS = ("none", "fov_zscore", "green_clahe")  # = mambaseg.data.fundus.FUNDUS_NORMS
+CASE_FOLDER_PRESETS = ("brats2023", "brats2021", "brats2018_wt")  # = mambaseg.data.layouts.case_folders.PRESETS
 # keys added after runs were started: left out of config_to_dict at their default, so the saved config of a run
 # that does not use them is what it was before they existed (benchmark resume compares saved configs)
 _OMIT_AT_DEFAULT = {"data": {"fundus_norm": "none", "cache_compression": False, "preset": "", "channels": {},
@@ -441,13 +442,15 @@ def _cross_check(cfg: Config) -> Config:
         raise ConfigError(f"config key 'loss.name' is dice_ce_cldice, which needs binary segmentation "
                           f"(data.num_classes: 2), got data.num_classes {cfg.data.num_classes}.")
     if cfg.data.layout == "case_folders":
-        from .data.errors import DataError
-        from .data.layouts.case_folders import case_folder_spec
-
-        try:
-            case_folder_spec(cfg.data.preset, cfg.data.channels, cfg.data.label, cfg.data.label_map)
-        except DataError as err:
-            raise ConfigError(str(err)) from None
+        # the preset's name here; its channels and patterns are checked by data.layouts.case_folders when a
+        # training starts (engine.train.check_model_config), before any data is read
+        if cfg.data.preset and cfg.data.preset not in CASE_FOLDER_PRESETS:
+            raise ConfigError(f"config key 'data.preset' must be one of {', '.join(CASE_FOLDER_PRESETS)}, got "
+                              f"{cfg.data.preset!r}.")
+        if not cfg.data.preset and not cfg.data.channels:
+            raise ConfigError("config key 'data.channels' is empty and no 'data.preset' is set; expected name -> "
+                              "file pattern per input channel (e.g. {FLAIR: '*FLAIR.nii.gz'}) or a preset "
+                              f"({', '.join(CASE_FOLDER_PRESETS)}).")
     elif cfg.data.preset or cfg.data.channels or cfg.data.label or cfg.data.label_map:
         used = next(k for k in ("preset", "channels", "label", "label_map") if getattr(cfg.data, k))
         raise ConfigError(f"config key 'data.{used}' applies to data.layout case_folders, got layout "

@@ -214,3 +214,11 @@ def test_predict_gathers_case_folders_by_channel_name(tmp_path):
     with pytest.raises(DataError, match=r"case 'Case_000': missing channel T1 \(no file matching 'T1.nii\*' or "
                                         r"'\*-t1n.nii\*' or '\*_t1.nii\*'\)"):
         gather_volume_cases(root, both)
+
+
+def test_config_knows_the_layouts_presets():
+    """config (a floor below data) names the presets itself; the two lists must stay one."""
+    from mambaseg.config import CASE_FOLDER_PRESETS
+    from mambaseg.data.layouts.case_folders import PRESETS
+
+    assert tuple(PRESETS) == CASE_FOLDER_PRESETS

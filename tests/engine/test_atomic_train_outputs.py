@@ -170,15 +170,16 @@ def test_export_onnx_failure_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_report_html_failure_keeps_earlier_report(data, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    from mambaseg.apps.report import write_report
+    from mambaseg.apps.report import _REPORT_HEAD, write_report
 
     run = tmp_path / "run"
     train_mod.train(_cfg(data), run, progress=False)
-    (run / "report.html").write_bytes(SENTINEL)
+    earlier = _REPORT_HEAD.encode() + SENTINEL  # an earlier report (report -o replaces only those)
+    (run / "report.html").write_bytes(earlier)
     seen = _failing_write_bytes(monkeypatch, "report.html")
     with pytest.raises(OSError, match="No space left"):
         write_report(run)
-    assert seen and (run / "report.html").read_bytes() == SENTINEL and _temps(run) == []
+    assert seen and (run / "report.html").read_bytes() == earlier and _temps(run) == []
 
 
 def test_benchmark_outputs_fail_without_partial_file(tmp_path, monkeypatch):

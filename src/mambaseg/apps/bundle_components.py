@@ -28,7 +28,7 @@ import torch
 
 from ..data.fundus import fundus_channels
 from ..data.io import SUPPORTED_2D, DataError, read_image, read_mask, stem_of, write_png
-from ..engine.predict.images import Images, _find_mask, collect_inputs
+from ..engine.predict.images import Images, collect_inputs, find_mask
 from ..engine.predict.pipeline import segment
 from ..engine.predict.predictor import Predictor
 from ..engine.threshold import resolve_threshold
@@ -100,7 +100,7 @@ class ReadImaged:
         if fundus_channels(raw.shape[0], norm) != channels:
             raise DataError(f"{f}: image has {raw.shape[0]} channel(s), the model expects {channels}.")
         mask = None
-        mask_file = _find_mask(self.mask_dir, stem_of(f))
+        mask_file = find_mask(self.mask_dir, stem_of(f))
         if mask_file is not None:
             mask, _ = read_mask(mask_file)
             if mask.shape != raw.shape[1:]:

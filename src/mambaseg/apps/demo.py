@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import apply_overrides, config_from_dict
+from .demo3d import step_overrides
 
 __all__ = ["DEMO_2D", "DEMO_2D_STEPS", "run_demo", "step_overrides"]
 
@@ -32,17 +33,6 @@ DEMO_2D = {
     "train": {"epochs": DEMO_2D_STEPS // 10, "iters_per_epoch": 10, "batch_size": 4, "val_every": 5},
     "infer": {"patch_size": [192, 192], "overlap": 0.25},
 }
-
-
-def step_overrides(cfg_dict: dict, steps: int, seed: int) -> list[str]:
-    """``--set`` items that make a demo config train exactly ``steps`` optimiser steps (rounded up to whole epochs
-    of its ``train.iters_per_epoch``) with no time limit, from ``seed``."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    per_epoch = cfg_dict["train"]["iters_per_epoch"]
-    epochs = -(-steps // per_epoch)
-    val_every = min(cfg_dict["train"]["val_every"], epochs)
-    return [f"train.epochs={epochs}", "train.time_limit_min=0", f"train.val_every={val_every}", f"seed={seed}"]
 
 
 def run_demo(out: Path, steps_2d: int = DEMO_2D_STEPS, steps_3d: int | None = None, with_3d: bool = True,

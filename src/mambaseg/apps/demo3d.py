@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import config_from_dict
 
-__all__ = ["DEMO_3D", "DEMO_3D_STEPS", "run_demo_3d"]
+__all__ = ["DEMO_3D", "DEMO_3D_STEPS", "run_demo_3d", "step_overrides"]
 
 DEMO_3D_STEPS = 300  # optimiser steps of the 3D demo (30 epochs of 10); see benchmarks/demo_calibration.py
 
@@ -36,6 +36,17 @@ def _overlay_slices(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: 
     write_png(path, orthogonal_error_figure(image, pred, ref, affine, title, panel_px=256))
 
 
+def step_overrides(cfg_dict: dict, steps: int, seed: int) -> list[str]:
+    """``--set`` items that make a demo config train exactly ``steps`` optimiser steps (rounded up to whole epochs
+    of its ``train.iters_per_epoch``) with no time limit, from ``seed``."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    per_epoch = cfg_dict["train"]["iters_per_epoch"]
+    epochs = -(-steps // per_epoch)
+    val_every = min(cfg_dict["train"]["val_every"], epochs)
+    return [f"train.epochs={epochs}", "train.time_limit_min=0", f"train.val_every={val_every}", f"seed={seed}"]
+
+
 def run_demo_3d(root: Path, steps: int = DEMO_3D_STEPS, seed: int = 0, log: Callable[[str], None] = print) -> dict:
     """Train DM-SegNet (tiny) for ``steps`` optimiser steps on a synthetic phantom under ``root``, predict and
     evaluate two held-out phantoms; returns ``{"steps", "train", "evaluation"}``."""
@@ -48,8 +59,6 @@ def run_demo_3d(root: Path, steps: int = DEMO_3D_STEPS, seed: int = 0, log: Call
 
     data = write_phantom_msd(root / "3d_phantom_task", n_cases=10, shape=(40, 48, 36))
     test = write_phantom_msd(root / "3d_phantom_test", n_cases=2, shape=(44, 40, 38), seed=7)
-    from .demo import step_overrides
-
     cfg = apply_overrides(config_from_dict(DEMO_3D), [f"data.root={data}", *step_overrides(DEMO_3D, steps, seed)])
     run = root / "3d_run"
     log(f"[3D] training DM-SegNet (tiny) on a synthetic phantom for {steps} steps -> {run}")

@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from ..config import LAYOUTS_2D, Config, ConfigError, check_device, config_to_dict
+from ..data.errors import DataError
 from ..losses import SegLoss
 from ..models import build_model
 from ..models.registry import model_entry
@@ -142,14 +143,17 @@ def _device(name: str) -> torch.device:
 
 def _trial_build(name: str, kwargs: dict) -> torch.nn.Module:
     """Build the model without allocating its weights (meta device); a real CPU build when a constructor needs
-    values (``.item()``), which the meta device cannot give."""
+    values (``.item()``), which the meta device cannot give. The registered variant is called directly (as
+    :func:`build_model` does), so nothing that wraps the training's own model building runs twice."""
+    fn, _ = model_entry(name)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:
         with torch.device("meta"):
-            return build_model(name, **kwargs)
+            return fn(**kwargs)
     except (RuntimeError, NotImplementedError) as e:
         if "meta" not in str(e).lower():
             raise
-    return build_model(name, **kwargs)
+    return fn(**kwargs)
 
 
 def check_model_config(cfg: Config) -> None:
@@ -160,6 +164,13 @@ def check_model_config(cfg: Config) -> None:
     Raises:
         ConfigError: one line naming the key, what was given and what the model expects.
     """
+    if cfg.data.layout == "case_folders":
+        from ..data.layouts.case_folders import case_folder_spec
+
+        try:
+            case_folder_spec(cfg.data.preset, cfg.data.channels, cfg.data.label, cfg.data.label_map)
+        except DataError as err:
+            raise ConfigError(str(err)) from None
     name = cfg.model.name
     try:
         _, sdims = model_entry(name)

@@ -19,7 +19,7 @@ from ..inference import logits_to_probs, probs_to_labels
 from ..predict_provenance import preprocessing_2d
 from .job import Job
 
-__all__ = ["Images", "collect_inputs"]
+__all__ = ["Images", "collect_inputs", "find_mask"]
 
 
 def collect_inputs(inp: str | Path, suffixes) -> list[Path]:
@@ -37,7 +37,8 @@ def collect_inputs(inp: str | Path, suffixes) -> list[Path]:
     return files
 
 
-def _find_mask(mask_dir: Path | None, stem: str) -> Path | None:
+def find_mask(mask_dir: Path | None, stem: str) -> Path | None:
+    """The field-of-view mask of the image named ``stem`` in ``mask_dir`` (None without a mask folder)."""
     if mask_dir is None:
         return None
     if not mask_dir.is_dir():
@@ -86,7 +87,7 @@ class Images:
         if fundus_channels(raw.shape[0], norm) != self.pred.in_channels:
             raise DataError(f"{job.files[0]}: image has {raw.shape[0]} channel(s), the model expects "
                             f"{self.pred.in_channels}{' after data.fundus_norm ' + norm if norm != 'none' else ''}.")
-        job.mask = _find_mask(self.mask_dir, job.name)
+        job.mask = find_mask(self.mask_dir, job.name)
 
     def settings(self) -> dict:
         """The inference settings of 2D only (recorded in the provenance)."""
