@@ -22,6 +22,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 
+def _print_profiles(report: dict, out: Path) -> int:
+    """The top operators of each profiled training step in a bench report, and where it was written."""
+    for name, table in report.get("profiles", {}).items():
+        print(f"top operators, one training step of {name}:")
+        for r in table:
+            print(f"  {r['op'][:40]:40s} {r['self_ms']:9.1f} ms {100 * r['share']:5.1f} % {r['calls']:5d} calls")
+    print(f"results written to {out}")
+    return 0
+
+
 def _cmd_bench(args) -> int:
     import json
 
@@ -41,12 +51,7 @@ def _cmd_bench(args) -> int:
         else:
             report = run_infer_bench(args.threads, out, command, args.rounds, args.quick, tuple(args.case))
             print(json.dumps({"results": report["results"], "ratios": report["ratios"]}, indent=1))
-        for name, table in report.get("profiles", {}).items():
-            print(f"top operators, one training step of {name}:")
-            for r in table:
-                print(f"  {r['op'][:40]:40s} {r['self_ms']:9.1f} ms {100 * r['share']:5.1f} % {r['calls']:5d} calls")
-        print(f"results written to {out}")
-        return 0
+        return _print_profiles(report, out)
     if args.what in ("models2d", "models3d"):
         from .apps.bench import run_models2d_bench, run_models3d_bench
 
@@ -59,12 +64,7 @@ def _cmd_bench(args) -> int:
         else:
             report = run_models3d_bench(args.threads, out, command, args.quick, args.rounds)
         print(json.dumps({"results": report["results"], "ratios": report["ratios"]}, indent=1))
-        for name, table in report.get("profiles", {}).items():
-            print(f"top operators, one training step of {name}:")
-            for r in table:
-                print(f"  {r['op'][:40]:40s} {r['self_ms']:9.1f} ms {100 * r['share']:5.1f} % {r['calls']:5d} calls")
-        print(f"results written to {out}")
-        return 0
+        return _print_profiles(report, out)
     out = Path(args.out or "benchmarks/results/scan.json")
     command = "mambaseg bench scan" + (" --quick" if args.quick else "") + f" --threads {args.threads}" + (
         f" --out {args.out}" if args.out else "")
