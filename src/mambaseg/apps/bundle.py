@@ -275,6 +275,13 @@ def _postprocessing(s: dict) -> list[dict]:
     return steps
 
 
+def _run_steps(inference: str) -> list[str]:
+    """The bundle's ``run`` section: load the weights, evaluation mode, ``inference`` (an expression) with autograd
+    off, autograd back on."""
+    return ["$@load_weights", "$@network.eval()", "$torch.set_grad_enabled(False)", inference,
+            "$torch.set_grad_enabled(True)"]
+
+
 def bundle_inference_config(model_name: str, setup: dict) -> dict:
     """The ``configs/inference.json`` dict for a model (``setup`` from the checkpoint, see :func:`export_bundle`)."""
     s = setup
@@ -313,14 +320,8 @@ def bundle_inference_config(model_name: str, setup: dict) -> dict:
                     "sigma_scale": 0.125, "padding_mode": "constant", "cval": 0.0},
         "postprocessing": {"_target_": "Compose", "transforms": _postprocessing(s)},
         "initialize": ["$monai.utils.set_determinism(seed=0)"],
-        "run": [
-            "$@load_weights",
-            "$@network.eval()",
-            "$torch.set_grad_enabled(False)",
-            ("$[@postprocessing(d) for b in @dataloader for d in monai.data.decollate_batch("
-             "dict(b, pred=@inferer(b['image'].to(@device), @network)))]"),
-            "$torch.set_grad_enabled(True)",
-        ],
+        "run": _run_steps("$[@postprocessing(d) for b in @dataloader for d in monai.data.decollate_batch("
+                          "dict(b, pred=@inferer(b['image'].to(@device), @network)))]"),
     }
 
 
@@ -346,13 +347,7 @@ def _inference_config_2d(model_name: str, s: dict, kwargs: dict) -> dict:
         "inferer": {"_target_": f"{COMPONENTS}.SlidingWindowInferer2D", "model": "@mambaseg"},
         "postprocessing": {"_target_": "Compose", "transforms": _postprocessing(s)},
         "initialize": ["$monai.utils.set_determinism(seed=0)"],
-        "run": [
-            "$@load_weights",
-            "$@network.eval()",
-            "$torch.set_grad_enabled(False)",
-            "$[@postprocessing(dict(d, pred=@inferer(d['image'], @network))) for d in @dataset]",
-            "$torch.set_grad_enabled(True)",
-        ],
+        "run": _run_steps("$[@postprocessing(dict(d, pred=@inferer(d['image'], @network))) for d in @dataset]"),
     }
 
 
