@@ -186,6 +186,7 @@ def benchmark_command(args, threads: int, parallel: int) -> str:
             *[("--arm-seeds", a) for a in getattr(args, "arm_seeds", None) or []],
             ("--reference", getattr(args, "reference", "")), ("--test", args.test),
             ("--test-images", args.test_images), ("--test-labels", args.test_labels), ("--test-mask", args.test_mask),
+            ("--folds", getattr(args, "folds", "")), ("--fold-ids", getattr(args, "fold_ids", "")),
             ("--out", args.out), ("--threads", threads), ("--parallel", parallel)]
     return shlex.join(["mambaseg", "benchmark", *args.configs, *[x for k, v in opts if v for x in (k, str(v))]]
                       + (["--allow-mixed-commits"] if getattr(args, "allow_mixed_commits", False) else [])
@@ -199,7 +200,7 @@ def _cmd_benchmark(args) -> int:
     test = {"test": args.test, "images": args.test_images, "labels": args.test_labels, "mask": args.test_mask}
     common = {"configs": args.configs, "models": args.models, "seeds": args.seeds, "threads": args.threads,
               "parallel": args.parallel, "sets": args.set, "test": test, "arm_seeds": args.arm_seeds,
-              "reference": args.reference}
+              "reference": args.reference, "folds": args.folds, "fold_ids": args.fold_ids}
     if args.budget:
         given = [o for o, v in (("--steps", args.steps), ("--budget-minutes", args.budget_minutes),
                                 ("--budget-clock", args.budget_clock)) if v]
@@ -292,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-images", default="", help="test images (file or folder)")
     p.add_argument("--test-labels", default="", help="test labels folder")
     p.add_argument("--test-mask", default="", help="2D: field-of-view masks folder")
+    p.add_argument("--folds", default="", metavar="K",
+                   help="3D: K-fold cross-validation on data.root instead of a test set (nnU-Net's protocol): each "
+                        "arm trains once per fold and predicts the cases it never saw")
+    p.add_argument("--fold-ids", default="", metavar="K[,K...]",
+                   help="with --folds: run these folds only (default all), e.g. 0,1")
     p.add_argument("--out", default="", help="output folder (runs/, results.csv, summary.json, index.html)")
     p.add_argument("--threads", default="0", help="threads per training run (default: CPU cores / --parallel)")
     p.add_argument("--parallel", default="1", help="trainings run side by side as subprocesses")

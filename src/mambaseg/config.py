@@ -55,6 +55,8 @@ class DataCfg:
     split: str = "training"  # DRIVE split folder used for training
     val_fraction: float = 0.2
     val_root: str = ""  # optional separate validation dataset (same layout)
+    folds: int = 0  # k-fold cross-validation (mambaseg.data.splits): 0 = off; >= 2: fold `fold`'s cases held out
+    fold: int = 0
     num_classes: int = 2  # including background
     patch_size: tuple = (256, 256)
     fg_prob: float = 0.5
@@ -272,7 +274,7 @@ CASE_FOLDER_PRESETS = ("brats2023", "brats2021", "brats2018_wt")  # = mambaseg.d
 # keys added after runs were started: left out of config_to_dict at their default, so the saved config of a run
 # that does not use them is what it was before they existed (benchmark resume compares saved configs)
 _OMIT_AT_DEFAULT = {"data": {"fundus_norm": "none", "cache_compression": False, "preset": "", "channels": {},
-                             "label": "", "label_map": {}},
+                             "label": "", "label_map": {}, "folds": 0, "fold": 0},
                     "loss": {"cldice_weight": 0.5, "cldice_iters": 10}, "train": {"num_workers": 0},
                     "infer": {"stitch_device": "auto"}}
 INFER_MODES = ("gaussian", "constant")  # sliding-window blending (engine.inference)
@@ -300,6 +302,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.name": (lambda v: bool(v.strip()), "a registered model name"),
     "data.layout": (lambda v: v in LAYOUTS, "one of " + ", ".join(LAYOUTS)),
     "data.val_fraction": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "data.folds": (lambda v: v == 0 or 2 <= v <= 1000, "0 (no cross-validation) or 2 ... 1000 folds"),
+    "data.fold": (lambda v: 0 <= v < 1000, "a fold number >= 0 (less than data.folds)"),
     "data.num_classes": (lambda v: v >= 2, "an integer >= 2 (classes including background)"),
     "data.patch_size": (_positive_ints((2, 3)), "2 or 3 positive integers"),
     "data.fg_prob": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
@@ -455,6 +459,12 @@ def _cross_check(cfg: Config) -> Config:
         used = next(k for k in ("preset", "channels", "label", "label_map") if getattr(cfg.data, k))
         raise ConfigError(f"config key 'data.{used}' applies to data.layout case_folders, got layout "
                           f"{cfg.data.layout!r}.")
+    if cfg.data.folds and cfg.data.fold >= cfg.data.folds:
+        raise ConfigError(f"config key 'data.fold' is {cfg.data.fold}, expected 0 ... {cfg.data.folds - 1} for "
+                          f"data.folds {cfg.data.folds}.")
+    if cfg.data.fold and not cfg.data.folds:
+        raise ConfigError(f"config key 'data.fold' is {cfg.data.fold} but data.folds is 0 (no cross-validation); "
+                          f"set data.folds (e.g. 5).")
     if cfg.infer.threshold == "auto" and not (binary and two_d):
         raise ConfigError(f"config key 'infer.threshold' is auto, which needs a binary (data.num_classes: 2) 2D "
                           f"layout, got num_classes {cfg.data.num_classes} and layout {cfg.data.layout!r}.")

@@ -108,8 +108,10 @@ def format_plan(plan: BenchmarkPlan) -> str:
             f"{label} {','.join(str(x) for x in by_label[label])}" for label in plan.labels)
     lines = [(f"benchmark: {shape} = {len(plan.runs)} run(s); budget "
              f"{budget} per run; {plan.threads} thread(s) per run, {plan.parallel} run(s) side by side"),
-             f"test set: images {plan.test.images}, labels {plan.test.labels}"
-             + (f", mask {plan.test.mask}" if plan.test.mask else ""),
+             (f"test set: {plan.test.folds}-fold cross-validation on {plan.test.images} (folds "
+              f"{','.join(str(k) for k in plan.test.fold_ids)} run; each run predicts the cases its fold held out)"
+              if plan.test.folds else f"test set: images {plan.test.images}, labels {plan.test.labels}"
+              + (f", mask {plan.test.mask}" if plan.test.mask else "")),
              f"output: {plan.out}" + (f"; paired comparisons against {plan.reference}" if plan.reference else "")]
     for w in plan.warnings:
         lines.append(f"warning: {w}")
@@ -309,6 +311,7 @@ def _training_record(spec: RunSpec) -> dict:
     threads = spec.cfg.train.num_threads
     commit = (_read_json(d / "provenance.json") or {}).get("git_commit")
     return {"run": spec.name, "model": spec.label, "model_name": spec.cfg.model.name, "seed": spec.seed,
+            **({"fold": spec.fold} if spec.fold is not None else {}),
             "config": str(spec.config_path), "run_dir": str(d), "epochs": epochs, "steps": epochs * ipe,
             "skipped_steps": skipped, "iters_per_epoch": ipe, "train_seconds": summ.get("train_seconds"),
             "best_val_dice": summ.get("best_val_dice"), "parameters": summ.get("parameters"),
@@ -380,8 +383,35 @@ def _evaluate_run(spec: RunSpec, test: BenchmarkTestSet) -> dict:
     from ..engine.predict import predict
 
     pred_dir, eval_dir = spec.run_dir / "test_pred", spec.run_dir / "test_eval"
+    if test.folds:
+        images, labels = _held_out_links(spec)
+        predict(spec.run_dir, images, pred_dir, overwrite=True, progress=False)
+        return evaluate(pred_dir, labels, eval_dir, overwrite=True)
     predict(spec.run_dir, test.images, pred_dir, probs=True, mask=test.mask, overwrite=True, progress=False)
     return evaluate(pred_dir, test.labels, eval_dir, mask=test.mask, overwrite=True)
+
+
+def _held_out_links(spec: RunSpec) -> tuple[Path, Path]:
+    """``(inputs, references)``: folders in the run folder of links to the cases its cross-validation fold held
+    out — each case's folder (case-folder layouts) or image file(s), and its label as ``<case id><suffix>`` — so that
+    predict and evaluate see exactly these cases (the data stay where they are, untouched)."""
+    import shutil
+
+    from ..data.nifti import volume_suffix
+    from ..engine.data3d import held_out_cases
+
+    cases = held_out_cases(spec.cfg.data)
+    images, labels = spec.run_dir / "held_out" / "images", spec.run_dir / "held_out" / "labels"
+    shutil.rmtree(spec.run_dir / "held_out", ignore_errors=True)  # links only; made again from the config
+    images.mkdir(parents=True)
+    labels.mkdir()
+    folders = spec.cfg.data.layout in ("case_folders", "brats")
+    for c in cases:
+        sources = [c.images[0].parent] if folders else list(c.images)
+        for src in dict.fromkeys(sources):
+            (images / src.name).symlink_to(src.resolve(), target_is_directory=src.is_dir())
+        (labels / f"{c.case_id}{volume_suffix(c.label) or '.nii.gz'}").symlink_to(c.label.resolve())
+    return images, labels
 
 
 def _float(v) -> float:

@@ -78,6 +78,16 @@ def _other_metrics_table(summary: dict, skip: str) -> list[str]:
     return lines
 
 
+def _test_text(test: dict) -> str:
+    """What the arms were tested on: a test set, or the held-out cases of k-fold cross-validation."""
+    if test.get("folds"):
+        return (f"{test['folds']}-fold cross-validation on `{test.get('images')}` (folds "
+                f"{', '.join(str(k) for k in test.get('fold_ids') or [])} run; every case of those folds predicted "
+                f"once per seed by the run that held it out)")
+    return (f"test images `{test.get('images')}`" + (f", labels `{test['labels']}`" if test.get("labels") else "")
+            + (f", masks `{test['mask']}`" if test.get("mask") else ""))
+
+
 def render_markdown(summary: dict) -> str:
     """Markdown text of a benchmark ``summary.json`` (see the module docstring)."""
     metric = summary["primary_metric"]
@@ -85,9 +95,8 @@ def render_markdown(summary: dict) -> str:
     seeds = ", ".join(str(s) for s in summary.get("seeds", []))
     out = [f"# Benchmark: {', '.join(summary['models'])}", "",
            f"Budget {_budget(summary)} per run, {summary.get('threads_per_run')} thread(s) per run, "
-           f"{summary.get('parallel')} run(s) side by side; seeds {seeds}; test images `{test.get('images')}`"
-           + (f", labels `{test['labels']}`" if test.get("labels") else "")
-           + (f", masks `{test['mask']}`" if test.get("mask") else "") + f"; {summary.get('checkpoint', '')}.",
+           f"{summary.get('parallel')} run(s) side by side; seeds {seeds}; {_test_text(test)}"
+           f"; {summary.get('checkpoint', '')}.",
            "", f"Command: `{summary.get('command', '')}` ({summary.get('created', '')}).", "",
            f"## {metric} per model", "", *_models_table(summary, metric), ""]
     stats = summary.get("statistics") or {}
@@ -162,7 +171,7 @@ def render_budgets_markdown(budgets: list[tuple[str, object, dict]], command: st
     for describe, folder, summary in budgets:
         stats = summary.get("statistics") or {}
         out += [f"## {describe} (`{folder}/`)", "", *_budget_table(summary), "",
-                f"Test images `{(summary.get('test') or {}).get('images')}`; per case the value is averaged over the "
+                f"Tested on {_test_text(summary.get('test') or {})}; per case the value is averaged over the "
                 f"arm's seeds, then paired with the reference arm ({summary.get('reference')}); bootstrap with "
                 f"{stats.get('n_boot')} resamples, two-sided Wilcoxon signed-rank p. Full tables: "
                 f"`{folder}/summary.md`.", ""]

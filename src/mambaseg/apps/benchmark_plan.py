@@ -1,9 +1,16 @@
 """What ``mambaseg benchmark`` will run (:mod:`mambaseg.apps.benchmark`): the command-line inputs parsed and checked
-(models, seeds, budget, test set), one :class:`RunSpec` per (model, seed) with its config overrides and run folder,
-and each training's subprocess command line and environment. Nothing is run here."""
+(models, seeds, budget, test set or cross-validation folds), one :class:`RunSpec` per (model, seed[, fold]) with its
+config overrides and run folder, and each training's subprocess command line and environment. Nothing is run here.
+
+Cross-validation (``--folds K``, nnU-Net's protocol, 3D datasets): every arm trains once per fold with ``data.folds
+K`` and ``data.fold k`` (:mod:`mambaseg.data.splits`: fold ``k``'s cases held out of training and validation, the
+folds the same for every arm and seed) and predicts the cases it never saw; the arm's table holds every case of the
+folds run, each predicted once per seed. ``--fold-ids`` runs some folds only (a seeded split when compute forces it).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -25,6 +32,7 @@ __all__ = [
     "parse_arm_seeds",
     "parse_budget",
     "parse_budget_spec",
+    "parse_folds",
     "parse_models",
     "parse_n_boot",
     "parse_seeds",
@@ -249,15 +257,47 @@ def parse_n_boot(value) -> int:
 # --------------------------------------------------------------------------------------------------------- test set
 @dataclass(frozen=True)
 class BenchmarkTestSet:
-    """Images (files or folder), labels folder and optional 2D field-of-view mask folder."""
+    """Images (files or folder), labels folder and optional 2D field-of-view mask folder; or, with ``folds`` (k-fold
+    cross-validation), the training data root (``images``) whose held-out cases each run predicts."""
 
     images: Path
     labels: Path
     mask: Path | None = None
+    folds: int = 0
+    fold_ids: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"images": str(self.images), "labels": str(self.labels),
-                "mask": str(self.mask) if self.mask else None}
+        d = {"images": str(self.images), "labels": str(self.labels), "mask": str(self.mask) if self.mask else None}
+        if self.folds:
+            d.update(cross_validation=f"{self.folds}-fold", folds=self.folds, fold_ids=list(self.fold_ids))
+        return d
+
+
+def parse_folds(folds, fold_ids: str | Sequence[int] = "") -> tuple[int, tuple[int, ...]]:
+    """``(K, folds to run)`` from ``--folds K`` and ``--fold-ids 0,1`` (default: all K); ``(0, ())`` without
+    ``--folds``."""
+    text = str(folds if folds is not None else "").strip()
+    if not text or text == "0":
+        if str(fold_ids or "").strip() and fold_ids != ():
+            raise BenchmarkError("--fold-ids needs --folds K (k-fold cross-validation).")
+        return 0, ()
+    if not re.fullmatch(r"\d+", text) or not 2 <= int(text) <= 1000:
+        raise BenchmarkError(f"--folds: expected a number of cross-validation folds, 2 ... 1000, got {folds!r}.")
+    k = int(text)
+    if isinstance(fold_ids, str):
+        items = [x.strip() for x in fold_ids.split(",")] if fold_ids.strip() else []
+        if any(not re.fullmatch(r"\d+", x) for x in items):
+            raise BenchmarkError(f"--fold-ids: expected comma-separated fold numbers, e.g. 0,1, got {fold_ids!r}.")
+        ids = [int(x) for x in items]
+    else:
+        ids = [int(x) for x in fold_ids]
+    ids = ids or list(range(k))
+    bad = [i for i in ids if not 0 <= i < k]
+    if bad:
+        raise BenchmarkError(f"--fold-ids: fold {bad[0]} does not exist; {k} folds are numbered 0 ... {k - 1}.")
+    if len(set(ids)) != len(ids):
+        raise BenchmarkError(f"--fold-ids: a fold is given twice ({fold_ids!r}).")
+    return k, tuple(ids)
 
 
 def resolve_test_set(test: str | None = None, images: str | None = None, labels: str | None = None,
@@ -297,7 +337,7 @@ def _checked_test(ts: BenchmarkTestSet) -> BenchmarkTestSet:
 # ------------------------------------------------------------------------------------------------------------ plan
 @dataclass(frozen=True)
 class RunSpec:
-    """One (model, seed) training of the benchmark."""
+    """One (model, seed) training of the benchmark, or one (model, seed, fold) under cross-validation."""
 
     label: str  # model label (the model name, or model-configstem when two entries share a model)
     seed: int
@@ -305,10 +345,11 @@ class RunSpec:
     overrides: tuple[str, ...]  # --set overrides applied on top of the config file
     run_dir: Path
     cfg: Config = field(compare=False, repr=False)
+    fold: int | None = None  # the cross-validation fold held out of this run's training (None: no folds)
 
     @property
     def name(self) -> str:
-        return f"{self.label}_seed{self.seed}"
+        return f"{self.label}_seed{self.seed}" + (f"_fold{self.fold}" if self.fold is not None else "")
 
 
 @dataclass(frozen=True)
@@ -363,7 +404,8 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
                    threads: str | int | None = 0, parallel: str | int | None = 1, sets: Sequence[str] = (),
                    test: BenchmarkTestSet | dict | None = None, budget_clock: str = "wall",
                    arm_seeds: Sequence[str] = (), reference: str = "", budget: Budget | None = None,
-                   check_sizes: bool = True) -> BenchmarkPlan:
+                   check_sizes: bool = True, folds: int | str | None = 0,
+                   fold_ids: str | Sequence[int] = "") -> BenchmarkPlan:
     """Check every input and build the list of runs (nothing is trained or written).
 
     ``test`` is a :class:`BenchmarkTestSet` or the keyword arguments of :func:`resolve_test_set` (checked after the
@@ -371,7 +413,9 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
     (each run's CPU time, which other work on the machine does not shrink). ``arm_seeds`` gives some arms their own
     seeds (:func:`parse_arm_seeds`); ``reference`` is the arm paired comparisons are made against (default: the first).
     ``budget`` (one of several, see :func:`plan_budgets`) replaces ``budget_minutes``/``steps``/``budget_clock``.
-    ``check_sizes`` refuses a model too large for this machine (:func:`check_model_size`) before anything is built."""
+    ``check_sizes`` refuses a model too large for this machine (:func:`check_model_size`) before anything is built.
+    ``folds``/``fold_ids``: k-fold cross-validation instead of a test set (:func:`parse_folds`; 3D datasets, one data
+    root for every arm): each run predicts the cases of its held-out fold."""
     if budget is not None:
         budget_minutes, steps, budget_clock = budget.minutes or None, budget.steps or None, budget.clock
     if budget_clock not in ("wall", "cpu"):
@@ -396,9 +440,16 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
     model_names = parse_models(models) if models else []
     if model_names and len(configs) != 1:
         raise BenchmarkError(f"--models overrides the model of one config; got {len(configs)} configs.")
-    if test is None:
+    n_folds, run_folds = parse_folds(folds, fold_ids)
+    if n_folds:
+        given = test if isinstance(test, dict) else {"test": test}
+        if any(v for v in given.values()):
+            raise BenchmarkError("--folds: cross-validation predicts the held-out cases of data.root; give no --test, "
+                                 "--test-images or --test-labels with it.")
+        test = None  # the data root, found from the configs below
+    elif test is None:
         raise BenchmarkError("no test set: give --test DIR or both --test-images and --test-labels.")
-    if isinstance(test, dict):
+    elif isinstance(test, dict):
         test = resolve_test_set(**test)
     from ..models import list_models
 
@@ -455,12 +506,48 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
             elif data_key != first_data and not any("data split" in w for w in warn):
                 warn.append(f"{path}: data (layout, root, split, val_fraction, val_root) differs from the first "
                             f"config, so the runs do not share one data split.")
-            runs.append(RunSpec(label, seed, path, tuple(over), out / "runs" / f"{_safe(label)}_seed{seed}", cfg))
+            if n_folds:
+                test = _cv_test_set(cfg, path, n_folds, run_folds, test)
+                for k in run_folds:
+                    fold_over = (*over, f"data.folds={n_folds}", f"data.fold={k}")
+                    runs.append(RunSpec(label, seed, path, fold_over,
+                                        out / "runs" / f"{_safe(label)}_seed{seed}_fold{k}",
+                                        load_config(path, list(fold_over)), fold=k))
+            else:
+                runs.append(RunSpec(label, seed, path, tuple(over), out / "runs" / f"{_safe(label)}_seed{seed}", cfg))
     # seed-major order: with --parallel 2 the runs of one seed (model A, model B) train side by side and share
     # whatever load the machine has, which is what makes a wall-clock budget equal between them
-    runs.sort(key=lambda r: (all_seeds.index(r.seed), labels.index(r.label)))
+    runs.sort(key=lambda r: (all_seeds.index(r.seed), r.fold or 0, labels.index(r.label)))
     return BenchmarkPlan(runs, labels, all_seeds, minutes, n_steps, thr, par, out, test, warn, by_label,
                          reference or labels[0], budget)
+
+
+def _cv_test_set(cfg: Config, path: Path, n_folds: int, run_folds: tuple[int, ...],
+                 first: BenchmarkTestSet | None) -> BenchmarkTestSet:
+    """The cross-validation "test set" of one run's config: its data root; every arm must share it (and its
+    layout), and the dataset must be 3D with at least ``n_folds`` labelled cases."""
+    from ..config import LAYOUTS_3D
+
+    if cfg.data.layout not in LAYOUTS_3D:
+        raise BenchmarkError(f"{path}: --folds needs a 3D dataset (data.layout one of {', '.join(LAYOUTS_3D)}), got "
+                             f"{cfg.data.layout!r}; for 2D data give a --test set.")
+    if cfg.data.val_root:
+        raise BenchmarkError(f"{path}: --folds holds cases out of data.root; data.val_root must be empty.")
+    root = Path(cfg.data.root)
+    if not root.is_dir():
+        raise BenchmarkError(f"{path}: data.root {root} is not a folder.")
+    from ..data.io import DataError
+    from ..engine.data3d import held_out_cases
+
+    try:  # the case count (and the case folders' patterns) checked before anything trains
+        held_out_cases(dataclasses.replace(cfg.data, folds=n_folds, fold=run_folds[0]))
+    except (DataError, ValueError) as e:
+        raise BenchmarkError(f"{path}: {e}") from None
+    ts = BenchmarkTestSet(root, root, None, n_folds, run_folds)
+    if first is not None and (first.images.resolve() != root.resolve()):
+        raise BenchmarkError(f"{path}: data.root {root} differs from the first config's {first.images}; "
+                             f"cross-validation folds need one dataset for every arm.")
+    return first or ts
 
 
 def plan_budgets(budgets: Sequence[str], out: str | Path = "", **kwargs) -> list[BenchmarkPlan]:

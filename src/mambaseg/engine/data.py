@@ -13,7 +13,7 @@ from ..config import LAYOUTS_2D, LAYOUTS_3D, DataCfg
 from ..data.cases import is_2d_layout, list_cases
 from ..data.io import DataError
 from ..data.plans import Plan2D
-from ..data.splits import split_ids
+from ..data.splits import split_cases
 
 __all__ = ["load_dataset"]
 
@@ -62,12 +62,15 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
         if not records:
             raise DataError(f"{root}: no cases found for layout {cfg.layout!r}.")
         by_id = {r.id: r for r in records}
+        try:  # a cross-validation fold's cases are held out of training and validation alike
+            train_ids, val_ids, held_ids = split_cases(list(by_id), 0.0 if cfg.val_root else cfg.val_fraction, seed,
+                                                       cfg.folds, cfg.fold)
+        except ValueError as e:
+            raise DataError(f"{root}: {e}") from None
         if cfg.val_root:
-            train_ids = sorted(by_id)
             val_records = _cases_2d(DataCfg(**{**cfg.__dict__, "root": cfg.val_root}), Path(cfg.val_root),
                                     run_dir, seed)
         else:
-            train_ids, val_ids = split_ids(list(by_id), cfg.val_fraction, seed)
             val_records = [by_id[i] for i in val_ids]
         train = [_load_case_2d(by_id[i], cfg) for i in train_ids]
         val = [_load_case_2d(r, cfg) for r in val_records]
@@ -75,7 +78,8 @@ def load_dataset(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[
             c.setdefault("id", r.id)
         for c, r in zip(val, val_records):
             c.setdefault("id", r.id)
-        info = {"train_ids": [c["id"] for c in train], "val_ids": [c["id"] for c in val], "spatial_dims": 2}
+        info = {"train_ids": [c["id"] for c in train], "val_ids": [c["id"] for c in val], "held_out_ids": held_ids,
+                "spatial_dims": 2}
         # the plan predict applies: nnU-Net channel_names schemes (layouts2d), and the FOV diameter the model
         # learned vessels at (predict rescales other cameras' photos to it)
         plan = Plan2D.fit(train, cfg.fov, cfg.fundus_norm, getattr(records[0], "norm", ()) or None)

@@ -16,11 +16,23 @@ from ..data.layouts.records import Case3D
 from ..data.nifti import check_label_values, check_resample_size, volume_header
 from ..data.plans import Plan3D
 from ..data.preprocess import PreprocessCache, cached_fingerprint
-from ..data.splits import split_ids
+from ..data.splits import fold_ids, split_cases
 
-__all__ = ["data_spec", "load_dataset_3d"]
+__all__ = ["data_spec", "held_out_cases", "load_dataset_3d"]
 
 logger = logging.getLogger(__name__)
+
+
+def held_out_cases(cfg: DataCfg) -> list[Case3D]:
+    """The labelled cases of ``data.root`` that cross-validation fold ``data.fold`` of ``data.folds`` holds out of
+    training (:func:`~mambaseg.data.splits.fold_ids`: the same cases :func:`load_dataset_3d` leaves out)."""
+    root = Path(cfg.root)
+    records = [c for c in list_cases(root, cfg.layout, "train", spec=data_spec(cfg)) if c.label is not None]
+    try:
+        _, held = fold_ids([c.case_id for c in records], cfg.folds, cfg.fold)
+    except ValueError as e:
+        raise DataError(f"{root}: {e}") from None
+    return [c for c in records if c.case_id in set(held)]
 
 
 def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tuple[list[LazyCase], list[LazyCase],
@@ -41,8 +53,12 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     records = [dataclasses.replace(c, extra={**c.extra, "num_classes": int(cfg.num_classes)}) for c in records]
     heads = {c.case_id: _check_headers(c) for c in records}  # header checks before any voxel is read
     by_id = {c.case_id: c for c in records}
-    train_ids, val_ids = split_ids(list(by_id), cfg.val_fraction, seed)
-    logger.info("3D dataset %s: %d training / %d validation cases (seed %d)", root, len(train_ids), len(val_ids), seed)
+    try:
+        train_ids, val_ids, held_ids = split_cases(list(by_id), cfg.val_fraction, seed, cfg.folds, cfg.fold)
+    except ValueError as e:
+        raise DataError(f"{root}: {e}") from None
+    logger.info("3D dataset %s: %d training / %d validation cases (seed %d)%s", root, len(train_ids), len(val_ids),
+                seed, f", fold {cfg.fold} of {cfg.folds}: {len(held_ids)} held out" if cfg.folds else "")
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (run_dir or Path(".")) / "cache"
     fp = cached_fingerprint([by_id[i] for i in train_ids], cache_dir)  # reads every case only once per dataset
     modality = channel_modalities(records[0].channel_names, cfg.modality, cfg.layout)  # auto: from dataset.json
@@ -74,7 +90,8 @@ def load_dataset_3d(cfg: DataCfg, seed: int, run_dir: Path | None = None) -> tup
     logger.info("preprocessing cache %s: %d hits (%d converted), %d computed", cache.cache_dir, cache.hits,
                 cache.converted, cache.misses)
     labels = getattr(records[0], "labels", None) or {}
-    info = {"train_ids": train_ids, "val_ids": val_ids, "spatial_dims": 3, **fitted.to_checkpoint(),
+    info = {"train_ids": train_ids, "val_ids": val_ids, "held_out_ids": held_ids, "spatial_dims": 3,
+            **fitted.to_checkpoint(),
             "labels": dict(labels), "channel_names": list(records[0].channel_names), "layout": cfg.layout}
     if spec is not None:  # predict finds the channels of new case folders by these patterns
         info["case_folders"] = spec.to_dict()
