@@ -29,10 +29,12 @@ OUT = Path("weights")
 DESCRIPTIONS = {
     "akmamba_net_drive": "Akmamba-Net (CPU width), retinal vessels, fundus photos; trained on DRIVE",
     "dm_segnet_hippocampus": "DM-SegNet (CPU width), hippocampus anterior/posterior, T1 MRI; trained on MSD Task04",
+    "dm_segnet_brats_wt": "DM-SegNet (CPU width), glioma whole tumour from FLAIR alone; trained on 10 BraTS 2018 cases",
 }
 TITLES = {
     "akmamba_net_drive": "retinal vessels (Akmamba-Net)",
     "dm_segnet_hippocampus": "hippocampus MRI (DM-SegNet)",
+    "dm_segnet_brats_wt": "glioma whole tumour on FLAIR (DM-SegNet)",
 }
 PLAN_KEYS = ("orientation", "target_spacing", "normalization", "crop_nonzero", "median_shape")
 HEADER = ("# Shipped models\n\n"

@@ -16,6 +16,7 @@ from mambaseg.engine.checkpoint import load_checkpoint
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 DRIVE_W = WEIGHTS / "akmamba_net_drive.pt"
 HIPPO_W = WEIGHTS / "dm_segnet_hippocampus.pt"
+BRATS_W = WEIGHTS / "dm_segnet_brats_wt.pt"
 
 
 @pytest.mark.skipif(not DRIVE_W.is_file(), reason="weights/akmamba_net_drive.pt not shipped yet")
@@ -49,6 +50,50 @@ def test_hippocampus_weights_keep_geometry(tmp_path):
     pred = nib.load(out / "h.nii.gz")
     assert pred.shape == (33, 47, 35) and np.allclose(pred.affine, affine)
     assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}
+
+
+def _brain_volume(shape=(240, 240, 155), seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """A BraTS-sized skull-stripped FLAIR-like volume (zero outside an ellipsoid brain) with a bright blob."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape, dtype=np.float32)
+    centre = (np.asarray(shape, np.float32) - 1) / 2
+    r = np.sqrt(sum(((grid[i] - centre[i]) / (0.38 * shape[i])) ** 2 for i in range(3)))
+    blob = np.sqrt(sum((grid[i] - centre[i] - (20, -15, 5)[i]) ** 2 for i in range(3))) < 18
+    vol = np.where(r < 1, 300 + 30 * rng.standard_normal(shape) + 250 * blob, 0).astype(np.float32)
+    return vol, blob
+
+
+@pytest.mark.skipif(not BRATS_W.is_file(), reason="weights/dm_segnet_brats_wt.pt not shipped yet")
+def test_brats_weights_full_size_case_folders_and_flair_files(tmp_path):
+    """At the size users run it: a 240x240x155 FLAIR (1 mm, BraTS' grid) as a 2018 case folder (FLAIR + T1: only
+    FLAIR is read), as a BraTS 2023 case folder (``-t2f``) and as a plain FLAIR file on another grid; every mask is
+    written in its input's geometry."""
+    assert BRATS_W.stat().st_size <= 20 * 1024 * 1024
+    ck = load_checkpoint(BRATS_W)
+    assert ck["model_name"] == "dm_segnet_cpu" and ck["data"]["channel_names"] == ["FLAIR"]
+    flair, _ = _brain_volume()
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    cases = tmp_path / "cases"
+    for folder, name in (("Brats18_X_1", "FLAIR.nii.gz"), ("BraTS-GLI-00000-000", "BraTS-GLI-00000-000-t2f.nii.gz")):
+        (cases / folder).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(flair, affine), cases / folder / name)
+    nib.save(nib.Nifti1Image(np.zeros_like(flair), affine), cases / "Brats18_X_1" / "T1.nii.gz")
+    out = tmp_path / "out"
+    assert main(["predict", "--model", "dm_segnet_brats_wt", "-i", str(cases), "-o", str(out), "--no-progress"]) == 0
+    for cid in ("Brats18_X_1", "BraTS-GLI-00000-000"):
+        pred = nib.load(out / f"{cid}.nii.gz")
+        assert pred.shape == (240, 240, 155) and np.allclose(pred.affine, affine)
+        mask = np.asarray(pred.dataobj)
+        assert set(np.unique(mask)) <= {0, 1} and not mask[flair == 0].any()  # nothing outside the brain
+    files = tmp_path / "files"
+    files.mkdir()
+    small, _ = _brain_volume((200, 210, 120), seed=1)
+    aff2 = np.diag([1.1, 1.1, 1.3, 1.0])
+    nib.save(nib.Nifti1Image(small, aff2), files / "patient7_flair.nii.gz")
+    assert main(["predict", "--model", "dm_segnet_brats_wt", "-i", str(files / "patient7_flair.nii.gz"), "-o",
+                 str(tmp_path / "out2"), "--no-progress"]) == 0
+    pred = nib.load(tmp_path / "out2" / "patient7_flair.nii.gz")
+    assert pred.shape == (200, 210, 120) and np.allclose(pred.affine, aff2)
 
 
 @pytest.mark.skipif(not DRIVE_W.is_file(), reason="weights/akmamba_net_drive.pt not shipped yet")
