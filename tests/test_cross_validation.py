@@ -156,3 +156,19 @@ def test_benchmark_cross_validation_end_to_end(cv_data, tmp_path, monkeypatch):
     # a rerun finds both runs done
     assert main(["benchmark", str(cfg), "--steps", "1", "--seeds", "0", "--folds", "3", "--fold-ids", "0,1",
                  "--out", str(out), "--threads", "1", "--n-boot", "100", "--dry-run"]) == 0
+
+
+def test_cross_validation_scores_brats_labels_as_regions(tmp_path, monkeypatch):
+    """BraTS 2019-2021 case folders (label 4 = enhancing tumour): the held-out cases are scored as whole tumour,
+    tumour core and enhancing tumour, label 4 read as 3 (as training relabels it)."""
+    monkeypatch.setenv("MAMBASEG_NO_CPU_KERNEL", "1")
+    data = write_case_folders(tmp_path / "b21", "brats2021", n_cases=4, shape=(18, 16, 16))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((CONFIG % data).replace("brats2018_wt, channels: [FLAIR]", "brats2021")
+                   .replace("num_classes: 2", "num_classes: 4"))
+    out = tmp_path / "bench"
+    assert main(["benchmark", str(cfg), "--steps", "1", "--seeds", "0", "--folds", "2", "--fold-ids", "1",
+                 "--out", str(out), "--threads", "1", "--n-boot", "50"]) == 0
+    with open(out / "results.csv", newline="") as f:
+        metrics = {r["metric"] for r in csv.DictReader(f)}
+    assert {"dice:WT", "dice:TC", "dice:ET"} <= metrics

@@ -386,7 +386,9 @@ def _evaluate_run(spec: RunSpec, test: BenchmarkTestSet) -> dict:
     if test.folds:
         images, labels = _held_out_links(spec)
         predict(spec.run_dir, images, pred_dir, overwrite=True, progress=False)
-        return evaluate(pred_dir, labels, eval_dir, overwrite=True)
+        d = spec.cfg.data  # BraTS tumour labels are scored as BraTS regions (label 4 of 2019-2021 read as 3)
+        regions = "brats" if d.layout == "brats" or d.preset in ("brats2021", "brats2023") else ""
+        return evaluate(pred_dir, labels, eval_dir, regions=regions, overwrite=True)
     predict(spec.run_dir, test.images, pred_dir, probs=True, mask=test.mask, overwrite=True, progress=False)
     return evaluate(pred_dir, test.labels, eval_dir, mask=test.mask, overwrite=True)
 
