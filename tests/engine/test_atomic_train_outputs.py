@@ -183,7 +183,8 @@ def test_report_html_failure_keeps_earlier_report(data, tmp_path, monkeypatch):
 
 
 def test_benchmark_outputs_fail_without_partial_file(tmp_path, monkeypatch):
-    from mambaseg.apps import benchmark, benchmark_html
+    from mambaseg.apps import benchmark
+    from mambaseg.apps.benchmark import html as benchmark_html
 
     csv_path = tmp_path / "results.csv"
     csv_path.write_bytes(SENTINEL)

@@ -1,29 +1,15 @@
-"""``mambaseg benchmark``: fair, equal-budget comparison of several models and seeds on one test set.
-
-Every (model, seed) run trains under the same conditions — same threads, same budget (wall-clock minutes through
-``train.time_limit_min`` and/or a step budget), the same seeded data split for a given seed — as a subprocess
-``python -m mambaseg train ...`` in its own folder ``OUT/runs/<model>_seed<k>/``. Up to ``parallel`` trainings
-run side by side. Each run is then predicted and evaluated on the test set with the checkpoint that training
-selected on validation (``checkpoint_best.pt``), reusing :mod:`mambaseg.engine.predict` and
-:mod:`mambaseg.engine.evaluate` (2D images and 3D volumes alike).
-
-Outputs: ``OUT/results.csv`` (one row per model, seed, case, metric), ``OUT/summary.json`` (per-model statistics,
-paired comparisons, steps/time/memory per run), ``OUT/summary.md`` (its tables in Markdown) and ``OUT/index.html``
-(tables, per-case plots, learning curves).
+"""Running ``mambaseg benchmark`` (the idea of the whole tool is in :mod:`mambaseg.apps.benchmark`): the trainings
+as subprocesses under one lock per output folder, their resumable states, the evaluation of every run on the test
+set, and the outputs ``results.csv`` / ``summary.json`` (then :mod:`.markdown` and :mod:`.html`).
 
 Rerunning the same command resumes: a run with ``benchmark_done.json`` is skipped, a finished training without an
 evaluation is only evaluated (so is one whose done-marker or cached evaluation is damaged), and an interrupted training
 continues from its ``checkpoint_last.pt``. A damaged training record (``summary.json``, ``benchmark_train.json``,
 ``provenance.json`` of a run) is a one-line error naming the file, found before anything is trained.
 
-Several budgets (``--budget steps:600 --budget cpu:30``, :func:`run_benchmarks`) train every (arm, seed) once per
-budget, each budget in its own folder ``OUT/<tag>/`` laid out as above, and ``OUT/summary.md`` puts their tables one
-after the other. One benchmark at a time per output folder (a lock, :mod:`mambaseg.utils.runlock`); SIGTERM, SIGHUP
-and SIGINT stop the training subprocesses, wait for them and release the locks. New or resumed trainings are refused
-when runs of the same table were trained at another commit, unless mixed commits are allowed.
-
-The plan (inputs, runs, training command lines) is made by :mod:`mambaseg.apps.benchmark_plan`; the statistics are
-pure functions in :mod:`mambaseg.apps.benchmark_stats`.
+One benchmark at a time per output folder (a lock, :mod:`mambaseg.utils.runlock`); SIGTERM, SIGHUP and SIGINT stop
+the training subprocesses, wait for them and release the locks. New or resumed trainings are refused when runs of the
+same table were trained at another commit, unless mixed commits are allowed.
 """
 
 from __future__ import annotations
@@ -45,50 +31,34 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..config import config_to_dict
-from ..utils.atomic import atomic_path, atomic_write_text
-from ..utils.runlock import LOCK_NAME, RunLock, RunLockedError
-from .benchmark_plan import (
+from ...config import config_to_dict
+from ...utils.atomic import atomic_path, atomic_write_text
+from ...utils.runlock import LOCK_NAME, RunLock, RunLockedError
+from .plan import (
     FOREVER_EPOCHS,
     BenchmarkError,
     BenchmarkPlan,
     BenchmarkTestSet,
-    Budget,
     RunSpec,
-    parse_budget,
-    parse_budget_spec,
-    parse_models,
     parse_n_boot,
-    parse_seeds,
-    plan_benchmark,
-    plan_budgets,
-    resolve_test_set,
     train_command,
     train_env,
 )
-from .benchmark_stats import PRIMARY_METRIC, summarize
+from .statistics import PRIMARY_METRIC, summarize
 
 __all__ = [
-    "BenchmarkError",
     "BenchmarkInterrupted",
-    "BenchmarkPlan",
-    "BenchmarkTestSet",
-    "Budget",
-    "RunSpec",
-    "parse_budget",
-    "parse_budget_spec",
-    "parse_models",
-    "parse_n_boot",
-    "parse_seeds",
-    "plan_benchmark",
-    "plan_budgets",
-    "resolve_test_set",
+    "case_metrics",
+    "check_run_records",
+    "fairness_warnings",
+    "format_plan",
+    "format_summary",
     "run_benchmark",
     "run_benchmarks",
-    "train_command",
+    "write_results_csv",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mambaseg.apps.benchmark")
 
 DONE_MARKER = "benchmark_done.json"
 LOAD_SAMPLE_S = 30.0  # how often the load average is sampled while trainings run
@@ -379,8 +349,8 @@ def _read_history(run_dir: Path) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------------------- evaluation
 def _evaluate_run(spec: RunSpec, test: BenchmarkTestSet) -> dict:
-    from ..engine.evaluate import evaluate
-    from ..engine.predict import predict
+    from ...engine.evaluate import evaluate
+    from ...engine.predict import predict
 
     pred_dir, eval_dir = spec.run_dir / "test_pred", spec.run_dir / "test_eval"
     if test.folds:
@@ -397,8 +367,8 @@ def _held_out_links(spec: RunSpec) -> tuple[Path, Path]:
     predict and evaluate see exactly these cases (the data stay where they are, untouched)."""
     import shutil
 
-    from ..data.nifti import volume_suffix
-    from ..engine.data3d import held_out_cases
+    from ...data.nifti import volume_suffix
+    from ...engine.data3d import held_out_cases
 
     cases = held_out_cases(spec.cfg.data)
     images, labels = spec.run_dir / "held_out" / "images", spec.run_dir / "held_out" / "labels"
@@ -424,7 +394,7 @@ def _float(v) -> float:
 def case_metrics(result: dict) -> list[tuple[str, str, float]]:
     """(case, metric, value) rows of an evaluation summary: 2D metrics as they are; 3D ``dice``/``iou``/``hd95``
     (mean over foreground classes of the case) plus ``dice:<class>`` and ``hd95:<class>``."""
-    from ..engine.evaluate import METRICS_2D
+    from ...engine.evaluate import METRICS_2D
 
     rows = []
     if result.get("kind") == "2d":
@@ -556,7 +526,7 @@ def _check_not_training(spec: RunSpec) -> None:
 
 def _check_commits(plan: BenchmarkPlan, jobs: list[tuple[RunSpec, bool]]) -> None:
     """Refuse to train into a table whose runs were trained at another commit than this code (or at several)."""
-    from ..resources import git_commit
+    from ...resources import git_commit
 
     if not jobs:
         return
@@ -608,7 +578,7 @@ def run_benchmark(plan: BenchmarkPlan, n_boot: int = 10000, command: str = "",
 def run_benchmarks(plans: list[BenchmarkPlan], n_boot: int = 10000, command: str = "",
                    log: Callable[[str], None] = print, allow_mixed_commits: bool = False,
                    out: str | Path | None = None) -> list[dict]:
-    """Run one benchmark per plan (the budgets of :func:`~mambaseg.apps.benchmark_plan.plan_budgets`) under one lock
+    """Run one benchmark per plan (the budgets of :func:`~mambaseg.apps.benchmark.plan.plan_budgets`) under one lock
     on ``out`` (default: the first plan's folder) and each plan's folder. Every plan is checked (:func:`_prepare`)
     before any training starts; with several plans ``out/summary.md`` puts their tables one after the other. Failed
     runs of any plan raise :class:`BenchmarkError` once every plan is summarised."""
@@ -640,7 +610,7 @@ def run_benchmarks(plans: list[BenchmarkPlan], n_boot: int = 10000, command: str
                 if failed:
                     errors.append(f"{plan.out}: {len(failed)} run(s) failed: {'; '.join(failed)}")
             if len(plans) > 1:
-                from .benchmark_md import render_budgets_markdown
+                from .markdown import render_budgets_markdown
 
                 atomic_write_text(top / "summary.md", render_budgets_markdown(
                     [(p.budget.describe() if p.budget else str(p.out), p.out.relative_to(top) if p.out != top
@@ -707,8 +677,8 @@ def _execute(plan: BenchmarkPlan, states: dict, jobs: list[tuple[RunSpec, bool]]
         "warnings": [*plan.warnings, *unfair],
     }
     atomic_write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=2))
-    from .benchmark_html import write_html
-    from .benchmark_md import render_markdown
+    from .html import write_html
+    from .markdown import render_markdown
 
     atomic_write_text(out / "summary.md", render_markdown(_json_safe(summary)))
 
