@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mambaseg.apps.report import _unit_header, summary_stats, write_report
-from mambaseg.apps.report_overlays import orthogonal_error_figure, ras_panels
+from mambaseg.apps.report import summary_stats, write_report
+from mambaseg.apps.report.overlays import orthogonal_error_figure, ras_panels
+from mambaseg.apps.report.page import _unit_header
 from mambaseg.data.io import OVERLAY_COLOURS
 from tests.test_report import CFG_2D, CFG_3D, _run
 

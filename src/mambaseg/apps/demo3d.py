@@ -31,7 +31,7 @@ def _overlay_slices(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: 
     """Axial, coronal and sagittal slices through the reference's centre, foreground errors coloured (TP/FP/FN),
     labelled with orientation letters; panels enlarged (nearest neighbour) to 256 px on their longer side."""
     from ..data.io import write_png
-    from .report_overlays import orthogonal_error_figure
+    from .report.overlays import orthogonal_error_figure
 
     write_png(path, orthogonal_error_figure(image, pred, ref, affine, title, panel_px=256))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ...utils.atomic import atomic_write_text
-from ..report_html import CSS, JS, esc, html_table
+from ..report.html import CSS, JS, esc, html_table
 
 __all__ = ["render_html", "write_html"]
 
@@ -52,7 +52,7 @@ def _figures(summary: dict, rows: list[dict]) -> tuple[list[str], str | None]:
     from ...utils.optional import MissingDependency
 
     try:
-        from ..report_overlays import fig_uri, load_pyplot
+        from ..report.overlays import fig_uri, load_pyplot
 
         plt = load_pyplot()
     except (ImportError, MissingDependency):
