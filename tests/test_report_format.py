@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from mambaseg.apps.report import summary_stats, write_report
-from mambaseg.apps.report.overlays import orthogonal_error_figure, ras_panels
 from mambaseg.apps.report.page import _unit_header
 from mambaseg.data.io import OVERLAY_COLOURS
+from mambaseg.engine.predict.overlay3d import overlay_figure, overlay_panels
 from tests.test_report import CFG_2D, CFG_3D, _run
 
 
@@ -201,7 +201,7 @@ def test_ras_panels_orientation_of_a_known_affine():
     image = np.zeros(shape, np.float32)
     marker = np.zeros(shape, np.uint8)
     marker[0, 0, 4] = 1  # the most right, most anterior voxel of slice k = 4
-    panels = {p["name"]: p for p in ras_panels(image, marker, marker, affine, [0, 0, 4])}
+    panels = {p["name"]: p for p in overlay_panels(image, marker, affine, marker, [0, 0, 4])}
     assert list(panels) == ["axial", "coronal", "sagittal"]
     assert {p["orientation"] for p in panels.values()} == {"LPS"}  # nibabel.aff2axcodes
     ax = panels["axial"]
@@ -239,7 +239,7 @@ def test_demo_3d_overlay_is_not_a_strip(tmp_path):
     with Image.open(path) as im:
         w, h = im.size
     assert h >= 256 + 40 and w >= 3 * 256 * 0.6  # three panels of 256 px on their longer side, plus the titles
-    fig = orthogonal_error_figure(np.zeros((8, 6, 4), np.float32), np.ones((8, 6, 4)), None, np.eye(4), "t")
+    fig = overlay_figure(overlay_panels(np.zeros((8, 6, 4), np.float32), np.ones((8, 6, 4)), np.eye(4)), "t")
     assert fig.shape[1] >= 3 * 256  # a tiny volume is enlarged (nearest neighbour): each panel 256 px wide here
 
 
