@@ -227,7 +227,7 @@ def test_ras_panels_orientation_of_a_known_affine():
 
 
 def test_demo_3d_overlay_is_not_a_strip(tmp_path):
-    from mambaseg.apps.demo3d import _overlay_slices
+    from mambaseg.apps.demo import _overlay_slices
 
     rng = np.random.default_rng(0)
     ref = np.zeros((40, 48, 36), np.uint8)

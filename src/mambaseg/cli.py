@@ -401,8 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=_cmd_models)
 
-    from .apps.demo import DEMO_2D_STEPS
-    from .apps.demo3d import DEMO_3D_STEPS
+    from .apps.demo import DEMO_2D_STEPS, DEMO_3D_STEPS
 
     p = sub.add_parser("demo", help="train, predict and evaluate on built-in synthetic data; the shipped models on "
                                     "a few real cases when $MAMBASEG_DATA (or ../shared/data) holds them")
