@@ -458,7 +458,7 @@ def test_html_without_matplotlib(monkeypatch):
 
 def test_saved_config_with_modality_mr_matches_auto_outside_nnunet():
     """Runs saved before data.modality defaulted to auto (they say MR) still resume: auto means MR there."""
-    from mambaseg.apps.benchmark.run import _comparable
+    from mambaseg.apps.benchmark.records import _comparable
 
     saved = {"seed": 0, "data": {"layout": "drive", "modality": "MR"}}
     now = {"seed": 0, "data": {"layout": "drive", "modality": "auto"}}
@@ -470,7 +470,7 @@ def test_saved_config_with_modality_mr_matches_auto_outside_nnunet():
 
 def test_saved_config_without_budget_clock_matches_wall_only():
     """Runs saved before train.budget_clock existed counted wall time: they match wall, not cpu."""
-    from mambaseg.apps.benchmark.run import _comparable
+    from mambaseg.apps.benchmark.records import _comparable
 
     saved = {"seed": 0, "data": {"layout": "drive"}, "train": {"epochs": 3}}
     assert _comparable(saved) == _comparable({**saved, "train": {"epochs": 3, "budget_clock": "wall"}})
@@ -664,7 +664,8 @@ def test_damaged_files_mixed_commits_and_locks(data, tmp_path, capsys):
     """A rerun re-evaluates a run whose done-marker or cached evaluation is damaged, names a damaged training record
     (exit 2, nothing trained or written), refuses to train beside runs of another commit unless
     --allow-mixed-commits, and refuses a second benchmark on one --out or a run another process is training."""
-    from mambaseg.apps.benchmark.run import _prepare, _run_state
+    from mambaseg.apps.benchmark.records import run_state
+    from mambaseg.apps.benchmark.run import _prepare
     from mambaseg.resources import git_commit
     from mambaseg.utils.runlock import RunLock
 
@@ -690,7 +691,7 @@ def test_damaged_files_mixed_commits_and_locks(data, tmp_path, capsys):
                                (ev, '{"kind": "2d", "metric_per_case": [{"dice": 1}]}', "test_eval/summary.json dam")):
         saved = path.read_text()
         path.write_text(text)
-        state, why = _run_state(plan.runs[0], plan.test)
+        state, why = run_state(plan.runs[0], plan.test)
         assert state == "evaluate" and needle in why, why
         path.write_text(saved)
 

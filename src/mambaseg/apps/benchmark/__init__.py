@@ -18,13 +18,16 @@ after the other.
 One module per idea:
 
 - :mod:`.plan`: what will run (inputs parsed and checked, one run per model, seed and fold, command lines);
-- :mod:`.run`: running it (trainings, resume, locks, evaluation, ``results.csv`` / ``summary.json``);
+- :mod:`.run`: running it (trainings, locks, signals, ``results.csv`` / ``summary.json``);
+- :mod:`.records`: what each run's folder says (its state on a rerun, its training record, fairness warnings);
+- :mod:`.evaluation`: each run predicted and evaluated on the test set, the per-case metrics;
 - :mod:`.statistics`: the numbers (bootstrap CIs, paired comparisons);
 - :mod:`.markdown` and :mod:`.html`: ``summary.md`` and ``index.html``.
 """
 
 from __future__ import annotations
 
+from .evaluation import case_metrics
 from .plan import (
     FOREVER_EPOCHS,
     BenchmarkError,
@@ -43,10 +46,9 @@ from .plan import (
     train_command,
     train_env,
 )
+from .records import check_run_records, fairness_warnings
 from .run import (
     BenchmarkInterrupted,
-    case_metrics,
-    fairness_warnings,
     format_plan,
     format_summary,
     run_benchmark,
@@ -65,6 +67,7 @@ __all__ = [
     "Budget",
     "RunSpec",
     "case_metrics",
+    "check_run_records",
     "fairness_warnings",
     "format_plan",
     "format_summary",
