@@ -226,6 +226,29 @@ def test_ras_panels_orientation_of_a_known_affine():
     assert hits(sa["rgb"]) == [[3, 0]]
 
 
+def test_one_drawer_dimension_is_a_parameter():
+    """The overlay drawer of predict, report and demo: a 2D image is one panel coloured like ``overlay_rgb``; a 3D
+    volume three panels; the ``labels`` colouring paints each class in its palette colour."""
+    from mambaseg.data.io import overlay_rgb
+    from mambaseg.engine.predict.overlay3d import PALETTE
+
+    rng = np.random.default_rng(1)
+    image, pred, ref = rng.random((12, 10)), rng.random((12, 10)) > 0.5, rng.random((12, 10)) > 0.5
+    (panel,) = overlay_panels(image, pred, ref=ref)
+    assert panel["name"] == "image" and np.array_equal(panel["rgb"], overlay_rgb(image, pred, ref))
+    fig = overlay_figure([panel], "t", panel_px=60)
+    assert fig.shape == (34 + 60 + 8, 60 // 12 * 10 + 2 * 8, 3)  # header, panel 60 px high (12 rows -> 60), padding
+    labels = np.zeros((6, 6, 6), np.uint8)
+    labels[1, 1, 3], labels[4, 4, 3] = 1, 2
+    panels = overlay_panels(np.zeros((6, 6, 6), np.float32), labels, np.eye(4), centre=[1, 1, 3], colouring="labels",
+                            alpha=1.0)
+    assert [p["name"] for p in panels] == ["axial", "coronal", "sagittal"]
+    colours = {tuple(int(c) for c in px) for px in panels[0]["rgb"].reshape(-1, 3)} - {(0, 0, 0)}
+    assert colours == {tuple(int(c) for c in PALETTE[0]), tuple(int(c) for c in PALETTE[1])}  # both classes, slice k=3
+    with pytest.raises(ValueError, match="colouring"):
+        overlay_panels(image, pred, colouring="heat")
+
+
 def test_demo_3d_overlay_is_not_a_strip(tmp_path):
     from mambaseg.apps.demo import _overlay_slices
 
