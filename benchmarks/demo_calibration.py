@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mambaseg.apps.demo import DEMO_2D, DEMO_2D_STEPS, step_overrides
-from mambaseg.apps.demo3d import DEMO_3D, DEMO_3D_STEPS
+from mambaseg.apps.demo import DEMO_2D, DEMO_2D_STEPS, DEMO_3D, DEMO_3D_STEPS, step_overrides
 from mambaseg.config import apply_overrides, config_from_dict
 from mambaseg.engine.evaluate import evaluate
 from mambaseg.engine.predict import predict
@@ -40,7 +39,7 @@ def run_2d(work: Path, steps: int, seed: int) -> float:
 def run_3d(work: Path, steps: int, seed: int) -> float:
     from mambaseg.data.phantom3d import write_phantom_msd
 
-    data = write_phantom_msd(work / "task", n_cases=10, shape=(40, 48, 36))  # as demo3d.run_demo_3d
+    data = write_phantom_msd(work / "task", n_cases=10, shape=(40, 48, 36))  # as mambaseg.apps.demo.run_part(root, 3)
     test = write_phantom_msd(work / "test", n_cases=2, shape=(44, 40, 38), seed=7)
     cfg = apply_overrides(config_from_dict(DEMO_3D), [f"data.root={data}", *step_overrides(DEMO_3D, steps, seed)])
     train(cfg, work / "run", progress=False)

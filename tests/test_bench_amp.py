@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mambaseg.apps import bench
+from mambaseg.apps import speed
 from mambaseg.cli import main
 
 
@@ -18,7 +18,7 @@ def test_bench_amp_quick_writes_ratios_and_provenance(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["benchmark"] == "amp" and report["quick"] is True
     assert report["command"].startswith("mambaseg bench amp --quick") and "commit" in report
-    names = {f"{n}/{p}" for _, b, m, *_ in bench.AMP_PAIRS for n in (b, m) for p in bench.PRECISIONS}
+    names = {f"{n}/{p}" for _, b, m, *_ in speed.AMP_PAIRS for n in (b, m) for p in speed.PRECISIONS}
     assert set(report["step_seconds"]) == names and all(t > 0 for t in report["step_seconds"].values())
     s = report["step_seconds"]
     assert report["ratios"]["akmamba_net_cpu_over_unet_cpu_bf16"] == pytest.approx(
@@ -37,7 +37,7 @@ def test_bench_infer_quick_one_case(tmp_path):
                  "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     case = report["results"]["hippocampus_36x50x35"]
-    assert case["tile"] == list(bench.QUICK_TILE)
+    assert case["tile"] == list(speed.QUICK_TILE)
     assert set(case["variants"]) == {"unet3d_cpu/fp32", "unet3d_cpu/bf16", "dm_segnet_cpu/fp32", "dm_segnet_cpu/bf16"}
     for row in case["variants"].values():
         assert row["seconds"] > 0 and row["peak_extra_mb"] is not None and "peak_error" not in row

@@ -22,9 +22,9 @@ from mambaseg.apps.benchmark import (
     plan_benchmark,
     train_command,
 )
-from mambaseg.apps.benchmark_html import render_html
-from mambaseg.apps.benchmark_md import render_markdown
-from mambaseg.apps.benchmark_stats import bootstrap_ci, describe, paired_comparison, summarize
+from mambaseg.apps.benchmark.html import render_html
+from mambaseg.apps.benchmark.markdown import render_markdown
+from mambaseg.apps.benchmark.statistics import bootstrap_ci, describe, paired_comparison, summarize
 from mambaseg.cli import main
 from mambaseg.data.synthetic import write_synthetic_drive
 
@@ -458,7 +458,7 @@ def test_html_without_matplotlib(monkeypatch):
 
 def test_saved_config_with_modality_mr_matches_auto_outside_nnunet():
     """Runs saved before data.modality defaulted to auto (they say MR) still resume: auto means MR there."""
-    from mambaseg.apps.benchmark import _comparable
+    from mambaseg.apps.benchmark.records import _comparable
 
     saved = {"seed": 0, "data": {"layout": "drive", "modality": "MR"}}
     now = {"seed": 0, "data": {"layout": "drive", "modality": "auto"}}
@@ -470,7 +470,7 @@ def test_saved_config_with_modality_mr_matches_auto_outside_nnunet():
 
 def test_saved_config_without_budget_clock_matches_wall_only():
     """Runs saved before train.budget_clock existed counted wall time: they match wall, not cpu."""
-    from mambaseg.apps.benchmark import _comparable
+    from mambaseg.apps.benchmark.records import _comparable
 
     saved = {"seed": 0, "data": {"layout": "drive"}, "train": {"epochs": 3}}
     assert _comparable(saved) == _comparable({**saved, "train": {"epochs": 3, "budget_clock": "wall"}})
@@ -480,7 +480,7 @@ def test_saved_config_without_budget_clock_matches_wall_only():
 # ------------------------------------------------------------------ issue 24 (robustness) and issue 21 (budgets)
 def test_budget_arm_seed_and_n_boot_parsers():
     from mambaseg.apps.benchmark import parse_budget_spec, parse_n_boot
-    from mambaseg.apps.benchmark_plan import parse_arm_seeds
+    from mambaseg.apps.benchmark.plan import parse_arm_seeds
 
     assert [parse_budget_spec(t).tag for t in ("steps:600", "cpu:30", "wall:60", "CPU:0.5", "wall:90min")] == [
         "steps600", "cpu30min", "wall60min", "cpu0.5min", "wall90min"]
@@ -551,7 +551,7 @@ def test_bad_input_refused_before_anything_is_written(data, tmp_path, capsys):
 
 def test_model_size_estimated_without_allocating(data):
     """An absurd width is refused from a meta-device build (no memory used), naming the key that makes it large."""
-    from mambaseg.apps.benchmark_plan import check_model_size
+    from mambaseg.apps.benchmark.plan import check_model_size
     from mambaseg.config import load_config
 
     _, _, cfg = data
@@ -617,7 +617,7 @@ def test_summarize_reference_pairs_and_unequal_seeds():
     (c,) = s["comparisons"]
     assert (c["a"], c["b"]) == ("b", "a") and c["mean_difference"] == pytest.approx(-0.06)
     assert s["models"]["b"]["metrics"]["dice"]["over_seeds"]["n"] == 3
-    from mambaseg.apps.benchmark_md import render_budgets_markdown
+    from mambaseg.apps.benchmark.markdown import render_budgets_markdown
 
     for info, n in ((s["models"]["a"], 1), (s["models"]["b"], 3)):
         info.update(seeds=list(range(n)), steps={"mean": 4.0}, cpu_seconds={"mean": 90.0},
@@ -664,7 +664,8 @@ def test_damaged_files_mixed_commits_and_locks(data, tmp_path, capsys):
     """A rerun re-evaluates a run whose done-marker or cached evaluation is damaged, names a damaged training record
     (exit 2, nothing trained or written), refuses to train beside runs of another commit unless
     --allow-mixed-commits, and refuses a second benchmark on one --out or a run another process is training."""
-    from mambaseg.apps.benchmark import _prepare, _run_state
+    from mambaseg.apps.benchmark.records import run_state
+    from mambaseg.apps.benchmark.run import _prepare
     from mambaseg.resources import git_commit
     from mambaseg.utils.runlock import RunLock
 
@@ -690,7 +691,7 @@ def test_damaged_files_mixed_commits_and_locks(data, tmp_path, capsys):
                                (ev, '{"kind": "2d", "metric_per_case": [{"dice": 1}]}', "test_eval/summary.json dam")):
         saved = path.read_text()
         path.write_text(text)
-        state, why = _run_state(plan.runs[0], plan.test)
+        state, why = run_state(plan.runs[0], plan.test)
         assert state == "evaluate" and needle in why, why
         path.write_text(saved)
 

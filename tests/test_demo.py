@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mambaseg.apps import demo, demo3d, demo_real
+from mambaseg.apps import demo, demo_real
 from mambaseg.cli import main
 from mambaseg.config import apply_overrides, config_from_dict
 
@@ -20,7 +20,7 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("base", [demo.DEMO_2D, demo3d.DEMO_3D])
+@pytest.mark.parametrize("base", [demo.DEMO_2D, demo.DEMO_3D])
 def test_step_budget_is_exact_and_has_no_time_limit(base):
     per_epoch = base["train"]["iters_per_epoch"]
     for steps in (1, per_epoch, 3 * per_epoch + 1, 300):
@@ -34,7 +34,7 @@ def test_step_budget_is_exact_and_has_no_time_limit(base):
 
 
 def test_default_budgets_are_steps_and_the_configs_train_exactly_them():
-    for base, steps in ((demo.DEMO_2D, demo.DEMO_2D_STEPS), (demo3d.DEMO_3D, demo3d.DEMO_3D_STEPS)):
+    for base, steps in ((demo.DEMO_2D, demo.DEMO_2D_STEPS), (demo.DEMO_3D, demo.DEMO_3D_STEPS)):
         assert base["train"]["epochs"] * base["train"]["iters_per_epoch"] == steps
         assert "time_limit_min" not in base["train"]
 

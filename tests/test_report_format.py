@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mambaseg.apps.report import _unit_header, summary_stats, write_report
-from mambaseg.apps.report_overlays import orthogonal_error_figure, ras_panels
+from mambaseg.apps.report import summary_stats, write_report
+from mambaseg.apps.report.page import _unit_header
 from mambaseg.data.io import OVERLAY_COLOURS
+from mambaseg.engine.predict.overlay3d import overlay_figure, overlay_panels
 from tests.test_report import CFG_2D, CFG_3D, _run
 
 
@@ -200,7 +201,7 @@ def test_ras_panels_orientation_of_a_known_affine():
     image = np.zeros(shape, np.float32)
     marker = np.zeros(shape, np.uint8)
     marker[0, 0, 4] = 1  # the most right, most anterior voxel of slice k = 4
-    panels = {p["name"]: p for p in ras_panels(image, marker, marker, affine, [0, 0, 4])}
+    panels = {p["name"]: p for p in overlay_panels(image, marker, affine, marker, [0, 0, 4])}
     assert list(panels) == ["axial", "coronal", "sagittal"]
     assert {p["orientation"] for p in panels.values()} == {"LPS"}  # nibabel.aff2axcodes
     ax = panels["axial"]
@@ -225,8 +226,31 @@ def test_ras_panels_orientation_of_a_known_affine():
     assert hits(sa["rgb"]) == [[3, 0]]
 
 
+def test_one_drawer_dimension_is_a_parameter():
+    """The overlay drawer of predict, report and demo: a 2D image is one panel coloured like ``overlay_rgb``; a 3D
+    volume three panels; the ``labels`` colouring paints each class in its palette colour."""
+    from mambaseg.data.io import overlay_rgb
+    from mambaseg.engine.predict.overlay3d import PALETTE
+
+    rng = np.random.default_rng(1)
+    image, pred, ref = rng.random((12, 10)), rng.random((12, 10)) > 0.5, rng.random((12, 10)) > 0.5
+    (panel,) = overlay_panels(image, pred, ref=ref)
+    assert panel["name"] == "image" and np.array_equal(panel["rgb"], overlay_rgb(image, pred, ref))
+    fig = overlay_figure([panel], "t", panel_px=60)
+    assert fig.shape == (34 + 60 + 8, 60 // 12 * 10 + 2 * 8, 3)  # header, panel 60 px high (12 rows -> 60), padding
+    labels = np.zeros((6, 6, 6), np.uint8)
+    labels[1, 1, 3], labels[4, 4, 3] = 1, 2
+    panels = overlay_panels(np.zeros((6, 6, 6), np.float32), labels, np.eye(4), centre=[1, 1, 3], colouring="labels",
+                            alpha=1.0)
+    assert [p["name"] for p in panels] == ["axial", "coronal", "sagittal"]
+    colours = {tuple(int(c) for c in px) for px in panels[0]["rgb"].reshape(-1, 3)} - {(0, 0, 0)}
+    assert colours == {tuple(int(c) for c in PALETTE[0]), tuple(int(c) for c in PALETTE[1])}  # both classes, slice k=3
+    with pytest.raises(ValueError, match="colouring"):
+        overlay_panels(image, pred, colouring="heat")
+
+
 def test_demo_3d_overlay_is_not_a_strip(tmp_path):
-    from mambaseg.apps.demo3d import _overlay_slices
+    from mambaseg.apps.demo import _overlay_slices
 
     rng = np.random.default_rng(0)
     ref = np.zeros((40, 48, 36), np.uint8)
@@ -238,7 +262,7 @@ def test_demo_3d_overlay_is_not_a_strip(tmp_path):
     with Image.open(path) as im:
         w, h = im.size
     assert h >= 256 + 40 and w >= 3 * 256 * 0.6  # three panels of 256 px on their longer side, plus the titles
-    fig = orthogonal_error_figure(np.zeros((8, 6, 4), np.float32), np.ones((8, 6, 4)), None, np.eye(4), "t")
+    fig = overlay_figure(overlay_panels(np.zeros((8, 6, 4), np.float32), np.ones((8, 6, 4)), np.eye(4)), "t")
     assert fig.shape[1] >= 3 * 256  # a tiny volume is enlarged (nearest neighbour): each panel 256 px wide here
 
 

@@ -35,10 +35,10 @@ def _print_profiles(report: dict, out: Path) -> int:
 def _cmd_bench(args) -> int:
     import json
 
-    from .apps.bench import format_scan_table, run_scan_bench
+    from .apps.speed import format_scan_table, run_scan_bench
 
     if args.what in ("amp", "infer"):
-        from .apps.bench import run_amp_bench, run_infer_bench
+        from .apps.speed import run_amp_bench, run_infer_bench
 
         out = Path(args.out or f"benchmarks/results/{args.what}{'_quick' if args.quick else ''}.json")
         command = shlex.join(["mambaseg", *sys.argv[sys.argv.index("bench"):]]) if "bench" in sys.argv else (
@@ -53,7 +53,7 @@ def _cmd_bench(args) -> int:
             print(json.dumps({"results": report["results"], "ratios": report["ratios"]}, indent=1))
         return _print_profiles(report, out)
     if args.what in ("models2d", "models3d"):
-        from .apps.bench import run_models2d_bench, run_models3d_bench
+        from .apps.speed import run_models2d_bench, run_models3d_bench
 
         out = Path(args.out or f"benchmarks/results/{args.what}.json")
         command = (f"mambaseg bench {args.what} --threads {args.threads} --rounds {args.rounds}"
@@ -401,8 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=_cmd_models)
 
-    from .apps.demo import DEMO_2D_STEPS
-    from .apps.demo3d import DEMO_3D_STEPS
+    from .apps.demo import DEMO_2D_STEPS, DEMO_3D_STEPS
 
     p = sub.add_parser("demo", help="train, predict and evaluate on built-in synthetic data; the shipped models on "
                                     "a few real cases when $MAMBASEG_DATA (or ../shared/data) holds them")

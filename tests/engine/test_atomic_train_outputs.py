@@ -170,7 +170,7 @@ def test_export_onnx_failure_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_report_html_failure_keeps_earlier_report(data, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    from mambaseg.apps.report import _REPORT_HEAD, write_report
+    from mambaseg.apps.report.page import _REPORT_HEAD, write_report
 
     run = tmp_path / "run"
     train_mod.train(_cfg(data), run, progress=False)
@@ -183,7 +183,8 @@ def test_report_html_failure_keeps_earlier_report(data, tmp_path, monkeypatch):
 
 
 def test_benchmark_outputs_fail_without_partial_file(tmp_path, monkeypatch):
-    from mambaseg.apps import benchmark, benchmark_html
+    from mambaseg.apps import benchmark
+    from mambaseg.apps.benchmark import html as benchmark_html
 
     csv_path = tmp_path / "results.csv"
     csv_path.write_bytes(SENTINEL)

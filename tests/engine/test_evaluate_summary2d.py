@@ -120,7 +120,8 @@ def test_2d_readers_unchanged(known, tmp_path):
     mean_line = next(line for line in format_table(res).splitlines() if line.startswith("mean"))
     assert mean_line.split()[1:3] == ["0.7750", "0.6333"]  # dice, iou
     from mambaseg.apps.benchmark import case_metrics
-    from mambaseg.apps.report import _case_rows, collect_report
+    from mambaseg.apps.report import collect_report
+    from mambaseg.apps.report.page import _case_rows
 
     rows = case_metrics(res)
     assert ("a", "dice", pytest.approx(0.75)) in rows and ("c", "iou", pytest.approx(2 / 3)) in rows

@@ -80,7 +80,8 @@ def test_v1_labels_and_report_reads_names(hippo, tmp_path):
     res = evaluate(pred, root / "labelsTr", tmp_path / "ev")
     assert set(res["mean"]) == {"1", "2"} and res["class_names"]["2"] == "Posterior"
     from mambaseg.apps.benchmark import case_metrics
-    from mambaseg.apps.report import _case_rows, collect_report
+    from mambaseg.apps.report import collect_report
+    from mambaseg.apps.report.page import _case_rows
 
     info = collect_report(tmp_path / "ev")
     assert set(info["evaluation"]["mean"]) == {"Anterior", "Posterior"}

@@ -1,4 +1,5 @@
-"""Benchmarks: ``mambaseg bench scan | models2d | models3d | amp | infer``.
+"""Speed and memory measurements: ``mambaseg bench scan | models2d | models3d | amp | infer`` (not to be confused
+with :mod:`mambaseg.apps.benchmark`, which compares the accuracy of trained models).
 
 Each (case, backend) runs in a fresh subprocess so that its peak memory (``ru_maxrss`` above the level after the
 inputs are allocated) is its own. Times are medians over repeats after one warm-up run. Ratios are computed only
@@ -114,7 +115,7 @@ def _worker(spec: dict) -> dict:
 
 def _measure(case: str, backend: str, threads: int, repeats: int, timeout: float) -> dict:
     spec = dict(shape=SCAN_CASES[case], backend=backend, threads=threads, repeats=repeats)
-    cmd = [sys.executable, "-m", "mambaseg.apps.bench", "--worker", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "mambaseg.apps.speed", "--worker", json.dumps(spec)]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -408,7 +409,7 @@ def run_models3d_bench(threads: int = 2, out: Path | None = None, command: str =
         for ckpt in (False, True):
             spec = dict(model="dm_segnet", kwargs={"in_channels": 1, "out_channels": 2, "grad_checkpoint": ckpt},
                         input=[1, 1, 96, 96, 96], threads=threads)
-            cmd = [sys.executable, "-m", "mambaseg.apps.bench", "--peak", json.dumps(spec)]
+            cmd = [sys.executable, "-m", "mambaseg.apps.speed", "--peak", json.dumps(spec)]
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
             key = f"train_step_96^3{'_checkpointed' if ckpt else ''}"
             rows["dm_segnet"][key] = (json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0
@@ -614,7 +615,7 @@ def run_infer_bench(threads: int = 2, out: Path | None = None, command: str = ""
         best = _alternate(fns, rounds)
         rows = {}
         for k, spec in specs.items():
-            cmd = [sys.executable, "-m", "mambaseg.apps.bench", "--infer-peak", json.dumps(spec)]
+            cmd = [sys.executable, "-m", "mambaseg.apps.speed", "--infer-peak", json.dumps(spec)]
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
             peak = (json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0
                     else {"error": (p.stderr.strip().splitlines() or ["?"])[-1]})

@@ -1,21 +1,6 @@
-"""``mambaseg report``: one self-contained HTML page for a training run or an evaluation folder.
-
-Everything is embedded: figures are base64 PNG data URIs, CSS and the table-sorting script are inline, nothing is
-loaded from the network. Sections (each skipped when its inputs are missing): summary and paper comparison, the
-per-case (2D) or per-case-and-class (3D) metrics table (click a header to sort), the per-case Dice distribution,
-overlays of the best and worst cases (2D: image / ground truth / prediction / errors; 3D: three orthogonal slices
-through every structure), learning curves from ``metrics.jsonl``, the configuration and provenance.
-
-Numbers as a clinician-researcher reads them: the user's results first, the paper's table after; overlap scores
-(Dice, IoU, precision, ...) in % with two decimals; every mean with its SD, median and a 95 % bootstrap confidence
-interval over cases (:func:`summary_stats`); HD95 with its unit (mm in 3D, px in 2D); 3D volumes in mL; 3D slices
-labelled axial / coronal / sagittal with orientation letters; the 2D overlays at full resolution one click away.
-
-A run folder may contain ``test_eval/`` (an evaluation, ``summary.json``) and ``test_pred/`` (predictions); both
-are used when present. Error colours follow :data:`mambaseg.data.io.OVERLAY_COLOURS`: true positive green, false
-positive red, false negative blue. The inline script sets ``data-ready="1"`` on ``<body>`` once the tables are
-sortable; a URL fragment ``#sort=<table id>:<column>[:desc]`` sorts a table on load.
-"""
+"""The page of ``mambaseg report`` (the tool is described in :mod:`mambaseg.apps.report`): its numbers and units
+(:func:`summary_stats`), its sections in order and :func:`write_report`, from what :mod:`.data` gathered, with the
+building blocks of :mod:`.html` and the figures of :mod:`.overlays`."""
 
 from __future__ import annotations
 
@@ -29,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..data.io import OVERLAY_COLOURS
-from ..utils.atomic import atomic_write_text
-from ..utils.optional import MissingDependency
-from .report_data import collect_report
-from .report_html import CSS, JS, Cell, esc, html_table, img_tag, to_float
-from .report_overlays import fig_uri, load_pyplot, overlay_2d, overlay_2d_full, overlay_3d
+from ...data.io import OVERLAY_COLOURS
+from ...utils.atomic import atomic_write_text
+from ...utils.optional import MissingDependency
+from .data import collect_report
+from .html import CSS, JS, Cell, esc, html_table, img_tag, to_float
+from .overlays import fig_uri, load_pyplot, overlay_2d, overlay_2d_full, overlay_3d
 
-__all__ = ["PAPER_3D", "PAPER_DRIVE", "Cell", "collect_report", "render_html", "summary_stats", "write_report"]
+__all__ = ["PAPER_3D", "PAPER_DRIVE", "render_html", "summary_stats", "write_report"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mambaseg.apps.report")
 
 #: Akmamba-Net Table 1 (DRIVE), values in %: model, Precision, Dice, IoU (spec §4.2).
 PAPER_DRIVE = [("U-Net", 95.61, 82.22, 71.23), ("Attention U-Net", 95.32, 80.94, 71.15),

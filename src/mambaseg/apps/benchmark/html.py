@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.atomic import atomic_write_text
-from .report_html import CSS, JS, esc, html_table
+from ...utils.atomic import atomic_write_text
+from ..report.html import CSS, JS, esc, html_table
 
 __all__ = ["render_html", "write_html"]
 
@@ -49,10 +49,10 @@ def _history(run_dir: str) -> list[dict]:
 
 def _figures(summary: dict, rows: list[dict]) -> tuple[list[str], str | None]:
     """(figure HTML blocks, note when matplotlib is missing)."""
-    from ..utils.optional import MissingDependency
+    from ...utils.optional import MissingDependency
 
     try:
-        from .report_overlays import fig_uri, load_pyplot
+        from ..report.overlays import fig_uri, load_pyplot
 
         plt = load_pyplot()
     except (ImportError, MissingDependency):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config, load_config
+from ...config import Config, load_config
 
 __all__ = [
     "FOREVER_EPOCHS",
@@ -76,7 +76,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_models(text: str) -> list[str]:
     """``"unet_tiny,akmamba_net_tiny"`` -> names, each checked against the model registry."""
-    from ..models import list_models
+    from ...models import list_models
 
     names = [s.strip() for s in str(text).split(",") if s.strip()]
     if not names:
@@ -204,7 +204,7 @@ def _meta_parameters(name: str, kwargs: dict) -> int | None:
     model cannot be built there (it computes from tensor values while it is built)."""
     import torch
 
-    from ..models import build_model
+    from ...models import build_model
 
     try:
         with torch.device("meta"):
@@ -220,7 +220,7 @@ def check_model_size(cfg: Config, where: str, limit_bytes: int | None = None) ->
     """Refuse, before anything is allocated, a model whose ``model.kwargs`` make it larger than this machine's memory
     (weights, gradients and Adam state: :data:`BYTES_PER_PARAMETER` per parameter): the model is built on the meta
     device, and the key that makes it too large is named. Returns the parameter count (None: not estimable)."""
-    from ..utils.limits import format_bytes
+    from ...utils.limits import format_bytes
 
     name, kwargs = cfg.model.name, dict(cfg.model.kwargs or {})
     limit = limit_bytes if limit_bytes is not None else _total_memory()
@@ -451,7 +451,7 @@ def plan_benchmark(configs: Sequence[str], models: str = "", budget_minutes: str
         raise BenchmarkError("no test set: give --test DIR or both --test-images and --test-labels.")
     elif isinstance(test, dict):
         test = resolve_test_set(**test)
-    from ..models import list_models
+    from ...models import list_models
 
     known = list_models()
     entries = []  # (model name, config path, extra overrides)
@@ -526,7 +526,7 @@ def _cv_test_set(cfg: Config, path: Path, n_folds: int, run_folds: tuple[int, ..
                  first: BenchmarkTestSet | None) -> BenchmarkTestSet:
     """The cross-validation "test set" of one run's config: its data root; every arm must share it (and its
     layout), and the dataset must be 3D with at least ``n_folds`` labelled cases."""
-    from ..config import LAYOUTS_3D
+    from ...config import LAYOUTS_3D
 
     if cfg.data.layout not in LAYOUTS_3D:
         raise BenchmarkError(f"{path}: --folds needs a 3D dataset (data.layout one of {', '.join(LAYOUTS_3D)}), got "
@@ -536,8 +536,8 @@ def _cv_test_set(cfg: Config, path: Path, n_folds: int, run_folds: tuple[int, ..
     root = Path(cfg.data.root)
     if not root.is_dir():
         raise BenchmarkError(f"{path}: data.root {root} is not a folder.")
-    from ..data.io import DataError
-    from ..engine.data3d import held_out_cases
+    from ...data.io import DataError
+    from ...engine.data3d import held_out_cases
 
     try:  # the case count (and the case folders' patterns) checked before anything trains
         held_out_cases(dataclasses.replace(cfg.data, folds=n_folds, fold=run_folds[0]))

@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..config import ConfigError, safe_yaml
+from ...config import ConfigError, safe_yaml
 
 __all__ = ["collect_report"]
 
