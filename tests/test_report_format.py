@@ -86,7 +86,7 @@ def run2d(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run3d(tmp_path_factory):
-    from mambaseg.data.phantom3d import write_phantom_msd
+    from mambaseg.data.synthetic import write_phantom_msd
 
     root = tmp_path_factory.mktemp("fmt3d")
     data = write_phantom_msd(root / "task", n_cases=3, shape=(18, 20, 17))

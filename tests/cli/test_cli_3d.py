@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mambaseg.cli import main
-from mambaseg.data.phantom3d import write_phantom_msd
+from mambaseg.data.synthetic import write_phantom_msd
 
 CONFIG = """
 seed: 0

@@ -23,8 +23,7 @@ import mambaseg.data.layouts.nnunet as nnunet
 import mambaseg.data.layouts.records as records
 import mambaseg.data.layouts.synapse as synapse
 from mambaseg.data import cases, layouts, layouts2d, layouts3d
-from mambaseg.data.phantom3d import write_phantom_msd
-from mambaseg.data.synthetic import write_synthetic_drive
+from mambaseg.data.synthetic import write_phantom_msd, write_synthetic_drive
 
 SHAPE = (4, 3, 2)
 

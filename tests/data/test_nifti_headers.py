@@ -14,7 +14,7 @@ import pytest
 from mambaseg.cli import main
 from mambaseg.data.io import DataError
 from mambaseg.data.nifti import check_resample_size, read_volume, read_volume_label, resampled_shape, volume_header
-from mambaseg.data.phantom3d import write_phantom_msd
+from mambaseg.data.synthetic import write_phantom_msd
 from mambaseg.utils.limits import max_volume_bytes
 
 

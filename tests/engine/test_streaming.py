@@ -11,7 +11,7 @@ import torch
 
 from mambaseg.data.case_store import LazyCase, entry_files, foreground_indices, read_arrays, write_entry
 from mambaseg.data.io import DataError
-from mambaseg.data.phantom3d import make_phantom
+from mambaseg.data.synthetic import make_phantom
 from mambaseg.data.transforms import default_augmentation
 from mambaseg.engine.stream import LoaderBatches, PatchStream, ShareSampler, draw_patch, rank_share
 
@@ -247,7 +247,7 @@ def test_make_batches_chooses_by_num_workers(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ cache and dataset
 def _msd(tmp_path, n=4):
-    from mambaseg.data.phantom3d import write_phantom_msd
+    from mambaseg.data.synthetic import write_phantom_msd
 
     return write_phantom_msd(tmp_path / "task", n_cases=n, shape=(20, 22, 18))
 

@@ -52,7 +52,7 @@ def run_demo_3d(root: Path, steps: int = DEMO_3D_STEPS, seed: int = 0, log: Call
     evaluate two held-out phantoms; returns ``{"steps", "train", "evaluation"}``."""
     from ..config import apply_overrides
     from ..data.nifti import read_nifti, read_nifti_label
-    from ..data.phantom3d import write_phantom_msd
+    from ..data.synthetic import write_phantom_msd
     from ..engine.evaluate import evaluate, format_table
     from ..engine.predict import predict
     from ..engine.train import train
