@@ -126,7 +126,8 @@ def test_train_cli_lists_only_the_files_it_wrote(tmp_path, monkeypatch, capsys):
 
 
 def test_simpleitk_and_h5py_missing_name_the_file_and_extra(tmp_path, monkeypatch):
-    from mambaseg.data.layouts3d import list_cases3d, load_case3d
+    from mambaseg.data.layouts.detect3d import list_cases3d
+    from mambaseg.data.layouts.load3d import load_case3d
     from mambaseg.data.nifti import read_volume
 
     nrrd = tmp_path / "v.nrrd"

@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 
 from mambaseg.data.io import DataError
-from mambaseg.data.layouts2d import load_case2d, nnunet2d_cases
-from mambaseg.data.layouts3d import channel_modalities, nnunet_normalisation
+from mambaseg.data.layouts.dataset_json import channel_modalities, nnunet_normalisation
+from mambaseg.data.layouts.load2d import load_case2d
+from mambaseg.data.layouts.nnunet import nnunet2d_cases
 from mambaseg.data.preprocess import (
     NORM_SCHEMES,
     fingerprint,

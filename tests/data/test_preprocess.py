@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mambaseg.data.preprocess as pp
-from mambaseg.data.layouts3d import list_cases3d
+from mambaseg.data.layouts.detect3d import list_cases3d
 from mambaseg.data.nifti import read_nifti_label, write_nifti
 from mambaseg.data.preprocess import PreprocessCache, fingerprint, invert_prediction, plan, preprocess_case
 

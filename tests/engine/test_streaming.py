@@ -262,7 +262,7 @@ def test_cache_converts_the_first_format_without_preprocessing(tmp_path, monkeyp
     import json
 
     import mambaseg.data.preprocess as pp
-    from mambaseg.data.layouts3d import list_cases3d
+    from mambaseg.data.layouts.detect3d import list_cases3d
 
     cases = list_cases3d(_msd(tmp_path, 2), layout="msd")
     p = _plan(cases)
@@ -299,7 +299,7 @@ def test_damaged_cache_entries_are_recomputed(tmp_path, caplog):
     import logging
 
     import mambaseg.data.preprocess as pp
-    from mambaseg.data.layouts3d import list_cases3d
+    from mambaseg.data.layouts.detect3d import list_cases3d
 
     cases = list_cases3d(_msd(tmp_path, 2), layout="msd")
     p = _plan(cases)
@@ -405,7 +405,7 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
     import nibabel as nib
 
     import mambaseg.engine.predict.volumes as v3
-    from mambaseg.data.layouts3d import list_cases3d
+    from mambaseg.data.layouts.detect3d import list_cases3d
     from mambaseg.engine.predict import predict_with
 
     task = _msd(tmp_path, 3)
@@ -491,7 +491,7 @@ def test_fingerprint_cached_until_a_source_changes(tmp_path, monkeypatch):
     import os
 
     import mambaseg.data.preprocess as pp
-    from mambaseg.data.layouts3d import list_cases3d
+    from mambaseg.data.layouts.detect3d import list_cases3d
 
     cases = list_cases3d(_msd(tmp_path, 3), layout="msd")
     first = pp.cached_fingerprint(cases, tmp_path / "cache")
