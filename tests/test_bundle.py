@@ -18,7 +18,7 @@ from PIL import Image
 
 from mambaseg.apps.bundle import REQUIRED_METADATA_KEYS, check_metadata, export_bundle
 from mambaseg.cli import main
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.data.preprocess import preprocess_case
 from mambaseg.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mambaseg.engine.predict import predict

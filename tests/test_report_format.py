@@ -19,7 +19,7 @@ from PIL import Image
 
 from mambaseg.apps.report import _unit_header, summary_stats, write_report
 from mambaseg.apps.report_overlays import orthogonal_error_figure, ras_panels
-from mambaseg.data.io import OVERLAY_COLOURS
+from mambaseg.data.io.png import OVERLAY_COLOURS
 from tests.test_report import CFG_2D, CFG_3D, _run
 
 

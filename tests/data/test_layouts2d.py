@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from mambaseg.data.cases import detect_layout, list_cases
-from mambaseg.data.io import DataError, read_image, read_mask
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.raster import read_image, read_mask
 from mambaseg.data.layouts.drive import drive_cases
 from mambaseg.data.layouts.folder2d import folder2d_cases
 from mambaseg.data.layouts.load2d import estimate_fov, load_case2d, normalize_image

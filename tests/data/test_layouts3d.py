@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mambaseg.data.cases import detect_layout
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.data.layouts.brats import brats_region_masks
 from mambaseg.data.layouts.detect3d import list_cases3d
 from mambaseg.data.layouts.load3d import load_case3d

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from mambaseg.cli import main
-from mambaseg.data.io import DataError
-from mambaseg.data.nifti import check_resample_size, read_volume, read_volume_label, resampled_shape, volume_header
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.headers import check_resample_size, resampled_shape, volume_header
+from mambaseg.data.io.volume import read_volume, read_volume_label
 from mambaseg.data.synthetic import write_phantom_msd
 from mambaseg.utils.limits import max_volume_bytes
 
@@ -357,7 +358,7 @@ def test_2d_nifti_picture_header_checked_before_reading(tmp_path):
     """A 2D NIfTI read as a picture (predict/evaluate 2D) gets the size/datatype checks before its data is read."""
     import struct
 
-    from mambaseg.data.io import read_image
+    from mambaseg.data.io.raster import read_image
 
     good = tmp_path / "ok.nii"
     nib.save(nib.Nifti1Image(np.arange(12, dtype=np.float32).reshape(3, 4), np.eye(4)), good)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from mambaseg.config import ConfigError, config_from_dict
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.data.layouts.dataset_json import channel_modalities
 from mambaseg.data.layouts.detect3d import list_cases3d
 from mambaseg.data.layouts.load2d import load_case2d

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.data.layouts.dataset_json import channel_modalities, nnunet_normalisation
 from mambaseg.data.layouts.load2d import load_case2d
 from mambaseg.data.layouts.nnunet import nnunet2d_cases

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import mambaseg.data.preprocess as pp
+from mambaseg.data.io.volume import read_nifti_label, write_nifti
 from mambaseg.data.layouts.detect3d import list_cases3d
-from mambaseg.data.nifti import read_nifti_label, write_nifti
 from mambaseg.data.preprocess import PreprocessCache, fingerprint, invert_prediction, plan, preprocess_case
 
 SHAPE = (12, 20, 24)  # voxel axes (I, L, A), spacing (3.0, 0.8, 1.1) -> RAS shape (20, 24, 12), spacing (0.8, 1.1, 3)

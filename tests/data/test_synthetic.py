@@ -8,7 +8,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from mambaseg.data.cases import detect_layout
-from mambaseg.data.io import read_label, read_mask
+from mambaseg.data.io.raster import read_label, read_mask
 from mambaseg.data.layouts.drive import drive_cases
 from mambaseg.data.layouts.load2d import load_case2d
 from mambaseg.data.synthetic import make_vessel_image, write_synthetic_drive

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mambaseg.data.case_store import LazyCase, entry_files, foreground_indices, read_arrays, write_entry
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.data.synthetic import make_phantom
 from mambaseg.data.transforms import default_augmentation
 from mambaseg.engine.stream import LoaderBatches, PatchStream, ShareSampler, draw_patch, rank_share
@@ -462,7 +462,7 @@ def test_evaluate_3d_scores_pair_by_pair(tmp_path, monkeypatch):
         nib.save(nib.Nifti1Image(ref, affine), ref_dir / f"c{i}.nii.gz")
         nib.save(nib.Nifti1Image(pred, affine), pred_dir / f"c{i}.nii.gz")
         pairs.append((f"c{i}", pred_dir / f"c{i}.nii.gz", ref_dir / f"c{i}.nii.gz"))
-    from mambaseg.data.nifti import read_volume_label
+    from mambaseg.data.io.volume import read_volume_label
 
     loaded = [(read_volume_label(p), read_volume_label(r)) for _, p, r in pairs]  # all in memory: the reference
     expected = evaluate_cases([pa for (pa, _), _ in loaded], [ra for _, (ra, _) in loaded], None,

@@ -30,7 +30,7 @@ def _overlay_slices(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: 
                     title: str = "") -> None:
     """Axial, coronal and sagittal slices through the reference's centre, foreground errors coloured (TP/FP/FN),
     labelled with orientation letters; panels enlarged (nearest neighbour) to 256 px on their longer side."""
-    from ..data.io import write_png
+    from ..data.io.png import write_png
     from .report_overlays import orthogonal_error_figure
 
     write_png(path, orthogonal_error_figure(image, pred, ref, affine, title, panel_px=256))
@@ -51,7 +51,7 @@ def run_demo_3d(root: Path, steps: int = DEMO_3D_STEPS, seed: int = 0, log: Call
     """Train DM-SegNet (tiny) for ``steps`` optimiser steps on a synthetic phantom under ``root``, predict and
     evaluate two held-out phantoms; returns ``{"steps", "train", "evaluation"}``."""
     from ..config import apply_overrides
-    from ..data.nifti import read_nifti, read_nifti_label
+    from ..data.io.volume import read_nifti, read_nifti_label
     from ..data.synthetic import write_phantom_msd
     from ..engine.evaluate import evaluate, format_table
     from ..engine.predict import predict

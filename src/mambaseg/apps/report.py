@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..data.io import OVERLAY_COLOURS
+from ..data.io.png import OVERLAY_COLOURS
 from ..utils.atomic import atomic_write_text
 from ..utils.optional import MissingDependency
 from .report_data import collect_report

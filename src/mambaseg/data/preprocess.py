@@ -19,7 +19,7 @@ Stages (each a plain function; stages hand over JSON-friendly dicts):
    linear interpolation of one-hot channels + argmax for labels). ``props`` records every step.
 4. :func:`invert_prediction` — label map (or class probabilities) on the preprocessed grid -> original voxel grid:
    resample back, paste into the uncropped volume (background outside the crop), undo the reorientation. Writing the
-   result with :func:`mambaseg.data.nifti.write_nifti` and the original meta gives the original shape and affine.
+   result with :func:`mambaseg.data.io.volume.write_nifti` and the original meta gives the original shape and affine.
 
 :class:`PreprocessCache` stores the output per case (memory-mappable ``.npy`` files or one compressed ``.npz``, see
 :mod:`mambaseg.data.case_store`, + props ``.json``) under a folder named by a hash of the plan, so a changed plan is
@@ -42,9 +42,9 @@ import numpy as np
 from scipy import ndimage
 
 from mambaseg.data.case_store import CACHE_FORMAT, LazyCase, entry_files, read_arrays, write_entry
+from mambaseg.data.io.volume import meta_to_json
 from mambaseg.data.layouts.load3d import load_case3d
 from mambaseg.data.layouts.records import Case3D
-from mambaseg.data.nifti import meta_to_json
 from mambaseg.utils.atomic import atomic_write_text
 
 from ..utils.jsonable import to_jsonable

@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..data.io import DataError
+from ..data.errors import DataError
 from ..utils.atomic import atomic_write_text
 from ..utils.jsonable import to_jsonable
 from .provenance import versions

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.data.layouts.records import Case3D, is_visible
 from mambaseg.metrics.volumetric import BRATS_REGIONS  # the label sets evaluation and training share
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 
 __all__ = ["channel_modalities", "declared_label_values", "nnunet_normalisation", "read_dataset_json"]
 

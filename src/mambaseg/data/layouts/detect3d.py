@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.data.layouts.brats import brats_cases, brats_scheme
 from mambaseg.data.layouts.case_folders import CaseFolderSpec, case_folder_cases
 from mambaseg.data.layouts.dataset_json import read_dataset_json

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from mambaseg.data.io import DataError, read_image, read_label, read_mask
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.raster import read_image, read_label, read_mask
 from mambaseg.data.layouts.records import Case2D
 
 __all__ = ["estimate_fov", "load_case2d", "normalize_image"]

@@ -4,7 +4,7 @@
 label int64 (X, Y, Z) | None, meta)`` and checks it (modality/label shapes and affines agree, channel count matches
 the dataset description, label values are declared); Synapse npz/h5 cases are read by the readers of
 :mod:`~mambaseg.data.layouts.synapse`, every other layout's files as NIfTI (or the other volume formats of
-:mod:`mambaseg.data.nifti`). :func:`remap_labels` applies a case's ``label_map`` (BraTS 4 -> 3, BTCV -> 8 organs).
+:mod:`mambaseg.data.io.volume`). :func:`remap_labels` applies a case's ``label_map`` (BraTS 4 -> 3, BTCV -> 8 organs).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.volume import check_label_values, read_volume, read_volume_label
 from mambaseg.data.layouts.records import Case3D
 from mambaseg.data.layouts.synapse import load_h5, load_npz_slices
-from mambaseg.data.nifti import check_label_values, read_volume, read_volume_label
 
 __all__ = ["load_case3d", "remap_labels"]
 

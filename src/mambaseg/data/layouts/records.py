@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mambaseg.data.io import SUPPORTED_2D, DataError, stem_of, suffix_of
-from mambaseg.data.nifti import volume_suffix
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.suffixes import SUPPORTED_2D, stem_of, suffix_of, volume_suffix
 
 __all__ = ["Case2D", "Case3D"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.data.layouts.records import Case3D, is_visible
 from mambaseg.utils.optional import MissingDependency, require
 
