@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mambaseg.data.cases import is_2d_layout, list_cases
-from mambaseg.data.layouts.records import Case2D, Case3D
+from mambaseg.data.records import Case2D, Case3D
 from mambaseg.data.synthetic import write_phantom_msd, write_synthetic_drive
 
 

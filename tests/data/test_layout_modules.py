@@ -20,8 +20,8 @@ import mambaseg.data.layouts.load2d as load2d
 import mambaseg.data.layouts.load3d as load3d
 import mambaseg.data.layouts.msd as msd
 import mambaseg.data.layouts.nnunet as nnunet
-import mambaseg.data.layouts.records as records
 import mambaseg.data.layouts.synapse as synapse
+import mambaseg.data.records as records
 from mambaseg.data import cases, layouts
 from mambaseg.data.synthetic import write_phantom_msd, write_synthetic_drive
 

@@ -15,7 +15,7 @@ from mambaseg.data.io.raster import read_image, read_mask
 from mambaseg.data.layouts.drive import drive_cases
 from mambaseg.data.layouts.folder2d import folder2d_cases
 from mambaseg.data.layouts.load2d import estimate_fov, load_case2d, normalize_image
-from mambaseg.data.layouts.records import Case2D
+from mambaseg.data.records import Case2D
 from mambaseg.data.synthetic import write_synthetic_drive
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mambaseg.data.errors import DataError
-from mambaseg.data.layouts.records import Case3D, is_visible
+from mambaseg.data.records import Case3D, is_visible
 
 __all__ = ["PRESETS", "CaseFolderSpec", "case_folder_cases", "case_folder_spec", "find_case_files",
            "is_case_folder", "predict_spec", "reference_label"]

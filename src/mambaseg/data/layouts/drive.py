@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mambaseg.data.errors import DataError
 from mambaseg.data.io.suffixes import SUPPORTED_2D
-from mambaseg.data.layouts.records import Case2D, index_dir
+from mambaseg.data.records import Case2D, index_dir
 
 __all__ = ["DRIVE_SPLITS", "drive_cases"]
 

@@ -1,7 +1,7 @@
 """Reading one 2D case (:func:`load_case2d`) and fundus FOV estimation (:func:`estimate_fov`).
 
 :func:`load_case2d` reads one case and normalises the image: with
-:attr:`~mambaseg.data.layouts.records.Case2D.norm` set (nnU-Net datasets) as those entries say; otherwise **per image
+:attr:`~mambaseg.data.records.Case2D.norm` set (nnU-Net datasets) as those entries say; otherwise **per image
 and per channel z-score**, ``(x - mean) / std`` with mean and std computed over the pixels inside the mask (the whole
 image when there is no mask); pixels outside the mask are then set to 0 (the normalised mean). ``std`` below 1e-8 is
 replaced by 1.
@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 
 from mambaseg.data.errors import DataError
 from mambaseg.data.io.raster import read_image, read_label, read_mask
-from mambaseg.data.layouts.records import Case2D
+from mambaseg.data.records import Case2D
 
 __all__ = ["estimate_fov", "load_case2d", "normalize_image"]
 

@@ -1,6 +1,6 @@
 """Reading one 3D case (:func:`load_case3d`) of any volume layout.
 
-:func:`load_case3d` reads a :class:`~mambaseg.data.layouts.records.Case3D` into ``dict(image float32 (C, X, Y, Z),
+:func:`load_case3d` reads a :class:`~mambaseg.data.records.Case3D` into ``dict(image float32 (C, X, Y, Z),
 label int64 (X, Y, Z) | None, meta)`` and checks it (modality/label shapes and affines agree, channel count matches
 the dataset description, label values are declared); Synapse npz/h5 cases are read by the readers of
 :mod:`~mambaseg.data.layouts.synapse`, every other layout's files as NIfTI (or the other volume formats of
@@ -15,8 +15,8 @@ import numpy as np
 
 from mambaseg.data.errors import DataError
 from mambaseg.data.io.volume import check_label_values, read_volume, read_volume_label
-from mambaseg.data.layouts.records import Case3D
 from mambaseg.data.layouts.synapse import load_h5, load_npz_slices
+from mambaseg.data.records import Case3D
 
 __all__ = ["load_case3d", "remap_labels"]
 

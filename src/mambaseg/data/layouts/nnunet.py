@@ -18,7 +18,7 @@
   percentiles of all ``imagesTr`` cases, then z-score with their foreground mean/std), ``noNorm``,
   ``rescale_to_0_1``, ``rgb_to_0_1`` (``x / 255``), and ``zscore`` / any other name: per-image z-score over every
   pixel (the 2D pipeline does not crop to the non-zero region, so nnU-Net's non-zero-mask variant does not arise).
-  The entries (:attr:`~mambaseg.data.layouts.records.Case2D.norm`, see
+  The entries (:attr:`~mambaseg.data.records.Case2D.norm`, see
   :func:`mambaseg.data.preprocess.normalize_channels`) are stored with the model so predict applies the same ones
   (:func:`nnunet2d_normalization`).
 """
@@ -37,7 +37,7 @@ from mambaseg.data.io.raster import read_image, read_label
 from mambaseg.data.io.suffixes import RASTER_SUFFIXES, SUPPORTED_2D, VOLUME_SUFFIXES, suffix_of, volume_suffix
 from mambaseg.data.layouts.dataset_json import nnunet_normalisation, read_dataset_json
 from mambaseg.data.layouts.msd import msd_cases
-from mambaseg.data.layouts.records import CHANNEL_RE, Case2D, Case3D, is_visible
+from mambaseg.data.records import CHANNEL_RE, Case2D, Case3D, is_visible
 
 __all__ = ["nnunet2d_cases", "nnunet2d_normalization", "nnunet_cases", "nnunet_files", "nnunet_is_2d"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mambaseg.data.errors import DataError
-from mambaseg.data.layouts.records import Case3D, is_visible
+from mambaseg.data.records import Case3D, is_visible
 from mambaseg.utils.optional import MissingDependency, require
 
 __all__ = ["BTCV_TO_SYNAPSE8", "SYNAPSE8_LABELS", "SYNAPSE_TEST_CASES", "SYNAPSE_TRAIN_CASES", "synapse_cases"]
