@@ -128,7 +128,7 @@ def test_train_cli_lists_only_the_files_it_wrote(tmp_path, monkeypatch, capsys):
 def test_simpleitk_and_h5py_missing_name_the_file_and_extra(tmp_path, monkeypatch):
     from mambaseg.data.io.volume import read_volume
     from mambaseg.data.layouts.detect3d import list_cases3d
-    from mambaseg.data.layouts.load3d import load_case3d
+    from mambaseg.data.load3d import load_case3d
 
     nrrd = tmp_path / "v.nrrd"
     nrrd.write_bytes(b"NRRD0004\n")

@@ -112,7 +112,7 @@ def test_missing_brats_modality(trained, tmp_path, capsys):
 
 def test_real_brats_sample_loads(shared_data):
     from mambaseg.data.layouts.brats import brats_cases
-    from mambaseg.data.layouts.load3d import load_case3d
+    from mambaseg.data.load3d import load_case3d
 
     cases = brats_cases(shared_data("BraTS2023_GLI_sample"))
     assert len(cases) == 1

@@ -17,10 +17,10 @@ import mambaseg.data.layouts.detect3d as detect3d
 import mambaseg.data.layouts.drive as drive
 import mambaseg.data.layouts.folder2d as folder2d
 import mambaseg.data.layouts.load2d as load2d
-import mambaseg.data.layouts.load3d as load3d
 import mambaseg.data.layouts.msd as msd
 import mambaseg.data.layouts.nnunet as nnunet
 import mambaseg.data.layouts.synapse as synapse
+import mambaseg.data.load3d as load3d
 import mambaseg.data.records as records
 from mambaseg.data import cases, layouts
 from mambaseg.data.synthetic import write_phantom_msd, write_synthetic_drive

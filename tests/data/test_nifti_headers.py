@@ -308,8 +308,8 @@ def test_num_classes_checked_after_label_map_and_for_npz(tmp_path):
     import dataclasses
 
     from mambaseg.data.layouts.brats import brats_cases
-    from mambaseg.data.layouts.load3d import load_case3d
     from mambaseg.data.layouts.synapse import synapse_cases
+    from mambaseg.data.load3d import load_case3d
 
     case_dir = tmp_path / "brats" / "BraTS2021_00001"
     case_dir.mkdir(parents=True)

@@ -18,8 +18,8 @@ from mambaseg.data.errors import DataError
 from mambaseg.data.layouts.dataset_json import channel_modalities
 from mambaseg.data.layouts.detect3d import list_cases3d
 from mambaseg.data.layouts.load2d import load_case2d
-from mambaseg.data.layouts.load3d import load_case3d
 from mambaseg.data.layouts.nnunet import nnunet2d_cases, nnunet_is_2d
+from mambaseg.data.load3d import load_case3d
 
 
 def _vol(path: Path, arr: np.ndarray, dtype=np.float32) -> None:

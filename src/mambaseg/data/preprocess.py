@@ -43,7 +43,7 @@ from scipy import ndimage
 
 from mambaseg.data.case_store import CACHE_FORMAT, LazyCase, entry_files, read_arrays, write_entry
 from mambaseg.data.io.volume import meta_to_json
-from mambaseg.data.layouts.load3d import load_case3d
+from mambaseg.data.load3d import load_case3d
 from mambaseg.data.records import Case3D
 from mambaseg.utils.atomic import atomic_write_text
 

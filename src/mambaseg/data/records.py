@@ -3,7 +3,7 @@
 :class:`Case2D` is what the 2D layouts (:mod:`~mambaseg.data.layouts.drive`, :mod:`~mambaseg.data.layouts.folder2d`,
 2D :mod:`~mambaseg.data.layouts.nnunet`) list and :func:`mambaseg.data.layouts.load2d.load_case2d` reads;
 :class:`Case3D` is what the volume layouts (MSD, nnU-Net raw, BraTS, Synapse/BTCV) list: id, one image path per
-channel/modality, label path or None, plus how to read them; :func:`mambaseg.data.layouts.load3d.load_case3d` reads it.
+channel/modality, label path or None, plus how to read them; :func:`mambaseg.data.load3d.load_case3d` reads it.
 The helpers index a folder of 2D images by stem, list the volume files of a folder (macOS ``._*`` files and other
 hidden files ignored) and split ``CASE_XXXX`` channel suffixes.
 """

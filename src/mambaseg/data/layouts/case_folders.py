@@ -17,7 +17,7 @@ channels in another's folders (:func:`predict_spec`). A preset plus a subset of 
 (``channels: [FLAIR]`` in the config). A case missing a channel, a pattern matching two files, two channels matching
 one file, or a missing label where one is required is a one-line :class:`DataError` naming the case
 and the file or pattern; channels on different grids are refused when the case is read
-(:func:`~mambaseg.data.layouts.load3d.load_case3d`) or, in ``predict``, from the headers.
+(:func:`~mambaseg.data.load3d.load_case3d`) or, in ``predict``, from the headers.
 """
 
 from __future__ import annotations
