@@ -9,7 +9,7 @@ import torch
 
 from mambaseg.config import config_from_dict
 from mambaseg.data.errors import DataError
-from mambaseg.data.plans import Plan2D, Plan3D, fov_diameter, plan_from_checkpoint
+from mambaseg.data.plans.plan import Plan2D, Plan3D, fov_diameter, plan_from_checkpoint
 
 
 def _disc(h, w, r):

@@ -418,7 +418,7 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
     fake = tmp_path / "fake.pt"  # the predictor's source file: hashed into predict_provenance.json
     fake.write_bytes(b"not read as a checkpoint here")
     from mambaseg.config import config_from_dict
-    from mambaseg.data.plans import Plan3D
+    from mambaseg.data.plans.plan import Plan3D
 
     pred = SimpleNamespace(ckpt={"data": {"plan": p}}, config={"infer": {"overlap": 0.0}}, in_channels=1,
                            cfg=config_from_dict({"infer": {"overlap": 0.0}}), spatial_dims=3, source=str(fake),

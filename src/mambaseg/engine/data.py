@@ -12,7 +12,7 @@ from pathlib import Path
 from ..config import LAYOUTS_2D, LAYOUTS_3D, DataCfg
 from ..data.cases import is_2d_layout, list_cases
 from ..data.errors import DataError
-from ..data.plans import Plan2D
+from ..data.plans.plan import Plan2D
 from ..data.splits import split_cases
 
 __all__ = ["load_dataset"]

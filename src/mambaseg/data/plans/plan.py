@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import DataError
+from mambaseg.data.errors import DataError
 
 __all__ = ["Plan2D", "Plan3D", "fov_diameter", "plan_from_checkpoint"]
 
@@ -78,9 +78,9 @@ class Plan2D:
     def forward(self, case: dict) -> tuple[np.ndarray, dict[str, Any]]:
         """``case``: ``image`` (C, H, W) raw, ``mask`` (H, W) or None. Returns the network input (C, h, w) float32
         and ``props`` (``shape``, ``scale``, ``mask``: the FOV used, or None)."""
-        from .fundus import fundus_normalize
-        from .layouts.load2d import estimate_fov, normalize_image
-        from .preprocess import normalize_channels
+        from mambaseg.data.fundus import fundus_normalize
+        from mambaseg.data.layouts.load2d import estimate_fov, normalize_image
+        from mambaseg.data.preprocess import normalize_channels
 
         raw, mask = case["image"], case.get("mask")
         if self.fundus_norm != "none":  # as at training time, FOV estimated when none is given
@@ -124,7 +124,7 @@ class Plan3D:
     def fit(cls, fingerprint: dict, modality: str | Sequence[str] = "MR", patch_size: Sequence[int] | None = None,
             **kwargs: Any) -> Plan3D:
         """:func:`mambaseg.data.preprocess.plan` of a dataset fingerprint."""
-        from .preprocess import plan
+        from mambaseg.data.preprocess import plan
 
         return cls(plan(fingerprint, modality, patch_size, **kwargs))
 
@@ -133,14 +133,14 @@ class Plan3D:
 
     def forward(self, case: dict) -> tuple[np.ndarray, dict[str, Any]]:
         """A ``load_case3d`` dict -> the network input (C, X', Y', Z') float32 and ``props``."""
-        from .preprocess import preprocess_case
+        from mambaseg.data.preprocess import preprocess_case
 
         image, _, props = preprocess_case(case, self.plan)
         return np.ascontiguousarray(image, dtype=np.float32), props
 
     def inverse(self, prediction: np.ndarray, props: dict[str, Any]) -> np.ndarray:
         """A label map (X', Y', Z') or probabilities (K, X', Y', Z') -> the case's original voxel grid."""
-        from .preprocess import invert_prediction
+        from mambaseg.data.preprocess import invert_prediction
 
         return invert_prediction(prediction, props)
 
