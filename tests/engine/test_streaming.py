@@ -253,7 +253,8 @@ def _msd(tmp_path, n=4):
 
 
 def _plan(cases):
-    from mambaseg.data.preprocess import fingerprint, plan
+    from mambaseg.data.plans.fingerprint import fingerprint
+    from mambaseg.data.plans.preprocess import plan
 
     return plan(fingerprint(cases), "MR", patch_size=PATCH)
 
@@ -261,7 +262,7 @@ def _plan(cases):
 def test_cache_converts_the_first_format_without_preprocessing(tmp_path, monkeypatch):
     import json
 
-    import mambaseg.data.preprocess as pp
+    import mambaseg.data.plans.cache as pp
     from mambaseg.data.layouts.detect3d import list_cases3d
 
     cases = list_cases3d(_msd(tmp_path, 2), layout="msd")
@@ -298,7 +299,7 @@ def test_cache_converts_the_first_format_without_preprocessing(tmp_path, monkeyp
 def test_damaged_cache_entries_are_recomputed(tmp_path, caplog):
     import logging
 
-    import mambaseg.data.preprocess as pp
+    import mambaseg.data.plans.cache as pp
     from mambaseg.data.layouts.detect3d import list_cases3d
 
     cases = list_cases3d(_msd(tmp_path, 2), layout="msd")
@@ -490,8 +491,9 @@ def test_evaluate_3d_scores_pair_by_pair(tmp_path, monkeypatch):
 def test_fingerprint_cached_until_a_source_changes(tmp_path, monkeypatch):
     import os
 
-    import mambaseg.data.preprocess as pp
+    import mambaseg.data.plans.fingerprint as pp
     from mambaseg.data.layouts.detect3d import list_cases3d
+    from mambaseg.data.plans.preprocess import plan
 
     cases = list_cases3d(_msd(tmp_path, 3), layout="msd")
     first = pp.cached_fingerprint(cases, tmp_path / "cache")
@@ -499,7 +501,7 @@ def test_fingerprint_cached_until_a_source_changes(tmp_path, monkeypatch):
     real, reads = pp.load_case3d, []
     monkeypatch.setattr(pp, "load_case3d", lambda c, **k: reads.append(c.case_id) or real(c, **k))
     assert pp.cached_fingerprint(cases, tmp_path / "cache") == first and reads == []  # no volume read
-    assert pp.plan(pp.cached_fingerprint(cases, tmp_path / "cache"), "MR") == pp.plan(first, "MR")
+    assert plan(pp.cached_fingerprint(cases, tmp_path / "cache"), "MR") == plan(first, "MR")
     st = os.stat(cases[1].images[0])
     os.utime(cases[1].images[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a changed file: computed again
     pp.cached_fingerprint(cases, tmp_path / "cache")

@@ -27,7 +27,7 @@ CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 class Case2D:
     """One 2D case: an image with an optional label map and an optional (FOV) mask.
 
-    ``norm``: per-channel normalisation entries (:func:`mambaseg.data.preprocess.normalize_channels`) chosen by an
+    ``norm``: per-channel normalisation entries (:func:`mambaseg.data.plans.normalize.normalize_channels`) chosen by an
     nnU-Net ``dataset.json``; empty = the default z-score of :func:`~mambaseg.data.layouts.load2d.normalize_image`.
     """
 

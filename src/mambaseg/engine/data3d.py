@@ -14,8 +14,9 @@ from ..data.io.headers import check_resample_size, volume_header
 from ..data.io.volume import check_label_values
 from ..data.layouts.case_folders import CaseFolderSpec, case_folder_spec
 from ..data.layouts.dataset_json import channel_modalities
+from ..data.plans.cache import PreprocessCache
+from ..data.plans.fingerprint import cached_fingerprint
 from ..data.plans.plan import Plan3D
-from ..data.preprocess import PreprocessCache, cached_fingerprint
 from ..data.records import Case3D
 from ..data.splits import fold_ids, split_cases
 

@@ -78,7 +78,7 @@ def load_case2d(case: Case2D, num_classes: int | None = 2, normalize: bool = Tru
                 mask_path=None if case.mask is None else str(case.mask),
                 mask_estimated=case.mask is None and mask is not None)
     if normalize and case.norm:
-        from mambaseg.data.preprocess import normalize_channels
+        from mambaseg.data.plans.normalize import normalize_channels
 
         if len(case.norm) != image.shape[0]:
             raise DataError(f"{case.image}: {image.shape[0]} channel(s), the dataset's 'channel_names' list "

@@ -19,7 +19,7 @@
   ``rescale_to_0_1``, ``rgb_to_0_1`` (``x / 255``), and ``zscore`` / any other name: per-image z-score over every
   pixel (the 2D pipeline does not crop to the non-zero region, so nnU-Net's non-zero-mask variant does not arise).
   The entries (:attr:`~mambaseg.data.records.Case2D.norm`, see
-  :func:`mambaseg.data.preprocess.normalize_channels`) are stored with the model so predict applies the same ones
+  :func:`mambaseg.data.plans.normalize.normalize_channels`) are stored with the model so predict applies the same ones
   (:func:`nnunet2d_normalization`).
 """
 
@@ -171,7 +171,7 @@ def nnunet2d_normalization(root: str | Path, ds: dict[str, Any] | None = None, n
         root: the dataset folder.
         ds: :func:`mambaseg.data.layouts.dataset_json.read_dataset_json` of ``root`` (read when None).
     """
-    from mambaseg.data.preprocess import normalization_entries
+    from mambaseg.data.plans.normalize import normalization_entries
 
     root = Path(root)
     ds = ds or read_dataset_json(root)
