@@ -14,7 +14,9 @@ from mambaseg.data.errors import DataError
 from mambaseg.data.io.raster import read_image, read_mask
 from mambaseg.data.layouts.drive import drive_cases
 from mambaseg.data.layouts.folder2d import folder2d_cases
-from mambaseg.data.layouts.load2d import estimate_fov, load_case2d, normalize_image
+from mambaseg.data.layouts.load2d import load_case2d
+from mambaseg.data.plans.fundus import estimate_fov
+from mambaseg.data.plans.normalize import normalize_image
 from mambaseg.data.records import Case2D
 from mambaseg.data.synthetic import write_synthetic_drive
 

@@ -28,7 +28,7 @@ class Case2D:
     """One 2D case: an image with an optional label map and an optional (FOV) mask.
 
     ``norm``: per-channel normalisation entries (:func:`mambaseg.data.plans.normalize.normalize_channels`) chosen by an
-    nnU-Net ``dataset.json``; empty = the default z-score of :func:`~mambaseg.data.layouts.load2d.normalize_image`.
+    nnU-Net ``dataset.json``; empty = the default z-score of :func:`~mambaseg.data.plans.normalize.normalize_image`.
     """
 
     id: str

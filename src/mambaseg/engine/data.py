@@ -40,7 +40,7 @@ def _load_case_2d(record, cfg: DataCfg) -> dict:
 
     if cfg.fundus_norm == "none":
         return load_case2d(record, num_classes=cfg.num_classes)
-    from ..data.fundus import fundus_normalize
+    from ..data.plans.fundus import fundus_normalize
 
     case = load_case2d(record, num_classes=cfg.num_classes, normalize=False, estimate_mask=True)
     case["image"], case["mask"], stats = fundus_normalize(case["image"], case["mask"], cfg.fundus_norm)

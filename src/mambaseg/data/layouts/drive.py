@@ -6,7 +6,7 @@
 
 Suffixes are not fixed: any suffix in :data:`~mambaseg.data.io.suffixes.SUPPORTED_2D` with the right stem is found.
 Training labels are required; test labels may be absent (the official DRIVE download omits them) and then are
-``None``. Missing FOV masks give ``mask=None`` (see :func:`mambaseg.data.layouts.load2d.estimate_fov`).
+``None``. Missing FOV masks give ``mask=None`` (see :func:`mambaseg.data.plans.fundus.estimate_fov`).
 """
 
 from __future__ import annotations

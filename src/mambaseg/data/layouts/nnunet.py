@@ -37,6 +37,7 @@ from mambaseg.data.io.raster import read_image, read_label
 from mambaseg.data.io.suffixes import RASTER_SUFFIXES, SUPPORTED_2D, VOLUME_SUFFIXES, suffix_of, volume_suffix
 from mambaseg.data.layouts.dataset_json import nnunet_normalisation, read_dataset_json
 from mambaseg.data.layouts.msd import msd_cases
+from mambaseg.data.plans.normalize import normalization_entries
 from mambaseg.data.records import CHANNEL_RE, Case2D, Case3D, is_visible
 
 __all__ = ["nnunet2d_cases", "nnunet2d_normalization", "nnunet_cases", "nnunet_files", "nnunet_is_2d"]
@@ -171,8 +172,6 @@ def nnunet2d_normalization(root: str | Path, ds: dict[str, Any] | None = None, n
         root: the dataset folder.
         ds: :func:`mambaseg.data.layouts.dataset_json.read_dataset_json` of ``root`` (read when None).
     """
-    from mambaseg.data.plans.normalize import normalization_entries
-
     root = Path(root)
     ds = ds or read_dataset_json(root)
     names = [nnunet_normalisation(n) for n in ds["channel_names"]]

@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = ["NORM_SCHEMES", "brain_mask", "median_relative_size_after_crop", "modality_name", "normalization_entries",
-           "normalize_channels"]
+           "normalize_channels", "normalize_image"]
 
 _MODALITIES = {"MR": "MR", "MRI": "MR", "CT": "CT"}
 # nnU-Net v2 normalisation names accepted as a channel's modality (matched case-insensitively) -> canonical name
@@ -171,3 +171,26 @@ def brain_mask(image: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(np.any(np.asarray(image) != 0, axis=0))
 
 
+def normalize_image(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """Per-channel z-score inside ``mask`` (whole image without one); outside the mask is set to 0.
+
+    Args:
+        image: ``(C, *S)`` float array.
+        mask: optional ``S``-shaped bool mask.
+
+    Returns:
+        ``(normalised float32 image, {'mean': [...], 'std': [...]})``.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    out = np.empty_like(image)
+    means, stds = [], []
+    for c in range(image.shape[0]):
+        vals = image[c][mask] if mask is not None and mask.any() else image[c]
+        mean, std = float(vals.mean()), float(vals.std())
+        std = std if std > 1e-8 else 1.0
+        out[c] = (image[c] - mean) / std
+        means.append(mean)
+        stds.append(std)
+    if mask is not None:
+        out[:, ~mask] = 0.0
+    return out, {"mean": means, "std": stds}

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from mambaseg.data.errors import DataError
-from mambaseg.data.fundus import fundus_normalize
-from mambaseg.data.layouts.load2d import estimate_fov, normalize_image
-from mambaseg.data.plans.normalize import normalize_channels
+from mambaseg.data.plans.fundus import estimate_fov, fundus_normalize
+from mambaseg.data.plans.normalize import normalize_channels, normalize_image
 from mambaseg.data.plans.preprocess import invert_prediction, preprocess_case
 from mambaseg.data.plans.preprocess import plan as make_plan
 
@@ -48,7 +47,7 @@ class Plan2D:
 
     Attributes:
         fov: the model was trained with field-of-view masks (fundus); predictions are zero outside the FOV.
-        fundus_norm: ``none`` | ``fov_zscore`` | ``green_clahe`` (:mod:`mambaseg.data.fundus`).
+        fundus_norm: ``none`` | ``fov_zscore`` | ``green_clahe`` (:mod:`mambaseg.data.plans.fundus`).
         normalization: per-channel schemes of an nnU-Net dataset
             (:func:`mambaseg.data.plans.normalize.normalize_channels`) or None.
         fov_diameter: median training FOV diameter in pixels, None when the training data had no FOV.
