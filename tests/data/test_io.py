@@ -1,4 +1,4 @@
-"""Reader/writer round-trips and error messages of mambaseg.data.io."""
+"""Reader/writer round-trips and error messages of mambaseg.data.io (raster, png, suffixes)."""
 
 from __future__ import annotations
 

@@ -266,7 +266,7 @@ def volume_header(path: str | os.PathLike, label: bool = False) -> dict[str, Any
 
 def resampled_shape(shape: Sequence[int], affine: np.ndarray, target_spacing: Sequence[float]) -> tuple[int, ...]:
     """The (RAS-ordered) shape a ``shape`` volume with ``affine`` gets at ``target_spacing`` (RAS order, mm), as
-    :func:`mambaseg.data.plans.transform.preprocess_case` computes it for the uncropped volume (an upper bound)."""
+    :func:`mambaseg.data.plans.preprocess.preprocess_case` computes it for the uncropped volume (an upper bound)."""
     affine = np.asarray(affine, dtype=np.float64)
     perm = nib.io_orientation(affine)[:, 0].astype(int)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))

@@ -37,11 +37,12 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from mambaseg.data.errors import DataError
-from mambaseg.data.io.suffixes import RASTER_SUFFIXES, SUPPORTED_2D, suffix_of
+from mambaseg.data.io.suffixes import NIFTI_SUFFIXES, RASTER_SUFFIXES, SUPPORTED_2D, suffix_of
 
 __all__ = ["read_image", "read_label", "read_mask", "read_raw", "to_single_channel"]
 
 logger = logging.getLogger(__name__)
+
 
 def _check_file(path: str | Path) -> Path:
     path = Path(path)
@@ -153,7 +154,7 @@ def _read_nifti(path: Path, palette: str) -> tuple[np.ndarray, dict]:
 
 _READERS: dict[str, Callable[[Path, str], tuple[np.ndarray, dict]]] = {
     **{s: _read_pil for s in RASTER_SUFFIXES},
-    **{s: _read_nifti for s in (".nii", ".nii.gz")},
+    **{s: _read_nifti for s in NIFTI_SUFFIXES},
 }
 
 

@@ -67,7 +67,7 @@ def normalization_entries(modalities: Sequence[str], fp: dict[str, Any] | None =
 
     Args:
         modalities: one name per channel.
-        fp: fingerprint (:func:`fingerprint`); needed for ``CT`` (intensity statistics) and ``zscore`` (crop size).
+        fp: the fingerprint (:mod:`.fingerprint`); needed for ``CT`` (intensity statistics) and ``zscore`` (crop size).
         ct_window: ``(lo, hi)`` HU window for CT channels instead of the statistics.
     """
     out: list[dict[str, Any]] = []

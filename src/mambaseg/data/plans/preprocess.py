@@ -45,7 +45,7 @@ _GEOM_KEYS = ("path", "shape", "spacing", "affine", "orientation", "qform", "qfo
 def plan(fp: dict[str, Any], modality: str | Sequence[str] = "MR", patch_size: Sequence[int] | None = None, *,
          target_spacing: Sequence[float] | None = None, ct_window: tuple[float, float] | None = None,
          max_patch: int = 128, brain_mask: bool | None = None) -> dict[str, Any]:
-    """Preprocessing plan from a :func:`fingerprint`.
+    """Preprocessing plan from a :func:`~mambaseg.data.plans.fingerprint.fingerprint`.
 
     Args:
         fp: the fingerprint.
