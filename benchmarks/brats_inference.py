@@ -63,8 +63,8 @@ def _make_checkpoint(model: str, case_dir: Path, path: Path) -> dict:
 
     from mambaseg.config import config_to_dict, load_config
     from mambaseg.data.layouts.case_folders import case_folder_cases
-    from mambaseg.data.plans import Plan3D
-    from mambaseg.data.preprocess import fingerprint
+    from mambaseg.data.plans.fingerprint import fingerprint
+    from mambaseg.data.plans.plan import Plan3D
     from mambaseg.engine.checkpoint import save_checkpoint
     from mambaseg.engine.data3d import data_spec
     from mambaseg.models.registry import build_model

@@ -70,7 +70,7 @@ def measure(task: str, cache: str, mode: str, batches: int, batch_size: int, pat
     import numpy as np
 
     from mambaseg.config import DataCfg
-    from mambaseg.data.preprocess import PreprocessCache
+    from mambaseg.data.plans.cache import PreprocessCache
     from mambaseg.engine.data3d import load_dataset_3d
     from mambaseg.engine.stream import make_batches
 

@@ -37,7 +37,7 @@ def run_2d(work: Path, steps: int, seed: int) -> float:
 
 
 def run_3d(work: Path, steps: int, seed: int) -> float:
-    from mambaseg.data.phantom3d import write_phantom_msd
+    from mambaseg.data.synthetic import write_phantom_msd
 
     data = write_phantom_msd(work / "task", n_cases=10, shape=(40, 48, 36))  # as mambaseg.apps.demo.run_part(root, 3)
     test = write_phantom_msd(work / "test", n_cases=2, shape=(44, 40, 38), seed=7)

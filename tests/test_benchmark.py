@@ -403,7 +403,7 @@ def test_end_to_end_2d_rerun_skips_and_resumes(data, tmp_path, capsys, monkeypat
 
 def test_end_to_end_3d(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MAMBASEG_NO_CPU_KERNEL", "1")
-    from mambaseg.data.phantom3d import write_phantom_msd
+    from mambaseg.data.synthetic import write_phantom_msd
 
     task = write_phantom_msd(tmp_path / "task", n_cases=4, shape=(20, 24, 18))
     test = write_phantom_msd(tmp_path / "test", n_cases=2, shape=(22, 19, 17), seed=3)

@@ -18,8 +18,8 @@ from PIL import Image
 
 from mambaseg.apps.bundle import REQUIRED_METADATA_KEYS, check_metadata, export_bundle
 from mambaseg.cli import main
-from mambaseg.data.io import DataError
-from mambaseg.data.preprocess import preprocess_case
+from mambaseg.data.errors import DataError
+from mambaseg.data.plans.preprocess import preprocess_case
 from mambaseg.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mambaseg.engine.predict import predict
 from mambaseg.models import build_model
@@ -344,7 +344,7 @@ def test_bundle_normalisation_matches_normalize_channels(scheme):
     import monai.transforms as mt
 
     from mambaseg.apps.bundle import normalization_steps
-    from mambaseg.data.preprocess import normalize_channels
+    from mambaseg.data.plans.normalize import normalize_channels
 
     rng = np.random.default_rng(3)
     image = rng.uniform(0, 255, (2, 6, 7, 5)).astype(np.float32)

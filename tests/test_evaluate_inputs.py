@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mambaseg.cli import main
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.engine.evaluate import evaluate, read_prediction_2d
 
 A = (slice(2, 6), slice(2, 6))  # 16 pixels

@@ -14,8 +14,7 @@ from PIL import Image
 
 from mambaseg.apps.export import export_onnx, onnx_predictor, read_onnx_metadata
 from mambaseg.cli import main
-from mambaseg.data.phantom3d import write_phantom_msd
-from mambaseg.data.synthetic import write_synthetic_drive
+from mambaseg.data.synthetic import write_phantom_msd, write_synthetic_drive
 from mambaseg.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mambaseg.models import build_model
 

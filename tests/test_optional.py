@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mambaseg.cli import main
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.utils.optional import MissingDependency, require
 
 
@@ -126,8 +126,9 @@ def test_train_cli_lists_only_the_files_it_wrote(tmp_path, monkeypatch, capsys):
 
 
 def test_simpleitk_and_h5py_missing_name_the_file_and_extra(tmp_path, monkeypatch):
-    from mambaseg.data.layouts3d import list_cases3d, load_case3d
-    from mambaseg.data.nifti import read_volume
+    from mambaseg.data.io.volume import read_volume
+    from mambaseg.data.layouts.detect3d import list_cases3d
+    from mambaseg.data.load3d import load_case3d
 
     nrrd = tmp_path / "v.nrrd"
     nrrd.write_bytes(b"NRRD0004\n")

@@ -260,7 +260,7 @@ def test_predict_3d_progress_per_case_and_tiles(tmp_path, capsys, monkeypatch):
     import mambaseg.engine.predict as engine_predict
     import mambaseg.engine.predict.pipeline as predict_pipeline
     from mambaseg.config import config_from_dict
-    from mambaseg.data.phantom3d import write_phantom_msd
+    from mambaseg.data.synthetic import write_phantom_msd
     from mambaseg.engine.train import train
 
     data = write_phantom_msd(tmp_path / "task", n_cases=3, shape=(18, 20, 17))

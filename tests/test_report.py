@@ -17,8 +17,7 @@ from PIL import Image
 
 from mambaseg.apps.report import write_report
 from mambaseg.cli import main
-from mambaseg.data.phantom3d import write_phantom_msd
-from mambaseg.data.synthetic import write_synthetic_drive
+from mambaseg.data.synthetic import write_phantom_msd, write_synthetic_drive
 
 CHROMIUM = Path("/usr/bin/chromium")
 CFG_2D = """

@@ -19,7 +19,7 @@ from PIL import Image
 
 from mambaseg.apps.report import summary_stats, write_report
 from mambaseg.apps.report.page import _unit_header
-from mambaseg.data.io import OVERLAY_COLOURS
+from mambaseg.data.io.png import OVERLAY_COLOURS
 from mambaseg.engine.predict.overlay3d import overlay_figure, overlay_panels
 from tests.test_report import CFG_2D, CFG_3D, _run
 
@@ -87,7 +87,7 @@ def run2d(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run3d(tmp_path_factory):
-    from mambaseg.data.phantom3d import write_phantom_msd
+    from mambaseg.data.synthetic import write_phantom_msd
 
     root = tmp_path_factory.mktemp("fmt3d")
     data = write_phantom_msd(root / "task", n_cases=3, shape=(18, 20, 17))
@@ -229,7 +229,7 @@ def test_ras_panels_orientation_of_a_known_affine():
 def test_one_drawer_dimension_is_a_parameter():
     """The overlay drawer of predict, report and demo: a 2D image is one panel coloured like ``overlay_rgb``; a 3D
     volume three panels; the ``labels`` colouring paints each class in its palette colour."""
-    from mambaseg.data.io import overlay_rgb
+    from mambaseg.data.io.png import overlay_rgb
     from mambaseg.engine.predict.overlay3d import PALETTE
 
     rng = np.random.default_rng(1)

@@ -69,7 +69,7 @@ class DataCfg:
     cache_compression: bool = False  # 3D cache: false = memory-mapped .npy (fast patch reads), true = deflated .npz
     synthetic_cases: int = 24  # synthetic_drive: number of training images generated
     synthetic_size: int = 256
-    fundus_norm: str = "none"  # 2D: none | fov_zscore | green_clahe (mambaseg.data.fundus; also applied by predict)
+    fundus_norm: str = "none"  # 2D: none | fov_zscore | green_clahe (data.plans.fundus; also applied by predict)
     # layout case_folders (mambaseg.data.layouts.case_folders): a preset (brats2023 | brats2021 | brats2018_wt) and/or
     # channels name -> file pattern inside each case folder (a list of names = a subset of the preset's channels),
     # label pattern, label_map raw -> training value ({} = the preset's)
@@ -269,7 +269,7 @@ def safe_yaml(text: str, source: str) -> Any:
 LAYOUTS_2D = ("drive", "folder2d", "synthetic_drive")
 LAYOUTS_3D = ("msd", "brats", "case_folders", "synapse_npz", "btcv", "nnunet")
 LAYOUTS = LAYOUTS_2D + LAYOUTS_3D
-FUNDUS_NORMS = ("none", "fov_zscore", "green_clahe")  # = mambaseg.data.fundus.FUNDUS_NORMS
+FUNDUS_NORMS = ("none", "fov_zscore", "green_clahe")  # = mambaseg.data.plans.fundus.FUNDUS_NORMS
 CASE_FOLDER_PRESETS = ("brats2023", "brats2021", "brats2018_wt")  # = mambaseg.data.layouts.case_folders.PRESETS
 # keys added after runs were started: left out of config_to_dict at their default, so the saved config of a run
 # that does not use them is what it was before they existed (benchmark resume compares saved configs)

@@ -132,7 +132,7 @@ def _corpus_14(root: Path, data: Path, out: Path):
     with --overwrite, a locked run folder."""
     import json
 
-    from mambaseg.data.phantom3d import write_phantom_msd
+    from mambaseg.data.synthetic import write_phantom_msd
     from mambaseg.utils.runlock import RunLock
 
     def task(name: str, num_classes: int = 3) -> tuple[Path, Path]:

@@ -427,7 +427,7 @@ def e_locked(w, d):
 
 def _task(d: Path, edit=None) -> Path:
     """A 2-case MSD phantom task in ``d/task`` (its dataset.json edited by ``edit``) and its config file."""
-    from mambaseg.data.phantom3d import write_phantom_msd
+    from mambaseg.data.synthetic import write_phantom_msd
 
     data = write_phantom_msd(d / "task", n_cases=2, shape=(12, 12, 12))
     if edit is not None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mambaseg.cli import main
-from mambaseg.data.phantom3d import write_phantom_msd
+from mambaseg.data.synthetic import write_phantom_msd
 
 CONFIG = """
 seed: 0
@@ -111,7 +111,8 @@ def test_missing_brats_modality(trained, tmp_path, capsys):
 
 
 def test_real_brats_sample_loads(shared_data):
-    from mambaseg.data.layouts3d import brats_cases, load_case3d
+    from mambaseg.data.layouts.brats import brats_cases
+    from mambaseg.data.load3d import load_case3d
 
     cases = brats_cases(shared_data("BraTS2023_GLI_sample"))
     assert len(cases) == 1

@@ -13,8 +13,9 @@ import pytest
 from mambaseg.config import ConfigError, config_from_dict
 from mambaseg.data.errors import DataError
 from mambaseg.data.layouts.case_folders import PRESETS, case_folder_cases, case_folder_spec
-from mambaseg.data.layouts.load3d import load_case3d
-from mambaseg.data.preprocess import brain_mask, normalize_channels, plan
+from mambaseg.data.load3d import load_case3d
+from mambaseg.data.plans.normalize import brain_mask, normalize_channels
+from mambaseg.data.plans.preprocess import plan
 
 SHAPE = (12, 10, 8)
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mambaseg.data.cases import is_2d_layout, list_cases
-from mambaseg.data.layouts2d import Case2D
-from mambaseg.data.layouts3d import Case3D
-from mambaseg.data.phantom3d import write_phantom_msd
-from mambaseg.data.synthetic import write_synthetic_drive
+from mambaseg.data.records import Case2D, Case3D
+from mambaseg.data.synthetic import write_phantom_msd, write_synthetic_drive
 
 
 def test_list_cases_2d_and_3d(tmp_path):

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from mambaseg.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict
-from mambaseg.data.fundus import fundus_channels, fundus_normalize
-from mambaseg.data.layouts2d import estimate_fov
+from mambaseg.data.plans.fundus import estimate_fov, fundus_channels, fundus_normalize
 from mambaseg.data.synthetic import make_vessel_image, write_synthetic_drive
 from mambaseg.data.transforms import RandomIllumination, RandomRimDarkening, default_augmentation
 from mambaseg.engine.threshold import THRESHOLD_GRID, choose_threshold, dice_curve, resolve_threshold

@@ -1,4 +1,4 @@
-"""Reader/writer round-trips and error messages of mambaseg.data.io."""
+"""Reader/writer round-trips and error messages of mambaseg.data.io (raster, png, suffixes)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mambaseg.data.io import (
-    OVERLAY_COLOURS,
-    SUPPORTED_2D,
-    DataError,
-    read_image,
-    read_label,
-    read_mask,
-    suffix_of,
-    write_overlay,
-    write_png,
-)
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.png import OVERLAY_COLOURS, write_overlay, write_png
+from mambaseg.data.io.raster import read_image, read_label, read_mask
+from mambaseg.data.io.suffixes import SUPPORTED_2D, suffix_of
 
 
 @pytest.fixture

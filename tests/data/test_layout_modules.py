@@ -1,5 +1,5 @@
-"""One module per layout (issue 11): each module in ``mambaseg.data.layouts`` lists a tiny dataset of its kind, and
-the ``layouts2d`` / ``layouts3d`` compatibility facades re-export the very same objects."""
+"""One module per layout (issue 11): each module in ``mambaseg.data.layouts`` lists a tiny dataset of its kind; the
+old ``layouts2d`` / ``layouts3d`` re-export facades are gone (issue 22)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,13 @@ import mambaseg.data.layouts.detect3d as detect3d
 import mambaseg.data.layouts.drive as drive
 import mambaseg.data.layouts.folder2d as folder2d
 import mambaseg.data.layouts.load2d as load2d
-import mambaseg.data.layouts.load3d as load3d
 import mambaseg.data.layouts.msd as msd
 import mambaseg.data.layouts.nnunet as nnunet
-import mambaseg.data.layouts.records as records
 import mambaseg.data.layouts.synapse as synapse
-from mambaseg.data import cases, layouts, layouts2d, layouts3d
-from mambaseg.data.phantom3d import write_phantom_msd
-from mambaseg.data.synthetic import write_synthetic_drive
+import mambaseg.data.load3d as load3d
+import mambaseg.data.records as records
+from mambaseg.data import cases, layouts
+from mambaseg.data.synthetic import write_phantom_msd, write_synthetic_drive
 
 SHAPE = (4, 3, 2)
 
@@ -129,27 +128,12 @@ def test_cases_entry_points_use_the_layout_modules():
     assert cases.Case2D is records.Case2D and cases.Case3D is records.Case3D
 
 
-FACADE_2D = {"Case2D": records, "DRIVE_SPLITS": drive, "drive_cases": drive, "folder2d_cases": folder2d,
-             "estimate_fov": load2d, "load_case2d": load2d, "normalize_image": load2d, "nnunet2d_cases": nnunet,
-             "nnunet2d_normalization": nnunet}
-FACADE_3D = {"Case3D": records, "load_case3d": load3d, "remap_labels": load3d, "detect_layout3d": detect3d,
-             "list_cases3d": detect3d, "read_dataset_json": dataset_json, "declared_label_values": dataset_json,
-             "nnunet_normalisation": dataset_json, "channel_modalities": dataset_json, "msd_cases": msd,
-             "group_channels": msd, "nnunet_cases": nnunet, "nnunet_files": nnunet, "nnunet_is_2d": nnunet,
-             "brats_cases": brats, "brats_region_masks": brats, "BRATS_CHANNELS": brats, "BRATS_LABELS": brats,
-             "BRATS_REGIONS": brats, "synapse_cases": synapse, "BTCV_TO_SYNAPSE8": synapse,
-             "SYNAPSE8_LABELS": synapse, "SYNAPSE_TEST_CASES": synapse, "SYNAPSE_TRAIN_CASES": synapse}
+def test_old_path_facades_are_gone():
+    import importlib
 
-
-@pytest.mark.parametrize("facade, where", [(layouts2d, FACADE_2D), (layouts3d, FACADE_3D)])
-def test_facades_reexport_the_same_objects(facade, where):
-    assert set(facade.__all__) == set(where)
-    for name, module in where.items():
-        assert getattr(facade, name) is getattr(module, name), name
-        obj = getattr(module, name)
-        if callable(obj) and hasattr(obj, "__module__"):
-            assert obj.__module__ == module.__name__, name  # defined there, not re-exported from elsewhere
-    assert layouts3d.load_case3d is layouts.load3d.load_case3d
+    for old in ("layouts2d", "layouts3d"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(f"mambaseg.data.{old}")
 
 
 def test_layouts_package_has_one_module_per_layout():

@@ -10,15 +10,14 @@ import pytest
 from PIL import Image
 
 from mambaseg.data.cases import detect_layout, list_cases
-from mambaseg.data.io import DataError, read_image, read_mask
-from mambaseg.data.layouts2d import (
-    Case2D,
-    drive_cases,
-    estimate_fov,
-    folder2d_cases,
-    load_case2d,
-    normalize_image,
-)
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.raster import read_image, read_mask
+from mambaseg.data.layouts.drive import drive_cases
+from mambaseg.data.layouts.folder2d import folder2d_cases
+from mambaseg.data.layouts.load2d import load_case2d
+from mambaseg.data.plans.fundus import estimate_fov
+from mambaseg.data.plans.normalize import normalize_image
+from mambaseg.data.records import Case2D
 from mambaseg.data.synthetic import write_synthetic_drive
 
 

@@ -10,15 +10,11 @@ import numpy as np
 import pytest
 
 from mambaseg.data.cases import detect_layout
-from mambaseg.data.io import DataError
-from mambaseg.data.layouts3d import (
-    BTCV_TO_SYNAPSE8,
-    SYNAPSE_TEST_CASES,
-    SYNAPSE_TRAIN_CASES,
-    brats_region_masks,
-    list_cases3d,
-    load_case3d,
-)
+from mambaseg.data.errors import DataError
+from mambaseg.data.layouts.brats import brats_region_masks
+from mambaseg.data.layouts.detect3d import list_cases3d
+from mambaseg.data.layouts.synapse import BTCV_TO_SYNAPSE8, SYNAPSE_TEST_CASES, SYNAPSE_TRAIN_CASES
+from mambaseg.data.load3d import load_case3d
 
 SHAPE = (6, 5, 4)
 

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from mambaseg.cli import main
-from mambaseg.data.io import SUPPORTED_2D, read_image, read_label, read_mask
+from mambaseg.data.io.raster import read_image, read_label, read_mask
+from mambaseg.data.io.suffixes import SUPPORTED_2D
 from mambaseg.engine.checkpoint import save_checkpoint
 from mambaseg.models import build_model
 
@@ -56,7 +57,7 @@ def test_truncated_ppm_is_one_line_error(tmp_path):
     Image.fromarray(_fundus()).save(tmp_path / "x.ppm")
     data = (tmp_path / "x.ppm").read_bytes()
     (tmp_path / "x.ppm").write_bytes(data[: len(data) // 2])
-    from mambaseg.data.io import DataError
+    from mambaseg.data.errors import DataError
 
     with pytest.raises(DataError, match="x.ppm"):
         read_image(tmp_path / "x.ppm")

@@ -10,8 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mambaseg.data.io import DataError
-from mambaseg.data.nifti import (
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.volume import (
     meta_from_json,
     meta_to_json,
     read_nifti,

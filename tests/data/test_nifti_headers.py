@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from mambaseg.cli import main
-from mambaseg.data.io import DataError
-from mambaseg.data.nifti import check_resample_size, read_volume, read_volume_label, resampled_shape, volume_header
-from mambaseg.data.phantom3d import write_phantom_msd
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.headers import check_resample_size, resampled_shape, volume_header
+from mambaseg.data.io.volume import read_volume, read_volume_label
+from mambaseg.data.synthetic import write_phantom_msd
 from mambaseg.utils.limits import max_volume_bytes
 
 
@@ -306,7 +307,9 @@ def test_training_case_with_huge_resampling_refused(tmp_path, capsys, monkeypatc
 def test_num_classes_checked_after_label_map_and_for_npz(tmp_path):
     import dataclasses
 
-    from mambaseg.data.layouts3d import brats_cases, load_case3d, synapse_cases
+    from mambaseg.data.layouts.brats import brats_cases
+    from mambaseg.data.layouts.synapse import synapse_cases
+    from mambaseg.data.load3d import load_case3d
 
     case_dir = tmp_path / "brats" / "BraTS2021_00001"
     case_dir.mkdir(parents=True)
@@ -355,7 +358,7 @@ def test_2d_nifti_picture_header_checked_before_reading(tmp_path):
     """A 2D NIfTI read as a picture (predict/evaluate 2D) gets the size/datatype checks before its data is read."""
     import struct
 
-    from mambaseg.data.io import read_image
+    from mambaseg.data.io.raster import read_image
 
     good = tmp_path / "ok.nii"
     nib.save(nib.Nifti1Image(np.arange(12, dtype=np.float32).reshape(3, 4), np.eye(4)), good)

@@ -14,9 +14,12 @@ import pytest
 from PIL import Image
 
 from mambaseg.config import ConfigError, config_from_dict
-from mambaseg.data.io import DataError
-from mambaseg.data.layouts2d import load_case2d, nnunet2d_cases
-from mambaseg.data.layouts3d import channel_modalities, list_cases3d, load_case3d, nnunet_is_2d
+from mambaseg.data.errors import DataError
+from mambaseg.data.layouts.dataset_json import channel_modalities
+from mambaseg.data.layouts.detect3d import list_cases3d
+from mambaseg.data.layouts.load2d import load_case2d
+from mambaseg.data.layouts.nnunet import nnunet2d_cases, nnunet_is_2d
+from mambaseg.data.load3d import load_case3d
 
 
 def _vol(path: Path, arr: np.ndarray, dtype=np.float32) -> None:

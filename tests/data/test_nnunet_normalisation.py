@@ -17,19 +17,18 @@ import pytest
 import torch
 from PIL import Image
 
-from mambaseg.data.io import DataError
-from mambaseg.data.layouts2d import load_case2d, nnunet2d_cases
-from mambaseg.data.layouts3d import channel_modalities, nnunet_normalisation
-from mambaseg.data.preprocess import (
+from mambaseg.data.errors import DataError
+from mambaseg.data.layouts.dataset_json import channel_modalities, nnunet_normalisation
+from mambaseg.data.layouts.load2d import load_case2d
+from mambaseg.data.layouts.nnunet import nnunet2d_cases
+from mambaseg.data.plans.fingerprint import fingerprint
+from mambaseg.data.plans.normalize import (
     NORM_SCHEMES,
-    fingerprint,
     median_relative_size_after_crop,
     normalization_entries,
     normalize_channels,
-    plan,
-    plan_hash,
-    preprocess_case,
 )
+from mambaseg.data.plans.preprocess import plan, plan_hash, preprocess_case
 
 TOL = 1e-6
 

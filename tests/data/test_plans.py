@@ -9,7 +9,7 @@ import torch
 
 from mambaseg.config import config_from_dict
 from mambaseg.data.errors import DataError
-from mambaseg.data.plans import Plan2D, Plan3D, fov_diameter, plan_from_checkpoint
+from mambaseg.data.plans.plan import Plan2D, Plan3D, fov_diameter, plan_from_checkpoint
 
 
 def _disc(h, w, r):
@@ -53,7 +53,7 @@ def test_forward_2d_without_fov_is_a_per_image_zscore_and_no_mask():
 
 
 def test_plan_3d_forward_inverse_restores_the_original_grid():
-    from mambaseg.data.preprocess import fingerprint
+    from mambaseg.data.plans.fingerprint import fingerprint
 
     rng = np.random.default_rng(2)
     image = np.zeros((1, 12, 10, 8), np.float32)

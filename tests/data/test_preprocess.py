@@ -8,10 +8,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import mambaseg.data.preprocess as pp
-from mambaseg.data.layouts3d import list_cases3d
-from mambaseg.data.nifti import read_nifti_label, write_nifti
-from mambaseg.data.preprocess import PreprocessCache, fingerprint, invert_prediction, plan, preprocess_case
+import mambaseg.data.plans.cache as cache_module
+import mambaseg.data.plans.geometry as geo
+from mambaseg.data.io.volume import read_nifti_label, write_nifti
+from mambaseg.data.layouts.detect3d import list_cases3d
+from mambaseg.data.plans.cache import PreprocessCache
+from mambaseg.data.plans.fingerprint import fingerprint
+from mambaseg.data.plans.preprocess import invert_prediction, plan, preprocess_case
 
 SHAPE = (12, 20, 24)  # voxel axes (I, L, A), spacing (3.0, 0.8, 1.1) -> RAS shape (20, 24, 12), spacing (0.8, 1.1, 3)
 
@@ -119,7 +122,7 @@ def test_mr_zscore_on_nonzero_voxels():
     case = make_case()
     p = plan(fingerprint([case]), "MR", target_spacing=(0.8, 1.1, 3.0))
     image, _, props = preprocess_case(case, p)
-    ras_img = pp._crop(pp._apply_ornt(case["image"], pp.ras_transform(affine_ila())), props["bbox"])
+    ras_img = geo.crop(geo.apply_ornt(case["image"], geo.ras_transform(affine_ila())), props["bbox"])
     nz = ras_img[0] != 0
     assert abs(image[0][nz].mean()) < 1e-5 and abs(image[0][nz].std() - 1) < 1e-4
     assert (image[0][~nz] == 0).all()
@@ -138,7 +141,7 @@ def test_ct_normalisation_fingerprint_and_window():
     pw = plan(fp, "CT", target_spacing=(0.8, 1.1, 3.0), ct_window=(-125, 275))
     imw, _, props = preprocess_case(case, pw)
     assert imw.min() == 0.0 and imw.max() == 1.0
-    ras = pp._crop(pp._apply_ornt(case["image"], pp.ras_transform(affine_ila())), props["bbox"])
+    ras = geo.crop(geo.apply_ornt(case["image"], geo.ras_transform(affine_ila())), props["bbox"])
     np.testing.assert_allclose(imw[0], (np.clip(ras[0], -125, 275) + 125) / 400, atol=1e-6)
 
 
@@ -158,8 +161,8 @@ def test_cache_reuses_and_invalidates(tmp_path, monkeypatch):
     _write_dataset(tmp_path / "ds")
     cases = list_cases3d(tmp_path / "ds")
     calls = []
-    real = pp.preprocess_case
-    monkeypatch.setattr(pp, "preprocess_case", lambda c, p: calls.append(c["case_id"]) or real(c, p))
+    real = cache_module.preprocess_case
+    monkeypatch.setattr(cache_module, "preprocess_case", lambda c, p: calls.append(c["case_id"]) or real(c, p))
     p1 = plan(fingerprint(cases), "MR")
     cache = PreprocessCache(tmp_path / "cache")
     first = [cache.load(c, p1) for c in cases]

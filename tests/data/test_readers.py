@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from mambaseg.data.errors import DataError
-from mambaseg.data.readers import FORMATS, array_dims, format_of, read_array, read_label_array
+from mambaseg.data.io.readers import array_dims, read_array, read_label_array
+from mambaseg.data.io.suffixes import FORMATS, format_of
 
 
 def test_formats_and_dims(tmp_path):

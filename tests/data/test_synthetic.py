@@ -8,8 +8,9 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from mambaseg.data.cases import detect_layout
-from mambaseg.data.io import read_label, read_mask
-from mambaseg.data.layouts2d import drive_cases, load_case2d
+from mambaseg.data.io.raster import read_label, read_mask
+from mambaseg.data.layouts.drive import drive_cases
+from mambaseg.data.layouts.load2d import load_case2d
 from mambaseg.data.synthetic import make_vessel_image, write_synthetic_drive
 
 
@@ -68,3 +69,18 @@ def test_write_synthetic_drive(tmp_path):
     root2 = write_synthetic_drive(tmp_path / "syn2", n_train=2, n_test=1, size=(64, 64), seed=7)
     for f in root.rglob("*.*"):
         assert f.read_bytes() == (root2 / f.relative_to(root)).read_bytes()
+
+
+def test_dimension_is_a_parameter(tmp_path):
+    from mambaseg.data.synthetic import make_phantom, make_synthetic, write_synthetic
+
+    img3, lab3 = make_synthetic(3, (12, 10, 8), rng=5)
+    ref3 = make_phantom((12, 10, 8), rng=5)
+    assert np.array_equal(img3, ref3[0]) and np.array_equal(lab3, ref3[1])
+    img2, lab2 = make_synthetic(2, (64, 64), rng=5)
+    ref2 = make_vessel_image((64, 64), np.random.default_rng(5))
+    assert np.array_equal(img2, ref2[0]) and np.array_equal(lab2, ref2[1])
+    assert (write_synthetic(tmp_path / "v", 3, n_cases=1, shape=(8, 8, 8)) / "dataset.json").is_file()
+    assert (write_synthetic(tmp_path / "d", 2, n_train=1, n_test=0, size=(64, 64)) / "training" / "images").is_dir()
+    with pytest.raises(ValueError, match="spatial_dims"):
+        make_synthetic(4)

@@ -15,9 +15,8 @@ import pytest
 
 import mambaseg.engine.predict.images as images_mod
 from mambaseg.cli import main
-from mambaseg.data.nifti import write_nifti
-from mambaseg.data.phantom3d import write_phantom_msd
-from mambaseg.data.synthetic import write_synthetic_drive
+from mambaseg.data.io.volume import write_nifti
+from mambaseg.data.synthetic import write_phantom_msd, write_synthetic_drive
 from mambaseg.engine.predict_provenance import PROVENANCE_NAME
 from mambaseg.utils.atomic import atomic_path, atomic_write_text, clean_stale_temp, is_temp_name
 

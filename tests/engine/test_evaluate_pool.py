@@ -16,7 +16,7 @@ import mambaseg.engine.eval_common as pool_mod
 import mambaseg.engine.evaluate.images as ev_mod
 import mambaseg.engine.evaluate.volumes as ev3_mod
 from mambaseg.cli import main
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.engine.eval_common import ordered_map
 from mambaseg.engine.evaluate import evaluate
 

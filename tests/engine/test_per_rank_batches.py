@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import mambaseg.engine.stream as stream
-from mambaseg.data.io import DataError
-from mambaseg.data.phantom3d import make_phantom
+from mambaseg.data.errors import DataError
 from mambaseg.data.sampling import sample_patch
+from mambaseg.data.synthetic import make_phantom
 from mambaseg.data.transforms import default_augmentation
 from mambaseg.engine.stream import LoaderBatches, PatchSampler, PatchStream, make_batches
 

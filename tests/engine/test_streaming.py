@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mambaseg.data.case_store import LazyCase, entry_files, foreground_indices, read_arrays, write_entry
-from mambaseg.data.io import DataError
-from mambaseg.data.phantom3d import make_phantom
+from mambaseg.data.errors import DataError
+from mambaseg.data.synthetic import make_phantom
 from mambaseg.data.transforms import default_augmentation
 from mambaseg.engine.stream import LoaderBatches, PatchStream, ShareSampler, draw_patch, rank_share
 
@@ -247,13 +247,14 @@ def test_make_batches_chooses_by_num_workers(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ cache and dataset
 def _msd(tmp_path, n=4):
-    from mambaseg.data.phantom3d import write_phantom_msd
+    from mambaseg.data.synthetic import write_phantom_msd
 
     return write_phantom_msd(tmp_path / "task", n_cases=n, shape=(20, 22, 18))
 
 
 def _plan(cases):
-    from mambaseg.data.preprocess import fingerprint, plan
+    from mambaseg.data.plans.fingerprint import fingerprint
+    from mambaseg.data.plans.preprocess import plan
 
     return plan(fingerprint(cases), "MR", patch_size=PATCH)
 
@@ -261,8 +262,8 @@ def _plan(cases):
 def test_cache_converts_the_first_format_without_preprocessing(tmp_path, monkeypatch):
     import json
 
-    import mambaseg.data.preprocess as pp
-    from mambaseg.data.layouts3d import list_cases3d
+    import mambaseg.data.plans.cache as pp
+    from mambaseg.data.layouts.detect3d import list_cases3d
 
     cases = list_cases3d(_msd(tmp_path, 2), layout="msd")
     p = _plan(cases)
@@ -298,8 +299,8 @@ def test_cache_converts_the_first_format_without_preprocessing(tmp_path, monkeyp
 def test_damaged_cache_entries_are_recomputed(tmp_path, caplog):
     import logging
 
-    import mambaseg.data.preprocess as pp
-    from mambaseg.data.layouts3d import list_cases3d
+    import mambaseg.data.plans.cache as pp
+    from mambaseg.data.layouts.detect3d import list_cases3d
 
     cases = list_cases3d(_msd(tmp_path, 2), layout="msd")
     p = _plan(cases)
@@ -405,7 +406,7 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
     import nibabel as nib
 
     import mambaseg.engine.predict.volumes as v3
-    from mambaseg.data.layouts3d import list_cases3d
+    from mambaseg.data.layouts.detect3d import list_cases3d
     from mambaseg.engine.predict import predict_with
 
     task = _msd(tmp_path, 3)
@@ -418,7 +419,7 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
     fake = tmp_path / "fake.pt"  # the predictor's source file: hashed into predict_provenance.json
     fake.write_bytes(b"not read as a checkpoint here")
     from mambaseg.config import config_from_dict
-    from mambaseg.data.plans import Plan3D
+    from mambaseg.data.plans.plan import Plan3D
 
     pred = SimpleNamespace(ckpt={"data": {"plan": p}}, config={"infer": {"overlap": 0.0}}, in_channels=1,
                            cfg=config_from_dict({"infer": {"overlap": 0.0}}), spatial_dims=3, source=str(fake),
@@ -462,7 +463,7 @@ def test_evaluate_3d_scores_pair_by_pair(tmp_path, monkeypatch):
         nib.save(nib.Nifti1Image(ref, affine), ref_dir / f"c{i}.nii.gz")
         nib.save(nib.Nifti1Image(pred, affine), pred_dir / f"c{i}.nii.gz")
         pairs.append((f"c{i}", pred_dir / f"c{i}.nii.gz", ref_dir / f"c{i}.nii.gz"))
-    from mambaseg.data.nifti import read_volume_label
+    from mambaseg.data.io.volume import read_volume_label
 
     loaded = [(read_volume_label(p), read_volume_label(r)) for _, p, r in pairs]  # all in memory: the reference
     expected = evaluate_cases([pa for (pa, _), _ in loaded], [ra for _, (ra, _) in loaded], None,
@@ -490,8 +491,9 @@ def test_evaluate_3d_scores_pair_by_pair(tmp_path, monkeypatch):
 def test_fingerprint_cached_until_a_source_changes(tmp_path, monkeypatch):
     import os
 
-    import mambaseg.data.preprocess as pp
-    from mambaseg.data.layouts3d import list_cases3d
+    import mambaseg.data.plans.fingerprint as pp
+    from mambaseg.data.layouts.detect3d import list_cases3d
+    from mambaseg.data.plans.preprocess import plan
 
     cases = list_cases3d(_msd(tmp_path, 3), layout="msd")
     first = pp.cached_fingerprint(cases, tmp_path / "cache")
@@ -499,7 +501,7 @@ def test_fingerprint_cached_until_a_source_changes(tmp_path, monkeypatch):
     real, reads = pp.load_case3d, []
     monkeypatch.setattr(pp, "load_case3d", lambda c, **k: reads.append(c.case_id) or real(c, **k))
     assert pp.cached_fingerprint(cases, tmp_path / "cache") == first and reads == []  # no volume read
-    assert pp.plan(pp.cached_fingerprint(cases, tmp_path / "cache"), "MR") == pp.plan(first, "MR")
+    assert plan(pp.cached_fingerprint(cases, tmp_path / "cache"), "MR") == plan(first, "MR")
     st = os.stat(cases[1].images[0])
     os.utime(cases[1].images[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a changed file: computed again
     pp.cached_fingerprint(cases, tmp_path / "cache")

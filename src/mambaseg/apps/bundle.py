@@ -198,7 +198,7 @@ def _differences(s: dict) -> list[str]:
 # ------------------------------------------------------------------------------------------------- inference.json
 def normalization_steps(norm: list[dict]) -> list[dict]:
     """MONAI transforms (bundle config entries) for per-channel schemes of
-    :func:`mambaseg.data.preprocess.normalize_channels`; one scheme for all channels.
+    :func:`mambaseg.data.plans.normalize.normalize_channels`; one scheme for all channels.
 
     Raises:
         ValueError: mixed schemes, per-channel ranges that differ, or a scheme without a MONAI equivalent.

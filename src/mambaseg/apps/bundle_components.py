@@ -26,8 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.fundus import fundus_channels
-from ..data.io import SUPPORTED_2D, DataError, read_image, read_mask, stem_of, write_png
+from ..data.errors import DataError
+from ..data.io.png import write_png
+from ..data.io.raster import read_image, read_mask
+from ..data.io.suffixes import SUPPORTED_2D, stem_of
+from ..data.plans.fundus import fundus_channels
 from ..engine.predict.images import Images, collect_inputs, find_mask
 from ..engine.predict.pipeline import segment
 from ..engine.predict.predictor import Predictor

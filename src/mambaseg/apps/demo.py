@@ -95,7 +95,7 @@ def _synthetic_data(dim: int, root: Path, run: Path) -> tuple[list[str], Path]:
     training itself (``synthetic_drive`` layout, under the run), 3D phantoms here before it."""
     if dim == 2:
         return [], run / "synthetic_data" / "test"
-    from ..data.phantom3d import write_phantom_msd
+    from ..data.synthetic import write_phantom_msd
 
     data = write_phantom_msd(root / "3d_phantom_task", n_cases=10, shape=(40, 48, 36))
     test = write_phantom_msd(root / "3d_phantom_test", n_cases=2, shape=(44, 40, 38), seed=7)
@@ -106,7 +106,7 @@ def _overlay_slices(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: 
                     title: str = "") -> None:
     """Axial, coronal and sagittal slices through the reference's centre, foreground errors coloured (TP/FP/FN),
     labelled with orientation letters; panels enlarged (nearest neighbour) to 256 px on their longer side."""
-    from ..data.io import write_png
+    from ..data.io.png import write_png
     from ..engine.predict.overlay3d import overlay_figure, overlay_panels, ras_note
 
     panels = overlay_panels(image, pred, affine, ref, colouring="errors")
@@ -116,7 +116,7 @@ def _overlay_slices(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: 
 def _error_overlays(test: Path, pred_dir: Path, out: Path) -> None:
     """3D: one :func:`_overlay_slices` figure per predicted volume, ``out/<case>.png`` (2D predictions carry their
     overlays already, ``predict --overlay``)."""
-    from ..data.nifti import read_nifti, read_nifti_label
+    from ..data.io.volume import read_nifti, read_nifti_label
 
     for f in sorted(pred_dir.glob("*.nii.gz")):
         image, meta = read_nifti(test / "imagesTr" / f.name)

@@ -94,7 +94,7 @@ def run_demo_real(root: Path, log: Callable[[str], None] = print, env: dict | No
         log("[real] skipped: set MAMBASEG_DATA to a folder holding DRIVE/ and/or Task04_Hippocampus/ (MSD Task04) "
             "to see the shipped models on real cases")
         return {}
-    from ..data.io import DataError
+    from ..data.errors import DataError
     from ..resources import ResourceError
 
     parts = {}

@@ -1,6 +1,6 @@
 """On-disk format of preprocessed 3D cases, read on demand: the training set holds paths, never the voxels.
 
-Format 2 (written by :class:`~mambaseg.data.preprocess.PreprocessCache`), per case in a plan folder:
+Format 2 (written by :class:`~mambaseg.data.plans.cache.PreprocessCache`), per case in a plan folder:
 
 - uncompressed (default, ``data.cache_compression: false``): ``<case>.image.npy`` (float32 ``(C, X, Y, Z)``),
   ``<case>.label.npy`` (int16, or int32 for label values >= 2**15) and ``<case>.fg.npy`` (flat indices of the
@@ -13,8 +13,8 @@ Format 2 (written by :class:`~mambaseg.data.preprocess.PreprocessCache`), per ca
   DataLoader workers when ``train.num_workers > 0``). RAM stays one case per reader either way. Measured on a 128³
   phantom (background zero outside the head), 1 thread: 12.0 MB -> 2.7 MB on disk, 1.2 ms -> 24.4 ms per 64³ patch.
 
-``<case>.json`` (the props of :func:`~mambaseg.data.preprocess.preprocess_case`) is written last and marks a complete
-entry; it records ``cache_format: 2``, the storage (``npy`` | ``npz``) and the label value range, so building a
+``<case>.json`` (the props of :func:`~mambaseg.data.plans.preprocess.preprocess_case`) is written last and marks a
+complete entry; it records ``cache_format: 2``, the storage (``npy`` | ``npz``) and the label value range, so building a
 training set reads no voxels at all once the cache exists.
 
 Format 1 (before): ``<case>.npz`` (uncompressed zip of ``image`` and ``label``) + ``<case>.json`` without

@@ -1,7 +1,7 @@
 """One entry point for listing a dataset's cases, 2D or 3D: :func:`list_cases` picks the layout's reader (one module
 per layout in :mod:`mambaseg.data.layouts`: ``drive``, ``folder2d``, ``nnunet`` (2D and 3D), ``msd``, ``brats``,
 ``synapse``; the volume layouts through :func:`mambaseg.data.layouts.detect3d.list_cases3d`) and returns its case
-records (:class:`~mambaseg.data.layouts.records.Case2D` or :class:`~mambaseg.data.layouts.records.Case3D`)."""
+records (:class:`~mambaseg.data.records.Case2D` or :class:`~mambaseg.data.records.Case3D`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .layouts.detect3d import detect_layout3d, list_cases3d
 from .layouts.drive import DRIVE_SPLITS, drive_cases
 from .layouts.folder2d import folder2d_cases
 from .layouts.nnunet import nnunet2d_cases, nnunet_is_2d
-from .layouts.records import Case2D, Case3D
+from .records import Case2D, Case3D
 
 __all__ = ["detect_layout", "is_2d_layout", "list_cases"]
 

@@ -9,20 +9,28 @@ bright optic disc and a darker macula; vessels are darker, mostly in the green c
 
 :func:`write_synthetic_drive` writes these in the DRIVE layout (RGB ``.tif`` images, ``.gif`` 0/255 manual labels
 and FOV masks), so every DRIVE reader runs on it. Everything is deterministic for a given seed.
+
+In 3D, :func:`make_phantom` draws an MRI-like head with two adjacent structures (labels 1 and 2, like the
+hippocampus' anterior/posterior parts) and :func:`write_phantom_msd` writes such phantoms in the MSD layout on
+anisotropic, non-RAS-oriented grids. :func:`make_synthetic` and :func:`write_synthetic` take the dimension as a
+parameter (``spatial_dims`` 2 or 3) and call the 2D or 3D generator.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-__all__ = ["make_vessel_image", "write_synthetic_drive"]
+__all__ = ["make_phantom", "make_synthetic", "make_vessel_image", "write_phantom_msd", "write_synthetic",
+           "write_synthetic_drive"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,3 +212,69 @@ def write_synthetic_drive(root: str | Path, n_train: int = 4, n_test: int = 2, s
                 Image.fromarray(arr).save(path, **({"optimize": False} if path.suffix == ".gif" else {}))
     logger.info("wrote synthetic DRIVE (%d training, %d test, size %s) to %s", n_train, n_test, tuple(size), root)
     return root
+
+
+# ----------------------------------------------------------------------------------------------------------------- 3D
+def make_phantom(shape=(40, 48, 36), rng: np.random.Generator | int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One phantom: float32 image and uint8 label (0 background, 1 and 2 two touching ellipsoids)."""
+    rng = np.random.default_rng(rng)
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), -1)
+    centre = np.array(shape) / 2 + rng.uniform(-3, 3, 3)
+    head = (((grid - np.array(shape) / 2) / (np.array(shape) * 0.45)) ** 2).sum(-1) < 1
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    radii = rng.uniform(3.0, 5.0, 3)
+    label = np.zeros(shape, np.uint8)
+    for k, sign in ((1, -1.0), (2, 1.0)):
+        c = centre + sign * axis * radii.max() * 0.9
+        label[(((grid - c) / radii) ** 2).sum(-1) < 1] = k
+    image = head * (60 + 10 * rng.standard_normal(shape)) + (label == 1) * 50 + (label == 2) * 90
+    return image.astype(np.float32), label
+
+
+def write_phantom_msd(root: str | Path, n_cases: int = 12, shape=(40, 48, 36), seed: int = 0) -> Path:
+    """Write an MSD-style task (``dataset.json``, ``imagesTr``, ``labelsTr``) with anisotropic LPS-like affines."""
+    import nibabel as nib
+
+    root = Path(root)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    training = []
+    for i in range(n_cases):
+        image, label = make_phantom(shape, rng=seed * 1000 + i)
+        affine = np.diag([-1.0, -1.2, 1.5, 1.0])
+        affine[:3, 3] = [20.0, 30.0, -10.0]
+        name = f"phantom_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    meta = {"name": "Phantom", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "Anterior",
+            "2": "Posterior"}, "numTraining": n_cases, "training": training, "test": []}
+    (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    return root
+
+
+# --------------------------------------------------------------------------------------------- dimension as parameter
+def _check_dims(spatial_dims: int) -> int:
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    return int(spatial_dims)
+
+
+def make_synthetic(spatial_dims: int, size: Sequence[int] | None = None,
+                   rng: np.random.Generator | int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic ``(image, label)``: a fundus-like ``(H, W, 3)`` uint8 photo and its vessel map
+    (:func:`make_vessel_image`, default 256 x 256) for ``spatial_dims=2``, a ``(X, Y, Z)`` float32 head phantom and
+    its two-structure label (:func:`make_phantom`, default 40 x 48 x 36) for 3."""
+    if _check_dims(spatial_dims) == 2:
+        image, label, _ = make_vessel_image((256, 256) if size is None else size, rng)
+        return image, label
+    return make_phantom((40, 48, 36) if size is None else tuple(size), rng=0 if rng is None else rng)
+
+
+def write_synthetic(root: str | Path, spatial_dims: int, **kwargs: Any) -> Path:
+    """Write a synthetic dataset: DRIVE layout for ``spatial_dims=2`` (:func:`write_synthetic_drive`), MSD layout
+    for 3 (:func:`write_phantom_msd`); ``kwargs`` go to that function."""
+    if _check_dims(spatial_dims) == 2:
+        return write_synthetic_drive(root, **kwargs)
+    return write_phantom_msd(root, **kwargs)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..config import LAYOUTS_2D, LAYOUTS_3D, DataCfg
 from ..data.cases import is_2d_layout, list_cases
-from ..data.io import DataError
-from ..data.plans import Plan2D
+from ..data.errors import DataError
+from ..data.plans.plan import Plan2D
 from ..data.splits import split_cases
 
 __all__ = ["load_dataset"]
@@ -35,12 +35,12 @@ def _cases_2d(cfg: DataCfg, root: Path, run_dir: Path | None, seed: int):
 def _load_case_2d(record, cfg: DataCfg) -> dict:
     """One 2D case, normalised as ``data.fundus_norm`` says (``none``:
     :func:`~mambaseg.data.layouts.load2d.load_case2d`'s own z-score; otherwise
-    :func:`~mambaseg.data.fundus.fundus_normalize`, with the FOV estimated when missing)."""
+    :func:`~mambaseg.data.plans.fundus.fundus_normalize`, with the FOV estimated when missing)."""
     from ..data.layouts.load2d import load_case2d
 
     if cfg.fundus_norm == "none":
         return load_case2d(record, num_classes=cfg.num_classes)
-    from ..data.fundus import fundus_normalize
+    from ..data.plans.fundus import fundus_normalize
 
     case = load_case2d(record, num_classes=cfg.num_classes, normalize=False, estimate_mask=True)
     case["image"], case["mask"], stats = fundus_normalize(case["image"], case["mask"], cfg.fundus_norm)

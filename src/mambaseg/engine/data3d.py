@@ -9,13 +9,15 @@ from pathlib import Path
 from ..config import DataCfg
 from ..data.case_store import LazyCase
 from ..data.cases import list_cases
-from ..data.io import DataError
+from ..data.errors import DataError
+from ..data.io.headers import check_resample_size, volume_header
+from ..data.io.volume import check_label_values
 from ..data.layouts.case_folders import CaseFolderSpec, case_folder_spec
 from ..data.layouts.dataset_json import channel_modalities
-from ..data.layouts.records import Case3D
-from ..data.nifti import check_label_values, check_resample_size, volume_header
-from ..data.plans import Plan3D
-from ..data.preprocess import PreprocessCache, cached_fingerprint
+from ..data.plans.cache import PreprocessCache
+from ..data.plans.fingerprint import cached_fingerprint
+from ..data.plans.plan import Plan3D
+from ..data.records import Case3D
 from ..data.splits import fold_ids, split_cases
 
 __all__ = ["data_spec", "held_out_cases", "load_dataset_3d"]

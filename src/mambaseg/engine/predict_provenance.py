@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..data.io import DataError
+from ..data.errors import DataError
 from ..utils.atomic import atomic_write_text
 from ..utils.jsonable import to_jsonable
 from .provenance import versions
@@ -95,9 +95,9 @@ def preprocessing_2d(pred) -> dict[str, Any]:
     norm = plan.fundus_norm
     entries = [dict(e) for e in plan.normalization] if plan.normalization else None
     if norm != "none":
-        what = f"data.fundus_norm {norm} (mambaseg.data.fundus)"
+        what = f"data.fundus_norm {norm} (mambaseg.data.plans.fundus)"
     elif entries:
-        what = "per-channel entries from the nnU-Net dataset.json channel_names (mambaseg.data.preprocess)"
+        what = "per-channel entries from the nnU-Net dataset.json channel_names (mambaseg.data.plans.normalize)"
     else:
         what = "per-image, per-channel z-score" + (" inside the field of view" if plan.fov else "")
     return {"spatial_dims": 2, "normalization": what, "normalization_entries": entries, "fundus_norm": norm,

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data.io import DataError
+from ..data.errors import DataError
 from ..data.sampling import sample_patch
 from ..data.transforms import default_augmentation
 

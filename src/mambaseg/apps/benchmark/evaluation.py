@@ -35,7 +35,7 @@ def _held_out_links(spec: RunSpec) -> tuple[Path, Path]:
     predict and evaluate see exactly these cases (the data stay where they are, untouched)."""
     import shutil
 
-    from ...data.nifti import volume_suffix
+    from ...data.io.suffixes import volume_suffix
     from ...engine.data3d import held_out_cases
 
     cases = held_out_cases(spec.cfg.data)

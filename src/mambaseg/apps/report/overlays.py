@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.io import SUPPORTED_2D, read_image, read_label, stem_of, suffix_of
+from ...data.io.raster import read_image, read_label
+from ...data.io.suffixes import SUPPORTED_2D, stem_of, suffix_of
 from ...engine.predict.overlay3d import overlay_panels, ras_note
 from ...utils.optional import require
 
@@ -102,7 +103,7 @@ def overlay_2d(row: dict, title: str) -> str | None:
 
 def overlay_2d_full(row: dict) -> list[tuple[str, str]] | None:
     """The image and the error overlay (TP/FP/FN) of one 2D case at full resolution: ``[(name, data URI)]``."""
-    from ...data.io import to_rgb_uint8
+    from ...data.io.png import to_rgb_uint8
 
     loaded = _load_2d(row)
     if loaded is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ...data.io import OVERLAY_COLOURS
+from ...data.io.png import OVERLAY_COLOURS
 from ...utils.atomic import atomic_write_text
 from ...utils.optional import MissingDependency
 from .data import collect_report

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mambaseg.data.io import DataError
-from mambaseg.data.layouts.records import Case3D, is_visible
+from mambaseg.data.errors import DataError
+from mambaseg.data.records import Case3D, is_visible
 from mambaseg.metrics.volumetric import BRATS_REGIONS  # the label sets evaluation and training share
 
 __all__ = ["BRATS_CHANNELS", "BRATS_LABELS", "BRATS_REGIONS", "brats_cases", "brats_region_masks"]

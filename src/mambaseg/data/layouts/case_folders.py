@@ -15,9 +15,9 @@ input channels), ``label`` (pattern or empty: no labels) and ``label_map`` (raw 
 Every preset uses the channel names ``T2``, ``FLAIR``, ``T1``, ``T1c``, so a model trained on one release finds its
 channels in another's folders (:func:`predict_spec`). A preset plus a subset of its channels is a spec too
 (``channels: [FLAIR]`` in the config). A case missing a channel, a pattern matching two files, two channels matching
-one file, or a missing label where one is required is a one-line :class:`~mambaseg.data.io.DataError` naming the case
+one file, or a missing label where one is required is a one-line :class:`DataError` naming the case
 and the file or pattern; channels on different grids are refused when the case is read
-(:func:`~mambaseg.data.layouts.load3d.load_case3d`) or, in ``predict``, from the headers.
+(:func:`~mambaseg.data.load3d.load_case3d`) or, in ``predict``, from the headers.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from mambaseg.data.io import DataError
-from mambaseg.data.layouts.records import Case3D, is_visible
+from mambaseg.data.errors import DataError
+from mambaseg.data.records import Case3D, is_visible
 
 __all__ = ["PRESETS", "CaseFolderSpec", "case_folder_cases", "case_folder_spec", "find_case_files",
            "is_case_folder", "predict_spec", "reference_label"]

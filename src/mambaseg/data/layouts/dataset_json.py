@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 
 __all__ = ["channel_modalities", "declared_label_values", "nnunet_normalisation", "read_dataset_json"]
 
@@ -138,14 +138,14 @@ def nnunet_normalisation(channel_name: str) -> str:
 
 def channel_modalities(channel_names: Sequence[str], modality: str = "auto",
                        layout: str = "nnunet") -> str | list[str]:
-    """The ``modality`` argument of :func:`mambaseg.data.preprocess.plan` for a dataset.
+    """The ``modality`` argument of :func:`mambaseg.data.plans.preprocess.plan` for a dataset.
 
     ``modality`` ``"MR"``/``"CT"`` (``data.modality``) applies to every channel as before. ``"auto"`` (the default):
     with ``layout: nnunet`` each channel's name in ``dataset.json`` (``channel_names``, or MSD ``modality``) decides
     as in nnU-Net v2 (:func:`nnunet_normalisation`): ``CT`` -> CT normalisation (clip to the dataset's foreground
     0.5-99.5 percentiles, z-score with the foreground mean/std), ``noNorm`` -> none, ``rescale_to_0_1`` -> per-case
     min-max, ``rgb_to_0_1`` -> ``x / 255``, ``zscore`` and every other name -> per-case z-score (on the non-zero
-    voxels when cropping to them shrinks the cases, see :func:`mambaseg.data.preprocess.normalization_entries`).
+    voxels when cropping to them shrinks the cases, see :func:`mambaseg.data.plans.normalize.normalization_entries`).
     Every other layout: ``"MR"`` (what ``auto`` replaced, so existing configs keep their behaviour).
     """
     if str(modality).lower() != "auto":

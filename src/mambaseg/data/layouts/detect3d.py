@@ -10,14 +10,14 @@ import os
 import re
 from pathlib import Path
 
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
 from mambaseg.data.layouts.brats import brats_cases, brats_scheme
 from mambaseg.data.layouts.case_folders import CaseFolderSpec, case_folder_cases
 from mambaseg.data.layouts.dataset_json import read_dataset_json
 from mambaseg.data.layouts.msd import msd_cases
 from mambaseg.data.layouts.nnunet import nnunet_cases
-from mambaseg.data.layouts.records import Case3D, is_visible
 from mambaseg.data.layouts.synapse import synapse_cases
+from mambaseg.data.records import Case3D, is_visible
 
 __all__ = ["detect_layout3d", "list_cases3d"]
 

@@ -4,9 +4,9 @@
     root/training/mask/21_training_mask.gif; root/test/images/01_test.tif, root/test/1st_manual/01_manual1.gif,
     root/test/mask/01_test_mask.gif
 
-Suffixes are not fixed: any suffix in :data:`~mambaseg.data.io.SUPPORTED_2D` with the right stem is found.
+Suffixes are not fixed: any suffix in :data:`~mambaseg.data.io.suffixes.SUPPORTED_2D` with the right stem is found.
 Training labels are required; test labels may be absent (the official DRIVE download omits them) and then are
-``None``. Missing FOV masks give ``mask=None`` (see :func:`mambaseg.data.layouts.load2d.estimate_fov`).
+``None``. Missing FOV masks give ``mask=None`` (see :func:`mambaseg.data.plans.fundus.estimate_fov`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mambaseg.data.io import SUPPORTED_2D, DataError
-from mambaseg.data.layouts.records import Case2D, index_dir
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.suffixes import SUPPORTED_2D
+from mambaseg.data.records import Case2D, index_dir
 
 __all__ = ["DRIVE_SPLITS", "drive_cases"]
 

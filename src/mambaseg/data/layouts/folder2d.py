@@ -1,5 +1,6 @@
 """The generic 2D folder layout (``"folder2d"``): ``root/images/<stem>.<ext>``, ``root/labels/<stem>.<ext>`` with
-matching stems and an optional ``root/masks/<stem>.<ext>``; any suffix in :data:`~mambaseg.data.io.SUPPORTED_2D`.
+matching stems and an optional ``root/masks/<stem>.<ext>``; any suffix in
+:data:`~mambaseg.data.io.suffixes.SUPPORTED_2D`.
 """
 
 from __future__ import annotations
@@ -7,8 +8,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mambaseg.data.io import SUPPORTED_2D, DataError
-from mambaseg.data.layouts.records import Case2D, index_dir
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.suffixes import SUPPORTED_2D
+from mambaseg.data.records import Case2D, index_dir
 
 __all__ = ["folder2d_cases"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mambaseg.data.io import DataError
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.suffixes import volume_suffix
 from mambaseg.data.layouts.dataset_json import read_dataset_json
-from mambaseg.data.layouts.records import CHANNEL_RE, Case3D, is_visible, strip_suffix, volume_files
-from mambaseg.data.nifti import volume_suffix
+from mambaseg.data.records import CHANNEL_RE, Case3D, is_visible, strip_suffix, volume_files
 
 __all__ = ["group_channels", "msd_cases"]
 

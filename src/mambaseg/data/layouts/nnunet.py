@@ -18,8 +18,8 @@
   percentiles of all ``imagesTr`` cases, then z-score with their foreground mean/std), ``noNorm``,
   ``rescale_to_0_1``, ``rgb_to_0_1`` (``x / 255``), and ``zscore`` / any other name: per-image z-score over every
   pixel (the 2D pipeline does not crop to the non-zero region, so nnU-Net's non-zero-mask variant does not arise).
-  The entries (:attr:`~mambaseg.data.layouts.records.Case2D.norm`, see
-  :func:`mambaseg.data.preprocess.normalize_channels`) are stored with the model so predict applies the same ones
+  The entries (:attr:`~mambaseg.data.records.Case2D.norm`, see
+  :func:`mambaseg.data.plans.normalize.normalize_channels`) are stored with the model so predict applies the same ones
   (:func:`nnunet2d_normalization`).
 """
 
@@ -32,11 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from mambaseg.data.io import SUPPORTED_2D, DataError, read_image, read_label, suffix_of
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.raster import read_image, read_label
+from mambaseg.data.io.suffixes import RASTER_SUFFIXES, SUPPORTED_2D, VOLUME_SUFFIXES, suffix_of, volume_suffix
 from mambaseg.data.layouts.dataset_json import nnunet_normalisation, read_dataset_json
 from mambaseg.data.layouts.msd import msd_cases
-from mambaseg.data.layouts.records import CHANNEL_RE, Case2D, Case3D, is_visible
-from mambaseg.data.nifti import SUPPORTED_SUFFIXES, volume_suffix
+from mambaseg.data.plans.normalize import normalization_entries
+from mambaseg.data.records import CHANNEL_RE, Case2D, Case3D, is_visible
 
 __all__ = ["nnunet2d_cases", "nnunet2d_normalization", "nnunet_cases", "nnunet_files", "nnunet_is_2d"]
 
@@ -45,13 +47,11 @@ logger = logging.getLogger(__name__)
 
 def nnunet_is_2d(root: str | os.PathLike) -> bool:
     """True when ``root/dataset.json`` is an nnU-Net v2 description whose ``file_ending`` is a 2D image format."""
-    from mambaseg.data.io import PIL_SUFFIXES
-
     path = Path(root) / "dataset.json"
     if not path.is_file():
         return False
     ds = read_dataset_json(root)
-    return ds["style"] == "nnunet" and ds["file_ending"].lower() in PIL_SUFFIXES
+    return ds["style"] == "nnunet" and ds["file_ending"].lower() in RASTER_SUFFIXES
 
 
 def nnunet_files(root: Path, split: str, ds: dict[str, Any],
@@ -119,19 +119,17 @@ def nnunet_cases(root: str | os.PathLike, split: str = "train") -> list[Case3D]:
         DataError: no ``dataset.json``; a 2D ``file_ending`` (those datasets go through the 2D pipeline); see
             :func:`nnunet_files`.
     """
-    from mambaseg.data.io import PIL_SUFFIXES
-
     root = Path(root)
     ds = read_dataset_json(root)
     if ds["style"] != "nnunet":
         return msd_cases(root, split)
     ending = ds["file_ending"]
-    if ending.lower() in PIL_SUFFIXES:
+    if ending.lower() in RASTER_SUFFIXES:
         raise DataError(f"{root / 'dataset.json'}: file_ending {ending!r} is a 2D nnU-Net dataset; it is read by "
                         f"the 2D pipeline (2D models), not as 3D volumes")
     if not volume_suffix(f"x{ending}"):
         raise DataError(f"{root / 'dataset.json'}: file_ending {ending!r} is not a supported volume format "
-                        f"({', '.join(SUPPORTED_SUFFIXES)})")
+                        f"({', '.join(VOLUME_SUFFIXES)})")
     channel_names = tuple(ds["channel_names"])
     return [Case3D(case, tuple(images), label, "nnunet", channel_names, ds["labels"])
             for case, images, label in nnunet_files(root, split, ds)[0]]
@@ -174,8 +172,6 @@ def nnunet2d_normalization(root: str | Path, ds: dict[str, Any] | None = None, n
         root: the dataset folder.
         ds: :func:`mambaseg.data.layouts.dataset_json.read_dataset_json` of ``root`` (read when None).
     """
-    from mambaseg.data.preprocess import normalization_entries
-
     root = Path(root)
     ds = ds or read_dataset_json(root)
     names = [nnunet_normalisation(n) for n in ds["channel_names"]]

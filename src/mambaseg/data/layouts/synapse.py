@@ -3,7 +3,8 @@
 Synapse (TransUNet ``datasets/README.md``, ``lists/lists_Synapse``): ``train_npz/caseXXXX_sliceYYY.npz`` (2D slices,
 keys ``image``, ``label``), ``test_vol_h5/caseXXXX.npy.h5`` (datasets ``image``, ``label``, slice axis first);
 raw BTCV ``img/imgXXXX.nii.gz`` + ``label/labelXXXX.nii.gz`` with the 13 BTCV labels remapped to TransUNet's 8 organs
-(:data:`BTCV_TO_SYNAPSE8`). The npz/h5 files carry no spacing: ``meta["spacing"]`` is 1 mm (documented, not known).
+(:data:`BTCV_TO_SYNAPSE8`). The npz/h5 files carry no spacing: ``meta["spacing"]`` is 1 mm (documented, not known);
+:mod:`mambaseg.data.io.synapse` reads them.
 """
 
 from __future__ import annotations
@@ -11,13 +12,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from mambaseg.data.io import DataError
-from mambaseg.data.layouts.records import Case3D, is_visible
-from mambaseg.utils.optional import MissingDependency, require
+from mambaseg.data.errors import DataError
+from mambaseg.data.records import Case3D, is_visible
 
 __all__ = ["BTCV_TO_SYNAPSE8", "SYNAPSE8_LABELS", "SYNAPSE_TEST_CASES", "SYNAPSE_TRAIN_CASES", "synapse_cases"]
 
@@ -79,34 +76,3 @@ def synapse_cases(root: str | os.PathLike, split: str = "test", source: str | No
         cases.append(Case3D(cid, (img,), labs.get(n), "btcv", ("CT",), labels, dict(BTCV_TO_SYNAPSE8),
                             drop_unmapped=True))
     return cases
-
-
-def load_h5(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    try:
-        h5py = require("h5py", purpose=f"{case.images[0]}: reading .h5")
-    except MissingDependency as e:
-        raise DataError(str(e)) from None
-    path = case.images[0]
-    try:
-        with h5py.File(path, "r") as f:
-            image, label = np.asarray(f["image"]), np.asarray(f["label"])
-    except (OSError, KeyError) as err:
-        raise DataError(f"{path}: cannot read datasets 'image' and 'label' ({err})") from None
-    if image.ndim != 3 or image.shape != label.shape:
-        raise DataError(f"{path}: image {image.shape} / label {label.shape}, expected equal 3D (Z, H, W) shapes")
-    return np.moveaxis(image, 0, -1)[None], np.moveaxis(label, 0, -1), {}
-
-
-def load_npz_slices(case: Case3D) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    imgs, labs = [], []
-    for p in case.images:
-        try:
-            with np.load(p) as z:
-                imgs.append(np.asarray(z["image"]))
-                labs.append(np.asarray(z["label"]))
-        except (OSError, KeyError, ValueError) as err:
-            raise DataError(f"{p}: cannot read keys 'image' and 'label' ({err})") from None
-        if imgs[-1].ndim != 2 or imgs[-1].shape != labs[-1].shape or imgs[-1].shape != imgs[0].shape:
-            raise DataError(f"{p}: image {imgs[-1].shape} / label {labs[-1].shape}, expected equal 2D slices "
-                            f"of shape {imgs[0].shape}")
-    return np.stack(imgs, -1)[None], np.stack(labs, -1), {}

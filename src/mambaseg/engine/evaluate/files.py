@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ...data.io import DataError, stem_of, suffix_of
-from ...data.nifti import volume_suffix
+from ...data.errors import DataError
+from ...data.io.suffixes import stem_of, suffix_of, volume_suffix
 
 __all__ = ["list_files", "match_cases", "match_files", "pair_files"]
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ...data.io import SUPPORTED_2D, DataError, read_label, read_mask, read_raw, stem_of, to_single_channel
+from ...data.errors import DataError
+from ...data.io.raster import read_label, read_mask, read_raw, to_single_channel
+from ...data.io.suffixes import SUPPORTED_2D, stem_of
 from ...metrics.binary import METRIC_DEFINITIONS, auc, binary_metrics
 from ...metrics.volumetric import nanmean
 from .files import list_files, match_files, pair_files

@@ -15,9 +15,9 @@ import logging
 import os
 from pathlib import Path
 
-from ...data.io import DataError
-from ...data.nifti import volume_suffix
-from ...data.readers import array_dims
+from ...data.errors import DataError
+from ...data.io.readers import array_dims
+from ...data.io.suffixes import volume_suffix
 from ...utils.atomic import atomic_path, atomic_write_text, clean_stale_temp
 from ...utils.runlock import RunLock
 from ..eval_common import check_workers, missing_references, ordered_map

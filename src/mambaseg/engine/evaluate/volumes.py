@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.io import DataError
-from ...data.layouts.load3d import remap_labels
-from ...data.nifti import read_volume_label, volume_suffix
+from ...data.errors import DataError
+from ...data.io.suffixes import volume_suffix
+from ...data.io.volume import read_volume_label
+from ...data.load3d import remap_labels
 from ...metrics.volumetric import METRIC_KEYS, evaluate_cases, nanmean
 from ..eval_common import ordered_map
 from .files import match_cases

@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data.fundus import fundus_channels
-from ...data.io import SUPPORTED_2D, DataError, read_image, read_mask, stem_of, suffix_of, write_overlay, write_png
+from ...data.errors import DataError
+from ...data.io.png import write_overlay, write_png
+from ...data.io.raster import read_image, read_mask
+from ...data.io.suffixes import SUPPORTED_2D, stem_of, suffix_of
+from ...data.plans.fundus import fundus_channels
 from ...utils.atomic import atomic_path
 from ..inference import logits_to_probs, probs_to_labels
 from ..predict_provenance import preprocessing_2d

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...data.io import overlay_rgb, to_rgb_uint8
+from ...data.io.png import overlay_rgb, to_rgb_uint8
 
 __all__ = ["PALETTE", "default_centre", "orthogonal_overlay", "overlay_figure", "overlay_panels", "ras_note"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data.io import DataError
+from ...data.errors import DataError
 from ...utils.atomic import clean_stale_temp
 from ...utils.progress import ItemProgress, StatusLine
 from ...utils.runlock import RunLock

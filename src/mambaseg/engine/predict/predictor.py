@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ...data.plans import Plan2D, Plan3D, plan_from_checkpoint
+from ...data.plans.plan import Plan2D, Plan3D, plan_from_checkpoint
 from ..checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path, stored_config
 
 __all__ = ["Predictor", "load_predictor"]

@@ -23,16 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data.io import DataError
-from ...data.layouts.records import strip_suffix
-from ...data.nifti import (
-    SUPPORTED_SUFFIXES,
-    check_resample_size,
-    read_volume,
-    volume_header,
-    volume_suffix,
-    write_nifti,
-)
+from ...data.errors import DataError
+from ...data.io.headers import check_resample_size, volume_header
+from ...data.io.suffixes import VOLUME_SUFFIXES as SUPPORTED_SUFFIXES
+from ...data.io.suffixes import volume_suffix
+from ...data.io.volume import read_volume, write_nifti
+from ...data.records import strip_suffix
 from ...utils.atomic import atomic_path, atomic_write_text
 from ..inference import logits_to_probs, probs_to_labels
 from ..predict_provenance import preprocessing_3d

@@ -7,8 +7,8 @@ array and the properties needed to go back) then ``inverse`` (the network's outp
 - :class:`Plan2D`: normalisation (``data.fundus_norm``, an nnU-Net dataset's per-channel schemes, or a per-image
   z-score inside the field of view), the field of view (given or estimated), and a rescale of photos from other
   cameras so their field-of-view diameter matches the training data's; ``inverse`` resizes scores back.
-- :class:`Plan3D`: the nnU-Net-style plan of :mod:`mambaseg.data.preprocess` (orientation to RAS, crop to non-zero,
-  normalisation, resampling to the target spacing); ``inverse`` undoes them for label maps or probabilities.
+- :class:`Plan3D`: the nnU-Net-style plan of :mod:`mambaseg.data.plans.preprocess` (orientation to RAS, crop to
+  non-zero, normalisation, resampling to the target spacing); ``inverse`` undoes them for label maps or probabilities.
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import DataError
+from mambaseg.data.errors import DataError
+from mambaseg.data.plans.fundus import estimate_fov, fundus_normalize
+from mambaseg.data.plans.normalize import normalize_channels, normalize_image
+from mambaseg.data.plans.preprocess import invert_prediction, preprocess_case
+from mambaseg.data.plans.preprocess import plan as make_plan
 
 __all__ = ["Plan2D", "Plan3D", "fov_diameter", "plan_from_checkpoint"]
 
@@ -43,9 +47,9 @@ class Plan2D:
 
     Attributes:
         fov: the model was trained with field-of-view masks (fundus); predictions are zero outside the FOV.
-        fundus_norm: ``none`` | ``fov_zscore`` | ``green_clahe`` (:mod:`mambaseg.data.fundus`).
-        normalization: per-channel schemes of an nnU-Net dataset (:func:`mambaseg.data.preprocess.normalize_channels`)
-            or None.
+        fundus_norm: ``none`` | ``fov_zscore`` | ``green_clahe`` (:mod:`mambaseg.data.plans.fundus`).
+        normalization: per-channel schemes of an nnU-Net dataset
+            (:func:`mambaseg.data.plans.normalize.normalize_channels`) or None.
         fov_diameter: median training FOV diameter in pixels, None when the training data had no FOV.
         source: named in error messages (the checkpoint).
     """
@@ -78,10 +82,6 @@ class Plan2D:
     def forward(self, case: dict) -> tuple[np.ndarray, dict[str, Any]]:
         """``case``: ``image`` (C, H, W) raw, ``mask`` (H, W) or None. Returns the network input (C, h, w) float32
         and ``props`` (``shape``, ``scale``, ``mask``: the FOV used, or None)."""
-        from .fundus import fundus_normalize
-        from .layouts.load2d import estimate_fov, normalize_image
-        from .preprocess import normalize_channels
-
         raw, mask = case["image"], case.get("mask")
         if self.fundus_norm != "none":  # as at training time, FOV estimated when none is given
             image, mask, _ = fundus_normalize(raw, mask, self.fundus_norm)
@@ -114,7 +114,7 @@ class Plan2D:
 
 @dataclass(frozen=True)
 class Plan3D:
-    """3D preprocessing: :func:`mambaseg.data.preprocess.plan`'s dict (``plan``) applied by ``forward`` /
+    """3D preprocessing: :func:`mambaseg.data.plans.preprocess.plan`'s dict (``plan``) applied by ``forward`` /
     ``inverse``."""
 
     plan: dict
@@ -123,25 +123,19 @@ class Plan3D:
     @classmethod
     def fit(cls, fingerprint: dict, modality: str | Sequence[str] = "MR", patch_size: Sequence[int] | None = None,
             **kwargs: Any) -> Plan3D:
-        """:func:`mambaseg.data.preprocess.plan` of a dataset fingerprint."""
-        from .preprocess import plan
-
-        return cls(plan(fingerprint, modality, patch_size, **kwargs))
+        """:func:`mambaseg.data.plans.preprocess.plan` of a dataset fingerprint."""
+        return cls(make_plan(fingerprint, modality, patch_size, **kwargs))
 
     def to_checkpoint(self) -> dict[str, Any]:
         return {"plan": self.plan}
 
     def forward(self, case: dict) -> tuple[np.ndarray, dict[str, Any]]:
         """A ``load_case3d`` dict -> the network input (C, X', Y', Z') float32 and ``props``."""
-        from .preprocess import preprocess_case
-
         image, _, props = preprocess_case(case, self.plan)
         return np.ascontiguousarray(image, dtype=np.float32), props
 
     def inverse(self, prediction: np.ndarray, props: dict[str, Any]) -> np.ndarray:
         """A label map (X', Y', Z') or probabilities (K, X', Y', Z') -> the case's original voxel grid."""
-        from .preprocess import invert_prediction
-
         return invert_prediction(prediction, props)
 
 

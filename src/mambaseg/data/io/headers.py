@@ -24,13 +24,11 @@ import nibabel as nib
 import numpy as np
 
 from mambaseg.data.errors import DataError
+from mambaseg.data.io.suffixes import ITK_SUFFIXES, NIFTI_SUFFIXES, VOLUME_SUFFIXES, volume_suffix
 from mambaseg.utils.limits import MAX_SPACING_MM, MIN_SPACING_MM, format_bytes, max_volume_bytes
 from mambaseg.utils.optional import MissingDependency, require
 
 __all__ = [
-    "ITK_SUFFIXES",
-    "NIFTI_SUFFIXES",
-    "SUPPORTED_SUFFIXES",
     "check_nifti_header",
     "check_resample_size",
     "check_volume_file",
@@ -40,28 +38,14 @@ __all__ = [
     "quiet_nibabel",
     "resampled_shape",
     "volume_header",
-    "volume_suffix",
 ]
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
-def volume_suffix(path: str | os.PathLike) -> str:
-    """The supported suffix of ``path`` (``".nii.gz"``, ``".nrrd"``, ...) or ``""`` if it has none."""
-    name = str(path).lower()
-    for suf in SUPPORTED_SUFFIXES:
-        if name.endswith(suf):
-            return suf
-    return ""
-
-
 def check_volume_file(path: Path) -> None:
     if not path.is_file():
-        raise DataError(f"{path}: file not found (expected a volume with suffix {', '.join(SUPPORTED_SUFFIXES)})")
+        raise DataError(f"{path}: file not found (expected a volume with suffix {', '.join(VOLUME_SUFFIXES)})")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes)")
 
@@ -271,7 +255,7 @@ def volume_header(path: str | os.PathLike, label: bool = False) -> dict[str, Any
     if suf in ITK_SUFFIXES:
         return itk_header(path, label)
     if suf not in NIFTI_SUFFIXES:
-        raise DataError(f"{path}: unsupported suffix, expected one of {', '.join(SUPPORTED_SUFFIXES)}")
+        raise DataError(f"{path}: unsupported suffix, expected one of {', '.join(VOLUME_SUFFIXES)}")
     img = open_nifti(path, label)
     affine = np.asarray(img.affine, dtype=np.float64)
     shape = tuple(int(s) for s in img.header.get_data_shape())
@@ -282,7 +266,7 @@ def volume_header(path: str | os.PathLike, label: bool = False) -> dict[str, Any
 
 def resampled_shape(shape: Sequence[int], affine: np.ndarray, target_spacing: Sequence[float]) -> tuple[int, ...]:
     """The (RAS-ordered) shape a ``shape`` volume with ``affine`` gets at ``target_spacing`` (RAS order, mm), as
-    :func:`mambaseg.data.preprocess.preprocess_case` computes it for the uncropped volume (an upper bound)."""
+    :func:`mambaseg.data.plans.preprocess.preprocess_case` computes it for the uncropped volume (an upper bound)."""
     affine = np.asarray(affine, dtype=np.float64)
     perm = nib.io_orientation(affine)[:, 0].astype(int)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))

@@ -1,10 +1,10 @@
 """Reading one 3D case (:func:`load_case3d`) of any volume layout.
 
-:func:`load_case3d` reads a :class:`~mambaseg.data.layouts.records.Case3D` into ``dict(image float32 (C, X, Y, Z),
+:func:`load_case3d` reads a :class:`~mambaseg.data.records.Case3D` into ``dict(image float32 (C, X, Y, Z),
 label int64 (X, Y, Z) | None, meta)`` and checks it (modality/label shapes and affines agree, channel count matches
 the dataset description, label values are declared); Synapse npz/h5 cases are read by the readers of
-:mod:`~mambaseg.data.layouts.synapse`, every other layout's files as NIfTI (or the other volume formats of
-:mod:`mambaseg.data.nifti`). :func:`remap_labels` applies a case's ``label_map`` (BraTS 4 -> 3, BTCV -> 8 organs).
+:mod:`~mambaseg.data.io.synapse`, every other layout's files as NIfTI (or the other volume formats of
+:mod:`mambaseg.data.io.volume`). :func:`remap_labels` applies a case's ``label_map`` (BraTS 4 -> 3, BTCV -> 8 organs).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from mambaseg.data.io import DataError
-from mambaseg.data.layouts.records import Case3D
-from mambaseg.data.layouts.synapse import load_h5, load_npz_slices
-from mambaseg.data.nifti import check_label_values, read_volume, read_volume_label
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.synapse import load_h5, load_npz_slices
+from mambaseg.data.io.volume import check_label_values, read_volume, read_volume_label
+from mambaseg.data.records import Case3D
 
 __all__ = ["load_case3d", "remap_labels"]
 
@@ -61,7 +61,10 @@ def load_case3d(case: Case3D, check_labels: bool = True) -> dict[str, Any]:
     """
     num_classes = case.extra.get("num_classes") if case.extra else None
     if case.layout in ("synapse_h5", "synapse_npz"):
-        image, label, _ = load_h5(case) if case.layout == "synapse_h5" else load_npz_slices(case)
+        if case.layout == "synapse_h5":
+            image, label, _ = load_h5(case.images[0])
+        else:
+            image, label, _ = load_npz_slices(case.images)
         image = image.astype(np.float32)
         if not np.isfinite(image).all():
             raise DataError(f"{case.images[0]}: NaN/Inf voxels, expected finite intensities")

@@ -1,7 +1,8 @@
 """3D volume I/O that keeps the geometry: NIfTI through nibabel, NRRD/MHA/MHD through optional SimpleITK.
 
 Readers follow nnU-Net's contract: ``read_*(path) -> (array[C, X, Y, Z], meta)``. Axes are the voxel axes of the file
-(i, j, k) in the order nibabel returns them; no reorientation happens here (``data.preprocess`` reorients to RAS).
+(i, j, k) in the order nibabel returns them; no reorientation happens here (:mod:`mambaseg.data.plans` reorients to
+RAS).
 ``meta`` is a plain dict that is JSON-friendly after :func:`meta_to_json`:
 
 - ``path`` (str), ``shape`` (X, Y, Z), ``spacing`` (3,) in mm, ``affine`` (4, 4) voxel -> RAS+ world (mm),
@@ -13,8 +14,9 @@ Readers follow nnU-Net's contract: ``read_*(path) -> (array[C, X, Y, Z], meta)``
 Every failure is a one-line :class:`DataError` naming the path: missing, zero-byte or truncated files (the data block
 is read eagerly so a gzip EOF is caught here, not inside a DataLoader worker), wrong dimensionality, NaN/Inf voxels.
 
-Headers are untrusted input: they are checked before any voxel is read, in :mod:`mambaseg.data.volume_headers`
-(:func:`check_nifti_header`, :func:`volume_header`, :func:`check_resample_size`; importable from here too).
+Headers are untrusted input: they are checked before any voxel is read, in :mod:`mambaseg.data.io.headers`
+(:func:`~mambaseg.data.io.headers.check_nifti_header`, :func:`~mambaseg.data.io.headers.volume_header`,
+:func:`~mambaseg.data.io.headers.check_resample_size`); suffixes come from :mod:`mambaseg.data.io.suffixes`.
 """
 
 from __future__ import annotations
@@ -29,39 +31,19 @@ import nibabel as nib
 import numpy as np
 
 from mambaseg.data.errors import DataError
-from mambaseg.data.volume_headers import (
-    ITK_SUFFIXES,
-    NIFTI_SUFFIXES,
-    SUPPORTED_SUFFIXES,
-    check_nifti_header,
-    check_resample_size,
-    check_volume_file,
-    itk_affine,
-    itk_header,
-    open_nifti,
-    resampled_shape,
-    volume_header,
-    volume_suffix,
-)
+from mambaseg.data.io.headers import check_volume_file, itk_affine, itk_header, open_nifti
+from mambaseg.data.io.suffixes import ITK_SUFFIXES, NIFTI_SUFFIXES, VOLUME_SUFFIXES, volume_suffix
 from mambaseg.utils.atomic import atomic_path
 from mambaseg.utils.optional import MissingDependency, require
 
 __all__ = [
-    "ITK_SUFFIXES",
-    "NIFTI_SUFFIXES",
-    "SUPPORTED_SUFFIXES",
     "check_label_values",
-    "check_nifti_header",
-    "check_resample_size",
     "meta_from_json",
     "meta_to_json",
     "read_nifti",
     "read_nifti_label",
     "read_volume",
     "read_volume_label",
-    "resampled_shape",
-    "volume_header",
-    "volume_suffix",
     "write_nifti",
 ]
 
@@ -168,7 +150,7 @@ def _load(path: str | os.PathLike, label: bool) -> tuple[np.ndarray, dict[str, A
         return _load_nifti(path, label)
     if suf in ITK_SUFFIXES:
         return _load_itk(path, label)
-    raise DataError(f"{path}: unsupported suffix, expected one of {', '.join(SUPPORTED_SUFFIXES)}")
+    raise DataError(f"{path}: unsupported suffix, expected one of {', '.join(VOLUME_SUFFIXES)}")
 
 
 def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:

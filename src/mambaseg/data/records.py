@@ -3,7 +3,7 @@
 :class:`Case2D` is what the 2D layouts (:mod:`~mambaseg.data.layouts.drive`, :mod:`~mambaseg.data.layouts.folder2d`,
 2D :mod:`~mambaseg.data.layouts.nnunet`) list and :func:`mambaseg.data.layouts.load2d.load_case2d` reads;
 :class:`Case3D` is what the volume layouts (MSD, nnU-Net raw, BraTS, Synapse/BTCV) list: id, one image path per
-channel/modality, label path or None, plus how to read them; :func:`mambaseg.data.layouts.load3d.load_case3d` reads it.
+channel/modality, label path or None, plus how to read them; :func:`mambaseg.data.load3d.load_case3d` reads it.
 The helpers index a folder of 2D images by stem, list the volume files of a folder (macOS ``._*`` files and other
 hidden files ignored) and split ``CASE_XXXX`` channel suffixes.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mambaseg.data.io import SUPPORTED_2D, DataError, stem_of, suffix_of
-from mambaseg.data.nifti import volume_suffix
+from mambaseg.data.errors import DataError
+from mambaseg.data.io.suffixes import SUPPORTED_2D, stem_of, suffix_of, volume_suffix
 
 __all__ = ["Case2D", "Case3D"]
 
@@ -27,8 +27,8 @@ CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 class Case2D:
     """One 2D case: an image with an optional label map and an optional (FOV) mask.
 
-    ``norm``: per-channel normalisation entries (:func:`mambaseg.data.preprocess.normalize_channels`) chosen by an
-    nnU-Net ``dataset.json``; empty = the default z-score of :func:`~mambaseg.data.layouts.load2d.normalize_image`.
+    ``norm``: per-channel normalisation entries (:func:`mambaseg.data.plans.normalize.normalize_channels`) chosen by an
+    nnU-Net ``dataset.json``; empty = the default z-score of :func:`~mambaseg.data.plans.normalize.normalize_image`.
     """
 
     id: str
