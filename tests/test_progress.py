@@ -313,14 +313,12 @@ def test_predict_3d_progress_per_case_and_tiles(tmp_path, capsys, monkeypatch):
     from mambaseg.config import config_from_dict
     from mambaseg.data.phantom3d import write_phantom_msd
     from mambaseg.engine.train import train
+    from tests.conftest import tiny_3d
 
     data = write_phantom_msd(tmp_path / "task", n_cases=3, shape=(18, 20, 17))
     test = write_phantom_msd(tmp_path / "test", n_cases=2, shape=(19, 18, 17), seed=6)
-    cfg = config_from_dict({"seed": 0, "model": {"name": "unet3d_tiny"},
-                            "data": {"layout": "msd", "root": str(data), "num_classes": 3, "patch_size": [8, 8, 8],
-                                     "val_fraction": 0.34, "augment": "none"},
-                            "train": {"epochs": 1, "iters_per_epoch": 1, "batch_size": 1, "num_threads": 1},
-                            "infer": {"overlap": 0.0, "batch_size": 3}})
+    cfg = config_from_dict(tiny_3d(data, "model.name=unet3d_tiny", "data.patch_size=[8, 8, 8]",
+                                   "data.val_fraction=0.34", "train.num_threads=1", "infer.batch_size=3"))
     train(cfg, tmp_path / "run", progress=False)
     monkeypatch.setattr(predict_pipeline, "StatusLine", functools.partial(StatusLine, interval=0))
     engine_predict.predict(tmp_path / "run", test / "imagesTr", tmp_path / "out", progress=True)
