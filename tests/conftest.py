@@ -22,6 +22,44 @@ TINY_2D = {
     "train": {"epochs": 1, "iters_per_epoch": 2, "batch_size": 2, "num_threads": 1},
 }
 
+#: the smallest 3D training config: dm_segnet_tiny on 16x16x16 patches of a 3-class MSD-layout task (such as
+#: mambaseg.data.phantom3d's phantoms), one step, validated once; whole tiles, two at a time, when predicting
+TINY_3D = {
+    "seed": 0,
+    "model": {"name": "dm_segnet_tiny"},
+    "data": {"layout": "msd", "num_classes": 3, "patch_size": [16, 16, 16], "val_fraction": 0.25, "augment": "none"},
+    "train": {"epochs": 1, "iters_per_epoch": 1, "batch_size": 1, "val_every": 1},
+    "infer": {"overlap": 0.0, "batch_size": 2},
+}
+
+
+def tiny_3d(root: str | Path, *overrides: str) -> dict:
+    """:data:`TINY_3D` on the data root ``root`` with ``key=value`` overrides (``"data.num_classes=2"``; the value
+    is read as YAML, a missing section or key is added), as a config dict."""
+    import copy
+
+    import yaml
+
+    cfg = copy.deepcopy(TINY_3D)
+    cfg["data"]["root"] = str(root)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r}: expected key=value")
+        *sections, name = key.split(".")
+        node = cfg
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = yaml.safe_load(value)
+    return cfg
+
+
+def tiny_3d_yaml(root: str | Path, *overrides: str) -> str:
+    """:func:`tiny_3d` as the text of a config file (``root="%s"`` gives a template for ``text % root``)."""
+    import yaml
+
+    return yaml.safe_dump(tiny_3d(root, *overrides), sort_keys=False)
+
 
 def shared_data_root() -> Path:
     """``$MAMBASEG_DATA``, else ``<repository>/../shared/data``."""

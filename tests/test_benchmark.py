@@ -27,6 +27,7 @@ from mambaseg.apps.benchmark.markdown import render_markdown
 from mambaseg.apps.benchmark.statistics import bootstrap_ci, describe, paired_comparison, summarize
 from mambaseg.cli import main
 from mambaseg.data.synthetic import write_synthetic_drive
+from tests.conftest import tiny_3d_yaml
 
 CONFIG = """
 seed: 0
@@ -408,12 +409,7 @@ def test_end_to_end_3d(tmp_path, capsys, monkeypatch):
     task = write_phantom_msd(tmp_path / "task", n_cases=4, shape=(20, 24, 18))
     test = write_phantom_msd(tmp_path / "test", n_cases=2, shape=(22, 19, 17), seed=3)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"""
-model: {{name: dm_segnet_tiny}}
-data: {{layout: msd, root: "{task}", num_classes: 3, patch_size: [16, 16, 16], val_fraction: 0.25, augment: none}}
-train: {{epochs: 1, iters_per_epoch: 1, batch_size: 1, val_every: 1}}
-infer: {{overlap: 0.0, batch_size: 2}}
-""")
+    cfg.write_text(tiny_3d_yaml(task))
     out = tmp_path / "bench"
     assert main(["benchmark", str(cfg), "--steps", "1", "--seeds", "0", "--test", str(test), "--out", str(out),
                  "--threads", "1", "--n-boot", "200"]) == 0

@@ -16,6 +16,7 @@ from mambaseg.apps.benchmark.plan import BenchmarkError, parse_folds, plan_bench
 from mambaseg.cli import main
 from mambaseg.config import ConfigError, config_from_dict
 from mambaseg.data.splits import fold_ids, split_cases, split_ids
+from tests.conftest import tiny_3d_yaml
 from tests.data.test_case_folders import write_case_folders
 
 IDS = [f"case_{i:02d}" for i in range(11)]
@@ -85,22 +86,13 @@ def test_parse_folds():
 
 
 # ------------------------------------------------------------------------------------------------------ benchmark
-CONFIG = """
-seed: 0
-model: {name: dm_segnet_tiny}
-data: {layout: case_folders, preset: brats2018_wt, channels: [FLAIR], root: "%s", num_classes: 2,
-       patch_size: [16, 16, 16], val_fraction: 0.25, augment: none}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 1, val_every: 1}
-infer: {overlap: 0.0, batch_size: 2}
-"""
-
-
 @pytest.fixture(scope="module")
 def cv_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("cv")
     data = write_case_folders(root / "brats", "brats2018_wt", n_cases=6, shape=(20, 18, 16))
     cfg = root / "cfg.yaml"
-    cfg.write_text(CONFIG % data)
+    cfg.write_text(tiny_3d_yaml(data, "data.layout=case_folders", "data.preset=brats2018_wt", "data.channels=[FLAIR]",
+                                "data.num_classes=2"))
     return root, data, cfg
 
 

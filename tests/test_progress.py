@@ -178,16 +178,63 @@ def drive(tmp_path_factory):
     return write_synthetic_drive(tmp_path_factory.mktemp("prog") / "data", n_train=3, n_test=1, size=(40, 44))
 
 
-def test_time_limited_training_log_is_short_and_shows_the_budget(drive, tmp_path, capsys):
+class StepClocks:
+    """Fake clocks of a training: the wall clock and this process's CPU clock move only when a training step ends,
+    by ``wall_per_step`` and ``cpu_per_step`` seconds, whatever the machine is doing meanwhile."""
+
+    def __init__(self):
+        self.wall, self.cpu = 1000.0, 50.0
+        self.wall_per_step = self.cpu_per_step = 0.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def process_time(self) -> float:
+        return self.cpu
+
+    def step_done(self) -> None:
+        self.wall += self.wall_per_step
+        self.cpu += self.cpu_per_step
+
+
+@pytest.fixture
+def step_clocks(monkeypatch) -> StepClocks:
+    """:class:`StepClocks` (standing still until the test sets their pace) as the clocks of ``engine.train`` (its
+    ``time.time`` and ``time.process_time``: the time budget's and the progress texts' clock) and of its status
+    line."""
+    import functools
+
+    import mambaseg.engine.train as engine_train
+
+    clocks = StepClocks()
+    monkeypatch.setattr(engine_train, "time", clocks)
+    monkeypatch.setattr(engine_train, "StatusLine", functools.partial(StatusLine, clock=clocks.time))
+    real_step = engine_train._Trainer._step
+
+    def step(trainer):
+        out = real_step(trainer)
+        clocks.step_done()
+        return out
+
+    monkeypatch.setattr(engine_train._Trainer, "_step", step)
+    return clocks
+
+
+def test_time_limited_training_log_is_short_and_shows_the_budget(drive, tmp_path, capsys, step_clocks):
     from mambaseg.engine.train import train
 
-    summary = train(_tiny_cfg(drive, time_limit_min=0.04), tmp_path / "run")  # 2.4 s budget, progress on
+    step_clocks.wall_per_step = 5.0  # 2 steps an epoch: 10 s an epoch
+    summary = train(_tiny_cfg(drive, time_limit_min=1), tmp_path / "run")  # 60 s budget, progress on
     err = capsys.readouterr().err
-    assert summary["epochs_done"] > 1  # several epochs: a per-step or per-epoch refresh would show many lines
+    # the budget ends the run after the first epoch that ends past 60 s: epoch 7 (70 s), 14 steps
+    assert summary["epochs_done"] == 7 and summary["train_seconds"] == 70.0
     lines = [x for x in err.splitlines() if x.startswith("train ")]
     assert "\r" not in err  # not a terminal: no carriage-return redraws
-    assert 1 <= len(lines) <= 2, err  # one line at once, then at most one per 30 s
-    assert "of 0:02 time budget" in lines[0] and "left" in lines[0] and "epoch 1," in lines[0]
+    # one line at once (after step 1, at 5 s), then one per 30 s: at 35 s and 65 s, not one per step or epoch
+    assert len(lines) == 3, err
+    assert [x.split(" time budget")[0] for x in lines] == ["train 0:05 of 1:00", "train 0:35 of 1:00",
+                                                            "train 1:05 of 1:00"], err
+    assert "left" in lines[0] and "epoch 1, step 1/2" in lines[0] and "epoch 7, step 1/2" in lines[2]
     assert "/1000" not in err
 
 
@@ -244,7 +291,11 @@ def test_predict_2d_progress_per_image_and_tiles(drive, tmp_path, capsys, monkey
     for name in ("a.png", "b.png"):
         (inp / name).write_bytes(next((drive / "test" / "images").iterdir()).read_bytes())
     capsys.readouterr()
-    engine_predict.predict(run, inp, tmp_path / "quiet", progress=True)  # default interval: a line at once only
+    # default interval (30 s) on clocks that stand still: a line at once only, at 0:00
+    frozen = functools.partial(float, 0.0)
+    monkeypatch.setattr(predict_pipeline, "StatusLine", functools.partial(StatusLine, clock=frozen))
+    monkeypatch.setattr(predict_pipeline, "ItemProgress", functools.partial(ItemProgress, clock=frozen))
+    engine_predict.predict(run, inp, tmp_path / "quiet", progress=True)
     quiet = [x for x in capsys.readouterr().err.splitlines() if x.startswith("predict ")]
     assert quiet == ["predict image 1/2 (a.png) | 0:00 elapsed"]
     monkeypatch.setattr(predict_pipeline, "StatusLine", functools.partial(StatusLine, interval=0))
@@ -262,14 +313,12 @@ def test_predict_3d_progress_per_case_and_tiles(tmp_path, capsys, monkeypatch):
     from mambaseg.config import config_from_dict
     from mambaseg.data.synthetic import write_phantom_msd
     from mambaseg.engine.train import train
+    from tests.conftest import tiny_3d
 
     data = write_phantom_msd(tmp_path / "task", n_cases=3, shape=(18, 20, 17))
     test = write_phantom_msd(tmp_path / "test", n_cases=2, shape=(19, 18, 17), seed=6)
-    cfg = config_from_dict({"seed": 0, "model": {"name": "unet3d_tiny"},
-                            "data": {"layout": "msd", "root": str(data), "num_classes": 3, "patch_size": [8, 8, 8],
-                                     "val_fraction": 0.34, "augment": "none"},
-                            "train": {"epochs": 1, "iters_per_epoch": 1, "batch_size": 1, "num_threads": 1},
-                            "infer": {"overlap": 0.0, "batch_size": 3}})
+    cfg = config_from_dict(tiny_3d(data, "model.name=unet3d_tiny", "data.patch_size=[8, 8, 8]",
+                                   "data.val_fraction=0.34", "train.num_threads=1", "infer.batch_size=3"))
     train(cfg, tmp_path / "run", progress=False)
     monkeypatch.setattr(predict_pipeline, "StatusLine", functools.partial(StatusLine, interval=0))
     engine_predict.predict(tmp_path / "run", test / "imagesTr", tmp_path / "out", progress=True)
@@ -281,25 +330,18 @@ def test_predict_3d_progress_per_case_and_tiles(tmp_path, capsys, monkeypatch):
         assert [d for d, _ in seq] == [min(k * 3, total) for k in range(len(seq))]  # every batch of 3 tiles
 
 
-def test_cpu_budget_clock_counts_process_time_not_wall_time(drive, tmp_path, monkeypatch):
-    import time
-    import types
+def test_cpu_budget_clock_counts_process_time_not_wall_time(drive, tmp_path, step_clocks):
+    from mambaseg.engine.train import train
 
-    import mambaseg.engine.train as engine_train
-
-    calls = []
-
-    def fake_process_time():  # every read: 10 s more CPU time, whatever the wall clock says
-        calls.append(1)
-        return 10.0 * len(calls)
-
-    monkeypatch.setattr(engine_train, "time", types.SimpleNamespace(time=time.time, process_time=fake_process_time))
-    t0 = time.time()
-    summary = engine_train.train(_tiny_cfg(drive, time_limit_min=0.5, budget_clock="cpu"), tmp_path / "cpu",
-                                 progress=False)
-    assert time.time() - t0 < 25  # the budget (30 s) was not spent on the wall clock
-    assert summary["budget_clock"] == "cpu" and calls
-    assert summary["epochs_done"] <= 3 and summary["train_seconds"] >= 30  # the fake CPU clock ended the run
-    monkeypatch.undo()
-    summary = engine_train.train(_tiny_cfg(drive, epochs=3, time_limit_min=0.5), tmp_path / "wall", progress=False)
-    assert summary["budget_clock"] == "wall" and summary["epochs_done"] == 3 and summary["train_seconds"] < 30
+    # budget_clock cpu: a 30 s budget of CPU time at 10 s of CPU a step (20 s an epoch) ends the run after epoch 2
+    # (40 s) while the wall clock stands still (a wall-clock budget would run all 5 epochs)
+    step_clocks.wall_per_step, step_clocks.cpu_per_step = 0.0, 10.0
+    summary = train(_tiny_cfg(drive, epochs=5, time_limit_min=0.5, budget_clock="cpu"), tmp_path / "cpu",
+                    progress=False)
+    assert summary["budget_clock"] == "cpu"
+    assert summary["epochs_done"] == 2 and summary["train_seconds"] == 40.0
+    # the default, budget_clock wall: 1 s of wall time a step, all 3 epochs within the 30 s budget (6 s), although
+    # the CPU clock (10 s a step) would have ended the run after epoch 2
+    step_clocks.wall_per_step = 1.0
+    summary = train(_tiny_cfg(drive, epochs=3, time_limit_min=0.5), tmp_path / "wall", progress=False)
+    assert summary["budget_clock"] == "wall" and summary["epochs_done"] == 3 and summary["train_seconds"] == 6.0

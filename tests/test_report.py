@@ -18,6 +18,7 @@ from PIL import Image
 from mambaseg.apps.report import write_report
 from mambaseg.cli import main
 from mambaseg.data.synthetic import write_phantom_msd, write_synthetic_drive
+from tests.conftest import tiny_3d_yaml
 
 CHROMIUM = Path("/usr/bin/chromium")
 CFG_2D = """
@@ -27,13 +28,7 @@ data: {layout: drive, root: "%s", val_fraction: 0.25, patch_size: [48, 48], fov:
 train: {epochs: 2, iters_per_epoch: 1, batch_size: 2, val_every: 1}
 infer: {patch_size: [48, 48], overlap: 0.25}
 """
-CFG_3D = """
-seed: 0
-model: {name: unet3d_tiny}
-data: {layout: msd, root: "%s", num_classes: 3, patch_size: [16, 16, 16], val_fraction: 0.25, augment: none}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 1, val_every: 1}
-infer: {overlap: 0.0, batch_size: 2}
-"""
+CFG_3D = tiny_3d_yaml("%s", "model.name=unet3d_tiny")
 
 
 class Page(HTMLParser):

@@ -15,6 +15,7 @@ from PIL import Image
 
 from mambaseg.cli import main
 from mambaseg.data.synthetic import write_synthetic_drive
+from tests.conftest import tiny_3d_yaml
 
 CFG2D = """
 seed: 0
@@ -119,14 +120,6 @@ def corpus(root: Path, data: Path, run: Path, pred: Path):
 
 _HELD_LOCKS: dict[str, object] = {}  # run-folder locks held for the whole test session (by this process)
 
-CFG3D = """
-seed: 0
-model: {name: dm_segnet_tiny}
-data: {layout: msd, root: "%s", num_classes: %d, patch_size: [8, 8, 8], val_fraction: 0.0, augment: none}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 1}
-"""
-
-
 def _corpus_14(root: Path, data: Path, out: Path):
     """Cases of issue 14: 3D training data (labels vs num_classes, dataset.json keys, pixdim 0), predict --continue
     with --overwrite, a locked run folder."""
@@ -140,7 +133,8 @@ def _corpus_14(root: Path, data: Path, out: Path):
         if not (data / "dataset.json").exists():
             write_phantom_msd(data, n_cases=2, shape=(12, 12, 12))
         cfg = data.parent / f"{name}.yaml"
-        cfg.write_text(CFG3D % (data, num_classes))
+        cfg.write_text(tiny_3d_yaml(data, "data.patch_size=[8, 8, 8]", "data.val_fraction=0.0",
+                                    f"data.num_classes={num_classes}"))
         return data, cfg
 
     _, c_cls = task("labels3d", num_classes=2)  # phantom labels are 0, 1, 2

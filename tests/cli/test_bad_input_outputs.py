@@ -33,20 +33,13 @@ from mambaseg.engine.checkpoint import save_checkpoint
 from mambaseg.models import build_model
 from mambaseg.resources import sha256_file
 from mambaseg.utils.runlock import LOCK_NAME, RunLock
+from tests.conftest import tiny_3d_yaml
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="links, FIFOs and fcntl locks (POSIX)")
 
 PLAN = {"version": 1, "modality": ["MR"], "normalization": [{"scheme": "zscore_nonzero"}],
         "target_spacing": [1.0, 1.0, 1.0], "patch_size": [16, 16, 16], "crop_nonzero": True, "image_order": 3,
         "orientation": "RAS"}
-CFG3D = """
-seed: 0
-model: {name: dm_segnet_tiny}
-data: {layout: msd, root: "%s", num_classes: 3, patch_size: [8, 8, 8], val_fraction: 0.0, augment: none}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 1}
-"""
-
-
 @pytest.fixture(autouse=True)
 def _chunked_scan(monkeypatch):
     monkeypatch.setenv("MAMBASEG_SCAN_BACKEND", "chunked")  # pure PyTorch scan: no kernel build in these tests
@@ -435,7 +428,7 @@ def _task(d: Path, edit=None) -> Path:
         edit(ds)
         (data / "dataset.json").write_text(json.dumps(ds))
     cfg = d / "c.yaml"
-    cfg.write_text(CFG3D % data)
+    cfg.write_text(tiny_3d_yaml(data, "data.patch_size=[8, 8, 8]", "data.val_fraction=0.0"))
     return cfg
 
 

@@ -12,14 +12,7 @@ import pytest
 
 from mambaseg.cli import main
 from mambaseg.data.synthetic import write_phantom_msd
-
-CONFIG = """
-seed: 0
-model: {name: dm_segnet_tiny}
-data: {layout: msd, root: "%s", num_classes: 3, patch_size: [16, 16, 16], val_fraction: 0.25, augment: none}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 1, val_every: 1}
-infer: {overlap: 0.0, batch_size: 2}
-"""
+from tests.conftest import tiny_3d_yaml
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +21,7 @@ def trained(tmp_path_factory):
     data = write_phantom_msd(root / "task", n_cases=4, shape=(20, 24, 18))
     test = write_phantom_msd(root / "test", n_cases=2, shape=(22, 19, 17), seed=3)
     cfg = root / "cfg.yaml"
-    cfg.write_text(CONFIG % data)
+    cfg.write_text(tiny_3d_yaml(data))
     run = root / "run"
     assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
     return root, test, run
@@ -95,7 +88,7 @@ def test_label_image_mismatch_in_training(tmp_path, capsys):
     lab = sorted((data / "labelsTr").glob("*.nii.gz"))[0]
     nib.save(nib.Nifti1Image(np.zeros((20, 24, 10), np.uint8), np.eye(4)), lab)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(CONFIG % data)
+    cfg.write_text(tiny_3d_yaml(data))
     err = _err(capsys, "train", str(cfg), "--out", str(tmp_path / "r"))
     assert lab.name in err
 

@@ -15,16 +15,10 @@ import pytest
 import torch
 
 from mambaseg.cli import main
+from tests.conftest import tiny_3d_yaml
 from tests.data.test_case_folders import brain_case, write_case_folders
 
-CONFIG = """
-seed: 0
-model: {name: dm_segnet_tiny}
-data: {layout: case_folders, preset: brats2018_wt, %s root: "%s", num_classes: 2, patch_size: [16, 16, 16],
-       val_fraction: 0.25, augment: none}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 1, val_every: 1}
-infer: {overlap: 0.0, batch_size: 2}
-"""
+BRATS2018 = ("data.layout=case_folders", "data.preset=brats2018_wt", "data.num_classes=2")  # on TINY_3D
 SHAPE = (20, 18, 16)
 
 
@@ -33,9 +27,9 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("casefolders")
     data = write_case_folders(root / "brats2018", "brats2018_wt", n_cases=4, shape=SHAPE)
     out = {}
-    for name, channels in (("flair", "channels: [FLAIR],"), ("both", "")):
+    for name, channels in (("flair", ["data.channels=[FLAIR]"]), ("both", [])):
         cfg = root / f"{name}.yaml"
-        cfg.write_text(CONFIG % (channels, data))
+        cfg.write_text(tiny_3d_yaml(data, *BRATS2018, *channels))
         assert main(["train", str(cfg), "--out", str(root / name), "--no-progress"]) == 0
         out[name] = root / name
     return root, data, out

@@ -17,6 +17,7 @@ from mambaseg.data.io.headers import check_resample_size, resampled_shape, volum
 from mambaseg.data.io.volume import read_volume, read_volume_label
 from mambaseg.data.synthetic import write_phantom_msd
 from mambaseg.utils.limits import max_volume_bytes
+from tests.conftest import tiny_3d_yaml
 
 
 def craft(path: Path, shape=(4, 4, 4), dtype=np.float32, pixdim=None, sform=None, qform_nan=False, nifti2=False,
@@ -141,21 +142,12 @@ def test_itk_header_checks(tmp_path):
     assert volume_header(tmp_path / "ok.mha")["shape"] == (6, 5, 4)
 
 
-CONFIG = """
-seed: 0
-model: {name: dm_segnet_tiny}
-data: {layout: msd, root: "%s", num_classes: 3, patch_size: [16, 16, 16], val_fraction: 0.0, augment: none}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 1}
-infer: {overlap: 0.0, batch_size: 2}
-"""
-
-
 @pytest.fixture(scope="module")
 def run3d(tmp_path_factory):
     root = tmp_path_factory.mktemp("hdr3d")
     data = write_phantom_msd(root / "task", n_cases=2, shape=(16, 18, 16))
     cfg = root / "cfg.yaml"
-    cfg.write_text(CONFIG % data)
+    cfg.write_text(tiny_3d_yaml(data, "data.val_fraction=0.0"))
     run = root / "run"
     assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
     return run
@@ -189,17 +181,9 @@ def test_predict_cli_refuses_huge_resampling(run3d, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------- training data: labels, dataset.json, headers
-TRAIN_CFG = """
-seed: 0
-model: {name: dm_segnet_tiny}
-data: {layout: msd, root: "%s", num_classes: %d, patch_size: [16, 16, 16], val_fraction: 0.0, augment: none}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 1}
-"""
-
-
 def _train_err(tmp_path: Path, capsys, data: Path, num_classes: int = 3) -> str:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(TRAIN_CFG % (data, num_classes))
+    cfg.write_text(tiny_3d_yaml(data, "data.val_fraction=0.0", f"data.num_classes={num_classes}"))
     run = tmp_path / "run"
     code = main(["train", str(cfg), "--out", str(run), "--no-progress"])
     err = capsys.readouterr().err.strip()
@@ -250,13 +234,13 @@ def test_non_integer_label_refused(tmp_path, capsys, phantom):
 
 def test_cached_labels_checked_against_num_classes(tmp_path, capsys, phantom):
     """With a warm preprocessing cache (filled under num_classes 3) a num_classes 2 run is still refused."""
-    text = (TRAIN_CFG % (phantom, 3)).replace("augment: none}", f"augment: none, cache_dir: \"{tmp_path / 'cache'}\"}}")
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
     cfg = tmp_path / "ok.yaml"
-    cfg.write_text(text)
+    cfg.write_text(tiny_3d_yaml(phantom, "data.val_fraction=0.0", cache))
     assert main(["train", str(cfg), "--out", str(tmp_path / "r1"), "--no-progress"]) == 0
     assert len(list((tmp_path / "cache").rglob("*.label.npy"))) == 2  # cached (memory-mappable entries)
     capsys.readouterr()
-    cfg.write_text(text.replace("num_classes: 3", "num_classes: 2"))
+    cfg.write_text(tiny_3d_yaml(phantom, "data.val_fraction=0.0", cache, "data.num_classes=2"))
     code = main(["train", str(cfg), "--out", str(tmp_path / "r2"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "num_classes=2" in err and "labelsTr" in err and len(err.splitlines()) == 1, err

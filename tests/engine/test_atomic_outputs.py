@@ -19,6 +19,7 @@ from mambaseg.data.io.volume import write_nifti
 from mambaseg.data.synthetic import write_phantom_msd, write_synthetic_drive
 from mambaseg.engine.predict_provenance import PROVENANCE_NAME
 from mambaseg.utils.atomic import atomic_path, atomic_write_text, clean_stale_temp, is_temp_name
+from tests.conftest import tiny_3d_yaml
 
 CFG2D = """
 seed: 0
@@ -28,13 +29,6 @@ train: {epochs: 1, iters_per_epoch: 1, batch_size: 2, val_every: 1}
 infer: {patch_size: [48, 48]}
 """
 
-CFG3D = """
-seed: 0
-model: {name: dm_segnet_tiny}
-data: {layout: msd, root: "%s", num_classes: 3, patch_size: [16, 16, 16], val_fraction: 0.0, augment: none}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 1}
-infer: {overlap: 0.0, batch_size: 2}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +163,7 @@ def test_predict_3d_crash_then_continue(tmp_path, monkeypatch, capsys):
     data = write_phantom_msd(tmp_path / "task", n_cases=2, shape=(16, 18, 16))
     test = write_phantom_msd(tmp_path / "test", n_cases=3, shape=(17, 16, 16), seed=3)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(CFG3D % data)
+    cfg.write_text(tiny_3d_yaml(data, "data.val_fraction=0.0"))
     run = tmp_path / "run"
     assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
     out = tmp_path / "pred"

@@ -13,14 +13,7 @@ import pytest
 from PIL import Image
 
 from mambaseg.cli import main
-
-CONFIG = """
-seed: 0
-model: {name: unet3d_tiny}
-data: {layout: nnunet, root: "%s", num_classes: 2, patch_size: [16, 16, 16], val_fraction: 0.34, augment: none}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 1, val_every: 1}
-infer: {overlap: 0.0, batch_size: 2}
-"""
+from tests.conftest import tiny_3d_yaml
 
 # a non-diagonal (LPS-like, permuted) affine so the original geometry is really restored
 AFFINE = np.array([[0.0, -1.2, 0.0, 10.0], [-1.0, 0.0, 0.0, 5.0], [0.0, 0.0, 2.0, -3.0], [0.0, 0.0, 0.0, 1.0]])
@@ -46,7 +39,8 @@ def trained(tmp_path_factory):
     (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "blob": 1},
                                                  "numTraining": 3, "file_ending": ".nii.gz"}))
     cfg = root / "cfg.yaml"
-    cfg.write_text(CONFIG % ds)
+    cfg.write_text(tiny_3d_yaml(ds, "model.name=unet3d_tiny", "data.layout=nnunet", "data.num_classes=2",
+                                "data.val_fraction=0.34"))
     run = root / "run"
     assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
     return ds, run

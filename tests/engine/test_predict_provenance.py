@@ -21,6 +21,7 @@ from mambaseg.cli import main
 from mambaseg.data.synthetic import write_synthetic_drive
 from mambaseg.engine.predict import predict
 from mambaseg.engine.predict_provenance import FORMAT, PROVENANCE_NAME
+from tests.conftest import tiny_3d_yaml
 
 CFG2D = """
 seed: 0
@@ -28,14 +29,6 @@ model: {name: unet_tiny}
 data: {layout: drive, root: "%s", val_fraction: 0.25, patch_size: [32, 32], fov: true, augment: none}
 train: {epochs: 1, iters_per_epoch: 1, batch_size: 2, val_every: 1}
 infer: {patch_size: [48, 48]}
-"""
-
-CFG3D = """
-seed: 0
-model: {name: unet3d_tiny}
-data: {layout: nnunet, root: "%s", num_classes: 2, patch_size: [16, 16, 16], val_fraction: 0.34, augment: none}
-train: {epochs: 1, iters_per_epoch: 1, batch_size: 1, val_every: 1}
-infer: {overlap: 0.0, batch_size: 2}
 """
 
 KEYS = {"format", "format_version", "model", "training_config", "preprocessing", "inference", "versions", "command",
@@ -73,7 +66,8 @@ def world3d(tmp_path_factory):
     (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "blob": 1},
                                                  "numTraining": 3, "file_ending": ".nii.gz"}))
     cfg = root / "c.yaml"
-    cfg.write_text(CFG3D % ds)
+    cfg.write_text(tiny_3d_yaml(ds, "model.name=unet3d_tiny", "data.layout=nnunet", "data.num_classes=2",
+                                "data.val_fraction=0.34"))
     run = root / "run"
     assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
     return ds, run

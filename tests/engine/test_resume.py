@@ -1,13 +1,12 @@
 """Exact resume: a real training process killed with SIGKILL mid-run, resumed with --resume, ends with weights
-bit-identical to an uninterrupted run (CPU, deterministic mode)."""
+bit-identical to an uninterrupted run (CPU, deterministic mode). The kill comes at a set training step, not after a
+set time, so where the run stops does not depend on how busy the machine is."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -24,10 +23,35 @@ infer: {patch_size: [64, 64]}
 """
 
 
-def _train(cfg, out, resume=False):
-    cmd = [sys.executable, "-m", "mambaseg", "train", str(cfg), "--out", str(out), "--no-progress", "--deterministic"]
-    return subprocess.Popen(cmd + (["--resume"] if resume else []), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+#: ``python -c KILL_AT_STEP N ARGS...``: ``mambaseg ARGS...``, which sends itself SIGKILL when training step N
+#: (counted from 1 in this process) has updated the weights, before the scheduler steps
+KILL_AT_STEP = """
+import os, signal, sys
+
+import mambaseg.engine.train as T
+from mambaseg.cli import main
+
+kill_at, done = int(sys.argv[1]), [0]
+real_step = T._Trainer._step
+
+
+def step(trainer):
+    out = real_step(trainer)
+    done[0] += 1
+    if done[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+
+T._Trainer._step = step
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _train(cfg, out, resume=False, kill_at_step=0):
+    args = ["train", str(cfg), "--out", str(out), "--no-progress", "--deterministic"] + (["--resume"] if resume else [])
+    cmd = [sys.executable] + (["-c", KILL_AT_STEP, str(kill_at_step)] if kill_at_step else ["-m", "mambaseg"])
+    return subprocess.Popen(cmd + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
@@ -38,17 +62,11 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     assert full.wait(timeout=600) == 0, full.stderr.read()
 
     run = tmp_path / "killed"
-    p = _train(cfg, run)
-    deadline = time.time() + 600
-    while time.time() < deadline:  # wait until at least two epochs are saved, then kill mid-epoch
-        if (run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
-    saved = load_checkpoint(run / "checkpoint_last.pt")["epoch"]
-    assert saved < 5, "the run finished before it could be killed; make it longer"
+    p = _train(cfg, run, kill_at_step=20)  # step 4 of 8 of epoch 3: epochs 1 and 2 are saved
+    p.wait(timeout=600)
+    assert p.returncode == -signal.SIGKILL, p.stderr.read()
+    assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 1  # 0-based: the second epoch
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     r = _train(cfg, run, resume=True)
     assert r.wait(timeout=600) == 0, r.stderr.read()
 
