@@ -23,7 +23,7 @@ TINY_2D = {
 }
 
 #: the smallest 3D training config: dm_segnet_tiny on 16x16x16 patches of a 3-class MSD-layout task (such as
-#: mambaseg.data.phantom3d's phantoms), one step, validated once; whole tiles, two at a time, when predicting
+#: mambaseg.data.synthetic's phantoms), one step, validated once; whole tiles, two at a time, when predicting
 TINY_3D = {
     "seed": 0,
     "model": {"name": "dm_segnet_tiny"},

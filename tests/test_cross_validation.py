@@ -156,8 +156,7 @@ def test_cross_validation_scores_brats_labels_as_regions(tmp_path, monkeypatch):
     monkeypatch.setenv("MAMBASEG_NO_CPU_KERNEL", "1")
     data = write_case_folders(tmp_path / "b21", "brats2021", n_cases=4, shape=(18, 16, 16))
     cfg = tmp_path / "c.yaml"
-    cfg.write_text((CONFIG % data).replace("brats2018_wt, channels: [FLAIR]", "brats2021")
-                   .replace("num_classes: 2", "num_classes: 4"))
+    cfg.write_text(tiny_3d_yaml(data, "data.layout=case_folders", "data.preset=brats2021", "data.num_classes=4"))
     out = tmp_path / "bench"
     assert main(["benchmark", str(cfg), "--steps", "1", "--seeds", "0", "--folds", "2", "--fold-ids", "1",
                  "--out", str(out), "--threads", "1", "--n-boot", "50"]) == 0
