@@ -326,14 +326,14 @@ def test_damaged_cache_entries_are_recomputed(tmp_path, caplog):
 
 
 def test_training_dataset_holds_no_arrays(tmp_path):
-    """load_dataset_3d returns lazy entries: the training set pickles to a few KB whatever the voxels' size, the
+    """load_dataset returns (3D) lazy entries: the training set pickles to a few KB whatever the voxels' size, the
     arrays are memory maps; validation cases are read whole (writable) when used."""
     from mambaseg.config import DataCfg
-    from mambaseg.engine.data3d import load_dataset_3d
+    from mambaseg.engine.data import load_dataset
 
     cfg = DataCfg(layout="msd", root=str(_msd(tmp_path, 5)), num_classes=3, patch_size=PATCH, val_fraction=0.2,
                   cache_dir=str(tmp_path / "cache"))
-    train, val, _ = load_dataset_3d(cfg, 0, tmp_path / "run")
+    train, val, _ = load_dataset(cfg, 0, tmp_path / "run")
     assert len(train) == 4 and len(val) == 1 and all(isinstance(c, LazyCase) for c in train + val)
     voxels = sum(c["image"].nbytes + c["label"].nbytes for c in train)
     assert voxels > 100_000 and len(pickle.dumps(train)) < 0.05 * voxels
@@ -343,7 +343,7 @@ def test_training_dataset_holds_no_arrays(tmp_path):
     # a cached dataset is rebuilt from the entries' props: no voxel is read for the label check
     bad = DataCfg(**{**cfg.__dict__, "num_classes": 2})
     with pytest.raises(DataError, match="outside 0..1"):
-        load_dataset_3d(bad, 0, tmp_path / "run")
+        load_dataset(bad, 0, tmp_path / "run")
 
 
 def test_config_keys_default_to_the_old_behaviour():
