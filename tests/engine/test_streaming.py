@@ -400,8 +400,6 @@ def test_training_with_workers_is_reproducible_and_resumes_exactly(tmp_path):
 def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
     """Cases are read, predicted and written in turn (never all read first); a modality count that does not match
     the model is refused from the headers before anything is written."""
-    from types import SimpleNamespace
-
     import nibabel as nib
 
     import mambaseg.engine.predict.volumes as v3
@@ -417,13 +415,11 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
                         or write(self, job, case, *a))
     fake = tmp_path / "fake.pt"  # the predictor's source file: hashed into predict_provenance.json
     fake.write_bytes(b"not read as a checkpoint here")
-    from mambaseg.config import config_from_dict
-    from mambaseg.data.plans import Plan3D
+    from mambaseg.engine.predict import Predictor
 
-    pred = SimpleNamespace(ckpt={"data": {"plan": p}}, config={"infer": {"overlap": 0.0}}, in_channels=1,
-                           cfg=config_from_dict({"infer": {"overlap": 0.0}}), spatial_dims=3, source=str(fake),
-                           plan=Plan3D(p),
-                           run=lambda x: torch.zeros((x.shape[0], 3, *x.shape[2:])))
+    pred = Predictor(lambda x: torch.zeros((x.shape[0], 3, *x.shape[2:])),
+                     {"data": {"plan": p, "spatial_dims": 3}, "config": {"infer": {"overlap": 0.0}}}, str(fake),
+                     torch.device("cpu"))
     written = predict_with(pred, task / "imagesTr", tmp_path / "out", progress=False)
     ids = sorted(f.name[: -len(".nii.gz")] for f in (task / "imagesTr").glob("*.nii.gz"))
     assert events == [(kind, cid) for cid in ids for kind in ("read", "write")]
