@@ -66,7 +66,7 @@ def _make_checkpoint(model: str, case_dir: Path, path: Path) -> dict:
     from mambaseg.data.plans.fingerprint import fingerprint
     from mambaseg.data.plans.plan import Plan3D
     from mambaseg.engine.checkpoint import save_checkpoint
-    from mambaseg.engine.data3d import data_spec
+    from mambaseg.engine.data import data_spec
     from mambaseg.models.registry import build_model
 
     cfg = load_config(REPO / "configs" / "brats2018" / f"{model}.yaml")

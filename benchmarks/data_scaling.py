@@ -5,7 +5,7 @@
 For each case count a synthetic MSD-style task (``--size``\\ ³ float32 images with a blob label, 1 mm isotropic, so
 nothing is resampled) is written as NIfTI to a temporary folder. Each measurement runs in a fresh Python process:
 
-- ``stream``: :func:`mambaseg.engine.data3d.load_dataset_3d` on an empty cache (fingerprint, plan, preprocessing, cache
+- ``stream``: :func:`mambaseg.engine.data.load_dataset` on an empty cache (fingerprint, plan, preprocessing, cache
   written), then ``--batches`` training batches (``--batch-size`` patches of ``--patch``\\ ³, default augmentation)
   from the in-process sampler (``train.num_workers: 0``) - the cases are memory-mapped cache entries;
 - ``in_ram``: the same cached dataset with every case's arrays loaded into RAM first (what training held before the
@@ -71,14 +71,14 @@ def measure(task: str, cache: str, mode: str, batches: int, batch_size: int, pat
 
     from mambaseg.config import DataCfg
     from mambaseg.data.plans.cache import PreprocessCache
-    from mambaseg.engine.data3d import load_dataset_3d
+    from mambaseg.engine.data import load_dataset
     from mambaseg.engine.stream import make_batches
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MB
     cfg = DataCfg(layout="msd", root=task, num_classes=3, patch_size=(patch,) * 3, val_fraction=0.0,
                   cache_dir=cache, augment="default", fg_prob=0.33)
     t0 = time.perf_counter()
-    train, _, info = load_dataset_3d(cfg, seed=0)
+    train, _, info = load_dataset(cfg, seed=0)
     if mode == "in_ram":  # what the training set held before: every case's arrays
         pc = PreprocessCache(cache)
         held = []
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "OMP_NUM_THREADS={} python benchmarks/data_scaling.py {}".format(
             os.environ.get("OMP_NUM_THREADS", ""), " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))),
-        "what": "peak RSS of building a 3D training set (load_dataset_3d: fingerprint, plan, preprocessing cache) "
+        "what": "peak RSS of building a 3D training set (load_dataset: fingerprint, plan, preprocessing cache) "
                 "and drawing training batches (in-process sampler; DataLoader workers for stream_workers), each in "
                 "a fresh process. stream: cold cache, cases memory-mapped (this version); in_ram: warm cache, every "
                 "case's arrays loaded into RAM as training held them before; stream_workers: warm cache, "

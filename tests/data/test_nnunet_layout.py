@@ -115,16 +115,16 @@ def test_channel_names_choose_normalisation():
 
 def test_training_data_gets_ct_normalisation_without_modality(tmp_path):
     from mambaseg.config import DataCfg
-    from mambaseg.engine.data3d import load_dataset_3d
+    from mambaseg.engine.data import load_dataset
 
     root = make_nnunet3d(tmp_path / "ds", n=3)
     cfg = DataCfg(layout="nnunet", root=str(root), num_classes=2, patch_size=(16, 16, 16), val_fraction=0.34,
                   cache_dir=str(tmp_path / "cache"))
-    train, val, info = load_dataset_3d(cfg, 0, tmp_path / "run")
+    train, val, info = load_dataset(cfg, 0, tmp_path / "run")
     assert info["plan"]["modality"] == ["CT"] and info["plan"]["normalization"][0]["scheme"] == "ct"
     assert len(train) == 2 and len(val) == 1 and info["labels"] == {"background": 0, "liver": 1}
     mr = DataCfg(**{**cfg.__dict__, "modality": "MR", "cache_dir": str(tmp_path / "cache2")})
-    assert load_dataset_3d(mr, 0, tmp_path / "run2")[2]["plan"]["normalization"][0]["scheme"] == "zscore_nonzero"
+    assert load_dataset(mr, 0, tmp_path / "run2")[2]["plan"]["normalization"][0]["scheme"] == "zscore_nonzero"
 
 
 def make_nnunet2d(root: Path, n: int = 3, rgb: bool = True) -> Path:

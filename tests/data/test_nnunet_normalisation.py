@@ -207,12 +207,12 @@ def _nnunet3d(root, channels):
 
 def test_training_plan_follows_channel_names(tmp_path):
     from mambaseg.config import DataCfg
-    from mambaseg.engine.data3d import load_dataset_3d
+    from mambaseg.engine.data import load_dataset
 
     root = _nnunet3d(tmp_path / "ds", ["ct", "NONORM", "Rescale_To_0_1", "T2", "rgb_to_0_1"])
     cfg = DataCfg(layout="nnunet", root=str(root), num_classes=2, patch_size=(8, 8, 8), val_fraction=0.34,
                   cache_dir=str(tmp_path / "cache"))
-    train, _, info = load_dataset_3d(cfg, 0, tmp_path / "run")
+    train, _, info = load_dataset(cfg, 0, tmp_path / "run")
     p = info["plan"]
     assert p["modality"] == ["CT", "noNorm", "rescale_to_0_1", "zscore", "rgb_to_0_1"]
     # no zero voxels -> the crop keeps everything -> nnU-Net z-scores every voxel (no mask)

@@ -42,7 +42,7 @@ def test_predict_groups_channel_files_as_training_does(tmp_path):
     """c1_0000 + c1_0001 are one 2-channel case; c2_0000 + c2_0002 (channel 1 missing) is an error in predict as in
     training (one grouping rule), naming the case."""
     from mambaseg.data.errors import DataError
-    from mambaseg.engine.predict3d import gather_volume_cases
+    from mambaseg.engine.predict.volumes import gather_volume_cases
 
     vol = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
     for name in ("c1_0000", "c1_0001", "single"):

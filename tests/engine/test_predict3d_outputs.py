@@ -97,7 +97,7 @@ def test_mask_with_3d_model_and_missing_mask(trained, tmp_path, capsys):
 
 def test_overlay_orientation():
     """A marker at the patient's right/anterior/superior lands where the radiological layout puts it."""
-    from mambaseg.engine.predict3d import orthogonal_overlay
+    from mambaseg.engine.predict import orthogonal_overlay
 
     img = np.zeros((20, 20, 20), np.float32)
     lab = np.zeros((20, 20, 20), np.uint8)

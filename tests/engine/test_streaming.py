@@ -327,14 +327,14 @@ def test_damaged_cache_entries_are_recomputed(tmp_path, caplog):
 
 
 def test_training_dataset_holds_no_arrays(tmp_path):
-    """load_dataset_3d returns lazy entries: the training set pickles to a few KB whatever the voxels' size, the
+    """load_dataset returns (3D) lazy entries: the training set pickles to a few KB whatever the voxels' size, the
     arrays are memory maps; validation cases are read whole (writable) when used."""
     from mambaseg.config import DataCfg
-    from mambaseg.engine.data3d import load_dataset_3d
+    from mambaseg.engine.data import load_dataset
 
     cfg = DataCfg(layout="msd", root=str(_msd(tmp_path, 5)), num_classes=3, patch_size=PATCH, val_fraction=0.2,
                   cache_dir=str(tmp_path / "cache"))
-    train, val, _ = load_dataset_3d(cfg, 0, tmp_path / "run")
+    train, val, _ = load_dataset(cfg, 0, tmp_path / "run")
     assert len(train) == 4 and len(val) == 1 and all(isinstance(c, LazyCase) for c in train + val)
     voxels = sum(c["image"].nbytes + c["label"].nbytes for c in train)
     assert voxels > 100_000 and len(pickle.dumps(train)) < 0.05 * voxels
@@ -344,7 +344,7 @@ def test_training_dataset_holds_no_arrays(tmp_path):
     # a cached dataset is rebuilt from the entries' props: no voxel is read for the label check
     bad = DataCfg(**{**cfg.__dict__, "num_classes": 2})
     with pytest.raises(DataError, match="outside 0..1"):
-        load_dataset_3d(bad, 0, tmp_path / "run")
+        load_dataset(bad, 0, tmp_path / "run")
 
 
 def test_config_keys_default_to_the_old_behaviour():
@@ -401,8 +401,6 @@ def test_training_with_workers_is_reproducible_and_resumes_exactly(tmp_path):
 def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
     """Cases are read, predicted and written in turn (never all read first); a modality count that does not match
     the model is refused from the headers before anything is written."""
-    from types import SimpleNamespace
-
     import nibabel as nib
 
     import mambaseg.engine.predict.volumes as v3
@@ -418,13 +416,11 @@ def test_predict_3d_reads_one_case_at_a_time(tmp_path, monkeypatch):
                         or write(self, job, case, *a))
     fake = tmp_path / "fake.pt"  # the predictor's source file: hashed into predict_provenance.json
     fake.write_bytes(b"not read as a checkpoint here")
-    from mambaseg.config import config_from_dict
-    from mambaseg.data.plans.plan import Plan3D
+    from mambaseg.engine.predict import Predictor
 
-    pred = SimpleNamespace(ckpt={"data": {"plan": p}}, config={"infer": {"overlap": 0.0}}, in_channels=1,
-                           cfg=config_from_dict({"infer": {"overlap": 0.0}}), spatial_dims=3, source=str(fake),
-                           plan=Plan3D(p),
-                           run=lambda x: torch.zeros((x.shape[0], 3, *x.shape[2:])))
+    pred = Predictor(lambda x: torch.zeros((x.shape[0], 3, *x.shape[2:])),
+                     {"data": {"plan": p, "spatial_dims": 3}, "config": {"infer": {"overlap": 0.0}}}, str(fake),
+                     torch.device("cpu"))
     written = predict_with(pred, task / "imagesTr", tmp_path / "out", progress=False)
     ids = sorted(f.name[: -len(".nii.gz")] for f in (task / "imagesTr").glob("*.nii.gz"))
     assert events == [(kind, cid) for cid in ids for kind in ("read", "write")]

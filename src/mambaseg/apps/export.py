@@ -33,16 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint_path, stored_config
-from ..engine.onnx_runner import (
-    INPUT_NAME,
+from ..engine.checkpoint import (
     META_KEY,
-    OUTPUT_NAME,
     check_onnx_metadata,
-    onnx_predictor,
-    onnx_session,
+    load_checkpoint,
+    model_from_checkpoint,
     read_onnx_metadata,
+    resolve_checkpoint_path,
+    stored_config,
 )
+from ..engine.onnx_runner import INPUT_NAME, OUTPUT_NAME, onnx_predictor, onnx_session
 from ..engine.outputs import check_apart
 from ..nn.backend import scan_backend
 from ..utils.atomic import atomic_path

@@ -1,31 +1,44 @@
-"""Checkpoints: plain dicts of tensors and primitives, written atomically, read with ``weights_only=True``.
+"""Model files: checkpoints (plain dicts of tensors and primitives, written atomically, read with
+``weights_only=True``) and the ``mambaseg`` metadata of ONNX exports, both checked as untrusted input by one field
+schema, and :func:`open_model_file`, the one place a model file named on the command line is opened.
 
 A checkpoint holds ``model_name`` + ``model_kwargs`` (the model is rebuilt through the registry, never unpickled),
 ``state_dict``, optimiser/scheduler/RNG state for resuming, the resolved config, metrics, preprocessing plan and
-provenance. A file carrying a pickled object is refused before anything in it runs.
+provenance. A file carrying a pickled object is refused before anything in it runs. An ONNX export carries the same
+``config``/``data``/``model_kwargs``/``model_name`` in its ``mambaseg`` metadata property (running it is
+:mod:`mambaseg.engine.onnx_runner`'s job).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..models import build_model
+from ..utils.optional import require
 
 __all__ = [
     "stored_config",
     "CHECKPOINT_VERSION",
+    "META_KEY",
     "CheckpointError",
+    "ModelFile",
     "check_fields",
     "check_finite_weights",
+    "check_onnx_metadata",
     "load_checkpoint",
     "model_from_checkpoint",
+    "onnx_checkpoint",
+    "open_model_file",
+    "read_onnx_metadata",
     "resolve_checkpoint_path",
     "save_checkpoint",
     "slim_checkpoint",
@@ -33,6 +46,7 @@ __all__ = [
 ]
 
 CHECKPOINT_VERSION = 1
+META_KEY = "mambaseg"  # the ONNX metadata property holding an export's JSON
 
 
 class CheckpointError(ValueError):
@@ -305,6 +319,116 @@ def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> torch.
         raise CheckpointError(f"{path}: weights do not match model {ckpt['model_name']!r} ({msg}).") from None
     model.eval()
     return model
+
+
+# ------------------------------------------------------------------------------------- ONNX exports' metadata
+def read_onnx_metadata(path: str | Path) -> dict:
+    """The ``mambaseg`` metadata JSON of an exported file, checked (:func:`check_onnx_metadata`); ValueError naming
+    the file when absent or unreadable."""
+    path = Path(path)
+    onnx = require("onnx", purpose=f"{path}: reading an ONNX model")
+    if not path.is_file():
+        raise ValueError(f"{path}: ONNX file not found.")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf decode errors have many types
+        raise ValueError(f"{path}: cannot read ONNX file ({' '.join(str(e).split())[:160]}).") from None
+    props = {p.key: p.value for p in proto.metadata_props}
+    if META_KEY not in props:
+        raise ValueError(f"{path}: not a mambaseg export (no '{META_KEY}' metadata property); export models with "
+                         f"`mambaseg export`.")
+    try:
+        meta = json.loads(props[META_KEY])
+    except ValueError as e:
+        raise ValueError(f"{path}: the '{META_KEY}' metadata property is not valid JSON ({e}).") from None
+    check_onnx_metadata(meta, path)
+    return meta
+
+
+def _bad(path, key: str, expected: str, value) -> CheckpointError:
+    text = repr(value)
+    return CheckpointError(f"{path}: ONNX metadata key '{key}' must be {expected}, got "
+                           f"{text if len(text) <= 60 else text[:57] + '...'}.")
+
+
+def check_onnx_metadata(meta, path) -> None:
+    """Check an export's ``mambaseg`` metadata before it is used: a JSON object with ``model_name``, ``in_channels``
+    (positive int), ``spatial_dims`` (2 or 3), ``fixed_size`` (null or ``spatial_dims`` positive ints),
+    ``dynamic_batch`` (bool, optional), and ``config``/``data``/``model_kwargs`` of the types a checkpoint holds.
+
+    Raises:
+        CheckpointError (a ValueError): one line naming the file and the key.
+    """
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the '{META_KEY}' ONNX metadata must be a JSON object, got "
+                              f"{type(meta).__name__}.")
+    for key in ("model_name", "in_channels", "spatial_dims"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: ONNX metadata key '{key}' is missing (re-export the model with "
+                                  f"`mambaseg export`).")
+    if not (_is_int(meta["in_channels"]) and meta["in_channels"] >= 1):
+        raise _bad(path, "in_channels", "a positive integer", meta["in_channels"])
+    if not (_is_int(meta["spatial_dims"]) and meta["spatial_dims"] in (2, 3)):
+        raise _bad(path, "spatial_dims", "2 or 3", meta["spatial_dims"])
+    fixed = meta.get("fixed_size")
+    if fixed is not None and not (isinstance(fixed, list) and len(fixed) == meta["spatial_dims"]
+                                  and all(_is_int(s) and s > 0 for s in fixed)):
+        raise _bad(path, "fixed_size", f"null or {meta['spatial_dims']} positive integers", fixed)
+    if "dynamic_batch" in meta and not isinstance(meta["dynamic_batch"], bool):
+        raise _bad(path, "dynamic_batch", "true or false", meta["dynamic_batch"])
+    out_ch = meta.get("out_channels")
+    if out_ch is not None and not (_is_int(out_ch) and out_ch >= 1):
+        raise _bad(path, "out_channels", "null or a positive integer", out_ch)
+    check_fields(meta, path, what="ONNX metadata key")  # model_name, config, data, model_kwargs as in checkpoints
+
+
+def onnx_checkpoint(meta: dict) -> dict:
+    """An export's checked metadata in the shape of a checkpoint: ``config``, ``data``, ``model_kwargs``,
+    ``model_name`` (plus ``fixed_size``)."""
+    fixed = meta.get("fixed_size")
+    return {"config": meta.get("config") or {}, "data": meta.get("data") or {},
+            "model_kwargs": meta.get("model_kwargs") or {}, "model_name": meta["model_name"],
+            "fixed_size": list(fixed) if fixed else None}
+
+
+# ------------------------------------------------------------------------------------------ opening a model file
+@dataclass
+class ModelFile:
+    """A model file opened and checked once (:func:`open_model_file`).
+
+    Attributes:
+        path: the file (a run folder resolved to its checkpoint).
+        ckpt: the checkpoint dict, or an ONNX export's metadata in that shape (:func:`onnx_checkpoint`).
+        cfg: the stored training config (:func:`stored_config`).
+        net: the rebuilt PyTorch model with its weights (eval mode, CPU), None for an ONNX file.
+        meta: an ONNX export's checked metadata, None for a checkpoint.
+    """
+
+    path: Path
+    ckpt: dict
+    cfg: object
+    net: torch.nn.Module | None = None
+    meta: dict | None = None
+
+
+def open_model_file(model: str | Path, allow_onnx: bool = True) -> ModelFile:
+    """Open the model named on the command line once: resolve it (:func:`resolve_checkpoint_path`), read and check
+    the checkpoint and rebuild the model, or read and check an ONNX export's metadata (the ``onnx`` and
+    ``onnxruntime`` extras asked for first), then the stored config.
+
+    Raises:
+        CheckpointError / ValueError: one line naming the file (and the key).
+    """
+    path = resolve_checkpoint_path(model, allow_onnx)
+    if path.suffix == ".onnx":
+        require("onnx", purpose=f"{path}: reading an ONNX model")  # the missing extra first, then the file's content
+        require("onnxruntime", purpose=f"{path}: running an ONNX model")
+        meta = read_onnx_metadata(path)
+        ckpt = onnx_checkpoint(meta)
+        return ModelFile(path, ckpt, stored_config(ckpt, path), None, meta)
+    ckpt = load_checkpoint(path)  # field types checked (one line naming the file and key)
+    net = model_from_checkpoint(ckpt, path)  # weights with NaN/Inf refused
+    return ModelFile(path, ckpt, stored_config(ckpt, path), net)
 
 
 SHIP_KEYS = ("model_name", "model_kwargs", "state_dict", "config", "data", "metrics", "best_val_dice", "history",

@@ -34,7 +34,6 @@ from ..data.errors import DataError
 from ..utils.atomic import atomic_write_text
 from ..utils.jsonable import to_jsonable
 from .provenance import versions
-from .threshold import resolve_threshold
 
 __all__ = ["FORMAT", "PROVENANCE_NAME", "ProvenanceWriter", "read_own_provenance"]
 
@@ -73,10 +72,9 @@ def _model_section(pred) -> dict[str, Any]:
     from ..resources import sha256_file, shipped_name_of
 
     source = Path(pred.source)
-    ck = pred.ckpt
-    kwargs = ck.get("model_kwargs") or {}
+    kwargs = pred.ckpt.get("model_kwargs") or {}
     return {
-        "name": ck.get("model_name"),
+        "name": pred.ckpt.get("model_name"),
         "checkpoint": str(source.resolve()),
         "checkpoint_sha256": sha256_file(source),
         "shipped_model": shipped_name_of(source),  # the shipped model's name (its SHA-256 checked), or None
@@ -85,30 +83,8 @@ def _model_section(pred) -> dict[str, Any]:
         "in_channels": pred.in_channels,
         "out_channels": kwargs.get("out_channels"),
         "model_kwargs": kwargs,
-        "labels": (ck.get("data") or {}).get("labels"),
+        "labels": pred.data.get("labels"),
     }
-
-
-def preprocessing_2d(pred) -> dict[str, Any]:
-    """How predict prepares a 2D image for ``pred`` (mirrors :func:`mambaseg.engine.predict.predict_image_2d`)."""
-    plan, data = pred.plan, pred.ckpt.get("data") or {}
-    norm = plan.fundus_norm
-    entries = [dict(e) for e in plan.normalization] if plan.normalization else None
-    if norm != "none":
-        what = f"data.fundus_norm {norm} (mambaseg.data.plans.fundus)"
-    elif entries:
-        what = "per-channel entries from the nnU-Net dataset.json channel_names (mambaseg.data.plans.normalize)"
-    else:
-        what = "per-image, per-channel z-score" + (" inside the field of view" if plan.fov else "")
-    return {"spatial_dims": 2, "normalization": what, "normalization_entries": entries, "fundus_norm": norm,
-            "fov": plan.fov, "fov_diameter": plan.fov_diameter,
-            "channel_names": data.get("channel_names")}
-
-
-def preprocessing_3d(pred, plan: dict) -> dict[str, Any]:
-    """The 3D plan predict applies (the checkpoint's ``data.plan``) and the dataset description it came from."""
-    data = pred.ckpt.get("data") or {}
-    return {"spatial_dims": 3, "plan": plan, "channel_names": data.get("channel_names"), "layout": data.get("layout")}
 
 
 class ProvenanceWriter:
@@ -116,23 +92,25 @@ class ProvenanceWriter:
 
     Args:
         out: the output folder.
-        pred: the :class:`~mambaseg.engine.predict.Predictor`.
-        preprocessing: :func:`preprocessing_2d` / :func:`preprocessing_3d`.
+        pred: the :class:`~mambaseg.engine.predict.Predictor` (the loaded model: everything recorded about it is read
+            from it here, once).
+        preprocessing: what the per-dimension piece of predict records about its preprocessing.
         inference: the settings used (tile, overlap, mode, batch size, threshold, tta, outputs asked for...).
         overwrite: ``--overwrite``: a new description replaces an earlier one of ours.
         skip_existing: ``--continue``.
         command: the command line (default ``sys.argv``).
 
-    :meth:`check` (before anything is written) refuses a foreign file of that name and, unless ``overwrite``, an
-    earlier description whose model or settings differ; :meth:`start` records the outputs, :meth:`before_write`
-    (called before each prediction file is written; writes once) and :meth:`finish` write it.
+    Building it runs :meth:`check` (before anything is written): a foreign file of that name, and unless ``overwrite``
+    an earlier description whose model or settings differ, are refused; :meth:`start` checks again (under the
+    output folder's lock) and records the outputs, :meth:`before_write` (called before each prediction file is
+    written; writes once) and :meth:`finish` write it.
     """
 
     def __init__(self, out: Path, pred, preprocessing: dict, inference: dict, overwrite: bool = False,
                  skip_existing: bool = False, command: list[str] | None = None):
         self.path = Path(out) / PROVENANCE_NAME
         self.overwrite, self.skip_existing = bool(overwrite), bool(skip_existing)
-        data = pred.ckpt.get("data") or {}
+        data = pred.data
         self.doc: dict[str, Any] = to_jsonable({
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "about": "what made the predictions in this folder: mambaseg.engine.predict_provenance",
@@ -141,7 +119,7 @@ class ProvenanceWriter:
             "training_config": pred.config,
             "training_data": {k: data.get(k) for k in ("train_ids", "val_ids", "layout", "threshold") if k in data},
             "preprocessing": preprocessing,
-            "inference": dict(inference, threshold=resolve_threshold(pred.config, data)),
+            "inference": dict(inference, threshold=pred.threshold),
             "versions": dict(versions(), platform=platform.platform()),
             "command": list(sys.argv if command is None else command),
             "runs": [], "outputs": [],
@@ -151,6 +129,7 @@ class ProvenanceWriter:
                     "versions": self.doc["versions"], "predicted": []}
         self.earlier: dict[str, Any] | None = None
         self._written = True  # nothing to write before start()
+        self.check()
 
     @staticmethod
     def _key(doc: dict) -> dict:
@@ -175,13 +154,15 @@ class ProvenanceWriter:
         self.earlier = earlier
 
     def start(self, outputs: list[str], skipped: list[str] = ()) -> None:
-        """Record this run's outputs (written to the file by :meth:`before_write` or :meth:`finish`).
+        """:meth:`check` again (another run may have written the folder since), then record this run's outputs
+        (written to the file by :meth:`before_write` or :meth:`finish`).
 
         Args:
             outputs: the label-map names of this run's inputs (those it writes and those ``--continue`` keeps).
             skipped: the names ``--continue`` keeps (written earlier: by the runs listed before this one when the
                 file existed, of unknown origin otherwise).
         """
+        self.check()
         if self.earlier is not None:  # same model and settings: one description of both runs
             self.doc["created_utc"] = self.earlier.get("created_utc", self.doc["created_utc"])
             self.doc["runs"] = list(self.earlier.get("runs") or [])

@@ -1,4 +1,5 @@
-"""Segmentation metrics: per-image binary metrics inside a FOV (:mod:`.binary`)."""
+"""Segmentation metrics: per-image binary metrics inside a FOV (:mod:`.binary`) and per-case volumetric metrics
+(:mod:`.volumetric`), counting and overlapping through one core for 2D and 3D (:mod:`.overlap`)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .overlap import confusion, overlap
+
 __all__ = [
     "METRIC_DEFINITIONS",
     "confusion_counts",
@@ -69,11 +71,8 @@ def confusion_counts(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None =
     Returns:
         ``{'tp', 'fp', 'fn', 'tn'}`` as Python ints.
     """
-    p, g = _binarise(pred, gt, mask)
-    tp = int(np.count_nonzero(p & g))
-    fp = int(np.count_nonzero(p & ~g))
-    fn = int(np.count_nonzero(~p & g))
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(p.size - tp - fp - fn)}
+    tp, fp, fn, tn = confusion(*_binarise(pred, gt, mask))  # the core shared with the 3D metrics (.overlap)
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
 def _ratio(num: float, den: float) -> float:
@@ -83,9 +82,10 @@ def _ratio(num: float, den: float) -> float:
 def _from_counts(c: dict[str, int]) -> dict[str, float]:
     tp, fp, fn, tn = c["tp"], c["fp"], c["fn"], c["tn"]
     rec = _ratio(tp, tp + fn)
+    dice_, iou_ = overlap(tp, fp, fn)
     return {
-        "dice": _ratio(2 * tp, 2 * tp + fp + fn),
-        "iou": _ratio(tp, tp + fp + fn),
+        "dice": dice_,
+        "iou": iou_,
         "precision": _ratio(tp, tp + fp),
         "recall": rec,
         "sensitivity": rec,

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from .overlap import confusion, overlap
+
 __all__ = ["EMPTY_POLICIES", "BRATS_HD95_PENALTY", "SEGMAMBA_HD95_PENALTY", "BRATS_REGIONS", "surface_distances",
            "hausdorff_distance", "mask_metrics", "case_metrics", "evaluate_cases", "nanmean", "METRIC_KEYS"]
 
@@ -127,16 +129,11 @@ def mask_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (
     if empty_policy not in EMPTY_POLICIES:
         raise ValueError(f"empty_policy must be one of {sorted(EMPTY_POLICIES)}, got {empty_policy!r}")
     pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
-    if pred.shape != ref.shape:
-        raise ValueError(f"pred shape {pred.shape} != ref shape {ref.shape}")
-    tp = int(np.count_nonzero(pred & ref))
-    fp = int(np.count_nonzero(pred)) - tp
-    fn = int(np.count_nonzero(ref)) - tp
-    tn = int(pred.size) - tp - fp - fn
+    tp, fp, fn, tn = confusion(pred, ref)  # the core shared with the 2D metrics (.overlap)
     n_pred, n_ref = tp + fp, tp + fn
     counts = dict(TP=tp, FP=fp, FN=fn, TN=tn, n_pred=n_pred, n_ref=n_ref)
     if n_pred > 0 and n_ref > 0:
-        dice, iou = 2 * tp / (2 * tp + fp + fn), tp / (tp + fp + fn)
+        dice, iou = overlap(tp, fp, fn)
         hd = hausdorff_distance(pred, ref, spacing, percentile, hd_method)
     elif empty_policy == "nan":
         dice = iou = 0.0 if (n_pred + n_ref) > 0 else float("nan")

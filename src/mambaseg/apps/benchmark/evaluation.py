@@ -36,7 +36,7 @@ def _held_out_links(spec: RunSpec) -> tuple[Path, Path]:
     import shutil
 
     from ...data.io.suffixes import volume_suffix
-    from ...engine.data3d import held_out_cases
+    from ...engine.data import held_out_cases
 
     cases = held_out_cases(spec.cfg.data)
     images, labels = spec.run_dir / "held_out" / "images", spec.run_dir / "held_out" / "labels"

@@ -537,7 +537,7 @@ def _cv_test_set(cfg: Config, path: Path, n_folds: int, run_folds: tuple[int, ..
     if not root.is_dir():
         raise BenchmarkError(f"{path}: data.root {root} is not a folder.")
     from ...data.errors import DataError
-    from ...engine.data3d import held_out_cases
+    from ...engine.data import held_out_cases
 
     try:  # the case count (and the case folders' patterns) checked before anything trains
         held_out_cases(dataclasses.replace(cfg.data, folds=n_folds, fold=run_folds[0]))

@@ -19,7 +19,6 @@ from ...data.io.suffixes import SUPPORTED_2D, stem_of, suffix_of
 from ...data.plans.fundus import fundus_channels
 from ...utils.atomic import atomic_path
 from ..inference import logits_to_probs, probs_to_labels
-from ..predict_provenance import preprocessing_2d
 from .job import Job
 
 __all__ = ["Images", "collect_inputs", "find_mask"]
@@ -97,7 +96,20 @@ class Images:
         return {"mask": str(self.mask_dir.resolve()) if self.mask_dir else None}
 
     def preprocessing(self) -> dict:
-        return preprocessing_2d(self.pred)
+        """How an image is prepared for the model (recorded in the provenance; mirrors
+        :func:`~mambaseg.engine.predict.predict_image_2d`)."""
+        plan = self.pred.plan
+        norm = plan.fundus_norm
+        entries = [dict(e) for e in plan.normalization] if plan.normalization else None
+        if norm != "none":
+            what = f"data.fundus_norm {norm} (mambaseg.data.plans.fundus)"
+        elif entries:
+            what = "per-channel entries from the nnU-Net dataset.json channel_names (mambaseg.data.plans.normalize)"
+        else:
+            what = "per-image, per-channel z-score" + (" inside the field of view" if plan.fov else "")
+        return {"spatial_dims": 2, "normalization": what, "normalization_entries": entries, "fundus_norm": norm,
+                "fov": plan.fov, "fov_diameter": plan.fov_diameter,
+                "channel_names": self.pred.data.get("channel_names")}
 
     def read(self, job: Job) -> dict:
         """The plan's input: ``image`` (C, H, W) raw and ``mask`` (H, W) or None."""

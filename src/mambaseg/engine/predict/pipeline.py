@@ -21,7 +21,6 @@ from ...utils.runlock import RunLock
 from ..inference import sliding_window
 from ..outputs import check_apart, check_existing, check_output_dir
 from ..predict_provenance import PROVENANCE_NAME, ProvenanceWriter
-from ..threshold import resolve_threshold
 from .images import Images
 from .job import Job
 from .predictor import Predictor, load_predictor
@@ -56,7 +55,7 @@ def predict_image_2d(pred: Predictor, raw: np.ndarray, mask: np.ndarray | None, 
     piece = Images(pred)
     image, props = pred.plan.forward({"image": raw, "mask": mask})
     logits = segment(pred, image, piece.tile, overlap, tta, progress, callback)
-    labels, probs = piece.inverse(logits, props, resolve_threshold(pred.config, pred.ckpt.get("data")))
+    labels, probs = piece.inverse(logits, props, pred.threshold)
     return probs, labels
 
 
@@ -134,17 +133,17 @@ def predict_with(pred, inp: str | Path, out: str | Path, tta: bool = False, over
                 "batch_size": infer.batch_size, "tta": bool(tta), **piece.settings(), "probs": bool(probs),
                 "overlay": bool(overlay), "device": str(getattr(pred, "device", "unknown")),
                 "input": str(inp.resolve())}
+    # the provenance of the loaded model, computed once: a foreign file of that name, or other predictions'
+    # description, is refused here, before anything is written
     provenance = ProvenanceWriter(out, pred, piece.preprocessing(), settings, overwrite, skip_existing, command)
-    provenance.check()  # a foreign file of that name, or other predictions' description: refused before writing
     # one writer per output folder: a second predict (or a training) into it is refused; under the lock the
-    # outputs are checked again (another run may have finished writing them since)
+    # outputs and the provenance are checked again (another run may have finished writing them since)
     with RunLock(out, what="mambaseg run", option="-o", remove=True):
         if check_existing([j.target for j in todo], overwrite, skip_existing, {j.target: j.extras for j in todo}):
             raise DataError(f"{out}: another run wrote outputs there meanwhile; run again with --continue.")
-        provenance.check()
+        provenance.start([j.target.name for j in jobs], [t.name for t in done])
         for folder in piece.folders:
             clean_stale_temp(out / folder, keep)  # leftovers of a killed run
-        provenance.start([j.target.name for j in jobs], [t.name for t in done])
         written = []
         # one status line on stderr: items and tiles done; redrawn on a terminal, a line per 30 s in a log
         status = ItemProgress(StatusLine(enabled=progress), len(todo), piece.unit)
@@ -167,6 +166,6 @@ def _predict_case(pred, piece: Images | Volumes, job: Job, case: dict, overlap: 
     image, props = pred.plan.forward(case)
     logits = segment(pred, image, piece.tile, overlap, tta, callback=callback)
     del image
-    labels, probs = piece.inverse(logits, props, resolve_threshold(pred.config, pred.ckpt.get("data")))
+    labels, probs = piece.inverse(logits, props, pred.threshold)
     before_write()
     return piece.write(job, case, labels, probs)

@@ -31,7 +31,6 @@ from ...data.io.volume import read_volume, write_nifti
 from ...data.records import strip_suffix
 from ...utils.atomic import atomic_path, atomic_write_text
 from ..inference import logits_to_probs, probs_to_labels
-from ..predict_provenance import preprocessing_3d
 from .job import Job
 from .overlay3d import orthogonal_overlay
 
@@ -109,7 +108,7 @@ def _check_grids(cid: str, files: list[Path], heads: list[dict]) -> None:
 
 def _check_channels(n: int, pred, cid: str, files: list[Path]) -> None:
     if n != pred.in_channels:
-        names = pred.ckpt.get("data", {}).get("channel_names") or []
+        names = pred.data.get("channel_names") or []
         shown = f" ({', '.join(str(c) for c in names)})" if len(names) == pred.in_channels else ""
         raise DataError(f"{files[0]}: case {cid} has {n} channel(s)/modalities, the model expects "
                         f"{pred.in_channels}{shown}.")
@@ -122,7 +121,7 @@ def _write_probabilities(target: Path, probs: np.ndarray, case: dict, pred, sigm
     with atomic_path(npz) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, probabilities=probs.astype(np.float32, copy=False))
     meta = case["meta"]
-    labels = pred.ckpt.get("data", {}).get("labels") or {}
+    labels = pred.data.get("labels") or {}
     info = {
         "case_id": case["case_id"], "array": "probabilities", "dtype": "float32",
         "shape": list(probs.shape),
@@ -157,7 +156,7 @@ class Volumes:
         self.pred, self.probs, self.overlay = pred, probs, overlay
         self.plan = pred.plan  # DataError naming the checkpoint when it has no 3D plan
         self.tile = pred.cfg.infer.patch_size or self.plan.plan["patch_size"]
-        stored = pred.ckpt.get("data", {}).get("case_folders")
+        stored = pred.data.get("case_folders")
         if stored:
             from ...data.layouts.case_folders import CaseFolderSpec
 
@@ -194,7 +193,11 @@ class Volumes:
         return {}
 
     def preprocessing(self) -> dict:
-        return preprocessing_3d(self.pred, self.plan.plan)
+        """The 3D plan predict applies (the checkpoint's ``data.plan``) and the dataset description it came from
+        (recorded in the provenance)."""
+        data = self.pred.data
+        return {"spatial_dims": 3, "plan": self.plan.plan, "channel_names": data.get("channel_names"),
+                "layout": data.get("layout")}
 
     def read(self, job: Job) -> dict:
         """The plan's input: ``case_id``, ``image`` (C, X, Y, Z), ``meta`` (the first channel file's geometry)."""
