@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
+
+import pytest
 
 import mambaseg
 
@@ -66,6 +69,18 @@ def declared_floors() -> dict[str, int]:
     """package (second name component, or ``mambaseg`` for the root) -> floor, from the package docstring."""
     floors = {}
     for m in re.finditer(r"^\s+(\d+): (.+)$", mambaseg.__doc__, re.M):
+        for name in re.sub(r"\(.*\)", "", m.group(2)).split(","):
+            floors[name.strip()] = int(m.group(1))
+    return floors
+
+
+def inner_floors(package: str) -> dict[str, int]:
+    """room (third name component: a module or subpackage of ``mambaseg.<package>``) -> floor, from the package's
+    ``__init__`` docstring (same format as the root's); {} when it declares none."""
+    doc = (SRC / package / "__init__.py").read_text()
+    doc = ast.get_docstring(ast.parse(doc)) or ""
+    floors = {}
+    for m in re.finditer(r"^\s+(\d+): (.+)$", doc, re.M):
         for name in re.sub(r"\(.*\)", "", m.group(2)).split(","):
             floors[name.strip()] = int(m.group(1))
     return floors
@@ -194,3 +209,49 @@ def private_imports() -> list[str]:
 
 def test_no_private_names_imported_across_modules():
     assert private_imports() == []
+
+
+INNER = ("data", "engine", "apps")  # packages whose rooms have floors of their own
+
+
+def test_models_never_import_data():
+    graph = import_graph()
+    bad = [f"{m} imports {d}" for m, deps in sorted(graph.items()) if package_of(m) == "models"
+           for d in sorted(deps) if package_of(d) == "data"]
+    assert not bad, bad
+    floors = declared_floors()
+    assert floors["models"] == floors["data"]  # same floor: the floor check forbids either importing the other
+
+
+@pytest.mark.parametrize("package", INNER)
+def test_every_room_has_a_floor(package):
+    floors = inner_floors(package)
+    assert floors, f"mambaseg/{package}/__init__.py declares no floors for its rooms"
+    rooms = {m.split(".")[2] for m in import_graph() if m.startswith(f"mambaseg.{package}.")}
+    assert rooms - set(floors) == set(), f"rooms of {package} without a floor: {sorted(rooms - set(floors))}"
+    assert set(floors) - rooms == set(), f"floors declared for rooms {package} does not have: " \
+                                         f"{sorted(set(floors) - rooms)}"
+
+
+@pytest.mark.parametrize("package", INNER)
+def test_imports_inside_a_package_point_down_its_floors(package):
+    floors = inner_floors(package)
+    bad = []
+    for mod, deps in sorted(import_graph().items()):
+        if not mod.startswith(f"mambaseg.{package}."):
+            continue
+        ra = mod.split(".")[2]
+        for dep in sorted(deps):
+            if dep.startswith(f"mambaseg.{package}.") and dep.split(".")[2] != ra:
+                rb = dep.split(".")[2]
+                if floors[rb] >= floors[ra]:
+                    bad.append(f"{mod} (floor {floors[ra]}) imports {dep} (floor {floors[rb]})")
+    assert not bad, "imports that do not point down:\n" + "\n".join(bad)
+
+
+def test_inner_floor_check_bites(monkeypatch):
+    """A constructed upward import inside a package is reported (the check is not vacuous)."""
+    graph = {"mambaseg.data.io.png": {"mambaseg.data.layouts.drive"}, "mambaseg.data.layouts.drive": set()}
+    monkeypatch.setattr(sys.modules[__name__], "import_graph", lambda: graph)
+    with pytest.raises(AssertionError, match="mambaseg.data.io.png"):
+        test_imports_inside_a_package_point_down_its_floors("data")

@@ -20,7 +20,7 @@ from PIL import Image
 from mambaseg.apps.report import summary_stats, write_report
 from mambaseg.apps.report.page import _unit_header
 from mambaseg.data.io.png import OVERLAY_COLOURS
-from mambaseg.engine.predict.overlay3d import overlay_figure, overlay_panels
+from mambaseg.engine.predict.overlay import overlay_figure, overlay_panels
 from tests.test_report import CFG_2D, CFG_3D, _run
 
 
@@ -230,7 +230,7 @@ def test_one_drawer_dimension_is_a_parameter():
     """The overlay drawer of predict, report and demo: a 2D image is one panel coloured like ``overlay_rgb``; a 3D
     volume three panels; the ``labels`` colouring paints each class in its palette colour."""
     from mambaseg.data.io.png import overlay_rgb
-    from mambaseg.engine.predict.overlay3d import PALETTE
+    from mambaseg.engine.predict.overlay import PALETTE
 
     rng = np.random.default_rng(1)
     image, pred, ref = rng.random((12, 10)), rng.random((12, 10)) > 0.5, rng.random((12, 10)) > 0.5

@@ -1,4 +1,14 @@
 """Applications built on the library floors: ONNX export and MONAI bundles, benchmarks, the demo and the report.
 
 Imported only by the command line (:mod:`mambaseg.cli`); nothing below this floor imports them.
+
+Floors inside ``apps`` (a module imports only from its own room or from rooms on lower floors; checked by
+``tests/test_architecture.py``):
+
+    2: benchmark, demo, bundle
+    1: report, demo_real, bundle_components, export, speed
+
+``benchmark`` (package: plan, run, records, evaluation, statistics, Markdown, HTML) draws its pages with the
+``report`` package's HTML pieces; ``speed`` is ``mambaseg bench`` (timings, not the benchmark). This file imports
+nothing.
 """

@@ -107,7 +107,7 @@ def _overlay_slices(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, path: 
     """Axial, coronal and sagittal slices through the reference's centre, foreground errors coloured (TP/FP/FN),
     labelled with orientation letters; panels enlarged (nearest neighbour) to 256 px on their longer side."""
     from ..data.io.png import write_png
-    from ..engine.predict.overlay3d import overlay_figure, overlay_panels, ras_note
+    from ..engine.predict.overlay import overlay_figure, overlay_panels, ras_note
 
     panels = overlay_panels(image, pred, affine, ref, colouring="errors")
     write_png(path, overlay_figure(panels, title, note=ras_note(panels[0]["orientation"]), panel_px=256))

@@ -2,7 +2,7 @@
 image and the error overlay at full resolution), and 3D axial / coronal / sagittal slices through each structure,
 coloured by outcome (TP green, FP red, FN blue). Each returns PNG data URIs, or None when the files are missing or do
 not match. The panels (2D or 3D, orientation, letters, spacing) come from the one overlay drawer,
-:func:`mambaseg.engine.predict.overlay3d.overlay_panels`; this module finds the files and lays the panels out in
+:func:`mambaseg.engine.predict.overlay.overlay_panels`; this module finds the files and lays the panels out in
 matplotlib figures."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from ...data.io.raster import read_image, read_label
 from ...data.io.suffixes import SUPPORTED_2D, stem_of, suffix_of
-from ...engine.predict.overlay3d import overlay_panels, ras_note
+from ...engine.predict.overlay import overlay_panels, ras_note
 from ...utils.optional import require
 
 __all__ = ["overlay_2d", "overlay_2d_full", "overlay_3d"]

@@ -10,7 +10,7 @@ picked by the model's ``spatial_dims``:
   estimated from the image, and photos from other cameras are rescaled so their FOV diameter matches the training
   data before inference.
 - 3D (:mod:`.volumes`): ``<case>.nii.gz`` label maps in each input's original geometry, optional ``<case>.npz`` /
-  ``<case>.json`` probabilities and ``overlays/<case>.png`` (:mod:`.overlay3d`).
+  ``<case>.json`` probabilities and ``overlays/<case>.png`` (:mod:`.overlay`).
 
 Both write ``predict_provenance.json`` next to the predictions (model, checkpoint SHA-256, training config,
 preprocessing, inference settings, versions, command line): see :mod:`mambaseg.engine.predict_provenance`.
@@ -19,7 +19,7 @@ preprocessing, inference settings, versions, command line): see :mod:`mambaseg.e
 from __future__ import annotations
 
 from .images import collect_inputs
-from .overlay3d import orthogonal_overlay
+from .overlay import orthogonal_overlay
 from .pipeline import predict, predict_image_2d, predict_with
 from .predictor import Predictor, load_predictor
 from .volumes import gather_volume_cases

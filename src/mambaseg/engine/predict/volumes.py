@@ -11,7 +11,7 @@ Optional outputs, next to the label maps as nnU-Net's ``--save_probabilities`` p
   order, shape, affine, spacing, class labels, activation, source files and model. Outside the cropped
   (non-zero) region the background probability is 1. The label map is computed on the preprocessed grid and
   resampled separately, so at boundaries it can differ from the argmax of the resampled probabilities.
-- ``overlay=True``: ``overlays/<case>.png``, see :func:`.overlay3d.orthogonal_overlay`.
+- ``overlay=True``: ``overlays/<case>.png``, see :func:`.overlay.orthogonal_overlay`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ...data.records import strip_suffix
 from ...utils.atomic import atomic_path, atomic_write_text
 from ..inference import logits_to_probs, probs_to_labels
 from .job import Job
-from .overlay3d import orthogonal_overlay
+from .overlay import orthogonal_overlay
 
 __all__ = ["Volumes", "gather_volume_cases"]
 
