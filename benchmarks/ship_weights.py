@@ -110,9 +110,10 @@ def section(name: str, run: Path, made_by: str | None, note: str | None = None) 
         f"{tr.get('time_limit_min')} min ({clock} clock) on {prov.get('threads')} thread(s), "
         f"{s.get('epochs_done', ck.get('epoch'))} epochs x {tr['iters_per_epoch']} iterations, "
         f"{s.get('train_seconds', ck.get('train_seconds', 0)) / 60:.1f} min counted; commit {prov.get('git_commit')}.",
-        f"- Made by: `{made_by}`, then `python benchmarks/ship_weights.py {name}={run}` (best checkpoint on "
-        "validation).",
-        f"- Validation (best epoch, {val_n} cases): Dice {ck.get('best_val_dice', float('nan')):.4f}.",
+        f"- Made by: `{made_by}`, then `python benchmarks/ship_weights.py {name}={run}` ("
+        + ("best checkpoint on validation)." if val_n else "the final checkpoint: no validation split)."),
+        (f"- Validation (best epoch, {val_n} cases): Dice {ck.get('best_val_dice', float('nan')):.4f}." if val_n
+         else "- Validation: none in this run (every case trained on); see the held-out figures of its recipe."),
         _test_line(ev, data.get("labels") or {}), ""]
     if d.get("fov"):
         lines.insert(-1, "- Other cameras and sizes: without `--mask` the field of view is estimated from the photo, "

@@ -20,7 +20,7 @@ from mambaseg.models import build_model, list_models
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "public_api.json"
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-SHIPPED = ("akmamba_net_drive.pt", "dm_segnet_hippocampus.pt")
+SHIPPED = ("akmamba_net_drive.pt", "dm_segnet_brats_wt.pt", "dm_segnet_hippocampus.pt")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -147,7 +147,7 @@ def _sha(path: Path) -> str:
 def test_manifest_agrees_with_weight_files():
     """Fails when weights/ is replaced without `python benchmarks/ship_weights.py --write-manifest`."""
     models = res.load_manifest()
-    assert set(models) == {"akmamba_net_drive", "dm_segnet_hippocampus"}
+    assert set(models) == {"akmamba_net_drive", "dm_segnet_brats_wt", "dm_segnet_hippocampus"}
     assert {e["file"] for e in models.values()} == {p.name for p in WEIGHTS.glob("*.pt")}
     for name, e in models.items():
         f = WEIGHTS / e["file"]
@@ -167,7 +167,7 @@ def test_resolve_model_names_and_paths(tmp_path):
     for spec in (str(WEIGHTS / "dm_segnet_hippocampus.pt"), str(tmp_path)):  # files and run folders as given
         assert res.resolve_model(spec) == spec
     assert res.resolve_model("runs/missing/checkpoint_best.pt") == "runs/missing/checkpoint_best.pt"  # loader says
-    with pytest.raises(res.ResourceError, match="akmamba_net_drive, dm_segnet_hippocampus"):
+    with pytest.raises(res.ResourceError, match="akmamba_net_drive, dm_segnet_brats_wt, dm_segnet_hippocampus"):
         res.resolve_model("akmamba_net")
 
 
