@@ -278,7 +278,7 @@ def parse_folds(folds, fold_ids: str | Sequence[int] = "") -> tuple[int, tuple[i
     ``--folds``."""
     text = str(folds if folds is not None else "").strip()
     if not text or text == "0":
-        if str(fold_ids or "").strip() and fold_ids != ():
+        if str(fold_ids or "").strip():
             raise BenchmarkError("--fold-ids needs --folds K (k-fold cross-validation).")
         return 0, ()
     if not re.fullmatch(r"\d+", text) or not 2 <= int(text) <= 1000:
