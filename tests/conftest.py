@@ -6,6 +6,7 @@ the package itself reads for data roots — else ``../shared/data`` next to the 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relpath: str):
+    """Import a script of the repository that is not part of the package (``benchmarks/*.py``, ``docs/hooks/*.py``)
+    by its path relative to the repository root."""
+    path = REPO / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 #: the smallest 2D training config: unet_tiny on 32x32 patches, one thread, no validation split
 TINY_2D = {

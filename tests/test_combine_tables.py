@@ -4,21 +4,17 @@ in two folders or unlike budgets refused with exit 2."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "combine_tables.py"
+from tests.conftest import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("combine_tables", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/combine_tables.py")
 
 
 def _folder(path: Path, runs: dict[tuple[str, int], list[float]], steps: int = 600, commit: str = "abc") -> Path:

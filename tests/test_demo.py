@@ -3,7 +3,6 @@ on a few real cases when the data is found, one line saying how to enable that p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from mambaseg.apps import demo, demo_real
 from mambaseg.cli import main
 from mambaseg.config import apply_overrides, config_from_dict
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,9 +86,7 @@ def test_find_data_root_prefers_the_environment(tmp_path):
 
 def test_hippocampus_cases_are_the_held_out_split_of_the_benchmark_script(tmp_path):
     """The demo must score the shipped model on cases it never saw: the same rule as benchmarks/hippocampus_split."""
-    spec = importlib.util.spec_from_file_location("hippocampus_split", ROOT / "benchmarks" / "hippocampus_split.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/hippocampus_split.py")
     root = tmp_path / "Task04"
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mambaseg.cli import build_parser
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 _MISSING = [m for m in ("mkdocs", "mkdocstrings", "mkdocstrings_handlers.python") if not importlib.util.find_spec(m)]
@@ -21,10 +22,7 @@ needs_mkdocs = pytest.mark.skipif(bool(_MISSING), reason=f"{', '.join(_MISSING)}
 
 
 def _hook():
-    spec = importlib.util.spec_from_file_location("cli_reference", ROOT / "docs" / "hooks" / "cli_reference.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("docs/hooks/cli_reference.py")
 
 
 def _commands() -> dict:
