@@ -35,15 +35,18 @@ def _print_profiles(report: dict, out: Path) -> int:
 def _cmd_bench(args) -> int:
     import json
 
-    from .apps.speed import format_scan_table, run_scan_bench
+    from .apps.speed import (
+        format_scan_table,
+        run_amp_bench,
+        run_infer_bench,
+        run_models2d_bench,
+        run_models3d_bench,
+        run_scan_bench,
+    )
 
+    command = shlex.join(["mambaseg", *args.argv])  # the exact command, recorded in the result file
     if args.what in ("amp", "infer"):
-        from .apps.speed import run_amp_bench, run_infer_bench
-
         out = Path(args.out or f"benchmarks/results/{args.what}{'_quick' if args.quick else ''}.json")
-        command = shlex.join(["mambaseg", *sys.argv[sys.argv.index("bench"):]]) if "bench" in sys.argv else (
-            f"mambaseg bench {args.what} --threads {args.threads} --rounds {args.rounds}"
-            + (" --quick" if args.quick else "") + (f" --out {args.out}" if args.out else ""))
         if args.what == "amp":
             report = run_amp_bench(args.threads, out, command, args.rounds, args.quick)
             print(json.dumps({"step_seconds": report["step_seconds"], "ratios": report["ratios"],
@@ -53,12 +56,7 @@ def _cmd_bench(args) -> int:
             print(json.dumps({"results": report["results"], "ratios": report["ratios"]}, indent=1))
         return _print_profiles(report, out)
     if args.what in ("models2d", "models3d"):
-        from .apps.speed import run_models2d_bench, run_models3d_bench
-
         out = Path(args.out or f"benchmarks/results/{args.what}.json")
-        command = (f"mambaseg bench {args.what} --threads {args.threads} --rounds {args.rounds}"
-                   + (f" --weights {args.weights}" if args.weights else "") + (" --quick" if args.quick else "")
-                   + (f" --out {args.out}" if args.out else ""))
         if args.what == "models2d":
             report = run_models2d_bench(args.threads, out, command, args.weights, args.rounds)
         else:
@@ -66,8 +64,6 @@ def _cmd_bench(args) -> int:
         print(json.dumps({"results": report["results"], "ratios": report["ratios"]}, indent=1))
         return _print_profiles(report, out)
     out = Path(args.out or "benchmarks/results/scan.json")
-    command = "mambaseg bench scan" + (" --quick" if args.quick else "") + f" --threads {args.threads}" + (
-        f" --out {args.out}" if args.out else "")
     report = run_scan_bench(quick=args.quick, threads=args.threads, out=out, command=command,
                             progress=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_scan_table(report))
@@ -422,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("mambaseg").setLevel(logging.INFO if args.command in ("train", "demo") else logging.WARNING)
     try:

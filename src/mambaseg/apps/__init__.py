@@ -9,6 +9,6 @@ Floors inside ``apps`` (a module imports only from its own room or from rooms on
     1: report, demo_real, bundle_components, export, speed
 
 ``benchmark`` (package: plan, run, records, evaluation, statistics, Markdown, HTML) draws its pages with the
-``report`` package's HTML pieces; ``speed`` is ``mambaseg bench`` (timings, not the benchmark). This file imports
-nothing.
+``report`` package's HTML pieces; ``speed`` (package: scan, models, precision) is ``mambaseg bench`` (timings, not
+the benchmark). This file imports nothing.
 """
