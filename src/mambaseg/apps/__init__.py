@@ -10,5 +10,6 @@ Floors inside ``apps`` (a module imports only from its own room or from rooms on
 
 ``benchmark`` (package: plan, run, records, evaluation, statistics, Markdown, HTML) draws its pages with the
 ``report`` package's HTML pieces; ``speed`` (package: scan, models, precision) is ``mambaseg bench`` (timings, not
-the benchmark). This file imports nothing.
+the benchmark); ``bundle`` (package: config, metadata, write) is ``mambaseg export --bundle``, whose 2D bundles run
+``bundle_components`` (a module of its own: exported bundles name it). This file imports nothing.
 """
