@@ -476,7 +476,7 @@ def test_saved_config_without_budget_clock_matches_wall_only():
 # ------------------------------------------------------------------ issue 24 (robustness) and issue 21 (budgets)
 def test_budget_arm_seed_and_n_boot_parsers():
     from mambaseg.apps.benchmark import parse_budget_spec, parse_n_boot
-    from mambaseg.apps.benchmark.plan import parse_arm_seeds
+    from mambaseg.apps.benchmark.options import parse_arm_seeds
 
     assert [parse_budget_spec(t).tag for t in ("steps:600", "cpu:30", "wall:60", "CPU:0.5", "wall:90min")] == [
         "steps600", "cpu30min", "wall60min", "cpu0.5min", "wall90min"]
@@ -547,7 +547,7 @@ def test_bad_input_refused_before_anything_is_written(data, tmp_path, capsys):
 
 def test_model_size_estimated_without_allocating(data):
     """An absurd width is refused from a meta-device build (no memory used), naming the key that makes it large."""
-    from mambaseg.apps.benchmark.plan import check_model_size
+    from mambaseg.apps.benchmark.options import check_model_size
     from mambaseg.config import load_config
 
     _, _, cfg = data

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mambaseg.apps.benchmark.plan import BenchmarkError, parse_folds, plan_benchmark
+from mambaseg.apps.benchmark.options import BenchmarkError
+from mambaseg.apps.benchmark.plan import parse_folds, plan_benchmark
 from mambaseg.cli import main
 from mambaseg.config import ConfigError, config_from_dict
 from mambaseg.data.splits import fold_ids, split_cases, split_ids

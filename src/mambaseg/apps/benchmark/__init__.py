@@ -17,7 +17,8 @@ after the other.
 
 One module per idea:
 
-- :mod:`.plan`: what will run (inputs parsed and checked, one run per model, seed and fold, command lines);
+- :mod:`.options`: the command-line inputs parsed and checked (models, seeds, budgets, model size);
+- :mod:`.plan`: what will run (the test set or folds, one run per model, seed and fold, command lines);
 - :mod:`.run`: running it (trainings, locks, signals, ``results.csv`` / ``summary.json``);
 - :mod:`.records`: what each run's folder says (its state on a rerun, its training record, fairness warnings);
 - :mod:`.evaluation`: each run predicted and evaluated on the test set, the per-case metrics;
@@ -28,18 +29,12 @@ One module per idea:
 from __future__ import annotations
 
 from .evaluation import case_metrics
+from .options import BenchmarkError, Budget, parse_budget, parse_budget_spec, parse_models, parse_n_boot, parse_seeds
 from .plan import (
     FOREVER_EPOCHS,
-    BenchmarkError,
     BenchmarkPlan,
     BenchmarkTestSet,
-    Budget,
     RunSpec,
-    parse_budget,
-    parse_budget_spec,
-    parse_models,
-    parse_n_boot,
-    parse_seeds,
     plan_benchmark,
     plan_budgets,
     resolve_test_set,

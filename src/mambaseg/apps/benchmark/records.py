@@ -13,7 +13,8 @@ import yaml
 from ...config import config_to_dict
 from ...utils.atomic import atomic_write_text
 from .evaluation import case_metrics
-from .plan import FOREVER_EPOCHS, BenchmarkError, BenchmarkTestSet, RunSpec
+from .options import BenchmarkError
+from .plan import FOREVER_EPOCHS, BenchmarkTestSet, RunSpec
 
 __all__ = ["DONE_MARKER", "append_segment", "check_run_records", "fairness_warnings", "read_json", "run_state",
            "short_commit", "training_record"]

@@ -34,14 +34,8 @@ import numpy as np
 from ...utils.atomic import atomic_path, atomic_write_text
 from ...utils.runlock import LOCK_NAME, RunLock, RunLockedError
 from .evaluation import case_metrics, evaluate_run
-from .plan import (
-    BenchmarkError,
-    BenchmarkPlan,
-    RunSpec,
-    parse_n_boot,
-    train_command,
-    train_env,
-)
+from .options import BenchmarkError, parse_n_boot
+from .plan import BenchmarkPlan, RunSpec, train_command, train_env
 from .records import (
     DONE_MARKER,
     append_segment,
