@@ -2,7 +2,7 @@
 Mamba-out skip scale and detail, per-module gradient norms.
 
 Usage:
-    python benchmarks/akmamba_diagnose.py --runs benchmarks/results/drive_ablation/steps600/runs \
+    python benchmarks/akmamba_diagnose.py --runs benchmarks/results/drive_ablation_onecommit/steps600/runs \
         --checkpoint weights/akmamba_net_drive.pt --checkpoint RUN/checkpoint_best.pt --init akmamba_net_cpu \
         --data-root ../shared/data/DRIVE --out benchmarks/results/akmamba_diagnosis
 
