@@ -3,13 +3,11 @@ baseline, alternated in one process, with the top operators of a step and (3D) p
 
 from __future__ import annotations
 
-import os
-import platform
 import resource
 import time
 from pathlib import Path
 
-from .common import alternate, median_time, profile_table, run_worker, train_step_fn, write_report
+from .common import alternate, median_time, profile_table, provenance, run_worker, train_step_fn, write_report
 
 
 def peak_worker(spec: dict) -> dict:
@@ -92,9 +90,7 @@ def run_models2d_bench(threads: int = 2, out: Path | None = None, command: str =
     switch("akmamba_net_cpu")
 
     u = rows["unet_cpu"]
-    report = dict(benchmark="models2d", command=command, torch=torch.__version__, threads=threads, rounds=rounds,
-                  machine=dict(platform=platform.platform(), cpus=os.cpu_count()),
-                  time=time.strftime("%Y-%m-%d %H:%M:%S"),
+    report = dict(benchmark="models2d", **provenance(command, threads, rounds),
                   weights=weights or None, timing="alternated, best of each", results=rows,
                   ratios={"akmamba_train_step_over_unet": rows["akmamba_net_cpu"]["train_step_s_8x3x128x128"]
                           / u["train_step_s_8x3x128x128"],
@@ -157,9 +153,7 @@ def run_models3d_bench(threads: int = 2, out: Path | None = None, command: str =
             rows["dm_segnet"][f"train_step_96^3{'_checkpointed' if ckpt else ''}"] = run_worker("--peak", spec)
         base = rows["dm_segnet"]["fwd_bwd_s_1x1x64^3"]
         ratios.update({f"dm_segnet_over_{n}": base / rows[n]["fwd_bwd_s_1x1x64^3"] for n in ("swin_unetr", "unetr")})
-    report = dict(benchmark="models3d", command=command, torch=torch.__version__, threads=threads, rounds=rounds,
-                  machine=dict(platform=platform.platform(), cpus=os.cpu_count()),
-                  time=time.strftime("%Y-%m-%d %H:%M:%S"),
+    report = dict(benchmark="models3d", **provenance(command, threads, rounds),
                   timing="cpu-width steps alternated, best of each", results=rows, ratios=ratios, profiles=profiles,
                   goals={"dm_segnet_cpu_over_unet3d_cpu (48^3-64^3)": "<= 1.5",
                          "96^3 training step peak memory, batch 1": "< 24 GB"})
